@@ -1,0 +1,1 @@
+"""Activities: the executor registry, builtin executors, artifact capture and policy evaluation."""

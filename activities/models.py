@@ -1,0 +1,72 @@
+"""What the workflow sends to activities and gets back: the wire shapes between the two rooms."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from compiler.plan import OutputSpec, Sandbox
+
+RUN_STEP = "run_step"
+EVALUATE_POLICY = "evaluate_policy"
+CAPTURE_OUTPUTS = "capture_outputs"
+STEP_FAILED = "StepFailed"
+"""ApplicationError type for a step that failed for good; `details[0]` is the step's outputs."""
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class RunStepRequest(Wire):
+    runId: str
+    tenant: str
+    stepId: str
+    uses: str
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    secrets: list[str] = Field(default_factory=list)
+    timeoutSeconds: int = 3600
+    sandbox: Sandbox = Sandbox()
+    attempt: int = 1
+
+
+class ArtifactRecord(Wire):
+    """The contract's RunArtifact."""
+
+    name: str
+    type: Literal["file", "object"]
+    sourcePath: str | None = None
+    storedPath: str | None = None
+    status: Literal["pending", "captured", "failed"]
+    notes: str | None = None
+    capturedAt: str | None = None
+    expressionJson: str | None = None
+
+
+class RunStepResult(Wire):
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    artifacts: list[ArtifactRecord] = Field(default_factory=list)
+
+
+class PolicyRequest(Wire):
+    runId: str
+    policyId: str
+    policyVersion: str
+    condition: str | bool
+    scope: dict[str, Any] = Field(default_factory=dict)
+
+
+class PolicyResult(Wire):
+    passed: bool
+    detail: str | None = None
+
+
+class CaptureRequest(Wire):
+    runId: str
+    tenant: str
+    outputs: list[OutputSpec] = Field(default_factory=list)
+
+
+class CaptureResult(Wire):
+    artifacts: list[ArtifactRecord] = Field(default_factory=list)

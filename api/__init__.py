@@ -1,0 +1,1 @@
+"""The FastAPI facade serving the REST contract over the PackRun workflow."""

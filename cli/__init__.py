@@ -1,0 +1,1 @@
+"""The `taskrunner` command: every command users run."""

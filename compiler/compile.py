@@ -1,0 +1,515 @@
+"""From manifest text and inputs to a validated plan: every error found, each with its path."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from compiler import manifest as m
+from compiler import plan as p
+from compiler.errors import ErrorDetail, ManifestError, join_path
+from compiler.expressions import (
+    ExpressionError,
+    references,
+    secret_name,
+    strip_braces,
+    template_parts,
+)
+from compiler.hashing import plan_hash
+from compiler.inputs import check_schema, resolve_inputs
+from compiler.loader import MAX_MANIFEST_BYTES, load_yaml
+
+DEFAULT_MAP_PARALLELISM = 10
+DEFAULT_RUN_TIMEOUT_SECONDS = 3600
+
+_PYDANTIC_MESSAGES = {
+    "missing": "required",
+    "extra_forbidden": "unknown key",
+}
+
+
+@dataclass(frozen=True)
+class CompiledPlan:
+    plan: p.Plan
+    plan_hash: str
+
+
+def load_manifest(text: str | bytes, *, max_bytes: int = MAX_MANIFEST_BYTES) -> m.Manifest:
+    """Parse and type-check a manifest. Raises ManifestError with every structural error."""
+    data = load_yaml(text, max_bytes=max_bytes)
+    if not isinstance(data, dict):
+        raise ManifestError.single("", "manifest must be a YAML mapping")
+    try:
+        return m.Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(_from_pydantic(exc, data)) from None
+    except RecursionError:
+        raise ManifestError.single("", "manifest is nested too deeply") from None
+
+
+def compile_manifest(
+    text: str | bytes,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    known_executors: Collection[str] | None = None,
+    max_bytes: int = MAX_MANIFEST_BYTES,
+) -> CompiledPlan:
+    """Compile a manifest with its inputs into a plan and its hash.
+
+    `known_executors`, when given, makes an unknown `uses` a validation error; without it an
+    unknown executor is only found when the step runs.
+    """
+    manifest = load_manifest(text, max_bytes=max_bytes)
+    plan = build_plan(manifest, inputs, known_executors=known_executors)
+    return CompiledPlan(plan=plan, plan_hash=plan_hash(plan))
+
+
+def build_plan(
+    manifest: m.Manifest,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    known_executors: Collection[str] | None = None,
+) -> p.Plan:
+    return _Builder(manifest, known_executors).build(inputs)
+
+
+def _from_pydantic(exc: ValidationError, data: Any) -> list[ErrorDetail]:
+    merged: dict[str, list[str]] = {}
+    for err in exc.errors(include_url=False):
+        path = _data_path(err["loc"], data, err["type"])
+        msg = _PYDANTIC_MESSAGES.get(err["type"], err["msg"])
+        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        bucket = merged.setdefault(path, [])
+        if msg not in bucket:
+            bucket.append(msg)
+    return [ErrorDetail(path, " or ".join(msgs)) for path, msgs in merged.items()]
+
+
+def _data_path(loc: Iterable[str | int], data: Any, kind: str) -> str:
+    """The JSON path of an error, keeping only the parts of pydantic's `loc` that name data.
+
+    `loc` also holds union member tags (`str`, `list[any]`); those are dropped.
+    """
+    parts: list[str | int] = []
+    current = data
+    loc = list(loc)
+    for i, part in enumerate(loc):
+        if isinstance(current, dict) and part in current:
+            parts.append(part)
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            parts.append(part)
+            current = current[part]
+        elif kind == "missing" and i == len(loc) - 1:
+            parts.append(part)
+    return join_path(parts)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What an expression at some place may read."""
+
+    visible_steps: frozenset[str]
+    iteration_vars: frozenset[str]
+    allow_secrets: bool = False
+    any_step: bool = False
+
+
+class _Builder:
+    def __init__(self, manifest: m.Manifest, known_executors: Collection[str] | None) -> None:
+        self.manifest = manifest
+        self.spec = manifest.spec
+        self.known_executors = known_executors
+        self.errors: list[ErrorDetail] = []
+        self.step_paths: dict[str, str] = {}
+        self.input_names = {i.name for i in self.spec.inputs}
+        self.secret_names = {s.name for s in self.spec.secrets}
+        self.approvals = {a.id: a for a in self.spec.approvals}
+        self.policies = {pol.id: pol for pol in self.spec.policies}
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(ErrorDetail(path, message))
+
+    # ----------------------------------------------------------------- whole pack
+
+    def build(self, given_inputs: Mapping[str, Any] | None) -> p.Plan:
+        spec = self.spec
+        self._check_unique("spec.inputs", [i.name for i in spec.inputs], "name", "input")
+        self._check_unique("spec.secrets", [s.name for s in spec.secrets], "name", "secret")
+        self._check_unique("spec.approvals", [a.id for a in spec.approvals], "id", "approval")
+        self._check_unique("spec.policies", [x.id for x in spec.policies], "id", "policy")
+        self._check_unique("spec.outputs", [o.name for o in spec.outputs], "name", "output")
+        for index, defn in enumerate(spec.inputs):
+            self.errors.extend(check_schema(defn, f"spec.inputs[{index}].schema"))
+        values, input_errors = resolve_inputs(spec.inputs, given_inputs)
+
+        self._collect_ids(spec.steps, "spec.steps")
+        steps = self._steps(spec.steps, "spec.steps", _Scope(frozenset(), frozenset()))[0]
+
+        every_step = _Scope(frozenset(self.step_paths), frozenset(), any_step=True)
+        policies = []
+        for index, pol in enumerate(spec.policies):
+            cond = self._condition(pol.condition, f"spec.policies[{index}].condition", every_step)
+            policies.append(p.PolicySpec(id=pol.id, version=pol.version, condition=cond))
+        outputs = [self._output(o, f"spec.outputs[{i}]", every_step) for i, o in enumerate(spec.outputs)]
+
+        # Manifest errors first, in document order, then the errors of the inputs given.
+        errors = self.errors + input_errors
+        if errors:
+            raise ManifestError(errors)
+        return p.Plan(
+            pack=p.PackRef(name=self.manifest.metadata.name, version=self.manifest.metadata.version),
+            inputs=values,
+            secrets=tuple(s.name for s in spec.secrets),
+            approvals=tuple(
+                p.ApprovalSpec(
+                    id=a.id,
+                    grants=tuple(a.grants),
+                    requiredApprovals=a.requiredApprovals,
+                    expiresAfterSeconds=a.expiresAfterSeconds,
+                    onExpiry=a.onExpiry,
+                    message=a.message,
+                )
+                for a in spec.approvals
+            ),
+            policies=tuple(policies),
+            failure=p.FailurePolicy(**spec.failure.model_dump()),
+            sandbox=p.Sandbox(
+                mode=spec.sandbox.mode,
+                egressAllowlist=tuple(spec.sandbox.egressAllowlist),
+                cpuLimitMillicores=spec.sandbox.cpuLimitMillicores,
+                memoryLimitMiB=spec.sandbox.memoryLimitMiB,
+                quotaSeconds=spec.sandbox.quotaSeconds,
+            ),
+            slo=p.Slo(**spec.slo.model_dump()) if spec.slo else None,
+            steps=tuple(steps),
+            outputs=tuple(outputs),
+        )
+
+    def _check_unique(self, path: str, names: list[str], key: str, what: str) -> None:
+        first: dict[str, int] = {}
+        for index, name in enumerate(names):
+            if name in first:
+                self.error(
+                    f"{path}[{index}].{key}",
+                    f"duplicate {what} {name!r} (first at {path}[{first[name]}].{key})",
+                )
+            else:
+                first[name] = index
+
+    def _collect_ids(self, steps: list[m.Step], path: str) -> None:
+        for index, step in enumerate(steps):
+            here = f"{path}[{index}]"
+            if step.id in self.step_paths:
+                self.error(
+                    f"{here}.id",
+                    f"duplicate step id {step.id!r} (first at {self.step_paths[step.id]}.id)",
+                )
+            else:
+                self.step_paths[step.id] = here
+            for child_path, child_steps in _child_lists(step, here):
+                self._collect_ids(child_steps, child_path)
+
+    # ----------------------------------------------------------------- steps
+
+    def _steps(
+        self, steps: list[m.Step], path: str, scope: _Scope
+    ) -> tuple[list[p.PlanStep], frozenset[str]]:
+        """Build a sequence: each step sees the ones before it. Returns the steps and new ids."""
+        built: list[p.PlanStep] = []
+        visible = scope.visible_steps
+        for index, step in enumerate(steps):
+            here = f"{path}[{index}]"
+            plan_step, defined = self._step(step, here, _with_visible(scope, visible))
+            built.append(plan_step)
+            visible = visible | defined
+        return built, visible - scope.visible_steps
+
+    def _step(
+        self, step: m.Step, path: str, scope: _Scope
+    ) -> tuple[p.PlanStep, frozenset[str]]:
+        when = self._condition(step.when, f"{path}.when", scope) if step.when is not None else None
+        fail = self.spec.failure
+        common: dict[str, Any] = {"id": step.id, "when": when}
+        own = frozenset({step.id})
+
+        if step.run is not None:
+            run = step.run
+            self._check_uses(run.uses, f"{path}.run.uses")
+            with_scope = _Scope(scope.visible_steps, scope.iteration_vars, allow_secrets=True)
+            secrets = self._templates(run.with_, f"{path}.run.with", with_scope)
+            retries = run.retries
+            return (
+                p.RunStep(
+                    **common,
+                    continueOnError=_first(step.continueOnError, fail.continueOnError),
+                    uses=run.uses,
+                    with_=run.with_,
+                    timeoutSeconds=run.timeoutSeconds or DEFAULT_RUN_TIMEOUT_SECONDS,
+                    maxAttempts=retries.maxAttempts if retries else fail.maxAttempts,
+                    backoffSeconds=retries.backoffSeconds if retries else fail.backoffSeconds,
+                    secrets=tuple(sorted(secrets)),
+                ),
+                own,
+            )
+
+        if step.parallel is not None:
+            par = step.parallel
+            kids: list[p.PlanStep] = []
+            defined: frozenset[str] = own
+            for index, child in enumerate(par.steps):
+                # Siblings run at the same time: none of them is "earlier" than another.
+                built, ids = self._step(child, f"{path}.parallel.steps[{index}]", scope)
+                kids.append(built)
+                defined |= ids
+            return (
+                p.ParallelStep(
+                    **common,
+                    continueOnError=_first(step.continueOnError, par.continueOnError, fail.continueOnError),
+                    steps=tuple(kids),
+                    maxParallel=par.maxParallel or len(kids),
+                ),
+                defined,
+            )
+
+        if step.map is not None:
+            mp = step.map
+            items: str | tuple[Any, ...]
+            if isinstance(mp.items, str):
+                items = self._expression(mp.items, f"{path}.map.items", scope)
+            else:
+                items = tuple(mp.items)
+            inner = _Scope(scope.visible_steps, scope.iteration_vars | {"item", "index"})
+            template, _ = self._step(mp.step, f"{path}.map.step", inner)
+            return (
+                p.MapStep(
+                    **common,
+                    continueOnError=_first(step.continueOnError, mp.continueOnError, fail.continueOnError),
+                    items=items,
+                    step=template,
+                    maxParallel=mp.maxParallel or DEFAULT_MAP_PARALLELISM,
+                ),
+                own,  # iteration steps are not visible outside the map
+            )
+
+        if step.loop is not None:
+            lp = step.loop
+            src = lp.items
+            expr = rng = static = None
+            if src.expression is not None:
+                expr = self._expression(src.expression, f"{path}.loop.items.expression", scope)
+            elif src.range is not None:
+                r = src.range
+                rng = (r.start, r.end, r.step)
+                count = len(range(*rng))
+                if count > lp.maxIterations:
+                    self.error(
+                        f"{path}.loop.items.range",
+                        f"range has {count} items, more than maxIterations ({lp.maxIterations})",
+                    )
+            elif src.static is not None:
+                static = tuple(src.static)
+                if len(static) > lp.maxIterations:
+                    self.error(
+                        f"{path}.loop.items.static",
+                        f"{len(static)} items, more than maxIterations ({lp.maxIterations})",
+                    )
+            if lp.iterator == lp.index:
+                self.error(f"{path}.loop.index", "index and iterator need different names")
+            inner = _Scope(scope.visible_steps, scope.iteration_vars | {lp.iterator, lp.index})
+            body, _ = self._steps(lp.steps, f"{path}.loop.steps", inner)
+            return (
+                p.LoopStep(
+                    **common,
+                    continueOnError=_first(step.continueOnError, lp.continueOnError, fail.continueOnError),
+                    itemsExpression=expr,
+                    itemsRange=rng,
+                    itemsStatic=static,
+                    iterator=lp.iterator,
+                    index=lp.index,
+                    maxIterations=lp.maxIterations,
+                    aggregation=lp.aggregation,
+                    steps=tuple(body),
+                ),
+                own,
+            )
+
+        if step.conditional is not None:
+            cd = step.conditional
+            branches = []
+            defined = own
+            for index, branch in enumerate(cd.branches):
+                bpath = f"{path}.conditional.branches[{index}]"
+                cond = self._condition(branch.condition, f"{bpath}.condition", scope)
+                body, ids = self._steps(branch.steps, f"{bpath}.steps", scope)
+                branches.append(p.BranchSpec(condition=cond, steps=tuple(body)))
+                defined |= ids
+            else_steps, ids = self._steps(cd.else_, f"{path}.conditional.else", scope)
+            return (
+                p.ConditionalStep(
+                    **common,
+                    continueOnError=_first(step.continueOnError, fail.continueOnError),
+                    branches=tuple(branches),
+                    elseSteps=tuple(else_steps),
+                    outputUnion=cd.outputUnion,
+                ),
+                defined | ids,
+            )
+
+        gate = step.gate
+        assert gate is not None  # the manifest model guarantees exactly one kind
+        if gate.approval is not None:
+            ap = gate.approval
+            if ap.id not in self.approvals:
+                self.error(f"{path}.gate.approval.id", _unknown("approval", ap.id, self.approvals))
+            declared = self.approvals.get(ap.id)
+            return (
+                p.ApprovalGateStep(
+                    **common,
+                    continueOnError=_first(step.continueOnError, fail.continueOnError),
+                    approvalId=ap.id,
+                    message=ap.message or (declared.message if declared else None),
+                ),
+                own,
+            )
+
+        pg = gate.policy
+        assert pg is not None
+        gpath = f"{path}.gate.policy"
+        declared_policy = self.policies.get(pg.policy)
+        if declared_policy is None:
+            self.error(f"{gpath}.policy", _unknown("policy", pg.policy, self.policies))
+        elif pg.version is not None and pg.version != declared_policy.version:
+            self.error(
+                f"{gpath}.version",
+                f"policy {pg.policy!r} is declared with version {declared_policy.version!r}",
+            )
+        if pg.failureAction == "requestOverride" and not pg.approvalId:
+            self.error(f"{gpath}.approvalId", "failureAction requestOverride needs approvalId")
+        if pg.approvalId and pg.approvalId not in self.approvals:
+            self.error(f"{gpath}.approvalId", _unknown("approval", pg.approvalId, self.approvals))
+        else_steps, ids = self._steps(pg.else_, f"{gpath}.else", scope)
+        if pg.else_ and pg.failureAction != "branch":
+            self.error(f"{gpath}.else", "`else` steps run only with failureAction branch")
+        return (
+            p.PolicyGateStep(
+                **common,
+                continueOnError=_first(step.continueOnError, fail.continueOnError),
+                policyId=pg.policy,
+                policyVersion=pg.version or (declared_policy.version if declared_policy else "1"),
+                failureAction=pg.failureAction,
+                retryCount=pg.retryCount,
+                approvalId=pg.approvalId,
+                elseSteps=tuple(else_steps),
+            ),
+            own | ids,
+        )
+
+    def _check_uses(self, uses: str, path: str) -> None:
+        if self.known_executors is not None and uses not in self.known_executors:
+            known = ", ".join(sorted(self.known_executors))
+            self.error(path, f"unknown executor {uses!r} (known: {known})")
+
+    def _output(self, out: m.Output, path: str, scope: _Scope) -> p.OutputSpec:
+        expression = None
+        if out.expression is not None:
+            expression = self._expression(out.expression, f"{path}.expression", scope)
+        if out.path is not None:
+            norm = posixpath.normpath(out.path)
+            if out.path.startswith(("/", "\\")) or norm == ".." or norm.startswith("../") or "\\" in out.path or "\x00" in out.path:
+                self.error(f"{path}.path", "must be a relative path inside the run's workspace")
+        return p.OutputSpec(name=out.name, type=out.type, path=out.path, expression=expression)
+
+    # ----------------------------------------------------------------- expressions
+
+    def _condition(self, value: str | bool, path: str, scope: _Scope) -> str | bool:
+        if isinstance(value, bool):
+            return value
+        return self._expression(value, path, scope)
+
+    def _expression(self, text: str, path: str, scope: _Scope) -> str:
+        expr = strip_braces(text)
+        self._check_expression(expr, path, scope)
+        return expr
+
+    def _templates(self, value: Any, path: str, scope: _Scope) -> set[str]:
+        """Check every `{{ }}` in a value; returns the secrets it names."""
+        secrets: set[str] = set()
+        if isinstance(value, str):
+            for expr in template_parts(value):
+                name = secret_name(expr)
+                if name is not None and scope.allow_secrets:
+                    if name not in self.secret_names:
+                        self.error(path, _unknown("secret", name, self.secret_names))
+                    secrets.add(name)
+                else:
+                    self._check_expression(expr, path, scope)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                secrets |= self._templates(item, f"{path}[{index}]", scope)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                secrets |= self._templates(item, join_path([path, str(key)]), scope)
+        return secrets
+
+    def _check_expression(self, expr: str, path: str, scope: _Scope) -> None:
+        try:
+            refs = references(expr)
+        except ExpressionError as exc:
+            self.error(path, str(exc))
+            return
+        roots = {"inputs", "steps", *scope.iteration_vars}
+        for ref in refs:
+            if ref.root == "secrets":
+                self.error(
+                    path,
+                    "secrets may only be used as {{ secrets.NAME }} inside a run step's `with`",
+                )
+            elif ref.root not in roots:
+                allowed = ", ".join(sorted(roots))
+                self.error(path, f"unknown name {ref.root!r} in expression (allowed: {allowed})")
+            elif ref.root == "inputs" and ref.name is not None and ref.name not in self.input_names:
+                self.error(path, _unknown("input", ref.name, self.input_names))
+            elif ref.root == "steps" and ref.name is not None:
+                if ref.name not in self.step_paths:
+                    self.error(path, _unknown("step", ref.name, self.step_paths))
+                elif not scope.any_step and ref.name not in scope.visible_steps:
+                    self.error(path, f"step {ref.name!r} does not run before this point")
+
+
+def _with_visible(scope: _Scope, visible: frozenset[str]) -> _Scope:
+    return _Scope(visible, scope.iteration_vars, scope.allow_secrets, scope.any_step)
+
+
+def _first(*values: bool | None) -> bool:
+    return next(v for v in values if v is not None)  # the last value is never None
+
+
+def _unknown(what: str, name: str, known: Collection[str]) -> str:
+    names = ", ".join(sorted(known)[:20]) or "none declared"
+    return f"unknown {what} {name!r} (known: {names})"
+
+
+def _child_lists(step: m.Step, path: str) -> list[tuple[str, list[m.Step]]]:
+    if step.parallel is not None:
+        return [(f"{path}.parallel.steps", step.parallel.steps)]
+    if step.map is not None:
+        return [(f"{path}.map.step", [step.map.step])]
+    if step.loop is not None:
+        return [(f"{path}.loop.steps", step.loop.steps)]
+    if step.conditional is not None:
+        lists = [
+            (f"{path}.conditional.branches[{i}].steps", b.steps)
+            for i, b in enumerate(step.conditional.branches)
+        ]
+        return [*lists, (f"{path}.conditional.else", step.conditional.else_)]
+    if step.gate is not None and step.gate.policy is not None:
+        return [(f"{path}.gate.policy.else", step.gate.policy.else_)]
+    return []
+
+
+__all__ = ["CompiledPlan", "build_plan", "compile_manifest", "load_manifest"]

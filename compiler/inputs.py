@@ -1,0 +1,101 @@
+"""Checking the inputs given with a request against the pack's declared inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jsonschema
+
+from compiler.errors import ErrorDetail, join_path
+from compiler.manifest import InputDef
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "number": "a number",
+    "integer": "an integer",
+    "boolean": "a boolean",
+    "object": "an object",
+    "array": "an array",
+}
+
+
+def type_matches(kind: str, value: Any) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()
+        )
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "object":
+        return isinstance(value, dict)
+    if kind == "array":
+        return isinstance(value, list)
+    return False
+
+
+def check_value(defn: InputDef, value: Any, path: str) -> list[ErrorDetail]:
+    """Errors for one value against its declaration: type first, then the optional JSON Schema."""
+    if not type_matches(defn.type, value):
+        got = type(value).__name__ if value is not None else "null"
+        return [ErrorDetail(path, f"must be {_TYPE_NAMES[defn.type]}, got {got}")]
+    if defn.schema_ is None:
+        return []
+    validator = jsonschema.Draft202012Validator(defn.schema_)
+    errors = []
+    for err in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
+        where = join_path([path, *err.absolute_path]) if err.absolute_path else path
+        errors.append(ErrorDetail(where, err.message))
+    return errors
+
+
+def check_schema(defn: InputDef, path: str) -> list[ErrorDetail]:
+    if defn.schema_ is None:
+        return []
+    try:
+        jsonschema.Draft202012Validator.check_schema(defn.schema_)
+    except jsonschema.SchemaError as err:
+        return [ErrorDetail(path, f"not a valid JSON Schema: {err.message}")]
+    return []
+
+
+def resolve_inputs(
+    declared: Sequence[InputDef], given: Any
+) -> tuple[dict[str, Any], list[ErrorDetail]]:
+    """The pack's input values: given ones checked, defaults filled, missing required reported."""
+    errors: list[ErrorDetail] = []
+    if given is None:
+        given = {}
+    if not isinstance(given, Mapping):
+        return {}, [ErrorDetail("inputs", "must be an object of input names to values")]
+    by_name = {d.name: d for d in declared}
+    for name in given:
+        if name not in by_name:
+            known = ", ".join(sorted(by_name)) or "none"
+            errors.append(ErrorDetail(f"inputs.{name}", f"unknown input (declared: {known})"))
+    values: dict[str, Any] = {}
+    for index, defn in enumerate(declared):
+        if defn.name in given:
+            value = given[defn.name]
+            found = check_value(defn, value, f"inputs.{defn.name}")
+            errors.extend(found)
+            if not found:
+                values[defn.name] = _normalise(defn.type, value)
+        elif defn.default is not None:
+            found = check_value(defn, defn.default, f"spec.inputs[{index}].default")
+            errors.extend(found)
+            values[defn.name] = _normalise(defn.type, defn.default)
+        elif defn.required:
+            errors.append(ErrorDetail(f"inputs.{defn.name}", "required input is missing"))
+    return values, errors
+
+
+def _normalise(kind: str, value: Any) -> Any:
+    # 3.0 given for an integer input is the integer 3, so the plan (and its hash) is the same.
+    if kind == "integer" and isinstance(value, float):
+        return int(value)
+    return value

@@ -1,0 +1,159 @@
+"""Run-state models: the workflow's input, its signals and update, and what its queries return.
+
+This is the small shared contract between `workflows/` and `api/`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from activities.models import ArtifactRecord
+from compiler.plan import FailurePolicy, Plan
+
+RunStatus = Literal["pending", "running", "awaiting-approval", "succeeded", "failed", "cancelled"]
+StepStatus = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"]
+Decision = Literal["approved", "rejected", "expired"]
+LogLevel = Literal["debug", "info", "warn", "error"]
+TERMINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class StepState(Model):
+    """One step of a run, as the contract's RunStateStep plus where it sits in the tree."""
+
+    stepId: str
+    kind: str
+    enabled: bool = True
+    continueOnError: bool = False
+    maxParallel: int | None = None
+    approvalId: str | None = None
+    gateMessage: str | None = None
+    status: StepStatus = "Pending"
+    attempts: int = 0
+    lastTransitionAt: str | None = None
+    nextAttemptAt: str | None = None
+    statusReason: str | None = None
+    parentId: str | None = None
+    templateId: str | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ApprovalDecisionRecord(Model):
+    actorId: str
+    decision: Decision
+    summary: str | None = None
+    decidedAt: str
+
+
+class ApprovalState(Model):
+    approvalId: str
+    stepId: str | None = None
+    status: Literal["waiting", "pending", "approved", "rejected", "expired"] = "waiting"
+    grants: list[str] = Field(default_factory=list)
+    requiredApprovals: int = 1
+    message: str | None = None
+    requestedAt: str | None = None
+    expiresAt: str | None = None
+    decisions: list[ApprovalDecisionRecord] = Field(default_factory=list)
+
+
+class LogEntry(Model):
+    sequence: int
+    timestamp: str
+    level: LogLevel = "info"
+    eventType: str
+    message: str
+    stepId: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class RunMeta(Model):
+    runId: str
+    tenant: str
+    actor: str | None = None
+    requestedAt: str
+
+
+class PackRunInput(Model):
+    """Start input: the compiled plan and the run's metadata. Never secrets."""
+
+    plan: Plan
+    planHash: str
+    meta: RunMeta
+    carried: CarriedState | None = None
+
+
+class RunStateSnapshot(Model):
+    """What the `state` query returns: the contract's run state plus the run's status."""
+
+    runId: str
+    tenant: str
+    pack: str
+    packVersion: str
+    planHash: str
+    status: RunStatus
+    failurePolicy: FailurePolicy
+    createdAt: str
+    updatedAt: str
+    steps: list[StepState] = Field(default_factory=list)
+    approvals: list[ApprovalState] = Field(default_factory=list)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class CarriedState(Model):
+    """What a run carries across continue-as-new."""
+
+    status: RunStatus
+    createdAt: str
+    updatedAt: str
+    nextStepIndex: int
+    steps: list[StepState]
+    approvals: list[ApprovalState]
+    logs: list[LogEntry]
+    artifacts: list[ArtifactRecord]
+    cancelRequested: bool = False
+    failed: bool = False
+
+
+class ApprovalSignal(Model):
+    """Payload of the `approval` signal and the `decide_approval` update."""
+
+    approvalId: str
+    decision: Decision
+    planHash: str
+    actorId: str | None = None
+    summary: str | None = None
+
+
+class ApprovalOutcome(Model):
+    """What `decide_approval` returns: the contract's ApprovalDecisionResponse plus the tally."""
+
+    status: Decision
+    resumed: bool
+    approvals: int = 0
+    requiredApprovals: int = 1
+
+
+class CancelSignal(Model):
+    actorId: str | None = None
+    reason: str | None = None
+
+
+class LogsQuery(Model):
+    after: int = 0
+    limit: int = 1000
+
+
+class LogsPage(Model):
+    entries: list[LogEntry]
+    nextSequence: int
+    finished: bool
+
+
+PackRunInput.model_rebuild()
