@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from activities.models import ArtifactRecord
-from compiler.plan import FailurePolicy, Plan
+from compiler.plan import FailurePolicy, Plan, PlanStep
 
 RunStatus = Literal["pending", "running", "awaiting-approval", "succeeded", "failed", "cancelled"]
 StepStatus = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"]
@@ -73,10 +73,18 @@ class LogEntry(Model):
 
 
 class RunMeta(Model):
+    """Who started a run and how it should behave; set by the API from its settings."""
+
     runId: str
     tenant: str
     actor: str | None = None
     requestedAt: str
+    heartbeatTimeoutSeconds: int = 20
+    activityAttempts: int = 5
+    """Temporal's own retries of one step attempt, for lost workers and timeouts."""
+    searchAttributes: bool = True
+    continueAsNewAfterEvents: int | None = None
+    """Continue-as-new past this history length even before Temporal suggests it (for tests)."""
 
 
 class PackRunInput(Model):
@@ -104,6 +112,38 @@ class RunStateSnapshot(Model):
     approvals: list[ApprovalState] = Field(default_factory=list)
     outputs: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+
+
+class RunResult(Model):
+    """What a PackRun returns when it ends. The full state is read with the `state` query."""
+
+    status: RunStatus
+    error: str | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChunkInput(Model):
+    """One slice of a large map, run as a child workflow so no history grows with the items."""
+
+    plan: Plan
+    planHash: str
+    meta: RunMeta
+    mapStepId: str
+    template: PlanStep
+    startIndex: int
+    items: list[Any]
+    vars: dict[str, Any] = Field(default_factory=dict)
+    visibleSteps: dict[str, Any] = Field(default_factory=dict)
+    maxParallel: int = 1
+    continueOnError: bool = False
+
+
+class ChunkResult(Model):
+    steps: list[StepState]
+    logs: list[LogEntry]
+    outputs: list[Any]
+    failed: bool
+    artifacts: list[ArtifactRecord] = Field(default_factory=list)
 
 
 class CarriedState(Model):
@@ -157,3 +197,4 @@ class LogsPage(Model):
 
 
 PackRunInput.model_rebuild()
+ChunkInput.model_rebuild()

@@ -1,0 +1,326 @@
+"""The one generic workflow: PackRun interprets any compiled plan; PackRunMapChunk runs a slice of
+a large map as its child so no history grows with the number of items.
+
+Decisions arrive by the `approval` signal (fire-and-forget, for chat bots and the Web UI) or the
+`decide_approval` update (validated before anything is written to history); both go through the
+RunBook's one decision handler. `cancel` (signal) and Temporal's own cancel request both end the
+run gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import CAPTURE_OUTPUTS, ArtifactRecord, CaptureRequest, CaptureResult
+    from workflows.interpreter import Frame, Interpreter
+    from workflows.names import (
+        CHUNK_WORKFLOW_TYPE,
+        QUERY_ARTIFACTS,
+        QUERY_LOGS,
+        QUERY_STATE,
+        SA_PACK,
+        SA_PLAN_HASH,
+        SA_STATUS,
+        SA_TENANT,
+        SIGNAL_APPROVAL,
+        SIGNAL_CANCEL,
+        UPDATE_DECIDE_APPROVAL,
+        WORKFLOW_TYPE,
+    )
+    from workflows.run_book import RunBook
+    from workflows.state import (
+        TERMINAL_RUN_STATUSES,
+        ApprovalOutcome,
+        ApprovalSignal,
+        CancelSignal,
+        ChunkInput,
+        ChunkResult,
+        LogsPage,
+        LogsQuery,
+        PackRunInput,
+        RunResult,
+        RunStateSnapshot,
+    )
+
+CAPTURE_TIMEOUT = timedelta(minutes=5)
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class PackRun:
+    @workflow.init
+    def __init__(self, run_input: PackRunInput) -> None:
+        self.input = run_input
+        self.book = RunBook(
+            run_input.plan, run_input.planHash, run_input.meta, workflow.now, run_input.carried
+        )
+        results = None
+        if run_input.carried is not None:
+            results = {
+                s.stepId: {"status": s.status, "outputs": s.outputs}
+                for s in run_input.carried.steps
+                if s.templateId is None
+            }
+        self.interp = Interpreter(self.book, results=results, notify=self._refresh)
+        self._task: asyncio.Task[Any] | None = None
+        self._temporal_cancel = False
+
+    # ----------------------------------------------------------------- main
+
+    @workflow.run
+    async def run(self, run_input: PackRunInput) -> RunResult:
+        book = self.book
+        plan = book.plan
+        if run_input.carried is None:
+            book.register_tree(plan.steps, "", None, templated=False)
+            book.log(
+                "run.created",
+                "Run created.",
+                planHash=book.plan_hash,
+                requestedAt=book.meta.requestedAt,
+                actor=book.meta.actor,
+                pack=f"{plan.pack.name}@{plan.pack.version}",
+            )
+            book.set_status("running")
+            book.log("run.started", "Run started.")
+        else:
+            book.log("run.continued", "Run continued as new.", historyFrom=workflow.info().run_id)
+        self._upsert(initial=True)
+        self._refresh()
+
+        self._task = asyncio.current_task()
+        try:
+            if book.cancel_requested:
+                raise asyncio.CancelledError
+            ok = await self._interpret()
+        except asyncio.CancelledError:
+            if not book.cancel_requested:
+                # Temporal's own cancel request (the Web UI's button), not our signal.
+                self._temporal_cancel = True
+                book.cancel_requested = True
+                book.log("run.cancel-requested", "Cancellation requested through Temporal.", level="warn")
+            return await self._end_cancelled()
+        return await self._end(ok)
+
+    async def _interpret(self) -> bool:
+        book = self.book
+        steps = book.plan.steps
+        frame = Frame()
+        while book.next_step_index < len(steps):
+            step = steps[book.next_step_index]
+            self._details(f"Running step `{step.id}` ({book.next_step_index + 1} of {len(steps)})")
+            ok = await self.interp.run_step(step, frame)
+            book.next_step_index += 1
+            if not ok:
+                for rest in steps[book.next_step_index :]:
+                    self.interp.skip(rest, frame, "previous-step-failed")
+                return False
+            if self._should_continue_as_new():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    PackRunInput(
+                        plan=book.plan, planHash=book.plan_hash, meta=book.meta, carried=book.carry()
+                    )
+                )
+        return True
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        limit = self.book.meta.continueAsNewAfterEvents
+        if limit is not None and info.get_current_history_length() >= limit:
+            return True
+        return info.is_continue_as_new_suggested()
+
+    async def _end(self, ok: bool) -> RunResult:
+        book = self.book
+        book.artifacts.extend(self.interp.object_outputs())
+        await self._capture_files()
+        book.close_open_steps("run-failed" if not ok else "not-reached")
+        if ok:
+            book.set_status("succeeded")
+            book.log("run.completed", "Run completed.")
+        else:
+            failed = next((s for s in book.steps.values() if s.status == "Failed"), None)
+            book.error = f"step {failed.stepId} failed ({failed.statusReason})" if failed else "failed"
+            book.set_status("failed")
+            book.log("run.failed", f"Run failed: {book.error}.", level="error")
+        return await self._close()
+
+    async def _end_cancelled(self) -> RunResult:
+        book = self.book
+        book.close_open_steps("cancelled")
+        book.set_status("cancelled")
+        book.log("run.cancelled", "Run cancelled.", level="warn")
+        result = await self._close()
+        if self._temporal_cancel:
+            # Re-raised so Temporal records the execution as Canceled, as the operator asked.
+            raise asyncio.CancelledError
+        return result
+
+    async def _close(self) -> RunResult:
+        self._upsert()
+        self._refresh()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return RunResult(status=self.book.status, error=self.book.error, outputs=self.book.outputs)
+
+    async def _capture_files(self) -> None:
+        files = [o for o in self.book.plan.outputs if o.type == "file"]
+        if not files:
+            return
+        try:
+            result = await workflow.execute_activity(
+                CAPTURE_OUTPUTS,
+                CaptureRequest(runId=self.book.meta.runId, tenant=self.book.meta.tenant, outputs=files),
+                result_type=CaptureResult,
+                start_to_close_timeout=CAPTURE_TIMEOUT,
+                summary="capture outputs",
+            )
+            captured = result.artifacts
+        except Exception as exc:  # a capture problem must not lose the run's own result
+            captured = [
+                ArtifactRecord(name=o.name, type="file", sourcePath=o.path, status="failed", notes=str(exc))
+                for o in files
+            ]
+        self.book.artifacts.extend(captured)
+        for record in captured:
+            self.book.log(
+                "artifact." + ("captured" if record.status == "captured" else "failed"),
+                f"Artifact {record.status}: {record.name}",
+                level="info" if record.status == "captured" else "warn",
+                storedPath=record.storedPath,
+                notes=record.notes,
+            )
+
+    # ----------------------------------------------------------------- operators' view
+
+    def _refresh(self) -> None:
+        """Keep run status, TaskRunnerStatus and the Web UI's current details in step."""
+        book = self.book
+        if book.status not in TERMINAL_RUN_STATUSES and book.status != "pending":
+            waiting = "awaiting-approval" if self.interp.open_gates else "running"
+            if book.set_status(waiting):
+                self._upsert()
+        gates = self.interp.open_gates
+        if book.status in TERMINAL_RUN_STATUSES:
+            self._details(f"Run **{book.status}**." + (f" {book.error}" if book.error else ""))
+        elif gates:
+            lines = []
+            for step_id, approval_id in sorted(gates.items()):
+                approval = book.approvals[approval_id]
+                votes = sum(1 for d in approval.decisions if d.decision == "approved")
+                lines.append(
+                    f"Waiting for approval **{approval_id}** at step `{step_id}` "
+                    f"({votes} of {approval.requiredApprovals}); send the `approval` signal with "
+                    f'{{"approvalId": "{approval_id}", "decision": "approved", '
+                    f'"planHash": "{book.plan_hash}", "actorId": "..."}}'
+                )
+            self._details("\n\n".join(lines))
+
+    def _details(self, text: str) -> None:
+        workflow.set_current_details(text)
+
+    def _upsert(self, initial: bool = False) -> None:
+        book = self.book
+        if not book.meta.searchAttributes:
+            return
+        updates = [SA_STATUS.value_set(book.status)]
+        if initial:
+            updates += [
+                SA_TENANT.value_set(book.meta.tenant),
+                SA_PACK.value_set(book.plan.pack.name),
+                SA_PLAN_HASH.value_set(book.plan_hash),
+            ]
+        workflow.upsert_search_attributes(updates)
+
+    # ----------------------------------------------------------------- messages
+
+    @workflow.signal(name=SIGNAL_APPROVAL)
+    def approval(self, decision: ApprovalSignal) -> None:
+        problem = self.book.check_decision(decision)
+        if problem is not None:
+            self.book.log(
+                "gate.decision-refused",
+                f"Decision refused: {problem[1]}",
+                level="warn",
+                approvalId=decision.approvalId,
+                actorId=decision.actorId,
+                error=problem[0],
+            )
+            return
+        self.book.apply_decision(decision)
+        self._refresh()
+
+    @workflow.update(name=UPDATE_DECIDE_APPROVAL)
+    def decide_approval(self, decision: ApprovalSignal) -> ApprovalOutcome:
+        outcome = self.book.apply_decision(decision)
+        self._refresh()
+        return outcome
+
+    @decide_approval.validator
+    def _check_decision(self, decision: ApprovalSignal) -> None:
+        problem = self.book.check_decision(decision)
+        if problem is not None:
+            raise ApplicationError(problem[1], type=problem[0], non_retryable=True)
+
+    @workflow.signal(name=SIGNAL_CANCEL)
+    def cancel(self, request: CancelSignal | None = None) -> None:
+        book = self.book
+        if book.cancel_requested or book.status in TERMINAL_RUN_STATUSES:
+            return
+        book.cancel_requested = True
+        actor = request.actorId if request else None
+        reason = request.reason if request else None
+        book.log("run.cancel-requested", "Cancellation requested.", level="warn", actor=actor, reason=reason)
+        if self._task is not None:
+            self._task.cancel()
+
+    @workflow.query(name=QUERY_STATE)
+    def state(self) -> RunStateSnapshot:
+        return self.book.snapshot()
+
+    @workflow.query(name=QUERY_LOGS)
+    def logs(self, query: LogsQuery | None = None) -> LogsPage:
+        query = query or LogsQuery()
+        finished = self.book.status in TERMINAL_RUN_STATUSES
+        return self.book.logs_page(query.after, query.limit, finished)
+
+    @workflow.query(name=QUERY_ARTIFACTS)
+    def artifacts(self) -> list[ArtifactRecord]:
+        return list(self.book.artifacts)
+
+
+@workflow.defn(name=CHUNK_WORKFLOW_TYPE)
+class PackRunMapChunk:
+    """Runs items `startIndex..` of one map for its parent PackRun and hands back what happened."""
+
+    @workflow.run
+    async def run(self, chunk: ChunkInput) -> ChunkResult:
+        book = RunBook(chunk.plan, chunk.planHash, chunk.meta, workflow.now)
+        book.status = "running"
+        interp = Interpreter(book, results=dict(chunk.visibleSteps), fan_out=False)
+        rid = chunk.mapStepId
+        for offset in range(len(chunk.items)):
+            book.register_tree(
+                (chunk.template,), f"{rid}[{chunk.startIndex + offset}]::", rid, templated=True
+            )
+        ok, outputs = await interp.map_iterations(
+            chunk.template,
+            Frame(vars=dict(chunk.vars)),
+            rid,
+            chunk.items,
+            chunk.startIndex,
+            chunk.maxParallel,
+            chunk.continueOnError,
+        )
+        return ChunkResult(
+            steps=list(book.steps.values()),
+            logs=book.logs,
+            outputs=outputs,
+            failed=not ok,
+            artifacts=book.artifacts,
+        )

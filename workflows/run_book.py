@@ -1,0 +1,355 @@
+"""The run's state: one object, changed only through its methods, read by the queries.
+
+Every change of a step's status goes through `transition`, which also writes the log entry, so
+state and log never disagree. Timestamps come from the clock the workflow hands in
+(`workflow.now()`), which keeps this module deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from activities.models import ArtifactRecord
+from compiler import plan as p
+from workflows.state import (
+    ApprovalDecisionRecord,
+    ApprovalOutcome,
+    ApprovalSignal,
+    ApprovalState,
+    CarriedState,
+    Decision,
+    LogEntry,
+    LogLevel,
+    LogsPage,
+    RunMeta,
+    RunStateSnapshot,
+    RunStatus,
+    StepState,
+    StepStatus,
+)
+
+DECIDED = frozenset({"approved", "rejected", "expired"})
+ANONYMOUS = "anonymous"
+TERMINAL_STEP = frozenset({"Succeeded", "Failed", "Skipped"})
+
+_EVENT_FOR_STATUS: dict[str, tuple[str, LogLevel, str]] = {
+    "Running": ("step.started", "info", "Starting step"),
+    "Succeeded": ("step.completed", "info", "Step completed"),
+    "Failed": ("step.failed", "error", "Step failed"),
+    "Skipped": ("step.skipped", "info", "Step skipped"),
+}
+
+
+def iso(moment: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, the form every timestamp of the contract takes."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class RunBook:
+    """Steps, approvals, logs and artifacts of one run (or of one map chunk)."""
+
+    def __init__(
+        self,
+        plan: p.Plan,
+        plan_hash: str,
+        meta: RunMeta,
+        now: Callable[[], datetime],
+        carried: CarriedState | None = None,
+    ) -> None:
+        self.plan = plan
+        self.plan_hash = plan_hash
+        self.meta = meta
+        self._now = now
+        stamp = iso(now())
+        self.status: RunStatus = "pending"
+        self.created_at = meta.requestedAt or stamp
+        self.updated_at = stamp
+        self.steps: dict[str, StepState] = {}
+        self.children: dict[str, list[str]] = {}
+        self.approvals: dict[str, ApprovalState] = {
+            a.id: ApprovalState(
+                approvalId=a.id,
+                grants=list(a.grants),
+                requiredApprovals=a.requiredApprovals,
+                message=a.message,
+            )
+            for a in plan.approvals
+        }
+        self.logs: list[LogEntry] = []
+        self.artifacts: list[ArtifactRecord] = []
+        self.outputs: dict[str, Any] = {}
+        self.error: str | None = None
+        self.cancel_requested = False
+        self.next_step_index = 0
+        if carried is not None:
+            self.status = carried.status
+            self.created_at = carried.createdAt
+            self.updated_at = carried.updatedAt
+            for state in carried.steps:
+                self._add(state)
+            self.approvals = {a.approvalId: a for a in carried.approvals}
+            self.logs = list(carried.logs)
+            self.artifacts = list(carried.artifacts)
+            self.cancel_requested = carried.cancelRequested
+            self.next_step_index = carried.nextStepIndex
+
+    # ----------------------------------------------------------------- clock and log
+
+    def stamp(self) -> str:
+        return iso(self._now())
+
+    def log(
+        self,
+        event: str,
+        message: str,
+        *,
+        level: LogLevel = "info",
+        step_id: str | None = None,
+        **metadata: Any,
+    ) -> LogEntry:
+        entry = LogEntry(
+            sequence=len(self.logs) + 1,
+            timestamp=self.stamp(),
+            level=level,
+            eventType=event,
+            message=message,
+            stepId=step_id,
+            metadata={k: str(v) for k, v in metadata.items() if v is not None},
+        )
+        self.logs.append(entry)
+        return entry
+
+    def merge(
+        self,
+        steps: Iterable[StepState],
+        logs: Iterable[LogEntry],
+        artifacts: Iterable[ArtifactRecord],
+    ) -> None:
+        """Take in what a map chunk (a child workflow) did: its steps' states, logs and artifacts.
+
+        Log entries are renumbered into this run's sequence so it stays gap-free.
+        """
+        for state in steps:
+            if state.stepId in self.steps:
+                self.steps[state.stepId] = state
+        for entry in logs:
+            self.logs.append(entry.model_copy(update={"sequence": len(self.logs) + 1}))
+        self.artifacts.extend(artifacts)
+        self.updated_at = self.stamp()
+
+    # ----------------------------------------------------------------- steps
+
+    def register(
+        self,
+        step: p.PlanStep,
+        runtime_id: str,
+        *,
+        parent_id: str | None,
+        template_id: str | None,
+    ) -> StepState:
+        state = StepState(
+            stepId=runtime_id,
+            kind=p.CONTRACT_KIND[step.kind],
+            continueOnError=step.continueOnError,
+            parentId=parent_id,
+            templateId=template_id,
+        )
+        if isinstance(step, p.ParallelStep | p.MapStep):
+            state.maxParallel = step.maxParallel
+        if isinstance(step, p.ApprovalGateStep):
+            state.approvalId = step.approvalId
+            state.gateMessage = step.message
+        if isinstance(step, p.PolicyGateStep) and step.approvalId:
+            state.approvalId = step.approvalId
+        self._add(state)
+        return state
+
+    def _add(self, state: StepState) -> None:
+        self.steps[state.stepId] = state
+        if state.parentId is not None:
+            self.children.setdefault(state.parentId, []).append(state.stepId)
+
+    def register_tree(
+        self,
+        steps: Iterable[p.PlanStep],
+        prefix: str,
+        parent_id: str | None,
+        *,
+        templated: bool,
+    ) -> None:
+        """Register a subtree. Map and loop bodies are registered per iteration, when they start."""
+        for step in steps:
+            rid = prefix + step.id
+            self.register(step, rid, parent_id=parent_id, template_id=step.id if templated else None)
+            if isinstance(step, p.MapStep | p.LoopStep):
+                continue
+            self.register_tree(p.children(step), prefix, rid, templated=templated)
+
+    def step(self, runtime_id: str) -> StepState:
+        return self.steps[runtime_id]
+
+    def transition(
+        self,
+        runtime_id: str,
+        status: StepStatus,
+        *,
+        reason: str | None = None,
+        message: str | None = None,
+        quiet: bool = False,
+        **metadata: Any,
+    ) -> None:
+        """Move a step to a status, stamp it, and log the move (unless `quiet`)."""
+        state = self.steps[runtime_id]
+        stamp = self.stamp()
+        state.status = status
+        state.statusReason = reason
+        state.lastTransitionAt = stamp
+        if status != "Pending":
+            state.nextAttemptAt = None
+        if status == "Skipped" and reason == "condition-false":
+            state.enabled = False
+        self.updated_at = stamp
+        if quiet or status not in _EVENT_FOR_STATUS:
+            return
+        event, level, text = _EVENT_FOR_STATUS[status]
+        if status == "Skipped" and reason:
+            text = f"{text} ({reason})"
+        self.log(
+            event,
+            message or f"{text}: {runtime_id}",
+            level=level,
+            step_id=runtime_id,
+            reason=reason if status != "Skipped" else None,
+            **metadata,
+        )
+
+    def skip_subtree(self, runtime_id: str, reason: str) -> None:
+        """Skip every still-open step below a step (the step itself is handled by the caller)."""
+        stack = list(self.children.get(runtime_id, ()))
+        while stack:
+            child = stack.pop()
+            if self.steps[child].status not in TERMINAL_STEP:
+                self.transition(child, "Skipped", reason=reason, quiet=True)
+            stack.extend(self.children.get(child, ()))
+
+    def close_open_steps(self, reason: str) -> None:
+        """At the end of a run: steps never started are Skipped; ones cut off mid-way are Failed."""
+        for state in self.steps.values():
+            if state.status == "Pending":
+                self.transition(state.stepId, "Skipped", reason=reason, quiet=True)
+            elif state.status == "Running":
+                self.transition(state.stepId, "Failed", reason=reason, quiet=True)
+
+    # ----------------------------------------------------------------- approvals
+
+    def check_decision(self, decision: ApprovalSignal) -> tuple[str, str] | None:
+        """Why a decision cannot be applied, as (error type, message); None when it can."""
+        if decision.planHash != self.plan_hash:
+            return (
+                "PlanHashMismatch",
+                f"planHash {decision.planHash} does not match the run's plan {self.plan_hash}",
+            )
+        approval = self.approvals.get(decision.approvalId)
+        if approval is None:
+            return ("ApprovalNotFound", f"run has no approval {decision.approvalId!r}")
+        if approval.status in DECIDED:
+            return ("ApprovalAlreadyDecided", f"approval {approval.approvalId!r} is already {approval.status}")
+        if approval.status != "pending":
+            return ("ApprovalNotPending", f"approval {approval.approvalId!r} is not awaiting a decision yet")
+        actor = decision.actorId or ANONYMOUS
+        if any(d.actorId == actor for d in approval.decisions):
+            return ("DuplicateApprover", f"{actor} has already decided on {approval.approvalId!r}")
+        return None
+
+    def apply_decision(self, decision: ApprovalSignal) -> ApprovalOutcome:
+        """Record a decision (already checked) and settle the approval when it is final."""
+        approval = self.approvals[decision.approvalId]
+        actor = decision.actorId or ANONYMOUS
+        approval.decisions.append(
+            ApprovalDecisionRecord(
+                actorId=actor,
+                decision=decision.decision,
+                summary=decision.summary,
+                decidedAt=self.stamp(),
+            )
+        )
+        approvers = len({d.actorId for d in approval.decisions if d.decision == "approved"})
+        meta = {"approvalId": approval.approvalId, "actorId": actor, "summary": decision.summary}
+        if decision.decision == "approved" and approvers < approval.requiredApprovals:
+            self.log(
+                "gate.vote",
+                f"Approval {approvers} of {approval.requiredApprovals} for {approval.approvalId} by {actor}",
+                step_id=approval.stepId,
+                **meta,
+            )
+        else:
+            self.settle(approval, decision.decision, **meta)
+        return ApprovalOutcome(
+            status=decision.decision,
+            resumed=approval.status == "approved",
+            approvals=approvers,
+            requiredApprovals=approval.requiredApprovals,
+        )
+
+    def settle(self, approval: ApprovalState, status: Decision, **meta: Any) -> None:
+        approval.status = status
+        verb = {"approved": "Approved", "rejected": "Rejected", "expired": "Expired"}[status]
+        level: LogLevel = "info" if status == "approved" else "warn"
+        self.log(
+            f"gate.{status}",
+            f"{verb}: {approval.approvalId}",
+            level=level,
+            step_id=approval.stepId,
+            **meta,
+        )
+
+    # ----------------------------------------------------------------- run status
+
+    def set_status(self, status: RunStatus) -> bool:
+        """Set the run status; returns whether it changed."""
+        if self.status == status:
+            return False
+        self.status = status
+        self.updated_at = self.stamp()
+        return True
+
+    # ----------------------------------------------------------------- read side
+
+    def snapshot(self) -> RunStateSnapshot:
+        return RunStateSnapshot(
+            runId=self.meta.runId,
+            tenant=self.meta.tenant,
+            pack=self.plan.pack.name,
+            packVersion=self.plan.pack.version,
+            planHash=self.plan_hash,
+            status=self.status,
+            failurePolicy=self.plan.failure,
+            createdAt=self.created_at,
+            updatedAt=self.updated_at,
+            steps=list(self.steps.values()),
+            approvals=list(self.approvals.values()),
+            outputs=self.outputs,
+            error=self.error,
+        )
+
+    def logs_page(self, after: int, limit: int, finished: bool) -> LogsPage:
+        limit = max(1, min(limit, 5000))
+        # Sequences are 1..n with no gaps, so `after` is also the list index to start at.
+        entries = self.logs[max(after, 0) : max(after, 0) + limit]
+        next_seq = entries[-1].sequence if entries else max(after, 0)
+        return LogsPage(entries=entries, nextSequence=next_seq, finished=finished)
+
+    def carry(self) -> CarriedState:
+        return CarriedState(
+            status=self.status,
+            createdAt=self.created_at,
+            updatedAt=self.updated_at,
+            nextStepIndex=self.next_step_index,
+            steps=list(self.steps.values()),
+            approvals=list(self.approvals.values()),
+            logs=self.logs,
+            artifacts=self.artifacts,
+            cancelRequested=self.cancel_requested,
+        )
