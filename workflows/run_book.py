@@ -328,11 +328,21 @@ class RunBook:
             failurePolicy=self.plan.failure,
             createdAt=self.created_at,
             updatedAt=self.updated_at,
-            steps=list(self.steps.values()),
+            steps=self.ordered_steps(),
             approvals=list(self.approvals.values()),
             outputs=self.outputs,
             error=self.error,
         )
+
+    def ordered_steps(self) -> list[StepState]:
+        """Steps in tree order: each step followed by everything below it (iterations in order)."""
+        out: list[StepState] = []
+        stack = [s.stepId for s in reversed(self.steps.values()) if s.parentId is None]
+        while stack:
+            step_id = stack.pop()
+            out.append(self.steps[step_id])
+            stack.extend(reversed(self.children.get(step_id, ())))
+        return out
 
     def logs_page(self, after: int, limit: int, finished: bool) -> LogsPage:
         limit = max(1, min(limit, 5000))

@@ -1,0 +1,97 @@
+"""Helpers for tests that run packs on a real Temporal server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from compiler import compile_manifest
+from workflows.names import QUERY_LOGS, QUERY_STATE, WORKFLOW_TYPE, workflow_id
+from workflows.settings import Settings
+from workflows.state import RunResult, LogEntry, LogsPage, LogsQuery, PackRunInput, RunMeta, RunStateSnapshot
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@asynccontextmanager
+async def worker_for(
+    client: Client, data_dir: Path, task_queue: str | None = None, **options: Any
+) -> AsyncIterator[Worker]:
+    """A real worker on a fresh task queue, for one test."""
+    from workflows.worker import build_worker
+
+    settings = Settings(data_dir=data_dir)
+    worker = build_worker(client, settings, task_queue=task_queue or unique("tq"), **options)
+    async with worker:
+        yield worker
+
+
+async def start_pack(
+    client: Client,
+    task_queue: str,
+    manifest: str,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    tenant: str = "default",
+    search_attributes: bool = True,
+    **meta: Any,
+) -> WorkflowHandle[Any, Any]:
+    compiled = compile_manifest(manifest, inputs)
+    run_id = run_id or unique("run")
+    run_input = PackRunInput(
+        plan=compiled.plan,
+        planHash=compiled.plan_hash,
+        meta=RunMeta(
+            runId=run_id,
+            tenant=tenant,
+            actor="test",
+            requestedAt=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            searchAttributes=search_attributes,
+            **meta,
+        ),
+    )
+    return await client.start_workflow(
+        WORKFLOW_TYPE,
+        run_input,
+        id=workflow_id(tenant, run_id),
+        task_queue=task_queue,
+        result_type=RunResult,
+    )
+
+
+async def state_of(handle: WorkflowHandle[Any, Any]) -> RunStateSnapshot:
+    return await handle.query(QUERY_STATE, result_type=RunStateSnapshot)
+
+
+async def logs_of(handle: WorkflowHandle[Any, Any], after: int = 0) -> list[LogEntry]:
+    page = await handle.query(QUERY_LOGS, LogsQuery(after=after, limit=5000), result_type=LogsPage)
+    return page.entries
+
+
+def steps_by_id(state: RunStateSnapshot) -> dict[str, Any]:
+    return {s.stepId: s for s in state.steps}
+
+
+async def wait_for(handle: WorkflowHandle[Any, Any], predicate: Any, timeout: float = 30.0) -> RunStateSnapshot:
+    """Poll the state query until `predicate(state)` holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        state = await state_of(handle)
+        if predicate(state):
+            return state
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not reached; last state: {state.model_dump_json()[:2000]}")
+        await asyncio.sleep(0.1)

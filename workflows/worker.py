@@ -1,0 +1,83 @@
+"""The worker entry point: connects to Temporal and serves PackRun, its map chunks and the steps.
+
+The one place `workflows/` reaches into `activities/`: a worker hosts both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.artifacts import ArtifactStore
+from activities.registry import Registry
+from activities.step_activities import StepActivities
+from workflows.pack_run import PackRun, PackRunMapChunk
+from workflows.settings import Settings
+
+log = structlog.get_logger("taskrunner.worker")
+
+WORKFLOWS: Sequence[type] = (PackRun, PackRunMapChunk)
+
+
+async def connect(settings: Settings) -> Client:
+    """A client with the pydantic data converter, as every part of TaskRunner uses."""
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+    registry: Registry | None = None,
+    **worker_options: Any,
+) -> Worker:
+    """A worker serving the workflows and the step activities on the configured task queue."""
+    store = ArtifactStore(settings.data_dir)
+    steps = StepActivities(registry=registry or Registry(), store=store)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=steps.activities(),
+        max_concurrent_activities=settings.max_concurrent_activities,
+        **worker_options,
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (or SIGINT/SIGTERM), then shut down gracefully."""
+    client = await connect(settings)
+    stop = stop or _stop_on_signals()
+    worker = build_worker(client, settings)
+    log.info(
+        "worker.started",
+        address=settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        task_queue=settings.task_queue,
+    )
+    async with worker:
+        await stop.wait()
+    log.info("worker.stopped")
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+__all__ = ["WORKFLOWS", "build_worker", "connect", "run_worker"]
