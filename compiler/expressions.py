@@ -37,10 +37,18 @@ class Reference:
     name: str | None
 
 
+def _single_template(text: str) -> str | None:
+    """The expression of a string that is exactly one `{{ expr }}`, else None."""
+    match = _TEMPLATE.fullmatch(text)
+    if match is None or "{{" in match.group(1):
+        return None
+    return match.group(1).strip()
+
+
 def strip_braces(text: str) -> str:
     """`{{ a.b }}` -> `a.b`; a bare expression is returned stripped."""
-    match = _TEMPLATE.fullmatch(text.strip())
-    return match.group(1).strip() if match else text.strip()
+    inner = _single_template(text.strip())
+    return inner if inner is not None else text.strip()
 
 
 def template_parts(text: str) -> list[str]:
@@ -190,9 +198,9 @@ def render(value: Any, scope: Mapping[str, Any]) -> Any:
 
 
 def _render_string(text: str, scope: Mapping[str, Any]) -> Any:
-    whole = _TEMPLATE.fullmatch(text.strip())
-    if whole and text.strip() == text and secret_name(whole.group(1)) is None:
-        return evaluate(whole.group(1).strip(), scope)
+    whole = _single_template(text)
+    if whole is not None and secret_name(whole) is None:
+        return evaluate(whole, scope)
 
     def replace(match: re.Match[str]) -> str:
         expr = match.group(1).strip()
