@@ -83,6 +83,8 @@ def _from_pydantic(exc: ValidationError, data: Any) -> list[ErrorDetail]:
         path = _data_path(err["loc"], data, err["type"])
         msg = _PYDANTIC_MESSAGES.get(err["type"], err["msg"])
         msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if err["type"] == "string_type" and isinstance(err.get("input"), bool):
+            msg += " (YAML reads unquoted yes/no/on/off/true/false as booleans: quote it)"
         bucket = merged.setdefault(path, [])
         if msg not in bucket:
             bucket.append(msg)
@@ -111,9 +113,8 @@ def _data_path(loc: Iterable[str | int], data: Any, kind: str) -> str:
 
 @dataclass(frozen=True)
 class _Scope:
-    """What an expression at some place may read."""
+    """What an expression at some place may read, besides the steps in `_Builder.visible`."""
 
-    visible_steps: frozenset[str]
     iteration_vars: frozenset[str]
     allow_secrets: bool = False
     any_step: bool = False
@@ -126,6 +127,9 @@ class _Builder:
         self.known_executors = known_executors
         self.errors: list[ErrorDetail] = []
         self.step_paths: dict[str, str] = {}
+        # Ids of the steps that run before the point being built. One mutable set, grown and
+        # shrunk as the builder walks, keeps a pack with thousands of steps linear.
+        self.visible: set[str] = set()
         self.input_names = {i.name for i in self.spec.inputs}
         self.secret_names = {s.name for s in self.spec.secrets}
         self.approvals = {a.id: a for a in self.spec.approvals}
@@ -148,9 +152,9 @@ class _Builder:
         values, input_errors = resolve_inputs(spec.inputs, given_inputs)
 
         self._collect_ids(spec.steps, "spec.steps")
-        steps = self._steps(spec.steps, "spec.steps", _Scope(frozenset(), frozenset()))[0]
+        steps = self._steps(spec.steps, "spec.steps", _Scope(frozenset()))[0]
 
-        every_step = _Scope(frozenset(self.step_paths), frozenset(), any_step=True)
+        every_step = _Scope(frozenset(), any_step=True)
         policies = []
         for index, pol in enumerate(spec.policies):
             cond = self._condition(pol.condition, f"spec.policies[{index}].condition", every_step)
@@ -218,29 +222,34 @@ class _Builder:
 
     def _steps(
         self, steps: list[m.Step], path: str, scope: _Scope
-    ) -> tuple[list[p.PlanStep], frozenset[str]]:
-        """Build a sequence: each step sees the ones before it. Returns the steps and new ids."""
-        built: list[p.PlanStep] = []
-        visible = scope.visible_steps
-        for index, step in enumerate(steps):
-            here = f"{path}[{index}]"
-            plan_step, defined = self._step(step, here, _with_visible(scope, visible))
-            built.append(plan_step)
-            visible = visible | defined
-        return built, visible - scope.visible_steps
+    ) -> tuple[list[p.PlanStep], list[str]]:
+        """Build a sequence: each step sees the ones before it.
 
-    def _step(
-        self, step: m.Step, path: str, scope: _Scope
-    ) -> tuple[p.PlanStep, frozenset[str]]:
+        Returns the steps and the ids the sequence makes visible to what follows it; leaves
+        `self.visible` as it found it.
+        """
+        built: list[p.PlanStep] = []
+        added: list[str] = []
+        for index, step in enumerate(steps):
+            plan_step, defined = self._step(step, f"{path}[{index}]", scope)
+            built.append(plan_step)
+            new = [d for d in defined if d not in self.visible]
+            self.visible.update(new)
+            added += new
+        self.visible.difference_update(added)
+        return built, added
+
+    def _step(self, step: m.Step, path: str, scope: _Scope) -> tuple[p.PlanStep, list[str]]:
+        """Build one step. Returns it and the ids it makes visible to later steps."""
         when = self._condition(step.when, f"{path}.when", scope) if step.when is not None else None
         fail = self.spec.failure
         common: dict[str, Any] = {"id": step.id, "when": when}
-        own = frozenset({step.id})
+        own = [step.id]
 
         if step.run is not None:
             run = step.run
             self._check_uses(run.uses, f"{path}.run.uses")
-            with_scope = _Scope(scope.visible_steps, scope.iteration_vars, allow_secrets=True)
+            with_scope = _Scope(scope.iteration_vars, allow_secrets=True)
             secrets = self._templates(run.with_, f"{path}.run.with", with_scope)
             retries = run.retries
             return (
@@ -260,12 +269,12 @@ class _Builder:
         if step.parallel is not None:
             par = step.parallel
             kids: list[p.PlanStep] = []
-            defined: frozenset[str] = own
+            defined = list(own)
             for index, child in enumerate(par.steps):
                 # Siblings run at the same time: none of them is "earlier" than another.
                 built, ids = self._step(child, f"{path}.parallel.steps[{index}]", scope)
                 kids.append(built)
-                defined |= ids
+                defined += ids
             return (
                 p.ParallelStep(
                     **common,
@@ -283,7 +292,7 @@ class _Builder:
                 items = self._expression(mp.items, f"{path}.map.items", scope)
             else:
                 items = tuple(mp.items)
-            inner = _Scope(scope.visible_steps, scope.iteration_vars | {"item", "index"})
+            inner = _Scope(scope.iteration_vars | {"item", "index"})
             template, _ = self._step(mp.step, f"{path}.map.step", inner)
             return (
                 p.MapStep(
@@ -320,7 +329,7 @@ class _Builder:
                     )
             if lp.iterator == lp.index:
                 self.error(f"{path}.loop.index", "index and iterator need different names")
-            inner = _Scope(scope.visible_steps, scope.iteration_vars | {lp.iterator, lp.index})
+            inner = _Scope(scope.iteration_vars | {lp.iterator, lp.index})
             body, _ = self._steps(lp.steps, f"{path}.loop.steps", inner)
             return (
                 p.LoopStep(
@@ -341,13 +350,13 @@ class _Builder:
         if step.conditional is not None:
             cd = step.conditional
             branches = []
-            defined = own
+            defined = list(own)
             for index, branch in enumerate(cd.branches):
                 bpath = f"{path}.conditional.branches[{index}]"
                 cond = self._condition(branch.condition, f"{bpath}.condition", scope)
                 body, ids = self._steps(branch.steps, f"{bpath}.steps", scope)
                 branches.append(p.BranchSpec(condition=cond, steps=tuple(body)))
-                defined |= ids
+                defined += ids
             else_steps, ids = self._steps(cd.else_, f"{path}.conditional.else", scope)
             return (
                 p.ConditionalStep(
@@ -357,7 +366,7 @@ class _Builder:
                     elseSteps=tuple(else_steps),
                     outputUnion=cd.outputUnion,
                 ),
-                defined | ids,
+                defined + ids,
             )
 
         gate = step.gate
@@ -406,7 +415,7 @@ class _Builder:
                 approvalId=pg.approvalId,
                 elseSteps=tuple(else_steps),
             ),
-            own | ids,
+            own + ids,
         )
 
     def _check_uses(self, uses: str, path: str) -> None:
@@ -477,12 +486,8 @@ class _Builder:
             elif ref.root == "steps" and ref.name is not None:
                 if ref.name not in self.step_paths:
                     self.error(path, _unknown("step", ref.name, self.step_paths))
-                elif not scope.any_step and ref.name not in scope.visible_steps:
+                elif not scope.any_step and ref.name not in self.visible:
                     self.error(path, f"step {ref.name!r} does not run before this point")
-
-
-def _with_visible(scope: _Scope, visible: frozenset[str]) -> _Scope:
-    return _Scope(visible, scope.iteration_vars, scope.allow_secrets, scope.any_step)
 
 
 def _first(*values: bool | None) -> bool:

@@ -481,7 +481,7 @@ class Interpreter:
             requiredApprovals=spec.requiredApprovals,
             grants=",".join(spec.grants) or None,
             expiresAt=approval.expiresAt,
-            message=approval.message,
+            gateMessage=approval.message,
         )
         self.open_gates[rid] = approval_id
         self.notify()

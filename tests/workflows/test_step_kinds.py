@@ -278,12 +278,12 @@ class TestBlocks:
   steps:
     - id: pick
       conditional:
-        branches: [{condition: false, steps: [{id: no, run: {uses: "builtin:noop"}}]}]
-        else: [{id: yes, run: {uses: "builtin:noop"}}]
+        branches: [{condition: false, steps: [{id: nope, run: {uses: "builtin:noop"}}]}]
+        else: [{id: fallback, run: {uses: "builtin:noop"}}]
 """)
         _, state, _ = await run_to_end(dev_env.client, tmp_path, manifest)
         steps = steps_by_id(state)
-        assert steps["yes"].status == "Succeeded"
+        assert steps["fallback"].status == "Succeeded"
         assert steps["pick"].outputs == {"branch": "else"}
 
     async def test_map_inside_parallel_inside_conditional(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
