@@ -17,7 +17,12 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    is_cancelled_exception,
+)
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -225,6 +230,7 @@ class Interpreter:
                     summary=f"{rid} ({step.uses})",
                 )
             except ActivityError as exc:
+                _reraise_cancel(exc)
                 reason, message, outputs = _activity_failure(exc)
                 state.outputs = outputs
                 if attempt < step.maxAttempts:
@@ -381,6 +387,7 @@ class Interpreter:
         try:
             results = await asyncio.gather(*(one(n, c) for n, c in enumerate(chunks)))
         except ChildWorkflowError as exc:
+            _reraise_cancel(exc)
             raise StepFailure("chunk-failed", f"map chunk failed: {exc.cause or exc}") from None
         return all(results) and not stopped, outputs
 
@@ -572,6 +579,7 @@ class Interpreter:
                 summary=f"{rid} (policy {policy.id})",
             )
         except ActivityError as exc:
+            _reraise_cancel(exc)
             _, message, _ = _activity_failure(exc)
             raise StepFailure("policy-error", f"policy {policy.id} could not be evaluated: {message}") from None
 
@@ -601,6 +609,12 @@ class Interpreter:
                     ArtifactRecord(name=out.name, type="object", status="failed", notes=str(exc))
                 )
         return records
+
+
+def _reraise_cancel(exc: BaseException) -> None:
+    """An activity or child cancelled because the run is being cancelled is not a step failure."""
+    if is_cancelled_exception(exc):
+        raise asyncio.CancelledError from exc
 
 
 def _activity_failure(exc: ActivityError) -> tuple[str, str, dict[str, Any]]:
