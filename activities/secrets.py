@@ -1,0 +1,97 @@
+"""Secrets: where an activity gets a secret's value, and how `{{ secrets.NAME }}` is filled in.
+
+Values never travel through the workflow: the step's `with` arrives with its placeholders intact
+and `RunStepRequest.secrets` naming the secrets the step declared. The activity resolves them
+here, from the worker's SecretProvider, just before the executor runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from compiler.expressions import secret_name
+
+ENV_PREFIX = "TASKRUNNER_SECRET_"
+
+_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+
+
+class SecretError(Exception):
+    """A secret that is missing, or a placeholder naming a secret the step did not declare.
+
+    The message names the secret, never a value.
+    """
+
+
+class SecretProvider(Protocol):
+    """Where a worker gets secret values from."""
+
+    def get(self, name: str) -> str | None:
+        """The value of secret `name`, or None when this worker does not have it."""
+        ...
+
+
+class EnvSecretProvider:
+    """Secrets from environment variables: `NAME` is read from `TASKRUNNER_SECRET_NAME`."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None, prefix: str = ENV_PREFIX) -> None:
+        self._environ = environ
+        self._prefix = prefix
+
+    def get(self, name: str) -> str | None:
+        # Read at call time, not construction time, so a rotated value is picked up.
+        environ = os.environ if self._environ is None else self._environ
+        return environ.get(self._prefix + name)
+
+
+class MappingSecretProvider:
+    """Secrets from a fixed mapping (embedding, tests)."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+
+    def get(self, name: str) -> str | None:
+        return self._values.get(name)
+
+
+def resolve_secrets(provider: SecretProvider, names: Iterable[str]) -> dict[str, str]:
+    """The values of the named secrets; SecretError naming the first one the provider lacks."""
+    values: dict[str, str] = {}
+    for name in names:
+        value = provider.get(name)
+        if value is None:
+            raise SecretError(f"secret {name!r} is not available to this worker")
+        values[name] = value
+    return values
+
+
+def fill_placeholders(value: Any, secrets: Mapping[str, str]) -> Any:
+    """Replace every `{{ secrets.NAME }}` in a value (deeply) with the secret's value.
+
+    Only names in `secrets` may be used: the step declared those. A placeholder naming any other
+    secret is refused rather than looked up, because `with` may carry rendered input values, and
+    an input must not be able to pull an undeclared secret out of the worker. Other `{{ }}` text
+    is left as it is: the workflow already rendered everything it could.
+    """
+    if isinstance(value, str):
+        return _fill_string(value, secrets)
+    if isinstance(value, list):
+        return [fill_placeholders(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: fill_placeholders(v, secrets) for k, v in value.items()}
+    return value
+
+
+def _fill_string(text: str, secrets: Mapping[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = secret_name(match.group(1))
+        if name is None:
+            return match.group(0)
+        if name not in secrets:
+            raise SecretError(f"`with` refers to secret {name!r}, which this step did not declare")
+        return secrets[name]
+
+    return _PLACEHOLDER.sub(replace, text)
