@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # Modules, not functions, are imported here so `activities.builtins.shell` stays the module
 # (the function of the same name would shadow it).
-from activities.builtins import basic, shell
+from activities.builtins import basic, http, shell
 from activities.executor import Executor
 
 BUILTINS: dict[str, Executor] = {
@@ -13,4 +13,5 @@ BUILTINS: dict[str, Executor] = {
     "sleep": basic.sleep,
     "fail": basic.fail,
     "shell": shell.shell,
+    "http": http.http,
 }

@@ -1,0 +1,181 @@
+"""`builtin:http` against a real server on 127.0.0.1: requests, outputs, the egress allowlist."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import httpx
+import pytest
+
+from activities.builtins.http import BODY_CHARS, EgressRefused, egress_allowed, http
+from activities.executor import StepFailed
+from compiler.plan import Sandbox
+
+OPEN = Sandbox(mode="open")
+
+
+def ctx_for(make_ctx: Any, sandbox: Sandbox = OPEN, **kwargs: Any) -> Any:
+    return make_ctx(uses="builtin:http", step_id="call", sandbox=sandbox, **kwargs)
+
+
+async def test_get_json(make_ctx: Any, http_server: Any) -> None:
+    outputs = await http({"url": f"{http_server.base}/json"}, ctx_for(make_ctx))
+    assert outputs["status"] == 200
+    assert outputs["json"] == {"hello": "world", "n": 1}
+    assert outputs["body"] == '{"hello": "world", "n": 1}'
+    assert outputs["bodyTruncated"] is False
+    assert outputs["headers"]["content-type"] == "application/json"
+    assert outputs["headers"]["x-multi"] == "a, b"
+
+
+async def test_text_body_has_no_json(make_ctx: Any, http_server: Any) -> None:
+    outputs = await http({"url": f"{http_server.base}/text"}, ctx_for(make_ctx))
+    assert outputs["body"] == "plain text"
+    assert "json" not in outputs
+
+
+async def test_post_json_with_headers(make_ctx: Any, http_server: Any) -> None:
+    params = {
+        "method": "post",
+        "url": f"{http_server.base}/echo",
+        "headers": {"X-Token": "abc"},
+        "json": {"a": [1, 2]},
+    }
+    outputs = await http(params, ctx_for(make_ctx))
+    echoed = outputs["json"]
+    assert echoed["method"] == "POST"
+    assert echoed["headers"]["X-Token"] == "abc"
+    assert echoed["headers"]["Content-Type"] == "application/json"
+    assert json.loads(echoed["body"]) == {"a": [1, 2]}
+
+
+async def test_put_text_body(make_ctx: Any, http_server: Any) -> None:
+    params = {"method": "PUT", "url": f"{http_server.base}/echo", "body": "raw"}
+    outputs = await http(params, ctx_for(make_ctx))
+    assert outputs["json"]["body"] == "raw"
+
+
+async def test_unexpected_status_fails_permanently_with_outputs(
+    make_ctx: Any, http_server: Any
+) -> None:
+    with pytest.raises(StepFailed, match="answered 404, expected 2xx") as caught:
+        await http({"url": f"{http_server.base}/status/404"}, ctx_for(make_ctx))
+    assert caught.value.outputs["status"] == 404
+    assert caught.value.outputs["body"] == "status body"
+
+
+@pytest.mark.parametrize("expect", [404, [200, 404]])
+async def test_expect_status(make_ctx: Any, http_server: Any, expect: Any) -> None:
+    params = {"url": f"{http_server.base}/status/404", "expectStatus": expect}
+    assert (await http(params, ctx_for(make_ctx)))["status"] == 404
+
+
+async def test_long_body_truncated_and_stored_as_artifact(
+    make_ctx: Any, http_server: Any, store: Any
+) -> None:
+    ctx = ctx_for(make_ctx)
+    outputs = await http({"url": f"{http_server.base}/big"}, ctx)
+    assert outputs["bodyTruncated"] is True
+    assert len(outputs["body"]) == BODY_CHARS
+    [record] = ctx.artifacts
+    assert record.name == "call.body"
+    assert len((store.root / record.storedPath).read_text()) == 100_000
+
+
+async def test_sealed_sandbox_refuses_unlisted_host_before_connecting(
+    make_ctx: Any, http_server: Any
+) -> None:
+    sealed = Sandbox(mode="sealed", egressAllowlist=("api.example.com",))
+    with pytest.raises(EgressRefused, match=r"'127\.0\.0\.1' refused.*egressAllowlist"):
+        await http({"url": f"{http_server.base}/json"}, ctx_for(make_ctx, sealed))
+    assert http_server.recorder.requests == []
+
+
+@pytest.mark.parametrize("entry", ["127.0.0.1", "127.0.0.1:{port}"])
+async def test_sealed_sandbox_allows_listed_host(
+    make_ctx: Any, http_server: Any, entry: str
+) -> None:
+    sealed = Sandbox(mode="sealed", egressAllowlist=(entry.format(port=http_server.port),))
+    outputs = await http({"url": f"{http_server.base}/json"}, ctx_for(make_ctx, sealed))
+    assert outputs["status"] == 200
+
+
+async def test_sealed_sandbox_checks_the_port_when_listed(make_ctx: Any, http_server: Any) -> None:
+    sealed = Sandbox(mode="sealed", egressAllowlist=(f"127.0.0.1:{http_server.port + 1}",))
+    with pytest.raises(EgressRefused):
+        await http({"url": f"{http_server.base}/json"}, ctx_for(make_ctx, sealed))
+
+
+async def test_sealed_sandbox_checks_redirects(make_ctx: Any, http_server: Any) -> None:
+    sealed = Sandbox(mode="sealed", egressAllowlist=("127.0.0.1",))
+    params = {
+        "url": f"{http_server.base}/redirect?to=http://blocked.invalid/x",
+        "followRedirects": True,
+    }
+    with pytest.raises(EgressRefused, match=r"blocked\.invalid"):
+        await http(params, ctx_for(make_ctx, sealed))
+    assert [r["path"] for r in http_server.recorder.requests] == ["/redirect"]
+
+
+async def test_redirect_within_allowlist_is_followed(make_ctx: Any, http_server: Any) -> None:
+    sealed = Sandbox(mode="sealed", egressAllowlist=("127.0.0.1",))
+    params = {
+        "url": f"{http_server.base}/redirect?to={http_server.base}/json",
+        "followRedirects": True,
+    }
+    assert (await http(params, ctx_for(make_ctx, sealed)))["json"]["hello"] == "world"
+
+
+async def test_redirect_not_followed_by_default(make_ctx: Any, http_server: Any) -> None:
+    params = {"url": f"{http_server.base}/redirect?to=/json", "expectStatus": 302}
+    outputs = await http(params, ctx_for(make_ctx))
+    assert outputs["headers"]["location"] == "/json"
+
+
+@pytest.mark.parametrize(
+    ("url", "allowlist", "allowed"),
+    [
+        ("https://api.example.com/x", ["api.example.com"], True),
+        ("https://API.Example.com./x", ["api.example.com"], True),
+        ("https://a.example.com/x", ["*.example.com"], True),
+        ("https://a.b.example.com/x", ["*.example.com"], True),
+        ("https://example.com/x", ["*.example.com"], False),
+        ("https://badexample.com/x", ["*.example.com"], False),
+        ("https://example.com.evil.net/x", ["example.com"], False),
+        ("https://api.example.com/x", ["api.example.com:443"], True),
+        ("http://api.example.com/x", ["api.example.com:443"], False),
+        ("http://api.example.com:8080/x", ["api.example.com:8080"], True),
+        ("http://[::1]:8080/x", ["[::1]:8080"], True),
+        ("https://api.example.com/x", [], False),
+    ],
+)
+def test_egress_allowlist_matching(url: str, allowlist: list[str], allowed: bool) -> None:
+    sandbox = Sandbox(mode="sealed", egressAllowlist=tuple(allowlist))
+    assert egress_allowed(httpx.URL(url), sandbox) is allowed
+    assert egress_allowed(httpx.URL(url), Sandbox(mode="open")) is True
+
+
+async def test_connection_refused_is_transient(make_ctx: Any) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # Not a StepFailed: the activity lets Temporal retry it.
+    with pytest.raises(httpx.ConnectError):
+        await http({"url": f"http://127.0.0.1:{port}/"}, ctx_for(make_ctx))
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({"url": "ftp://127.0.0.1/x"}, "absolute http or https URL"),
+        ({"url": "/relative"}, "absolute http or https URL"),
+        ({"url": "http://127.0.0.1/", "body": "a", "json": {}}, "at most one of"),
+        ({"url": "http://127.0.0.1/", "timeoutSeconds": 0}, "with.timeoutSeconds"),
+        ({}, "with.url: Field required"),
+    ],
+)
+async def test_bad_with_is_refused(make_ctx: Any, params: dict[str, Any], problem: str) -> None:
+    with pytest.raises(StepFailed, match=problem):
+        await http(params, ctx_for(make_ctx))
