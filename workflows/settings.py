@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     )
     jwt_audience: str | None = Field(default=None, description="Expected `aud` claim, if any.")
     jwt_issuer: str | None = Field(default=None, description="Expected `iss` claim, if any.")
+    query_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long the API waits for a worker to answer a query or update (then 503).",
+    )
+    logs_poll_seconds: float = Field(
+        default=0.5, gt=0, description="How often a followed log stream asks the run for new entries."
+    )
 
     dev_ui_port: int = Field(default=8233, description="Web UI port of the embedded dev server.")
     dev_db_file: Path | None = Field(
