@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from compiler import compile_manifest
@@ -88,10 +89,15 @@ def steps_by_id(state: RunStateSnapshot) -> dict[str, Any]:
 async def wait_for(handle: WorkflowHandle[Any, Any], predicate: Any, timeout: float = 30.0) -> RunStateSnapshot:
     """Poll the state query until `predicate(state)` holds."""
     deadline = asyncio.get_running_loop().time() + timeout
+    last: RunStateSnapshot | Exception | None = None
     while True:
-        state = await state_of(handle)
-        if predicate(state):
-            return state
+        try:
+            state = await state_of(handle)
+            if predicate(state):
+                return state
+            last = state
+        except RPCError as exc:  # no worker polling yet (it may still be starting)
+            last = exc
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not reached; last state: {state.model_dump_json()[:2000]}")
+            raise AssertionError(f"condition not reached; last state: {str(last)[:2000]}")
         await asyncio.sleep(0.1)

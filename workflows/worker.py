@@ -81,3 +81,9 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 __all__ = ["WORKFLOWS", "build_worker", "connect", "run_worker"]
+
+
+if __name__ == "__main__":  # `python -m workflows.worker`: a worker alone, configured by env
+    from workflows.settings import get_settings
+
+    asyncio.run(run_worker(get_settings()))

@@ -1,0 +1,80 @@
+"""Durability: a worker killed mid-step, a recorded history replayed, and a very large map."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from temporalio.testing import WorkflowEnvironment
+
+from tests.helpers import logs_of, start_pack, state_of, steps_by_id, unique, wait_for
+
+KILLABLE = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: durable, version: 1.0.0}
+spec:
+  steps:
+    - {id: a, run: {uses: "builtin:shell", with: {command: "echo a >> trail.txt"}}}
+    - {id: b, run: {uses: "builtin:shell", with: {command: "echo b-start >> trail.txt; sleep 4; echo b-end >> trail.txt"}}}
+    - {id: c, run: {uses: "builtin:shell", with: {command: "echo c >> trail.txt"}}}
+"""
+
+
+@contextmanager
+def worker_process(env: WorkflowEnvironment, task_queue: str, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker in its own process (and process group), as a deployment runs it."""
+    environ = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "TASKRUNNER_TASK_QUEUE": task_queue,
+        "TASKRUNNER_DATA_DIR": str(data_dir),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workflows.worker"],
+        env=environ,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+
+
+class TestWorkerKilled:
+    async def test_run_completes_and_no_succeeded_step_runs_twice(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        tq = unique("tq")
+        with worker_process(dev_env, tq, tmp_path) as first:
+            handle = await start_pack(dev_env.client, tq, KILLABLE, heartbeatTimeoutSeconds=2)
+            await wait_for(handle, lambda s: steps_by_id(s)["b"].status == "Running")
+            trail = next(tmp_path.rglob("trail.txt"))
+            for _ in range(100):
+                if "b-start" in trail.read_text():
+                    break
+                await asyncio.sleep(0.05)
+            # SIGKILL the whole group: the worker and the shell it was running die mid-step.
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=10)
+        with worker_process(dev_env, tq, tmp_path):
+            result = await asyncio.wait_for(handle.result(), timeout=60)
+            state = await state_of(handle)
+            logs = await logs_of(handle)
+        assert result.status == "succeeded"
+        assert [s.status for s in state.steps] == ["Succeeded"] * 3
+        lines = trail.read_text().split()
+        assert lines.count("a") == 1, lines  # succeeded before the kill: never again
+        assert lines.count("b-start") == 2, lines  # cut off mid-way: ran again on the new worker
+        assert lines.count("b-end") == 1 and lines.count("c") == 1, lines
+        assert [e.sequence for e in logs] == list(range(1, len(logs) + 1))
