@@ -66,6 +66,8 @@ class CaptureRequest(Wire):
     runId: str
     tenant: str
     outputs: list[OutputSpec] = Field(default_factory=list)
+    secrets: list[str] = Field(default_factory=list)
+    """The pack's secret names (plan.secrets): text files are masked for them when captured."""
 
 
 class CaptureResult(Wire):

@@ -1,0 +1,290 @@
+"""The Temporal activities PackRun calls: run a step, evaluate a policy, capture outputs.
+
+A worker builds one `StepActivities` and registers its bound methods:
+
+    activities = StepActivities(Registry(), ArtifactStore(root), EnvSecretProvider())
+    Worker(client, task_queue=..., workflows=[...], activities=activities.activities())
+
+or simply `activities_for_worker(root)`.
+
+Failure semantics, which the workflow relies on:
+
+- A permanent failure raises `ApplicationError(message, outputs, type=STEP_FAILED,
+  non_retryable=True)`: `details[0]` is the step's outputs so far and `details[1]` the artifact
+  records written before the failure. Retrying it is the plan's business (the failure policy,
+  with durable timers), not Temporal's.
+- Anything else is raised as a retryable `ApplicationError` whose `type` is the original
+  exception's class name, so Temporal's activity retry covers it.
+
+Every message, output, detail, artifact text and log line is masked for the step's secrets
+before it leaves the activity. Original exceptions are not chained onto what is raised,
+because Temporal would serialise their (unmasked) messages into the failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pydantic_core import to_jsonable_python
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.artifacts import ArtifactStore, UnsafePathError, check_name, now_iso
+from activities.executor import ExecutorContext, StepFailed
+from activities.masking import Masker, MaskingLogger
+from activities.models import (
+    CAPTURE_OUTPUTS,
+    EVALUATE_POLICY,
+    RUN_STEP,
+    STEP_FAILED,
+    ArtifactRecord,
+    CaptureRequest,
+    CaptureResult,
+    PolicyRequest,
+    PolicyResult,
+    RunStepRequest,
+    RunStepResult,
+)
+from activities.registry import Registry
+from activities.secrets import (
+    EnvSecretProvider,
+    SecretError,
+    SecretProvider,
+    fill_placeholders,
+    resolve_secrets,
+)
+from compiler.expressions import ExpressionError, evaluate_condition
+from compiler.plan import OutputSpec
+
+HEARTBEAT_SECONDS = 1.0
+TIMEOUT_GRACE_SECONDS = 5.0
+
+
+class StepActivities:
+    """The activity implementations, bound to a registry, an artifact store and a secret source.
+
+    `heartbeat_seconds` is how often a running step heartbeats; a workflow should give run-step
+    activities a heartbeat timeout comfortably above it, so a lost worker is noticed. A step
+    still running `timeout_grace_seconds` after its `timeoutSeconds` is cancelled and fails
+    permanently.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: ArtifactStore,
+        secrets: SecretProvider | None = None,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        timeout_grace_seconds: float = TIMEOUT_GRACE_SECONDS,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.secrets: SecretProvider = secrets if secrets is not None else EnvSecretProvider()
+        self.heartbeat_seconds = heartbeat_seconds
+        self.timeout_grace_seconds = timeout_grace_seconds
+
+    def activities(self) -> list[Callable[..., Any]]:
+        """The bound activity methods, for `Worker(activities=...)`."""
+        return [self.run_step, self.evaluate_policy, self.capture_outputs]
+
+    @activity.defn(name=RUN_STEP)
+    async def run_step(self, req: RunStepRequest) -> RunStepResult:
+        """Run one run step's executor and return its (masked) outputs and artifacts."""
+        mask = Masker()
+        log = MaskingLogger(activity.logger, mask)
+        ctx: ExecutorContext | None = None
+        try:
+            # The step id names artifacts and folders; refuse one that could not.
+            check_name(req.stepId, "step id")
+            values = resolve_secrets(self.secrets, req.secrets)
+            mask = Masker(values.values())
+            log = MaskingLogger(activity.logger, mask)
+            params = fill_placeholders(req.with_, values)
+            executor = self.registry.get(req.uses)
+            ctx = ExecutorContext(
+                run_id=req.runId,
+                tenant=req.tenant,
+                step_id=req.stepId,
+                uses=req.uses,
+                workspace=self.store.workspace(req.tenant, req.runId),
+                store=self.store,
+                sandbox=req.sandbox,
+                attempt=req.attempt,
+                timeout_seconds=req.timeoutSeconds,
+                heartbeat=activity.heartbeat,
+                logger=log,
+                mask=mask,
+            )
+            log.info("step.started", extra={"step_id": req.stepId, "uses": req.uses})
+            # The step's timeout is enforced here for every executor. The grace lets one that
+            # enforces it itself (shell) report its own timeout, with the outputs it has.
+            limit = req.timeoutSeconds + self.timeout_grace_seconds
+            try:
+                async with _heartbeating(self.heartbeat_seconds), asyncio.timeout(limit) as guard:
+                    outputs = await executor(params, ctx)
+            except TimeoutError:
+                if not guard.expired():
+                    raise
+                raise StepFailed(
+                    f"{req.uses}: step timed out after {req.timeoutSeconds}s"
+                ) from None
+            if not isinstance(outputs, dict):
+                raise StepFailed(
+                    f"{req.uses}: executor returned {type(outputs).__name__}, not a dict"
+                )
+            try:
+                jsonable = to_jsonable_python(outputs)
+            except Exception:
+                raise StepFailed(
+                    f"{req.uses}: executor outputs are not JSON-serialisable"
+                ) from None
+            log.info("step.succeeded", extra={"step_id": req.stepId})
+            return RunStepResult(outputs=mask.value(jsonable), artifacts=ctx.artifacts)
+        except asyncio.CancelledError:
+            log.info("step.cancelled", extra={"step_id": req.stepId})
+            raise
+        except StepFailed as exc:
+            log.info("step.failed", extra={"step_id": req.stepId, "reason": exc.message})
+            _permanent(exc.message, exc.outputs, ctx.artifacts if ctx else [], mask)
+        except (SecretError, UnsafePathError) as exc:
+            log.info("step.failed", extra={"step_id": req.stepId, "reason": str(exc)})
+            _permanent(f"{req.uses}: {exc}", {}, ctx.artifacts if ctx else [], mask)
+        except ApplicationError as exc:
+            # An executor's own ApplicationError keeps its type and retry choice; only its text
+            # and details are masked.
+            raise ApplicationError(
+                mask(exc.message),
+                *mask.value(to_jsonable_python(list(exc.details), fallback=str)),
+                type=exc.type,
+                non_retryable=exc.non_retryable,
+            ) from None
+        except Exception as exc:
+            raise ApplicationError(
+                mask(f"{req.uses}: {type(exc).__name__}: {exc}"), type=type(exc).__name__
+            ) from None
+
+    @activity.defn(name=EVALUATE_POLICY)
+    async def evaluate_policy(self, req: PolicyRequest) -> PolicyResult:
+        """Evaluate a policy's condition over the scope the workflow sent.
+
+        An expression that fails at runtime is a permanent failure: the same scope would fail
+        the same way.
+        """
+        label = f"policy {req.policyId}@{req.policyVersion}"
+        try:
+            passed = evaluate_condition(req.condition, req.scope)
+        except ExpressionError as exc:
+            raise ApplicationError(
+                f"{label}: {exc}", {}, type=STEP_FAILED, non_retryable=True
+            ) from None
+        verdict = "passed" if passed else "failed"
+        return PolicyResult(passed=passed, detail=f"{label} {verdict}: condition {req.condition!r}")
+
+    @activity.defn(name=CAPTURE_OUTPUTS)
+    async def capture_outputs(self, req: CaptureRequest) -> CaptureResult:
+        """Copy each declared file output from the run workspace into the run's artifacts.
+
+        One record per `type: file` output, in order; `object` outputs are evaluated by the
+        workflow and are not part of the result. A missing, unsafe or unreadable file gives a
+        `failed` record with notes rather than failing the activity, so one bad output does
+        not hide the others. Text files are masked for `req.secrets`; other files are copied
+        as they are.
+        """
+        names = [n for n in req.secrets if self.secrets.get(n) is not None]
+        mask = Masker(resolve_secrets(self.secrets, names).values())
+        records = [
+            self._capture_one(req, spec, mask) for spec in req.outputs if spec.type == "file"
+        ]
+        return CaptureResult(artifacts=records)
+
+    def _capture_one(self, req: CaptureRequest, spec: OutputSpec, mask: Masker) -> ArtifactRecord:
+        def failed(notes: str) -> ArtifactRecord:
+            return ArtifactRecord(
+                name=spec.name,
+                type="file",
+                sourcePath=spec.path,
+                status="failed",
+                notes=mask(notes),
+                capturedAt=now_iso(),
+            )
+
+        if not spec.path:
+            return failed("file output has no path")
+        try:
+            source = self.store.workspace_path(req.tenant, req.runId, spec.path)
+            self.store.artifact_path(req.tenant, req.runId, spec.name)
+        except UnsafePathError as exc:
+            return failed(f"refused: {exc}")
+        if not source.exists():
+            return failed(f"file {spec.path!r} not found in the run workspace")
+        if not source.is_file():
+            return failed(f"{spec.path!r} is not a regular file")
+        try:
+            if mask:
+                data = source.read_bytes()
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError:
+                    record = self.store.write_bytes(req.tenant, req.runId, spec.name, data)
+                    record.notes = "binary file: stored without masking"
+                else:
+                    record = self.store.write_text(req.tenant, req.runId, spec.name, mask(text))
+                record.sourcePath = spec.path
+                return record
+            return self.store.copy_file(req.tenant, req.runId, spec.name, source, spec.path)
+        except OSError as exc:
+            return failed(f"could not copy {spec.path!r}: {exc.strerror or exc}")
+
+
+def _permanent(
+    message: str, outputs: dict[str, Any], artifacts: list[ArtifactRecord], mask: Masker
+) -> NoReturn:
+    raise ApplicationError(
+        mask(message),
+        mask.value(to_jsonable_python(outputs, fallback=str)),
+        [a.model_dump(mode="json") for a in artifacts],
+        type=STEP_FAILED,
+        non_retryable=True,
+    ) from None
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(interval: float) -> AsyncIterator[None]:
+    """Heartbeat every `interval` seconds while the body runs.
+
+    Temporal delivers a cancellation to an activity only in answer to a heartbeat, so a step
+    that is waiting on a subprocess or a socket still has to heartbeat to be cancellable.
+    """
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        # wait() rather than awaiting the task: a cancellation of the activity arriving now
+        # must still propagate, not be swallowed along with the heartbeat task's own.
+        await asyncio.wait([task])
+
+
+def activities_for_worker(
+    artifact_root: Path | str,
+    registry: Registry | None = None,
+    secrets: SecretProvider | None = None,
+) -> list[Callable[..., Any]]:
+    """The activities for `Worker(activities=...)`: builtins plus installed custom executors,
+    the local artifact store at `artifact_root`, and secrets from the environment by default.
+    """
+    return StepActivities(
+        registry if registry is not None else Registry(),
+        ArtifactStore(artifact_root),
+        secrets,
+    ).activities()
