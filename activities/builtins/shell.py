@@ -26,7 +26,8 @@ environment, its secrets above all, leaks into a step unless the step passes it 
 Limits from the plan's sandbox apply through setrlimit in the child: `quotaSeconds` caps CPU time
 (RLIMIT_CPU, SIGXCPU then SIGKILL a second later) and `memoryLimitMiB` caps address space
 (RLIMIT_AS). Core dumps are off. The command runs in its own session, and its whole process group
-is killed on timeout, on cancellation and when the command exits, so nothing outlives the step.
+is killed on timeout, on cancellation and when the command exits, so nothing outlives the step;
+on Linux the command is also killed if the worker itself dies (PR_SET_PDEATHSIG).
 
 A non-zero exit, a signal, a timeout or a bad `with` fail the step permanently, with the outputs
 attached to the failure.
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -43,6 +45,7 @@ import resource
 import shlex
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +65,7 @@ TAIL_LIMIT_BYTES = 1024 * 1024
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TERM_GRACE_SECONDS = 2.0
 _MIB = 1024 * 1024
+_PR_SET_PDEATHSIG = 1
 
 
 class ShellParams(Params):
@@ -291,11 +295,32 @@ def _limits(sandbox: Sandbox) -> Callable[[], None]:
             hard = min(hard, current_hard)
         limits.append((which, min(soft, hard), hard))
 
+    # The command runs in its own session, out of reach of a signal to the worker's process
+    # group; should the worker die without cleaning up (SIGKILL, OOM), the kernel kills the
+    # command too. Linux only; elsewhere a dead worker can leave the command running.
+    prctl = _prctl()
+    parent = os.getpid()
+
     def apply() -> None:
         for which, soft, hard in limits:
             resource.setrlimit(which, (soft, hard))
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the worker died before prctl took effect
+                os._exit(1)
 
     return apply
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return fn
 
 
 def _signal_text(signum: int, sandbox: Sandbox) -> str:

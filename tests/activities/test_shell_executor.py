@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -215,6 +219,45 @@ async def test_left_over_background_processes_are_killed(make_ctx: Any) -> None:
     while pid_alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not pid_alive(child)
+
+
+ORPHAN_HELPER = """
+import asyncio, sys
+from activities.artifacts import ArtifactStore
+from activities.builtins.shell import shell
+from activities.executor import ExecutorContext
+store = ArtifactStore(sys.argv[1])
+ctx = ExecutorContext(run_id="r", tenant="t", step_id="s", uses="builtin:shell",
+                      workspace=store.workspace("t", "r"), store=store)
+asyncio.run(shell({"command": "echo $$ > pid; exec sleep 30"}, ctx))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+async def test_command_dies_with_a_killed_worker(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    repo = Path(__file__).resolve().parents[2]
+    worker = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_HELPER, str(root)],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    try:
+        pid_file = root / "runs" / "t" / "r" / "workspace" / "pid"
+        deadline = time.monotonic() + 10
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert time.monotonic() < deadline, "the command never started"
+            await asyncio.sleep(0.02)
+        command = int(pid_file.read_text())
+        assert pid_alive(command)
+        worker.kill()  # SIGKILL: no cleanup code of the worker runs
+    finally:
+        worker.kill()
+        worker.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while pid_alive(command) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert not pid_alive(command)
 
 
 @pytest.mark.parametrize(
