@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -37,6 +39,15 @@ def awaiting(state) -> bool:  # type: ignore[no-untyped-def]
     return state.status == "awaiting-approval"
 
 
+async def eventually_listed(client, query: str) -> bool:  # type: ignore[no-untyped-def]
+    """Visibility is eventually consistent: poll a list query for a few seconds."""
+    for _ in range(50):
+        if [w async for w in client.list_workflows(query)]:
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 def decision(plan_hash: str, actor: str, verdict: str = "approved") -> ApprovalSignal:
     return ApprovalSignal(
         approvalId="review", decision=verdict, planHash=plan_hash, actorId=actor, summary="ok"  # type: ignore[arg-type]
@@ -58,6 +69,11 @@ class TestApprovalGate:
             assert (gate.status, gate.statusReason) == ("Pending", "awaiting-approval")
             assert gate.gateMessage == "Ship it?"
             assert steps_by_id(state)["deploy"].status == "Pending"
+            # Operators find it with one Web UI filter: TaskRunnerStatus is kept current.
+            query = f"TaskRunnerStatus = 'awaiting-approval' AND WorkflowId = '{handle.id}'"
+            assert await eventually_listed(client, query)
+            metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+            assert "Waiting for approval **review**" in metadata.current_details
             outcome = await decide(handle, decision(state.planHash, "user:alice"))
             assert (outcome.status, outcome.resumed) == ("approved", True)
             result = await handle.result()
@@ -69,6 +85,9 @@ class TestApprovalGate:
             assert approval.decisions[0].summary == "ok"
             events = [e.eventType for e in await logs_of(handle)]
             assert events.index("gate.awaiting") < events.index("gate.approved")
+            assert await eventually_listed(
+                client, f"TaskRunnerStatus = 'succeeded' AND WorkflowId = '{handle.id}'"
+            )
 
     async def test_signal_approves_for_chat_bots(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
         client = dev_env.client

@@ -78,3 +78,42 @@ class TestWorkerKilled:
         assert lines.count("b-start") == 2, lines  # cut off mid-way: ran again on the new worker
         assert lines.count("b-end") == 1 and lines.count("c") == 1, lines
         assert [e.sequence for e in logs] == list(range(1, len(logs) + 1))
+
+
+BIG_MAP = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: big, version: 1.0.0}
+spec:
+  inputs: [{name: items, type: array}]
+  steps:
+    - id: fan
+      map: {items: "inputs.items", maxParallel: 100, step: {id: one, run: {uses: "builtin:noop"}}}
+    - {id: count, run: {uses: "builtin:echo", with: {n: "{{ length(steps.fan.outputs.results) }}"}}}
+"""
+
+
+class TestLargeMap:
+    async def test_5000_items_stay_far_below_history_limits(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        from tests.helpers import worker_for
+
+        client = dev_env.client
+        tq = unique("tq")
+        async with worker_for(client, tmp_path, tq):
+            handle = await start_pack(client, tq, BIG_MAP, {"items": list(range(5000))})
+            result = await asyncio.wait_for(handle.result(), timeout=240)
+            assert result.status == "succeeded"
+            state = await state_of(handle)
+            steps = steps_by_id(state)
+            assert steps["count"].outputs == {"n": 5000}
+            assert steps["fan[4999]::one"].status == "Succeeded"
+            assert sum(1 for s in state.steps if s.status == "Succeeded") == 5002
+            lengths = [len((await handle.fetch_history()).events)]
+            async for chunk in client.list_workflows(f"WorkflowId STARTS_WITH '{handle.id}/'"):
+                history = await client.get_workflow_handle(chunk.id, run_id=chunk.run_id).fetch_history()
+                lengths.append(len(history.events))
+            assert len(lengths) == 1 + 10  # the parent and ten chunks of 500
+            print(f"largest history: {max(lengths)} events over {len(lengths)} workflows")
+            assert max(lengths) < 10_000
