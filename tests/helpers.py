@@ -17,7 +17,15 @@ from temporalio.worker import Worker
 from compiler import compile_manifest
 from workflows.names import QUERY_LOGS, QUERY_STATE, WORKFLOW_TYPE, workflow_id
 from workflows.settings import Settings
-from workflows.state import RunResult, LogEntry, LogsPage, LogsQuery, PackRunInput, RunMeta, RunStateSnapshot
+from workflows.state import (
+    LogEntry,
+    LogsPage,
+    LogsQuery,
+    PackRunInput,
+    RunMeta,
+    RunResult,
+    RunStateSnapshot,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -86,7 +94,9 @@ def steps_by_id(state: RunStateSnapshot) -> dict[str, Any]:
     return {s.stepId: s for s in state.steps}
 
 
-async def wait_for(handle: WorkflowHandle[Any, Any], predicate: Any, timeout: float = 30.0) -> RunStateSnapshot:
+async def wait_for(
+    handle: WorkflowHandle[Any, Any], predicate: Any, timeout: float = 30.0
+) -> RunStateSnapshot:
     """Poll the state query until `predicate(state)` holds."""
     deadline = asyncio.get_running_loop().time() + timeout
     last: RunStateSnapshot | Exception | None = None

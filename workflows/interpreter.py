@@ -184,7 +184,9 @@ class Interpreter:
             return await self._approval_gate(step, rid)
         return await self._policy_gate(step, frame, rid)
 
-    def _finish(self, rid: str, ok: bool, outputs: dict[str, Any], reason: str | None = None) -> bool:
+    def _finish(
+        self, rid: str, ok: bool, outputs: dict[str, Any], reason: str | None = None
+    ) -> bool:
         state = self.book.step(rid)
         state.outputs = outputs
         if ok:
@@ -234,9 +236,13 @@ class Interpreter:
                 reason, message, outputs = _activity_failure(exc)
                 state.outputs = outputs
                 if attempt < step.maxAttempts:
-                    await self._retry_wait(rid, attempt, step.maxAttempts, step.backoffSeconds, message)
+                    await self._retry_wait(
+                        rid, attempt, step.maxAttempts, step.backoffSeconds, message
+                    )
                     continue
-                book.transition(rid, "Failed", reason=reason, message=f"Step failed: {rid}: {message}")
+                book.transition(
+                    rid, "Failed", reason=reason, message=f"Step failed: {rid}: {message}"
+                )
                 return False
             state.outputs = result.outputs
             book.artifacts.extend(result.artifacts)
@@ -254,7 +260,8 @@ class Interpreter:
         book.step(rid).nextAttemptAt = iso(next_at)
         book.log(
             "step.retrying",
-            f"Step failed, retrying in {backoff}s: {rid} (attempt {attempt} of {max_attempts}): {message}",
+            f"Step failed, retrying in {backoff}s: {rid} "
+            f"(attempt {attempt} of {max_attempts}): {message}",
             level="warn",
             step_id=rid,
             nextAttemptAt=iso(next_at),
@@ -301,7 +308,9 @@ class Interpreter:
         if value is None:
             return []
         if not isinstance(value, list):
-            raise StepFailure("items-not-a-list", f"items must be a list, got {type(value).__name__}")
+            raise StepFailure(
+                "items-not-a-list", f"items must be a list, got {type(value).__name__}"
+            )
         return value
 
     def _register_iterations(
@@ -461,12 +470,12 @@ class Interpreter:
     # ----------------------------------------------------------------- gates
 
     async def await_approval(self, approval_id: str, rid: str, message: str | None) -> Decision:
-        """Wait, on a durable condition, for an approval to be settled; expiry is a durable timer."""
+        """Wait on a durable condition for an approval to be settled; expiry is a durable timer."""
         book = self.book
         approval = book.approvals[approval_id]
         if approval.status in ("approved", "rejected", "expired"):
             # One decision per approval per run: a later gate naming it again reuses the decision.
-            return approval.status  # type: ignore[return-value]
+            return approval.status
         spec = self.plan.approval(approval_id)
         assert spec is not None  # the compiler checked that every gate names a declared approval
         now = workflow.now()
@@ -529,7 +538,11 @@ class Interpreter:
             backoff = max(1, self.plan.failure.backoffSeconds)
             await self._retry_wait(rid, attempt, step.retryCount + 1, backoff, "policy not met")
             book.transition(rid, "Running", quiet=True)
-        meta = {"policyId": policy.id, "policyVersion": policy.version, "detail": result.detail}
+        meta: dict[str, Any] = {
+            "policyId": policy.id,
+            "policyVersion": policy.version,
+            "detail": result.detail,
+        }
         if result.passed:
             book.log("policy.passed", f"Policy passed: {policy.id}", step_id=rid, **meta)
             for other in step.elseSteps:
@@ -561,7 +574,7 @@ class Interpreter:
             wanted = {r.name for r in references(policy.condition) if r.root == "steps" and r.name}
             scope["steps"] = {k: v for k, v in scope["steps"].items() if k in wanted}
         try:
-            return await workflow.execute_activity(
+            result: PolicyResult = await workflow.execute_activity(
                 EVALUATE_POLICY,
                 PolicyRequest(
                     runId=self.meta.runId,
@@ -578,10 +591,13 @@ class Interpreter:
                 ),
                 summary=f"{rid} (policy {policy.id})",
             )
+            return result
         except ActivityError as exc:
             _reraise_cancel(exc)
             _, message, _ = _activity_failure(exc)
-            raise StepFailure("policy-error", f"policy {policy.id} could not be evaluated: {message}") from None
+            raise StepFailure(
+                "policy-error", f"policy {policy.id} could not be evaluated: {message}"
+            ) from None
 
     # ----------------------------------------------------------------- pack outputs
 
@@ -626,7 +642,11 @@ def _activity_failure(exc: ActivityError) -> tuple[str, str, dict[str, Any]]:
         reason = "step-failed" if cause.type == STEP_FAILED else "executor-error"
         return reason, cause.message, outputs
     if isinstance(cause, TemporalTimeoutError):
-        return "timed-out", f"timed out ({cause.type.name.lower() if cause.type else 'timeout'})", {}
+        return (
+            "timed-out",
+            f"timed out ({cause.type.name.lower() if cause.type else 'timeout'})",
+            {},
+        )
     return "executor-error", str(cause or exc), {}
 
 

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         PackRunInput,
         RunResult,
         RunStateSnapshot,
+        RunStatus,
     )
 
 CAPTURE_TIMEOUT = timedelta(minutes=5)
@@ -103,7 +104,9 @@ class PackRun:
                 # Temporal's own cancel request (the Web UI's button), not our signal.
                 self._temporal_cancel = True
                 book.cancel_requested = True
-                book.log("run.cancel-requested", "Cancellation requested through Temporal.", level="warn")
+                book.log(
+                    "run.cancel-requested", "Cancellation requested through Temporal.", level="warn"
+                )
             return await self._end_cancelled()
         return await self._end(ok)
 
@@ -124,7 +127,10 @@ class PackRun:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     PackRunInput(
-                        plan=book.plan, planHash=book.plan_hash, meta=book.meta, carried=book.carry()
+                        plan=book.plan,
+                        planHash=book.plan_hash,
+                        meta=book.meta,
+                        carried=book.carry(),
                     )
                 )
         return True
@@ -146,7 +152,9 @@ class PackRun:
             book.log("run.completed", "Run completed.")
         else:
             failed = next((s for s in book.steps.values() if s.status == "Failed"), None)
-            book.error = f"step {failed.stepId} failed ({failed.statusReason})" if failed else "failed"
+            book.error = (
+                f"step {failed.stepId} failed ({failed.statusReason})" if failed else "failed"
+            )
             book.set_status("failed")
             book.log("run.failed", f"Run failed: {book.error}.", level="error")
         return await self._close()
@@ -175,7 +183,12 @@ class PackRun:
         try:
             result = await workflow.execute_activity(
                 CAPTURE_OUTPUTS,
-                CaptureRequest(runId=self.book.meta.runId, tenant=self.book.meta.tenant, outputs=files),
+                CaptureRequest(
+                    runId=self.book.meta.runId,
+                    tenant=self.book.meta.tenant,
+                    outputs=files,
+                    secrets=list(self.book.plan.secrets),
+                ),
                 result_type=CaptureResult,
                 start_to_close_timeout=CAPTURE_TIMEOUT,
                 summary="capture outputs",
@@ -183,7 +196,9 @@ class PackRun:
             captured = result.artifacts
         except Exception as exc:  # a capture problem must not lose the run's own result
             captured = [
-                ArtifactRecord(name=o.name, type="file", sourcePath=o.path, status="failed", notes=str(exc))
+                ArtifactRecord(
+                    name=o.name, type="file", sourcePath=o.path, status="failed", notes=str(exc)
+                )
                 for o in files
             ]
         self.book.artifacts.extend(captured)
@@ -202,7 +217,7 @@ class PackRun:
         """Keep run status, TaskRunnerStatus and the Web UI's current details in step."""
         book = self.book
         if book.status not in TERMINAL_RUN_STATUSES and book.status != "pending":
-            waiting = "awaiting-approval" if self.interp.open_gates else "running"
+            waiting: RunStatus = "awaiting-approval" if self.interp.open_gates else "running"
             if book.set_status(waiting):
                 self._upsert()
         gates = self.interp.open_gates
@@ -275,7 +290,13 @@ class PackRun:
         book.cancel_requested = True
         actor = request.actorId if request else None
         reason = request.reason if request else None
-        book.log("run.cancel-requested", "Cancellation requested.", level="warn", actor=actor, reason=reason)
+        book.log(
+            "run.cancel-requested",
+            "Cancellation requested.",
+            level="warn",
+            actor=actor,
+            reason=reason,
+        )
         if self._task is not None:
             self._task.cancel()
 

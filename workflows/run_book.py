@@ -182,7 +182,9 @@ class RunBook:
         """Register a subtree. Map and loop bodies are registered per iteration, when they start."""
         for step in steps:
             rid = prefix + step.id
-            self.register(step, rid, parent_id=parent_id, template_id=step.id if templated else None)
+            self.register(
+                step, rid, parent_id=parent_id, template_id=step.id if templated else None
+            )
             if isinstance(step, p.MapStep | p.LoopStep):
                 continue
             self.register_tree(p.children(step), prefix, rid, templated=templated)
@@ -255,9 +257,15 @@ class RunBook:
         if approval is None:
             return ("ApprovalNotFound", f"run has no approval {decision.approvalId!r}")
         if approval.status in DECIDED:
-            return ("ApprovalAlreadyDecided", f"approval {approval.approvalId!r} is already {approval.status}")
+            return (
+                "ApprovalAlreadyDecided",
+                f"approval {approval.approvalId!r} is already {approval.status}",
+            )
         if approval.status != "pending":
-            return ("ApprovalNotPending", f"approval {approval.approvalId!r} is not awaiting a decision yet")
+            return (
+                "ApprovalNotPending",
+                f"approval {approval.approvalId!r} is not awaiting a decision yet",
+            )
         actor = decision.actorId or ANONYMOUS
         if any(d.actorId == actor for d in approval.decisions):
             return ("DuplicateApprover", f"{actor} has already decided on {approval.approvalId!r}")
@@ -276,11 +284,16 @@ class RunBook:
             )
         )
         approvers = len({d.actorId for d in approval.decisions if d.decision == "approved"})
-        meta = {"approvalId": approval.approvalId, "actorId": actor, "summary": decision.summary}
+        meta: dict[str, Any] = {
+            "approvalId": approval.approvalId,
+            "actorId": actor,
+            "summary": decision.summary,
+        }
         if decision.decision == "approved" and approvers < approval.requiredApprovals:
             self.log(
                 "gate.vote",
-                f"Approval {approvers} of {approval.requiredApprovals} for {approval.approvalId} by {actor}",
+                f"Approval {approvers} of {approval.requiredApprovals} "
+                f"for {approval.approvalId} by {actor}",
                 step_id=approval.stepId,
                 **meta,
             )

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     task_queue: str = Field(default="taskrunner", description="Task queue of workers and runs.")
     data_dir: Path = Field(
         default=Path("var"),
-        description="Where run workspaces and the artifact store live (and the dev server's database).",
+        description="Run workspaces and the artifact store (and the dev server's database).",
     )
     heartbeat_timeout_seconds: int = Field(
         default=20, ge=1, description="A worker silent this long is taken for lost; its step moves."
@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     default_tenant: str = Field(default="default", description="Tenant of requests without one.")
     max_body_bytes: int = Field(default=2 * 1024 * 1024, description="Request bodies above: 413.")
     auth_enabled: bool = Field(default=True, description="Require bearer tokens.")
-    jwt_hs256_secret: str | None = Field(default=None, description="Shared secret for HS256 tokens.")
+    jwt_hs256_secret: str | None = Field(
+        default=None, description="Shared secret for HS256 tokens."
+    )
     jwt_rs256_public_key: str | None = Field(
         default=None, description="PEM public key for RS256 tokens."
     )
@@ -61,7 +63,9 @@ class Settings(BaseSettings):
         description="How long the API waits for a worker to answer a query or update (then 503).",
     )
     logs_poll_seconds: float = Field(
-        default=0.5, gt=0, description="How often a followed log stream asks the run for new entries."
+        default=0.5,
+        gt=0,
+        description="How often a followed log stream asks the run for new entries.",
     )
 
     dev_ui_port: int = Field(default=8233, description="Web UI port of the embedded dev server.")

@@ -70,7 +70,10 @@ async def record() -> None:
             await handle.execute_update(
                 UPDATE_DECIDE_APPROVAL,
                 ApprovalSignal(
-                    approvalId="release", decision="approved", planHash=state.planHash, actorId="ops"
+                    approvalId="release",
+                    decision="approved",
+                    planHash=state.planHash,
+                    actorId="ops",
                 ),
                 result_type=ApprovalOutcome,
             )

@@ -50,7 +50,11 @@ async def eventually_listed(client, query: str) -> bool:  # type: ignore[no-unty
 
 def decision(plan_hash: str, actor: str, verdict: str = "approved") -> ApprovalSignal:
     return ApprovalSignal(
-        approvalId="review", decision=verdict, planHash=plan_hash, actorId=actor, summary="ok"  # type: ignore[arg-type]
+        approvalId="review",
+        decision=verdict,
+        planHash=plan_hash,
+        actorId=actor,
+        summary="ok",  # type: ignore[arg-type]
     )
 
 
@@ -59,7 +63,9 @@ async def decide(handle, signal: ApprovalSignal) -> ApprovalOutcome:  # type: ig
 
 
 class TestApprovalGate:
-    async def test_waits_then_approved_by_update(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_waits_then_approved_by_update(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         client = dev_env.client
         tq = unique("tq")
         async with worker_for(client, tmp_path, tq):
@@ -72,7 +78,9 @@ class TestApprovalGate:
             # Operators find it with one Web UI filter: TaskRunnerStatus is kept current.
             query = f"TaskRunnerStatus = 'awaiting-approval' AND WorkflowId = '{handle.id}'"
             assert await eventually_listed(client, query)
-            metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+            metadata = await handle.query(
+                "__temporal_workflow_metadata", result_type=WorkflowMetadata
+            )
             assert "Waiting for approval **review**" in metadata.current_details
             outcome = await decide(handle, decision(state.planHash, "user:alice"))
             assert (outcome.status, outcome.resumed) == ("approved", True)
@@ -89,7 +97,9 @@ class TestApprovalGate:
                 client, f"TaskRunnerStatus = 'succeeded' AND WorkflowId = '{handle.id}'"
             )
 
-    async def test_signal_approves_for_chat_bots(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_signal_approves_for_chat_bots(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         client = dev_env.client
         tq = unique("tq")
         async with worker_for(client, tmp_path, tq):
@@ -103,7 +113,9 @@ class TestApprovalGate:
             refused = [e for e in logs if e.eventType == "gate.decision-refused"]
             assert refused and refused[0].metadata["error"] == "PlanHashMismatch"
 
-    async def test_rejection_fails_gate_and_run(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_rejection_fails_gate_and_run(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         client = dev_env.client
         tq = unique("tq")
         async with worker_for(client, tmp_path, tq):
@@ -113,11 +125,16 @@ class TestApprovalGate:
             assert (outcome.status, outcome.resumed) == ("rejected", False)
             assert (await handle.result()).status == "failed"
             steps = steps_by_id(await state_of(handle))
-            assert (steps["approve"].status, steps["approve"].statusReason) == ("Failed", "approval-rejected")
+            assert (steps["approve"].status, steps["approve"].statusReason) == (
+                "Failed",
+                "approval-rejected",
+            )
             assert steps["deploy"].status == "Skipped"
             assert "gate.rejected" in [e.eventType for e in await logs_of(handle)]
 
-    async def test_quorum_of_two_distinct_actors(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_quorum_of_two_distinct_actors(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         client = dev_env.client
         tq = unique("tq")
         async with worker_for(client, tmp_path, tq):
@@ -160,7 +177,9 @@ class TestApprovalGate:
 
 
 class TestExpiry:
-    async def test_expires_on_a_durable_timer(self, skip_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_expires_on_a_durable_timer(
+        self, skip_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         client = skip_env.client
         tq = unique("tq")
         async with worker_for(client, tmp_path, tq):
@@ -174,7 +193,9 @@ class TestExpiry:
             assert steps_by_id(state)["approve"].statusReason == "approval-expired"
             assert "gate.expired" in [e.eventType for e in await logs_of(handle)]
 
-    async def test_on_expiry_approve_continues(self, skip_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_on_expiry_approve_continues(
+        self, skip_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         client = skip_env.client
         tq = unique("tq")
         async with worker_for(client, tmp_path, tq):
@@ -182,7 +203,9 @@ class TestExpiry:
             handle = await start_pack(client, tq, manifest, search_attributes=False)
             assert (await handle.result()).status == "succeeded"
 
-    async def test_retry_backoff_shows_attempts(self, skip_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_retry_backoff_shows_attempts(
+        self, skip_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = """
 apiVersion: stellaops.io/pack.v1
 kind: TaskPack
@@ -250,7 +273,10 @@ class TestPolicyGate:
             handle = await start_pack(dev_env.client, tq, policy_pack("abort"))
             assert (await handle.result()).status == "failed"
             steps = steps_by_id(await state_of(handle))
-            assert (steps["check"].status, steps["check"].statusReason) == ("Failed", "policy-failed")
+            assert (steps["check"].status, steps["check"].statusReason) == (
+                "Failed",
+                "policy-failed",
+            )
             assert steps["after"].status == "Skipped"
 
     async def test_warn(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
@@ -270,22 +296,31 @@ class TestPolicyGate:
             assert steps["fallback"].outputs == {"plan": "b"}
             assert steps["check"].statusReason == "policy-branch"
 
-    async def test_request_override_waits_for_approval(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_request_override_waits_for_approval(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         tq = unique("tq")
         async with worker_for(dev_env.client, tmp_path, tq):
             handle = await start_pack(dev_env.client, tq, policy_pack("requestOverride"))
             state = await wait_for(handle, awaiting)
             assert steps_by_id(state)["check"].statusReason == "awaiting-approval"
             signal = ApprovalSignal(
-                approvalId="override", decision="approved", planHash=state.planHash, actorId="sec:lead"
+                approvalId="override",
+                decision="approved",
+                planHash=state.planHash,
+                actorId="sec:lead",
             )
             await decide(handle, signal)
             assert (await handle.result()).status == "succeeded"
             assert steps_by_id(await state_of(handle))["check"].statusReason == "override-approved"
 
-    async def test_retry_count_reevaluates(self, skip_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_retry_count_reevaluates(
+        self, skip_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         tq = unique("tq")
-        manifest = policy_pack("abort").replace("failureAction: abort", "failureAction: abort\n          retryCount: 2")
+        manifest = policy_pack("abort").replace(
+            "failureAction: abort", "failureAction: abort\n          retryCount: 2"
+        )
         async with worker_for(skip_env.client, tmp_path, tq):
             handle = await start_pack(skip_env.client, tq, manifest, search_attributes=False)
             assert (await handle.result()).status == "failed"

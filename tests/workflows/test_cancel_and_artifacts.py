@@ -27,7 +27,10 @@ spec:
     - {id: last, run: {uses: "builtin:noop"}}
 """
 
-AT_GATE = SLOW.replace('{id: long, run: {uses: "builtin:shell", with: {command: "sleep 60; echo finished > marker"}}}', "{id: long, run: {uses: \"builtin:noop\"}}")
+AT_GATE = SLOW.replace(
+    '{id: long, run: {uses: "builtin:shell", with: {command: "sleep 60; echo finished > marker"}}}',
+    '{id: long, run: {uses: "builtin:noop"}}',
+)
 
 
 def running(step_id: str):  # type: ignore[no-untyped-def]
@@ -102,7 +105,9 @@ spec:
 
 
 class TestArtifacts:
-    async def test_file_and_object_outputs(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_file_and_object_outputs(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         client = dev_env.client
         tq = unique("tq")
         async with worker_for(client, tmp_path, tq):
@@ -116,7 +121,10 @@ class TestArtifacts:
             assert report.storedPath.endswith("artifacts/report")
             assert json.loads((tmp_path / report.storedPath).read_text()) == {"ok": True}
             assert by_name["missing"].status == "failed" and by_name["missing"].notes
-            assert json.loads(by_name["summary"].expressionJson or "") == {"exit": 0, "said": "done\n"}
+            assert json.loads(by_name["summary"].expressionJson or "") == {
+                "exit": 0,
+                "said": "done\n",
+            }
             assert result.outputs["summary"]["exit"] == 0
 
 
@@ -132,9 +140,12 @@ STEPS
 
 
 class TestContinueAsNew:
-    async def test_carries_state_and_logs(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_carries_state_and_logs(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         steps = "\n".join(
-            f'    - {{id: s{i}, run: {{uses: "builtin:echo", with: {{i: {i}}}}}}}' for i in range(12)
+            f'    - {{id: s{i}, run: {{uses: "builtin:echo", with: {{i: {i}}}}}}}'
+            for i in range(12)
         )
         steps += "\n    - {id: gate, gate: {approval: {id: mid}}}"
         steps += '\n    - {id: tail, run: {uses: "builtin:echo", with: {first: "{{ steps.s0.outputs.i }}"}}}'
@@ -148,7 +159,9 @@ class TestContinueAsNew:
             latest = client.get_workflow_handle(handle.id)
             await latest.execute_update(
                 UPDATE_DECIDE_APPROVAL,
-                ApprovalSignal(approvalId="mid", decision="approved", planHash=state.planHash, actorId="a"),
+                ApprovalSignal(
+                    approvalId="mid", decision="approved", planHash=state.planHash, actorId="a"
+                ),
                 result_type=ApprovalOutcome,
             )
             await latest.result()

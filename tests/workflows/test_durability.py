@@ -28,7 +28,9 @@ spec:
 
 
 @contextmanager
-def worker_process(env: WorkflowEnvironment, task_queue: str, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def worker_process(
+    env: WorkflowEnvironment, task_queue: str, data_dir: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """A worker in its own process (and process group), as a deployment runs it."""
     environ = {
         **os.environ,
@@ -112,7 +114,9 @@ class TestLargeMap:
             assert sum(1 for s in state.steps if s.status == "Succeeded") == 5002
             lengths = [len((await handle.fetch_history()).events)]
             async for chunk in client.list_workflows(f"WorkflowId STARTS_WITH '{handle.id}/'"):
-                history = await client.get_workflow_handle(chunk.id, run_id=chunk.run_id).fetch_history()
+                history = await client.get_workflow_handle(
+                    chunk.id, run_id=chunk.run_id
+                ).fetch_history()
                 lengths.append(len(history.events))
             assert len(lengths) == 1 + 10  # the parent and ten chunks of 500
             print(f"largest history: {max(lengths)} events over {len(lengths)} workflows")

@@ -8,7 +8,6 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import logs_of, start_pack, state_of, steps_by_id, unique, worker_for
-from workflows.state import RunResult
 
 HEAD = """
 apiVersion: stellaops.io/pack.v1
@@ -31,7 +30,9 @@ async def run_to_end(client: Client, tmp_path: Path, manifest: str, inputs: dict
 
 
 class TestRunSteps:
-    async def test_outputs_flow_to_later_steps(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_outputs_flow_to_later_steps(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   inputs: [{name: who, type: string, required: true}]
   steps:
@@ -50,7 +51,9 @@ class TestRunSteps:
         assert events[-1] == "run.completed"
         assert [e.sequence for e in logs] == list(range(1, len(logs) + 1))
 
-    async def test_failure_fails_run_and_skips_the_rest(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_failure_fails_run_and_skips_the_rest(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   steps:
     - id: ok
@@ -70,7 +73,9 @@ class TestRunSteps:
         assert "broken on purpose" in failed[0].message
         assert logs[-1].eventType == "run.failed"
 
-    async def test_step_continue_on_error(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_step_continue_on_error(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   steps:
     - id: boom
@@ -84,7 +89,9 @@ class TestRunSteps:
         assert steps_by_id(state)["boom"].status == "Failed"
         assert steps_by_id(state)["after"].status == "Succeeded"
 
-    async def test_pack_level_continue_on_error(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_pack_level_continue_on_error(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   failure: {continueOnError: true}
   steps:
@@ -97,18 +104,22 @@ class TestRunSteps:
         assert result.status == "succeeded"
         assert steps_by_id(state)["after"].status == "Succeeded"
 
-    async def test_unknown_executor_is_a_clear_step_failure(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_unknown_executor_is_a_clear_step_failure(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   steps:
     - id: scan
       run: {uses: "builtin:scanner"}
 """)
-        result, state, logs = await run_to_end(dev_env.client, tmp_path, manifest)
+        result, _, logs = await run_to_end(dev_env.client, tmp_path, manifest)
         assert result.status == "failed"
         failed = next(e for e in logs if e.eventType == "step.failed")
         assert "builtin:scanner" in failed.message
 
-    async def test_when_false_skips_with_reason(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_when_false_skips_with_reason(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   inputs: [{name: deploy, type: boolean, default: false}]
   steps:
@@ -133,7 +144,9 @@ class TestRunSteps:
 
 
 class TestBlocks:
-    async def test_parallel_runs_children_and_collects_outputs(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_parallel_runs_children_and_collects_outputs(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   steps:
     - id: fan
@@ -153,7 +166,9 @@ class TestBlocks:
         assert steps["a"].parentId == "fan"
         assert steps["sum"].outputs == {"total": "1-2"}
 
-    async def test_parallel_failure_and_block_continue_on_error(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_parallel_failure_and_block_continue_on_error(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   steps:
     - id: tolerant
@@ -175,9 +190,14 @@ class TestBlocks:
         assert steps["good"].status == "Succeeded"
         assert steps["tolerant"].status == "Failed"  # honest about its child, but the run went on
         assert steps["strict"].status == "Failed"
-        assert (steps["later"].status, steps["later"].statusReason) == ("Skipped", "previous-step-failed")
+        assert (steps["later"].status, steps["later"].statusReason) == (
+            "Skipped",
+            "previous-step-failed",
+        )
 
-    async def test_map_iterations_have_template_ids(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_map_iterations_have_template_ids(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   inputs: [{name: hosts, type: array, default: [a, b, c]}]
   steps:
@@ -196,7 +216,9 @@ class TestBlocks:
         assert steps["ping[1]::one"].templateId == "one"
         assert steps["after"].outputs == {"hosts": ["a", "b", "c"]}
 
-    async def test_map_items_not_a_list_fails_the_step(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_map_items_not_a_list_fails_the_step(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   inputs: [{name: hosts, type: string, default: "x"}]
   steps:
@@ -207,7 +229,9 @@ class TestBlocks:
         assert result.status == "failed"
         assert steps_by_id(state)["ping"].statusReason == "items-not-a-list"
 
-    async def test_loop_sources_and_aggregations(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_loop_sources_and_aggregations(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   inputs: [{name: names, type: array, default: [x, y]}]
   steps:
@@ -234,12 +258,16 @@ class TestBlocks:
         result, state, _ = await run_to_end(dev_env.client, tmp_path, manifest)
         steps = steps_by_id(state)
         assert result.status == "succeeded"
-        assert steps["counted"].outputs == {"results": [{"n": 0, "i": 0}, {"n": 1, "i": 1}, {"n": 2, "i": 2}]}
+        assert steps["counted"].outputs == {
+            "results": [{"n": 0, "i": 0}, {"n": 1, "i": 1}, {"n": 2, "i": 2}]
+        }
         assert steps["counted[2]::sq"].status == "Succeeded"
         assert steps["merged"].outputs["last"] == "b"
         assert steps["lastone"].outputs == {"seen": "y"}
 
-    async def test_loop_over_max_iterations_fails(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_loop_over_max_iterations_fails(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   inputs: [{name: xs, type: array, default: [1, 2, 3]}]
   steps:
@@ -250,7 +278,9 @@ class TestBlocks:
         assert result.status == "failed"
         assert steps_by_id(state)["l"].statusReason == "max-iterations-exceeded"
 
-    async def test_conditional_takes_first_true_branch(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_conditional_takes_first_true_branch(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   inputs: [{name: env, type: string, default: staging}]
   steps:
@@ -286,7 +316,9 @@ class TestBlocks:
         assert steps["fallback"].status == "Succeeded"
         assert steps["pick"].outputs == {"branch": "else"}
 
-    async def test_map_inside_parallel_inside_conditional(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    async def test_map_inside_parallel_inside_conditional(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
         manifest = pack("""
   inputs: [{name: regions, type: array, default: [eu, us]}]
   steps:
