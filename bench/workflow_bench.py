@@ -1,0 +1,207 @@
+"""Runtime figures on the embedded dev server: throughput, interpreter overhead, fan-out.
+
+Run: `python -m bench.workflow_bench [--runs 50] [--steps 10] [--map-items 10000]`.
+Both sides of every ratio run in this one process, against the same server, one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sysconfig
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.artifacts import ArtifactStore
+from activities.registry import Registry
+from activities.step_activities import StepActivities
+from bench.baseline import BaselineSteps
+from compiler import compile_manifest
+from workflows.names import SEARCH_ATTRIBUTES, WORKFLOW_TYPE, workflow_id
+from workflows.settings import Settings
+from workflows.state import PackRunInput, RunMeta, RunResult
+from workflows.worker import build_worker
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    note: str = ""
+
+
+def noop_pack(steps: int) -> str:
+    body = "\n".join(f'    - {{id: s{i}, run: {{uses: "builtin:noop"}}}}' for i in range(steps))
+    return (
+        "apiVersion: stellaops.io/pack.v1\nkind: TaskPack\n"
+        "metadata: {name: bench, version: 1.0.0}\nspec:\n  steps:\n" + body + "\n"
+    )
+
+
+MAP_PACK = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: fanout, version: 1.0.0}
+spec:
+  inputs: [{name: items, type: array}]
+  steps:
+    - id: fan
+      map: {items: "inputs.items", maxParallel: 200, step: {id: one, run: {uses: "builtin:noop"}}}
+"""
+
+
+async def start_run(client: Client, task_queue: str, manifest: str, inputs: Any = None) -> Any:
+    compiled = compile_manifest(manifest, inputs)
+    run_id = f"bench-{uuid.uuid4().hex[:10]}"
+    return await client.start_workflow(
+        WORKFLOW_TYPE,
+        PackRunInput(
+            plan=compiled.plan,
+            planHash=compiled.plan_hash,
+            meta=RunMeta(runId=run_id, tenant="bench", requestedAt="2026-01-01T00:00:00Z"),
+        ),
+        id=workflow_id("bench", run_id),
+        task_queue=task_queue,
+        result_type=RunResult,
+    )
+
+
+async def pack_batch(client: Client, task_queue: str, runs: int, steps: int) -> float:
+    manifest = noop_pack(steps)
+    started = time.perf_counter()
+    handles = await asyncio.gather(*(start_run(client, task_queue, manifest) for _ in range(runs)))
+    results = await asyncio.gather(*(h.result() for h in handles))
+    elapsed = time.perf_counter() - started
+    assert all(r.status == "succeeded" for r in results), results
+    return elapsed
+
+
+async def baseline_batch(client: Client, task_queue: str, runs: int, steps: int) -> float:
+    started = time.perf_counter()
+    handles = await asyncio.gather(
+        *(
+            client.start_workflow(
+                BaselineSteps.run, steps, id=f"baseline-{uuid.uuid4().hex}", task_queue=task_queue
+            )
+            for _ in range(runs)
+        )
+    )
+    await asyncio.gather(*(h.result() for h in handles))
+    return time.perf_counter() - started
+
+
+async def largest_history(client: Client, handle: Any) -> tuple[int, int]:
+    lengths = [len((await handle.fetch_history()).events)]
+    async for child in client.list_workflows(f"WorkflowId STARTS_WITH '{handle.id}/'"):
+        history = await client.get_workflow_handle(child.id, run_id=child.run_id).fetch_history()
+        lengths.append(len(history.events))
+    return max(lengths), len(lengths)
+
+
+async def measure(args: argparse.Namespace) -> list[Figure]:
+    scripts = Path(sysconfig.get_path("scripts"))
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(scripts / "temporal"),
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    )
+    figures: list[Figure] = []
+    try:
+        client = env.client
+        settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-")))
+        tq = f"bench-{uuid.uuid4().hex[:6]}"
+        worker = build_worker(client, settings, task_queue=tq)
+        baseline_tq = f"{tq}-baseline"
+        baseline = Worker(
+            client,
+            task_queue=baseline_tq,
+            workflows=[BaselineSteps],
+            activities=StepActivities(Registry(), ArtifactStore(settings.data_dir)).activities(),
+        )
+        async with worker, baseline:
+            # Warm both paths once so imports and sandbox set-up are not timed.
+            await pack_batch(client, tq, 2, 2)
+            await baseline_batch(client, baseline_tq, 2, 2)
+            ours: list[float] = []
+            theirs: list[float] = []
+            for _ in range(args.rounds):
+                # Alternate the two sides so drift on a shared machine hits both alike.
+                theirs.append(await baseline_batch(client, baseline_tq, args.runs, args.steps))
+                ours.append(await pack_batch(client, tq, args.runs, args.steps))
+            ours_best, theirs_best = min(ours), min(theirs)
+            total_steps = args.runs * args.steps
+            figures += [
+                Figure("throughput runs/s (TaskRunner)", args.runs / ours_best, "runs/s"),
+                Figure("throughput steps/s (TaskRunner)", total_steps / ours_best, "steps/s"),
+                Figure("throughput runs/s (hand-written)", args.runs / theirs_best, "runs/s"),
+                Figure(
+                    "batch wall time (TaskRunner)",
+                    ours_best,
+                    "s",
+                    f"{args.runs} runs x {args.steps} steps",
+                ),
+                Figure(
+                    "batch wall time (hand-written)", theirs_best, "s", "same work, same activity"
+                ),
+                Figure("overhead ratio, wall time", ours_best / theirs_best, "x", "target <= 1.3"),
+                Figure(
+                    "overhead ratio, throughput",
+                    (args.runs / theirs_best) / (args.runs / ours_best),
+                    "x",
+                    "hand-written / ours",
+                ),
+            ]
+            if args.map_items:
+                started = time.perf_counter()
+                handle = await start_run(
+                    client, tq, MAP_PACK, {"items": list(range(args.map_items))}
+                )
+                result = await handle.result()
+                elapsed = time.perf_counter() - started
+                assert result.status == "succeeded", result
+                biggest, workflows = await largest_history(client, handle)
+                figures += [
+                    Figure(f"map over {args.map_items} items, wall time", elapsed, "s"),
+                    Figure(
+                        "largest history of any workflow",
+                        biggest,
+                        "events",
+                        f"{workflows} workflows; target < 10000",
+                    ),
+                ]
+    finally:
+        await env.shutdown()
+    return figures
+
+
+def print_table(figures: list[Figure]) -> None:
+    width = max(len(f.name) for f in figures)
+    for f in figures:
+        value = f"{f.value:,.3f}" if f.value < 100 else f"{f.value:,.0f}"
+        print(f"{f.name:<{width}}  {value:>12} {f.unit:<7} {f.note}")
+
+
+def main(argv: list[str] | None = None) -> list[Figure]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--map-items", type=int, default=10_000)
+    figures = asyncio.run(measure(parser.parse_args(argv)))
+    print_table(figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
