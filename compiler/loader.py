@@ -1,7 +1,15 @@
-"""Safe YAML loading: size and nesting caps, no aliases, no duplicate keys, no Python tags."""
+"""Safe YAML loading: size and nesting caps, no aliases, no duplicate keys, JSON-shaped data only.
+
+The document is built straight from the parser's event stream, in one iterative pass, rather than
+through PyYAML's composer and constructor: the C composer recurses on the C stack (a deeply nested
+document crashes the process), and the two-stage route is several times slower. Every value is one
+JSON can hold, so the plan built from it hashes the same everywhere: timestamps stay the text that
+was written, and tags without a JSON value (`!!set`, `!!binary`, `!!omap`, ...) are refused.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import yaml
@@ -13,54 +21,115 @@ MAX_NESTING = 100
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+_TAG = "tag:yaml.org,2002:"
+_STR = _TAG + "str"
+_MERGE = _TAG + "merge"
+_MAP_TAGS = frozenset({None, "!", _TAG + "map"})
+_SEQ_TAGS = frozenset({None, "!", _TAG + "seq"})
+# Scalars kept as the text that was written: a date is the string the author typed, and `=` (YAML
+# 1.1's "value" key) is just a character.
+_TEXT_TAGS = frozenset({_STR, _TAG + "timestamp", _TAG + "value"})
+_VALUE_TAGS = frozenset({_TAG + "null", _TAG + "bool", _TAG + "int", _TAG + "float"})
 
-def _where(node: yaml.Node) -> str:
-    mark = node.start_mark
-    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+def _where(event: yaml.Event) -> str:
+    mark = event.start_mark
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
 
 
-class _StrictLoader(_BaseLoader):  # type: ignore[misc]
-    """SafeLoader that refuses duplicate keys and non-scalar keys (aliases are refused before)."""
+class _Builder:
+    """Turns parser events into plain data, checking each node as it arrives."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[tuple[str, str]] = set()
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise ManifestError.single("", f"mapping keys must be scalars ({_where(key_node)})")
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise ManifestError.single("", f"YAML merge keys are not allowed ({_where(key_node)})")
-            ident = (key_node.tag, key_node.value)
-            if ident in seen:
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.first_chars = loader.yaml_implicit_resolvers
+
+    def scalar(self, event: yaml.ScalarEvent) -> Any:
+        tag = event.tag
+        value = event.value
+        if tag is None or tag == "!":
+            if not event.implicit[0] or (value and value[0] not in self.first_chars):
+                return value  # quoted, or plain text no implicit type can start with
+            tag = self.loader.resolve(yaml.ScalarNode, value, event.implicit)
+        if tag in _TEXT_TAGS:
+            return value
+        if tag in _VALUE_TAGS:
+            node = yaml.ScalarNode(tag, value)
+            result = self.loader.yaml_constructors[tag](self.loader, node)
+            if isinstance(result, float) and not math.isfinite(result):
                 raise ManifestError.single(
-                    "", f"duplicate key {key_node.value!r} ({_where(key_node)})"
+                    "", f"NaN and infinity are not allowed ({_where(event)})"
                 )
-            seen.add(ident)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+            return result
+        if tag == _MERGE:
+            raise ManifestError.single("", f"YAML merge keys are not allowed ({_where(event)})")
+        raise ManifestError.single("", f"YAML tag {tag!r} is not allowed ({_where(event)})")
 
 
-def _check_tree(root: yaml.Node) -> None:
-    """Refuse aliases (a node reached twice) and nesting past the cap, before anything is built.
-
-    Aliases are refused outright rather than bounded: a manifest never needs them, and refusing them
-    makes an alias bomb cost one visit per distinct node.
-    """
-    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
-    seen: set[int] = set()
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_NESTING:
-            raise ManifestError.single(
-                "", f"manifest is nested deeper than {MAX_NESTING} levels ({_where(node)})"
-            )
-        if id(node) in seen:
-            raise ManifestError.single("", f"YAML aliases are not allowed ({_where(node)})")
-        seen.add(id(node))
-        if isinstance(node, yaml.SequenceNode):
-            stack.extend((child, depth + 1) for child in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                stack.append((key, depth + 1))
-                stack.append((value, depth + 1))
+def _build(loader: Any) -> Any:
+    """Build the single document of a stream; raises ManifestError for anything refused."""
+    builder = _Builder(loader)
+    # Each open container: [container, key waiting for its value (mappings), start event].
+    stack: list[list[Any]] = []
+    root: Any = None
+    documents = 0
+    no_key = object()
+    while True:
+        event = loader.get_event()
+        if event is None or isinstance(event, yaml.StreamEndEvent):
+            break
+        kind = type(event)
+        if kind is yaml.DocumentStartEvent:
+            documents += 1
+            if documents > 1:
+                raise ManifestError.single(
+                    "", f"expected a single YAML document, found another ({_where(event)})"
+                )
+            continue
+        if kind in (yaml.StreamStartEvent, yaml.DocumentEndEvent):
+            continue
+        if kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+            value = stack.pop()[0]
+        else:
+            if len(stack) >= MAX_NESTING:
+                raise ManifestError.single(
+                    "", f"manifest is nested deeper than {MAX_NESTING} levels ({_where(event)})"
+                )
+            if kind is yaml.ScalarEvent:
+                value = builder.scalar(event)
+            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                is_map = kind is yaml.MappingStartEvent
+                if event.tag not in (_MAP_TAGS if is_map else _SEQ_TAGS):
+                    raise ManifestError.single(
+                        "", f"YAML tag {event.tag!r} is not allowed ({_where(event)})"
+                    )
+                if stack and isinstance(stack[-1][0], dict) and stack[-1][1] is no_key:
+                    raise ManifestError.single(
+                        "", f"mapping keys must be scalars ({_where(event)})"
+                    )
+                stack.append([{} if is_map else [], no_key, event])
+                continue
+            elif kind is yaml.AliasEvent:
+                raise ManifestError.single("", f"YAML aliases are not allowed ({_where(event)})")
+            else:  # pragma: no cover - the parser emits no other events
+                raise ManifestError.single("", f"unexpected YAML event ({_where(event)})")
+        if not stack:
+            root = value
+            continue
+        top = stack[-1]
+        container = top[0]
+        if isinstance(container, list):
+            container.append(value)
+        elif top[1] is no_key:
+            if value in container:  # keys are scalars, so hashable
+                raise ManifestError.single("", f"duplicate key {value!r} ({_where(event)})")
+            top[1] = value
+        else:
+            container[top[1]] = value
+            top[1] = no_key
+    if documents == 0:
+        raise ManifestError.single("", "manifest is empty")
+    return root
 
 
 def load_yaml(text: str | bytes, *, max_bytes: int = MAX_MANIFEST_BYTES) -> Any:
@@ -71,19 +140,17 @@ def load_yaml(text: str | bytes, *, max_bytes: int = MAX_MANIFEST_BYTES) -> Any:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ManifestError.single("", f"manifest is not valid UTF-8 (byte {exc.start})") from None
+            raise ManifestError.single(
+                "", f"manifest is not valid UTF-8 (byte {exc.start})"
+            ) from None
     if len(text.encode("utf-8", errors="surrogatepass")) > max_bytes:
         raise ManifestError.single("", f"manifest is larger than {max_bytes} bytes")
     if not text.strip():
         raise ManifestError.single("", "manifest is empty")
     try:
-        loader = _StrictLoader(text)
+        loader = _BaseLoader(text)
         try:
-            root = loader.get_single_node()
-            if root is None:
-                raise ManifestError.single("", "manifest is empty")
-            _check_tree(root)
-            return loader.construct_document(root)
+            return _build(loader)
         finally:
             loader.dispose()
     except ManifestError:
