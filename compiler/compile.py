@@ -25,6 +25,8 @@ from compiler.loader import MAX_MANIFEST_BYTES, load_yaml
 
 DEFAULT_MAP_PARALLELISM = 10
 DEFAULT_RUN_TIMEOUT_SECONDS = 3600
+# Scope names a loop variable may not take: it would hide them from the loop's steps.
+RESERVED_NAMES = frozenset({"inputs", "steps", "secrets", "env"})
 
 _PYDANTIC_MESSAGES = {
     "missing": "required",
@@ -100,10 +102,10 @@ def _data_path(loc: Iterable[str | int], data: Any, kind: str) -> str:
     current = data
     loc = list(loc)
     for i, part in enumerate(loc):
-        if isinstance(current, dict) and part in current:
-            parts.append(part)
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+        in_dict = isinstance(current, dict) and part in current
+        if in_dict or (
+            isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        ):
             parts.append(part)
             current = current[part]
         elif kind == "missing" and i == len(loc) - 1:
@@ -151,7 +153,7 @@ class _Builder:
             self.errors.extend(check_schema(defn, f"spec.inputs[{index}].schema"))
         values, input_errors = resolve_inputs(spec.inputs, given_inputs)
 
-        self._collect_ids(spec.steps, "spec.steps")
+        self._collect_ids(_indexed(spec.steps, "spec.steps"))
         steps = self._steps(spec.steps, "spec.steps", _Scope(frozenset()))[0]
 
         every_step = _Scope(frozenset(), any_step=True)
@@ -159,14 +161,18 @@ class _Builder:
         for index, pol in enumerate(spec.policies):
             cond = self._condition(pol.condition, f"spec.policies[{index}].condition", every_step)
             policies.append(p.PolicySpec(id=pol.id, version=pol.version, condition=cond))
-        outputs = [self._output(o, f"spec.outputs[{i}]", every_step) for i, o in enumerate(spec.outputs)]
+        outputs = [
+            self._output(o, f"spec.outputs[{i}]", every_step) for i, o in enumerate(spec.outputs)
+        ]
 
         # Manifest errors first, in document order, then the errors of the inputs given.
         errors = self.errors + input_errors
         if errors:
             raise ManifestError(errors)
         return p.Plan(
-            pack=p.PackRef(name=self.manifest.metadata.name, version=self.manifest.metadata.version),
+            pack=p.PackRef(
+                name=self.manifest.metadata.name, version=self.manifest.metadata.version
+            ),
             inputs=values,
             secrets=tuple(s.name for s in spec.secrets),
             approvals=tuple(
@@ -205,9 +211,8 @@ class _Builder:
             else:
                 first[name] = index
 
-    def _collect_ids(self, steps: list[m.Step], path: str) -> None:
-        for index, step in enumerate(steps):
-            here = f"{path}[{index}]"
+    def _collect_ids(self, steps: list[tuple[str, m.Step]]) -> None:
+        for here, step in steps:
             if step.id in self.step_paths:
                 self.error(
                     f"{here}.id",
@@ -215,8 +220,7 @@ class _Builder:
                 )
             else:
                 self.step_paths[step.id] = here
-            for child_path, child_steps in _child_lists(step, here):
-                self._collect_ids(child_steps, child_path)
+            self._collect_ids(_children(step, here))
 
     # ----------------------------------------------------------------- steps
 
@@ -278,7 +282,9 @@ class _Builder:
             return (
                 p.ParallelStep(
                     **common,
-                    continueOnError=_first(step.continueOnError, par.continueOnError, fail.continueOnError),
+                    continueOnError=_first(
+                        step.continueOnError, par.continueOnError, fail.continueOnError
+                    ),
                     steps=tuple(kids),
                     maxParallel=par.maxParallel or len(kids),
                 ),
@@ -297,7 +303,9 @@ class _Builder:
             return (
                 p.MapStep(
                     **common,
-                    continueOnError=_first(step.continueOnError, mp.continueOnError, fail.continueOnError),
+                    continueOnError=_first(
+                        step.continueOnError, mp.continueOnError, fail.continueOnError
+                    ),
                     items=items,
                     step=template,
                     maxParallel=mp.maxParallel or DEFAULT_MAP_PARALLELISM,
@@ -314,7 +322,8 @@ class _Builder:
             elif src.range is not None:
                 r = src.range
                 rng = (r.start, r.end, r.step)
-                count = len(range(*rng))
+                # range(...).__len__ overflows past sys.maxsize; the arithmetic does not.
+                count = max(0, (r.end - r.start + r.step - (1 if r.step > 0 else -1)) // r.step)
                 if count > lp.maxIterations:
                     self.error(
                         f"{path}.loop.items.range",
@@ -329,12 +338,17 @@ class _Builder:
                     )
             if lp.iterator == lp.index:
                 self.error(f"{path}.loop.index", "index and iterator need different names")
+            for key, name in (("iterator", lp.iterator), ("index", lp.index)):
+                if name in RESERVED_NAMES:
+                    self.error(f"{path}.loop.{key}", f"{name!r} is a reserved scope name")
             inner = _Scope(scope.iteration_vars | {lp.iterator, lp.index})
             body, _ = self._steps(lp.steps, f"{path}.loop.steps", inner)
             return (
                 p.LoopStep(
                     **common,
-                    continueOnError=_first(step.continueOnError, lp.continueOnError, fail.continueOnError),
+                    continueOnError=_first(
+                        step.continueOnError, lp.continueOnError, fail.continueOnError
+                    ),
                     itemsExpression=expr,
                     itemsRange=rng,
                     itemsStatic=static,
@@ -429,7 +443,13 @@ class _Builder:
             expression = self._expression(out.expression, f"{path}.expression", scope)
         if out.path is not None:
             norm = posixpath.normpath(out.path)
-            if out.path.startswith(("/", "\\")) or norm == ".." or norm.startswith("../") or "\\" in out.path or "\x00" in out.path:
+            if (
+                out.path.startswith(("/", "\\"))
+                or norm == ".."
+                or norm.startswith("../")
+                or "\\" in out.path
+                or "\x00" in out.path
+            ):
                 self.error(f"{path}.path", "must be a relative path inside the run's workspace")
         return p.OutputSpec(name=out.name, type=out.type, path=out.path, expression=expression)
 
@@ -499,21 +519,25 @@ def _unknown(what: str, name: str, known: Collection[str]) -> str:
     return f"unknown {what} {name!r} (known: {names})"
 
 
-def _child_lists(step: m.Step, path: str) -> list[tuple[str, list[m.Step]]]:
+def _indexed(steps: list[m.Step], path: str) -> list[tuple[str, m.Step]]:
+    return [(f"{path}[{index}]", step) for index, step in enumerate(steps)]
+
+
+def _children(step: m.Step, path: str) -> list[tuple[str, m.Step]]:
+    """The steps directly inside a step, each with its path."""
     if step.parallel is not None:
-        return [(f"{path}.parallel.steps", step.parallel.steps)]
+        return _indexed(step.parallel.steps, f"{path}.parallel.steps")
     if step.map is not None:
-        return [(f"{path}.map.step", [step.map.step])]
+        return [(f"{path}.map.step", step.map.step)]  # one template, not a list
     if step.loop is not None:
-        return [(f"{path}.loop.steps", step.loop.steps)]
+        return _indexed(step.loop.steps, f"{path}.loop.steps")
     if step.conditional is not None:
-        lists = [
-            (f"{path}.conditional.branches[{i}].steps", b.steps)
-            for i, b in enumerate(step.conditional.branches)
-        ]
-        return [*lists, (f"{path}.conditional.else", step.conditional.else_)]
+        found = []
+        for i, branch in enumerate(step.conditional.branches):
+            found += _indexed(branch.steps, f"{path}.conditional.branches[{i}].steps")
+        return found + _indexed(step.conditional.else_, f"{path}.conditional.else")
     if step.gate is not None and step.gate.policy is not None:
-        return [(f"{path}.gate.policy.else", step.gate.policy.else_)]
+        return _indexed(step.gate.policy.else_, f"{path}.gate.policy.else")
     return []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,7 +31,10 @@ def type_matches(kind: str, value: Any) -> bool:
             isinstance(value, float) and value.is_integer()
         )
     if kind == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        # NaN and infinity have no JSON form, so no stable hash.
+        if isinstance(value, float):
+            return math.isfinite(value)
+        return isinstance(value, int) and not isinstance(value, bool)
     if kind == "object":
         return isinstance(value, dict)
     if kind == "array":
@@ -46,8 +50,15 @@ def check_value(defn: InputDef, value: Any, path: str) -> list[ErrorDetail]:
     if defn.schema_ is None:
         return []
     validator = jsonschema.Draft202012Validator(defn.schema_)
+    try:
+        found = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    except Exception as exc:  # the author's schema may fail in any way
+        # A schema can pass check_schema and still fail to apply: an unresolvable or recursive
+        # $ref, a `pattern` that is not a regular expression.
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return [ErrorDetail(path, f"cannot check against the input's schema: {message}")]
     errors = []
-    for err in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
+    for err in found:
         where = join_path([path, *err.absolute_path]) if err.absolute_path else path
         errors.append(ErrorDetail(where, err.message))
     return errors
