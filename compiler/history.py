@@ -1,11 +1,178 @@
 """How the workflow spreads a plan over Temporal histories, shared so estimates match what runs.
 
-A map with more items than `MAP_INLINE_LIMIT` whose template holds no approval gate runs in child
-workflows of `MAP_CHUNK_SIZE` items each, so no single history grows with the item count.
+A map with more items than `MAP_INLINE_LIMIT` whose template holds no step that waits for people
+(an approval gate, or a policy gate that may request an override) runs in child workflows of
+`MAP_CHUNK_SIZE` items each, so no single history grows with the item count.
+
+`estimate_history` turns a simulated run into event counts, using rough per-step costs: enough to
+tell a pack that fits easily from one that would need continue-as-new or a smaller map.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from compiler import plan as p
+
+if TYPE_CHECKING:
+    from compiler.simulation import SimulationStep
+
 MAP_INLINE_LIMIT = 200
 MAP_CHUNK_SIZE = 500
 HISTORY_EVENT_LIMIT = 50_000
+
+# Rough event costs. A workflow task is 3 events (scheduled, started, completed).
+WORKFLOW_EVENTS = 5  # started, a first workflow task, completed
+RUN_ATTEMPT_EVENTS = 6  # activity scheduled, started, completed + a workflow task
+RETRY_TIMER_EVENTS = 5  # timer started, fired + a workflow task
+APPROVAL_GATE_EVENTS = 5  # signal (or update), a workflow task, a search-attribute upsert
+EXTRA_APPROVAL_EVENTS = 4  # each further approval a gate needs: signal + a workflow task
+APPROVAL_EXPIRY_EVENTS = 2  # the expiry timer, started then fired or cancelled
+POLICY_ATTEMPT_EVENTS = 6  # the policy activity + a workflow task
+CHILD_WORKFLOW_EVENTS = 6  # start initiated, started, completed + a workflow task, per chunk
+
+
+def waits_for_people(step: p.PlanStep) -> bool:
+    """Whether a step or anything inside it may wait for an approval decision."""
+    return any(
+        isinstance(s, p.ApprovalGateStep)
+        or (isinstance(s, p.PolicyGateStep) and s.failureAction == "requestOverride")
+        for s in p.walk([step])
+    )
+
+
+def map_runs_in_chunks(step: p.MapStep, item_count: int) -> bool:
+    """Whether a map with this many items fans out to child workflows rather than running inline."""
+    return item_count > MAP_INLINE_LIMIT and not waits_for_people(step.step)
+
+
+@dataclass(frozen=True)
+class HistoryEstimate:
+    """Estimated Temporal history events of one run.
+
+    `largest` is the biggest single workflow history (the run's own, or one map chunk's);
+    `total` counts every workflow the run starts; `workflows` is how many that is.
+    """
+
+    largest: int
+    total: int
+    workflows: int
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Cost:
+    own: int = 0  # events in the history the steps run in
+    largest_child: int = 0  # the biggest history of a child workflow started below
+    total: int = 0  # events in every history, own included
+    workflows: int = 0  # child workflows started below
+
+    def __add__(self, other: _Cost) -> _Cost:
+        return _Cost(
+            self.own + other.own,
+            max(self.largest_child, other.largest_child),
+            self.total + other.total,
+            self.workflows + other.workflows,
+        )
+
+
+def _worst(costs: Sequence[_Cost]) -> _Cost:
+    """At most one of several alternatives runs: count the worst of each measure."""
+    if not costs:
+        return _Cost()
+    return _Cost(
+        max(c.own for c in costs),
+        max(c.largest_child for c in costs),
+        max(c.total for c in costs),
+        max(c.workflows for c in costs),
+    )
+
+
+def _events(n: int) -> _Cost:
+    return _Cost(n, 0, n, 0)
+
+
+def estimate_history(plan: p.Plan, steps: Sequence[SimulationStep]) -> HistoryEstimate:
+    """Estimate the history events of a run from its simulated steps.
+
+    Counts the worst case: every retry used, the costliest branch taken. A map or loop whose items
+    are unknown before the run counts as one iteration (the simulation lists it once).
+    """
+    estimator = _Estimator(plan)
+    root = _events(WORKFLOW_EVENTS) + estimator.sequence(steps)
+    largest = max(root.own, root.largest_child)
+    warnings = []
+    if largest > HISTORY_EVENT_LIMIT:
+        warnings.append(
+            f"the largest workflow history would hold about {largest} events, more than "
+            f"Temporal's limit of {HISTORY_EVENT_LIMIT}: split the pack or move work into "
+            f"maps of more than {MAP_INLINE_LIMIT} items without approval gates"
+        )
+    return HistoryEstimate(largest, root.total, root.workflows + 1, warnings)
+
+
+class _Estimator:
+    def __init__(self, plan: p.Plan) -> None:
+        self.plan = plan
+        self.by_id: Mapping[str, p.PlanStep] = {s.id: s for s in p.walk(plan.steps)}
+
+    def sequence(self, steps: Sequence[SimulationStep]) -> _Cost:
+        total = _Cost()
+        for step in steps:
+            total = total + self.step(step)
+        return total
+
+    def approval(self, approval_id: str | None) -> int:
+        spec = self.plan.approval(approval_id) if approval_id else None
+        if spec is None:
+            return APPROVAL_GATE_EVENTS
+        events = APPROVAL_GATE_EVENTS + EXTRA_APPROVAL_EVENTS * (spec.requiredApprovals - 1)
+        if spec.expiresAfterSeconds is not None:
+            events += APPROVAL_EXPIRY_EVENTS
+        return events
+
+    def step(self, sim: SimulationStep) -> _Cost:
+        if sim["status"] == "Skipped":
+            return _Cost()
+        step = self.by_id[sim["templateId"]]
+        children = sim["children"]
+        if isinstance(step, p.RunStep):
+            events = RUN_ATTEMPT_EVENTS * step.maxAttempts
+            if step.backoffSeconds > 0:
+                events += RETRY_TIMER_EVENTS * (step.maxAttempts - 1)
+            return _events(events)
+        if isinstance(step, p.ApprovalGateStep):
+            return _events(self.approval(step.approvalId))
+        if isinstance(step, p.PolicyGateStep):
+            # The workflow waits on a durable timer between policy attempts.
+            events = POLICY_ATTEMPT_EVENTS * (step.retryCount + 1)
+            events += RETRY_TIMER_EVENTS * step.retryCount
+            if step.failureAction == "requestOverride":
+                events += self.approval(step.approvalId)
+            return _events(events) + self.sequence(children)
+        if isinstance(step, p.ConditionalStep):
+            info = sim.get("conditionalInfo", {})
+            sizes = [b.get("stepCount", 0) for b in info.get("branches", [])]
+            sizes.append(info.get("elseStepCount", 0))
+            groups, start = [], 0
+            for size in sizes:
+                groups.append(self.sequence(children[start : start + size]))
+                start += size
+            return _worst(groups)
+        if isinstance(step, p.MapStep) and map_runs_in_chunks(step, len(children)):
+            cost = _Cost()
+            for first in range(0, len(children), MAP_CHUNK_SIZE):
+                chunk = _events(WORKFLOW_EVENTS) + self.sequence(
+                    children[first : first + MAP_CHUNK_SIZE]
+                )
+                cost = cost + _Cost(
+                    own=CHILD_WORKFLOW_EVENTS,
+                    largest_child=max(chunk.own, chunk.largest_child),
+                    total=CHILD_WORKFLOW_EVENTS + chunk.total,
+                    workflows=chunk.workflows + 1,
+                )
+            return cost
+        # Parallel, an inline map, a loop: every child runs in this history.
+        return self.sequence(children)

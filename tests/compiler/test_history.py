@@ -1,0 +1,289 @@
+"""The history estimate: rough Temporal event counts per workflow history of a simulated run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from compiler import compile_manifest
+from compiler import plan as p
+from compiler.history import (
+    APPROVAL_EXPIRY_EVENTS,
+    APPROVAL_GATE_EVENTS,
+    CHILD_WORKFLOW_EVENTS,
+    EXTRA_APPROVAL_EVENTS,
+    HISTORY_EVENT_LIMIT,
+    MAP_CHUNK_SIZE,
+    MAP_INLINE_LIMIT,
+    POLICY_ATTEMPT_EVENTS,
+    RETRY_TIMER_EVENTS,
+    RUN_ATTEMPT_EVENTS,
+    WORKFLOW_EVENTS,
+    estimate_history,
+    map_runs_in_chunks,
+    waits_for_people,
+)
+from compiler.simulation import SimulationResponse, simulate
+from tests.compiler.packs import dump, manifest
+
+RUN = RUN_ATTEMPT_EVENTS
+WF = WORKFLOW_EVENTS
+
+
+def sim(steps: list[dict[str, Any]], **spec: Any) -> SimulationResponse:
+    compiled = compile_manifest(dump(manifest({**spec, "steps": steps})))
+    return simulate(compiled.plan, compiled.plan_hash)
+
+
+def noop(step_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": step_id, "run": {"uses": "builtin:noop", **extra}}
+
+
+def gate(step_id: str) -> dict[str, Any]:
+    return {"id": step_id, "gate": {"approval": {"id": "ok"}}}
+
+
+def big_map(count: int, template: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "m", "map": {"items": "{{ inputs.xs }}", "step": template}}
+
+
+def xs(count: int) -> list[dict[str, Any]]:
+    return [{"name": "xs", "type": "array", "default": list(range(count))}]
+
+
+@pytest.mark.parametrize(
+    ("steps", "spec", "largest"),
+    [
+        ([noop("a")], {}, WF + RUN),
+        ([noop("a"), {**noop("b"), "when": False}], {}, WF + RUN),  # skipped steps cost nothing
+        # Retries: every attempt counts; with a backoff, a durable timer between attempts.
+        ([noop("a", retries={"maxAttempts": 3})], {}, WF + 3 * RUN),
+        (
+            [noop("a", retries={"maxAttempts": 3, "backoffSeconds": 2})],
+            {},
+            WF + 3 * RUN + 2 * RETRY_TIMER_EVENTS,
+        ),
+        (
+            [noop("a")],
+            {"failure": {"maxAttempts": 2, "backoffSeconds": 1}},
+            WF + 2 * RUN + RETRY_TIMER_EVENTS,
+        ),
+        ([gate("g")], {"approvals": [{"id": "ok"}]}, WF + APPROVAL_GATE_EVENTS),
+        (
+            [gate("g")],
+            {"approvals": [{"id": "ok", "requiredApprovals": 3, "expiresAfterSeconds": 60}]},
+            WF + APPROVAL_GATE_EVENTS + 2 * EXTRA_APPROVAL_EVENTS + APPROVAL_EXPIRY_EVENTS,
+        ),
+        (
+            [{"id": "g", "gate": {"policy": {"policy": "p", "retryCount": 1}}}],
+            {"policies": [{"id": "p", "condition": True}]},
+            WF + 2 * POLICY_ATTEMPT_EVENTS + RETRY_TIMER_EVENTS,
+        ),
+        (
+            [
+                {
+                    "id": "g",
+                    "gate": {
+                        "policy": {
+                            "policy": "p",
+                            "failureAction": "requestOverride",
+                            "approvalId": "ok",
+                        }
+                    },
+                }
+            ],
+            {"policies": [{"id": "p", "condition": True}], "approvals": [{"id": "ok"}]},
+            WF + POLICY_ATTEMPT_EVENTS + APPROVAL_GATE_EVENTS,
+        ),
+        (
+            [
+                {
+                    "id": "g",
+                    "gate": {
+                        "policy": {
+                            "policy": "p",
+                            "failureAction": "branch",
+                            "else": [noop("e1"), noop("e2")],
+                        }
+                    },
+                }
+            ],
+            {"policies": [{"id": "p", "condition": True}]},
+            WF + POLICY_ATTEMPT_EVENTS + 2 * RUN,
+        ),
+        (
+            [{"id": "par", "parallel": {"steps": [noop("x"), noop("y"), noop("z")]}}],
+            {},
+            WF + 3 * RUN,
+        ),
+        (
+            [
+                {
+                    "id": "l",
+                    "loop": {"items": {"range": {"end": 4}}, "steps": [noop("x"), noop("y")]},
+                }
+            ],
+            {},
+            WF + 8 * RUN,
+        ),
+        # Unknown items count once.
+        (
+            [
+                noop("a"),
+                {
+                    "id": "l",
+                    "loop": {"items": {"expression": "steps.a.outputs"}, "steps": [noop("x")]},
+                },
+            ],
+            {},
+            WF + 2 * RUN,
+        ),
+        # The costliest branch that may be taken.
+        (
+            [
+                noop("a"),
+                {
+                    "id": "c",
+                    "conditional": {
+                        "branches": [
+                            {"condition": "steps.a.outputs.x", "steps": [noop("b1")]},
+                            {"condition": "steps.a.outputs.y", "steps": [noop("b2"), noop("b3")]},
+                        ],
+                        "else": [noop("e")],
+                    },
+                },
+            ],
+            {},
+            WF + RUN + 2 * RUN,
+        ),
+        (
+            [
+                {
+                    "id": "c",
+                    "conditional": {
+                        "branches": [
+                            {"condition": False, "steps": [noop("b1"), noop("b2"), noop("b3")]}
+                        ],
+                        "else": [noop("e")],
+                    },
+                }
+            ],
+            {},
+            WF + RUN,
+        ),
+    ],
+)
+def test_inline_costs(steps: list[dict[str, Any]], spec: dict[str, Any], largest: int) -> None:
+    result = sim(steps, **spec)
+    assert result["historyEstimate"] == largest
+    assert result["historyEvents"] == largest  # one workflow: the run's own
+    assert result["warnings"] == []
+
+
+def test_small_map_runs_inline() -> None:
+    result = sim([big_map(MAP_INLINE_LIMIT, noop("t"))], inputs=xs(MAP_INLINE_LIMIT))
+    assert result["historyEstimate"] == result["historyEvents"] == WF + MAP_INLINE_LIMIT * RUN
+
+
+def test_large_map_runs_in_chunks() -> None:
+    count = 2 * MAP_CHUNK_SIZE + 1
+    result = sim([noop("a"), big_map(count, noop("t"))], inputs=xs(count))
+    parent = WF + RUN + 3 * CHILD_WORKFLOW_EVENTS
+    full_chunk = WF + MAP_CHUNK_SIZE * RUN
+    last_chunk = WF + 1 * RUN
+    assert result["historyEstimate"] == full_chunk
+    assert result["historyEvents"] == parent + 2 * full_chunk + last_chunk
+
+
+def test_large_map_with_an_approval_gate_stays_inline() -> None:
+    count = MAP_INLINE_LIMIT + 1
+    template = {"id": "t", "parallel": {"steps": [noop("x"), gate("g")]}}
+    result = sim([big_map(count, template)], inputs=xs(count), approvals=[{"id": "ok"}])
+    expected = WF + count * (RUN + APPROVAL_GATE_EVENTS)
+    assert result["historyEstimate"] == result["historyEvents"] == expected
+
+
+def test_nested_chunked_maps_report_the_largest_child() -> None:
+    outer = MAP_INLINE_LIMIT + 1
+    inner = {"id": "inner", "map": {"items": "{{ inputs.ys }}", "step": noop("t")}}
+    result = sim(
+        [{"id": "outer", "map": {"items": "{{ inputs.xs }}", "step": inner}}],
+        inputs=[*xs(outer), {"name": "ys", "type": "array", "default": list(range(300))}],
+    )
+    # Each outer item runs a 300-item inner map: chunked again, 300 runs in one grandchild.
+    assert result["historyEstimate"] == WF + 300 * RUN
+
+
+def test_a_history_past_the_limit_warns() -> None:
+    result = sim(
+        [
+            {
+                "id": "l",
+                "loop": {
+                    "items": {"range": {"end": 10000}},
+                    "maxIterations": 10000,
+                    "steps": [noop("x")],
+                },
+            }
+        ]
+    )
+    assert result["historyEstimate"] == WF + 10000 * RUN > HISTORY_EVENT_LIMIT
+    assert len(result["warnings"]) == 1
+    assert f"more than Temporal's limit of {HISTORY_EVENT_LIMIT}" in result["warnings"][0]
+
+
+def test_estimate_counts_workflows() -> None:
+    count = MAP_CHUNK_SIZE + 1
+    compiled = compile_manifest(
+        dump(manifest({"inputs": xs(count), "steps": [big_map(count, noop("t"))]}))
+    )
+    estimate = estimate_history(compiled.plan, simulate(compiled.plan, compiled.plan_hash)["steps"])
+    assert estimate.workflows == 3
+
+
+def test_chunking_rule_matches_the_workflow() -> None:
+    compiled = compile_manifest(
+        dump(
+            manifest(
+                {
+                    "approvals": [{"id": "ok"}],
+                    "policies": [{"id": "p", "condition": True}],
+                    "steps": [
+                        {"id": "m1", "map": {"items": [1], "step": noop("t1")}},
+                        {"id": "m2", "map": {"items": [1], "step": gate("g")}},
+                        {
+                            "id": "m3",
+                            "map": {
+                                "items": [1],
+                                "step": {
+                                    "id": "g3",
+                                    "gate": {
+                                        "policy": {
+                                            "policy": "p",
+                                            "failureAction": "requestOverride",
+                                            "approvalId": "ok",
+                                        }
+                                    },
+                                },
+                            },
+                        },
+                        {
+                            "id": "m4",
+                            "map": {
+                                "items": [1],
+                                "step": {
+                                    "id": "g4",
+                                    "gate": {"policy": {"policy": "p", "failureAction": "warn"}},
+                                },
+                            },
+                        },
+                    ],
+                }
+            )
+        )
+    )
+    maps = [s for s in compiled.plan.steps if isinstance(s, p.MapStep)]
+    assert [waits_for_people(m.step) for m in maps] == [False, True, True, False]
+    assert [map_runs_in_chunks(m, MAP_INLINE_LIMIT + 1) for m in maps] == [True, False, False, True]
+    assert not map_runs_in_chunks(maps[0], MAP_INLINE_LIMIT)

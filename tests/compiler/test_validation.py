@@ -1,0 +1,841 @@
+"""Validation: every rule of DESIGN.md section 2, each with the exact JSON path it reports."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from compiler import ManifestError, compile_manifest, load_manifest
+from compiler.loader import MAX_MANIFEST_BYTES, MAX_NESTING
+from tests.compiler.packs import BASE, dump, errors_of, manifest, paths_of
+
+NOOP = {"uses": "builtin:noop"}
+
+
+def run(step_id: str, **body: Any) -> dict[str, Any]:
+    return {"id": step_id, "run": {"uses": "builtin:echo", **body}}
+
+
+def echo(step_id: str, **with_: Any) -> dict[str, Any]:
+    return run(step_id, **{"with": with_})
+
+
+APPROVALS = {"approvals": [{"id": "ok", "grants": ["packs.approve"]}]}
+POLICIES = {"policies": [{"id": "p", "condition": True}]}
+INPUTS = {
+    "inputs": [
+        {"name": "target", "type": "string", "required": True},
+        {"name": "count", "type": "integer", "default": 1},
+        {
+            "name": "cfg",
+            "type": "object",
+            "default": {"port": 80},
+            "schema": {
+                "type": "object",
+                "properties": {"port": {"type": "integer", "maximum": 65535}},
+                "required": ["port"],
+            },
+        },
+    ]
+}
+
+# (rule, manifest dict, inputs, expected path, a word the message contains)
+CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, str, str]] = [
+    ("wrong apiVersion", manifest(apiVersion="stellaops.io/pack.v2"), None, "apiVersion", ""),
+    ("wrong kind", manifest(kind="Pack"), None, "kind", ""),
+    (
+        "missing metadata",
+        {k: v for k, v in BASE.items() if k != "metadata"},
+        None,
+        "metadata",
+        "required",
+    ),
+    ("unknown top-level key", manifest(extra=1), None, "extra", "unknown key"),
+    ("unknown spec key", manifest({"stepz": []}), None, "spec.stepz", "unknown key"),
+    (
+        "unknown metadata key",
+        manifest(metadata={"name": "x", "version": "1", "colour": "red"}),
+        None,
+        "metadata.colour",
+        "unknown key",
+    ),
+    (
+        "unknown step key",
+        manifest({"steps": [{"id": "a", "run": NOOP, "retry": 3}]}),
+        None,
+        "spec.steps[0].retry",
+        "unknown key",
+    ),
+    (
+        "unknown run key",
+        manifest({"steps": [{"id": "a", "run": {**NOOP, "args": []}}]}),
+        None,
+        "spec.steps[0].run.args",
+        "unknown key",
+    ),
+    (
+        "unknown key deep inside",
+        manifest(
+            {
+                "steps": [
+                    {
+                        "id": "p",
+                        "parallel": {
+                            "steps": [
+                                {
+                                    "id": "m",
+                                    "map": {
+                                        "items": [1],
+                                        "step": {"id": "t", "run": {**NOOP, "x": 1}},
+                                    },
+                                }
+                            ]
+                        },
+                    }
+                ]
+            }
+        ),
+        None,
+        "spec.steps[0].parallel.steps[0].map.step.run.x",
+        "unknown key",
+    ),
+    (
+        "step without a kind",
+        manifest({"steps": [{"id": "a"}]}),
+        None,
+        "spec.steps[0]",
+        "found none",
+    ),
+    (
+        "step with two kinds",
+        manifest(
+            {"steps": [{"id": "a", "run": NOOP, "parallel": {"steps": [{"id": "b", "run": NOOP}]}}]}
+        ),
+        None,
+        "spec.steps[0]",
+        "found run, parallel",
+    ),
+    (
+        "gate with two kinds",
+        manifest(
+            {
+                **APPROVALS,
+                **POLICIES,
+                "steps": [
+                    {"id": "g", "gate": {"approval": {"id": "ok"}, "policy": {"policy": "p"}}}
+                ],
+            }
+        ),
+        None,
+        "spec.steps[0].gate",
+        "exactly one",
+    ),
+    (
+        "bad step id",
+        manifest({"steps": [{"id": "a b", "run": NOOP}]}),
+        None,
+        "spec.steps[0].id",
+        "pattern",
+    ),
+    (
+        "duplicate step id",
+        manifest({"steps": [run("a"), run("a")]}),
+        None,
+        "spec.steps[1].id",
+        "duplicate step id 'a' (first at spec.steps[0].id)",
+    ),
+    (
+        "duplicate step id, nested",
+        manifest({"steps": [run("a"), {"id": "p", "parallel": {"steps": [run("b"), run("a")]}}]}),
+        None,
+        "spec.steps[1].parallel.steps[1].id",
+        "duplicate step id",
+    ),
+    (
+        "duplicate step id in a map template",
+        manifest({"steps": [run("a"), {"id": "m", "map": {"items": [1], "step": run("a")}}]}),
+        None,
+        "spec.steps[1].map.step.id",
+        "duplicate",
+    ),
+    (
+        "duplicate approval id",
+        manifest({"approvals": [{"id": "x"}, {"id": "x"}]}),
+        None,
+        "spec.approvals[1].id",
+        "duplicate approval",
+    ),
+    (
+        "duplicate input name",
+        manifest({"inputs": [{"name": "x"}, {"name": "x"}]}),
+        None,
+        "spec.inputs[1].name",
+        "duplicate input",
+    ),
+    (
+        "undeclared approval",
+        manifest(
+            {**APPROVALS, "steps": [run("a"), {"id": "g", "gate": {"approval": {"id": "nope"}}}]}
+        ),
+        None,
+        "spec.steps[1].gate.approval.id",
+        "unknown approval 'nope' (known: ok)",
+    ),
+    (
+        "undeclared policy",
+        manifest({**POLICIES, "steps": [{"id": "g", "gate": {"policy": {"policy": "nope"}}}]}),
+        None,
+        "spec.steps[0].gate.policy.policy",
+        "unknown policy 'nope'",
+    ),
+    (
+        "policy version mismatch",
+        manifest(
+            {
+                **POLICIES,
+                "steps": [{"id": "g", "gate": {"policy": {"policy": "p", "version": "7"}}}],
+            }
+        ),
+        None,
+        "spec.steps[0].gate.policy.version",
+        "declared with version '1'",
+    ),
+    (
+        "override approval undeclared",
+        manifest(
+            {
+                **POLICIES,
+                "steps": [
+                    {
+                        "id": "g",
+                        "gate": {
+                            "policy": {
+                                "policy": "p",
+                                "failureAction": "requestOverride",
+                                "approvalId": "nope",
+                            }
+                        },
+                    }
+                ],
+            }
+        ),
+        None,
+        "spec.steps[0].gate.policy.approvalId",
+        "unknown approval",
+    ),
+    (
+        "requestOverride without approvalId",
+        manifest(
+            {
+                **POLICIES,
+                "steps": [
+                    {
+                        "id": "g",
+                        "gate": {"policy": {"policy": "p", "failureAction": "requestOverride"}},
+                    }
+                ],
+            }
+        ),
+        None,
+        "spec.steps[0].gate.policy.approvalId",
+        "needs approvalId",
+    ),
+    (
+        "else without branch",
+        manifest(
+            {
+                **POLICIES,
+                "steps": [{"id": "g", "gate": {"policy": {"policy": "p", "else": [run("e")]}}}],
+            }
+        ),
+        None,
+        "spec.steps[0].gate.policy.else",
+        "failureAction branch",
+    ),
+    (
+        "unknown failureAction",
+        manifest(
+            {
+                **POLICIES,
+                "steps": [
+                    {"id": "g", "gate": {"policy": {"policy": "p", "failureAction": "explode"}}}
+                ],
+            }
+        ),
+        None,
+        "spec.steps[0].gate.policy.failureAction",
+        "",
+    ),
+    (
+        "expression does not parse: when",
+        manifest({"steps": [{"id": "a", "when": "{{ inputs.[ }}", "run": NOOP}]}),
+        None,
+        "spec.steps[0].when",
+        "invalid expression",
+    ),
+    (
+        "expression does not parse: with",
+        manifest({"steps": [echo("a", x="a {{ ] }} b")]}),
+        None,
+        "spec.steps[0].run.with.x",
+        "invalid expression",
+    ),
+    (
+        "expression does not parse: nested with",
+        manifest({"steps": [echo("a", x={"y": ["{{ ok }}", "{{ == }}"]})]}),
+        None,
+        "spec.steps[0].run.with.x.y[0]",
+        "unknown name",
+    ),
+    (
+        "expression does not parse: map items",
+        manifest({"steps": [{"id": "m", "map": {"items": "{{ [ }}", "step": run("t")}}]}),
+        None,
+        "spec.steps[0].map.items",
+        "invalid expression",
+    ),
+    (
+        "empty expression",
+        manifest({"steps": [echo("a", x="{{ }}")]}),
+        None,
+        "spec.steps[0].run.with.x",
+        "empty expression",
+    ),
+    (
+        "unknown function",
+        manifest({"steps": [echo("a", x="{{ shout(inputs) }}")]}),
+        None,
+        "spec.steps[0].run.with.x",
+        "unknown function 'shout'",
+    ),
+    (
+        "unknown scope name",
+        manifest({"steps": [echo("a", x="{{ item }}")]}),
+        None,
+        "spec.steps[0].run.with.x",
+        "unknown name 'item'",
+    ),
+    (
+        "unknown input",
+        manifest({**INPUTS, "steps": [echo("a", x="{{ inputs.tagret }}")]}),
+        {"target": "t"},
+        "spec.steps[0].run.with.x",
+        "unknown input 'tagret'",
+    ),
+    (
+        "unknown input in a condition",
+        manifest(
+            {
+                "steps": [
+                    {
+                        "id": "c",
+                        "conditional": {
+                            "branches": [
+                                {"condition": "{{ inputs.mode == 'x' }}", "steps": [run("b")]}
+                            ]
+                        },
+                    }
+                ]
+            }
+        ),
+        None,
+        "spec.steps[0].conditional.branches[0].condition",
+        "unknown input 'mode'",
+    ),
+    (
+        "unknown step",
+        manifest({"steps": [echo("a", x="{{ steps.zzz.outputs }}")]}),
+        None,
+        "spec.steps[0].run.with.x",
+        "unknown step 'zzz'",
+    ),
+    (
+        "step that runs later",
+        manifest({"steps": [echo("a", x="{{ steps.b.outputs }}"), run("b")]}),
+        None,
+        "spec.steps[0].run.with.x",
+        "does not run before this point",
+    ),
+    (
+        "step reading itself",
+        manifest({"steps": [{"id": "a", "when": "{{ steps.a.status }}", "run": NOOP}]}),
+        None,
+        "spec.steps[0].when",
+        "does not run before",
+    ),
+    (
+        "parallel sibling",
+        manifest(
+            {
+                "steps": [
+                    {
+                        "id": "p",
+                        "parallel": {"steps": [run("x"), echo("y", v="{{ steps.x.outputs }}")]},
+                    }
+                ]
+            }
+        ),
+        None,
+        "spec.steps[0].parallel.steps[1].run.with.v",
+        "does not run before",
+    ),
+    (
+        "parallel sibling, earlier in the list",
+        manifest(
+            {
+                "steps": [
+                    {
+                        "id": "p",
+                        "parallel": {"steps": [echo("x", v="{{ steps.y.status }}"), run("y")]},
+                    }
+                ]
+            }
+        ),
+        None,
+        "spec.steps[0].parallel.steps[0].run.with.v",
+        "does not run before",
+    ),
+    (
+        "map iteration read from outside",
+        manifest(
+            {
+                "steps": [
+                    {"id": "m", "map": {"items": [1], "step": run("t")}},
+                    echo("after", v="{{ steps.t.outputs }}"),
+                ]
+            }
+        ),
+        None,
+        "spec.steps[1].run.with.v",
+        "does not run before",
+    ),
+    (
+        "other branch's step",
+        manifest(
+            {
+                "steps": [
+                    {
+                        "id": "c",
+                        "conditional": {
+                            "branches": [{"condition": True, "steps": [run("x")]}],
+                            "else": [echo("y", v="{{ steps.x.status }}")],
+                        },
+                    }
+                ]
+            }
+        ),
+        None,
+        "spec.steps[0].conditional.else[0].run.with.v",
+        "does not run before",
+    ),
+    ("missing required input", manifest(INPUTS), None, "inputs.target", "required input"),
+    (
+        "input of the wrong type",
+        manifest(INPUTS),
+        {"target": "t", "count": "3"},
+        "inputs.count",
+        "must be an integer, got str",
+    ),
+    (
+        "bool is not an integer",
+        manifest(INPUTS),
+        {"target": "t", "count": True},
+        "inputs.count",
+        "must be an integer",
+    ),
+    (
+        "NaN is not a number",
+        manifest({"inputs": [{"name": "n", "type": "number"}]}),
+        {"n": float("nan")},
+        "inputs.n",
+        "must be a number",
+    ),
+    (
+        "input the pack does not declare",
+        manifest(INPUTS),
+        {"target": "t", "colour": "red"},
+        "inputs.colour",
+        "unknown input",
+    ),
+    (
+        "input failing its JSON schema",
+        manifest(INPUTS),
+        {"target": "t", "cfg": {"port": 70000}},
+        "inputs.cfg.port",
+        "70000 is greater than the maximum of 65535",
+    ),
+    (
+        "input missing a schema property",
+        manifest(INPUTS),
+        {"target": "t", "cfg": {}},
+        "inputs.cfg",
+        "'port' is a required property",
+    ),
+    (
+        "default failing its type",
+        manifest({"inputs": [{"name": "n", "type": "integer", "default": "x"}]}),
+        None,
+        "spec.inputs[0].default",
+        "must be an integer",
+    ),
+    (
+        "invalid JSON schema",
+        manifest({"inputs": [{"name": "n", "schema": {"type": 5}}]}),
+        None,
+        "spec.inputs[0].schema",
+        "not a valid JSON Schema",
+    ),
+    (
+        "unresolvable $ref",
+        manifest(
+            {
+                "inputs": [
+                    {
+                        "name": "n",
+                        "type": "object",
+                        "default": {},
+                        "schema": {"$ref": "https://example.com/x.json"},
+                    }
+                ]
+            }
+        ),
+        None,
+        "spec.inputs[0].default",
+        "cannot check against the input's schema",
+    ),
+    (
+        "bad regex in a schema",
+        manifest({"inputs": [{"name": "n", "default": "a", "schema": {"pattern": "("}}]}),
+        None,
+        "spec.inputs[0].default",
+        "cannot check",
+    ),
+    (
+        "secret in a condition",
+        manifest(
+            {
+                "secrets": [{"name": "TOKEN"}],
+                "steps": [{"id": "a", "when": "{{ secrets.TOKEN }}", "run": NOOP}],
+            }
+        ),
+        None,
+        "spec.steps[0].when",
+        "secrets may only be used",
+    ),
+    (
+        "secret in map items",
+        manifest(
+            {
+                "secrets": [{"name": "T"}],
+                "steps": [{"id": "m", "map": {"items": "{{ secrets.T }}", "step": run("t")}}],
+            }
+        ),
+        None,
+        "spec.steps[0].map.items",
+        "secrets may only be used",
+    ),
+    (
+        "secret in an output",
+        manifest(
+            {
+                "secrets": [{"name": "T"}],
+                "outputs": [{"name": "o", "type": "object", "expression": "{{ secrets.T }}"}],
+            }
+        ),
+        None,
+        "spec.outputs[0].expression",
+        "secrets may only be used",
+    ),
+    (
+        "secret in a policy",
+        manifest(
+            {
+                "secrets": [{"name": "T"}],
+                "policies": [{"id": "p", "condition": "{{ secrets.T == 'x' }}"}],
+            }
+        ),
+        None,
+        "spec.policies[0].condition",
+        "secrets may only be used",
+    ),
+    (
+        "secret inside a larger expression in with",
+        manifest(
+            {"secrets": [{"name": "T"}], "steps": [echo("a", x="{{ join('', [secrets.T]) }}")]}
+        ),
+        None,
+        "spec.steps[0].run.with.x",
+        "secrets may only be used",
+    ),
+    (
+        "undeclared secret in with",
+        manifest({"steps": [echo("a", x="{{ secrets.TOKEN }}")]}),
+        None,
+        "spec.steps[0].run.with.x",
+        "unknown secret 'TOKEN'",
+    ),
+    (
+        "loop range past maxIterations",
+        manifest(
+            {
+                "steps": [
+                    {
+                        "id": "l",
+                        "loop": {
+                            "items": {"range": {"end": 11}},
+                            "maxIterations": 10,
+                            "steps": [run("b")],
+                        },
+                    }
+                ]
+            }
+        ),
+        None,
+        "spec.steps[0].loop.items.range",
+        "range has 11 items",
+    ),
+    (
+        "astronomical loop range",
+        manifest(
+            {
+                "steps": [
+                    {"id": "l", "loop": {"items": {"range": {"end": 10**30}}, "steps": [run("b")]}}
+                ]
+            }
+        ),
+        None,
+        "spec.steps[0].loop.items.range",
+        "more than maxIterations",
+    ),
+    (
+        "loop with two item sources",
+        manifest(
+            {
+                "steps": [
+                    {
+                        "id": "l",
+                        "loop": {
+                            "items": {"range": {"end": 1}, "static": [1]},
+                            "steps": [run("b")],
+                        },
+                    }
+                ]
+            }
+        ),
+        None,
+        "spec.steps[0].loop.items",
+        "exactly one",
+    ),
+    (
+        "loop iterator hiding inputs",
+        manifest(
+            {
+                "steps": [
+                    {
+                        "id": "l",
+                        "loop": {
+                            "items": {"static": [1]},
+                            "iterator": "inputs",
+                            "steps": [run("b")],
+                        },
+                    }
+                ]
+            }
+        ),
+        None,
+        "spec.steps[0].loop.iterator",
+        "reserved",
+    ),
+    (
+        "maxIterations cap",
+        manifest(
+            {
+                "steps": [
+                    {
+                        "id": "l",
+                        "loop": {
+                            "items": {"static": [1]},
+                            "maxIterations": 10001,
+                            "steps": [run("b")],
+                        },
+                    }
+                ]
+            }
+        ),
+        None,
+        "spec.steps[0].loop.maxIterations",
+        "less than or equal to 10000",
+    ),
+    ("empty steps", manifest({"steps": []}), None, "spec.steps", "at least 1"),
+    (
+        "bad executor name",
+        manifest({"steps": [{"id": "a", "run": {"uses": "noop"}}]}),
+        None,
+        "spec.steps[0].run.uses",
+        "pattern",
+    ),
+    (
+        "file output escaping the workspace",
+        manifest({"outputs": [{"name": "o", "type": "file", "path": "../etc/passwd"}]}),
+        None,
+        "spec.outputs[0].path",
+        "relative path inside",
+    ),
+    (
+        "object output without expression",
+        manifest({"outputs": [{"name": "o", "type": "object"}]}),
+        None,
+        "spec.outputs[0]",
+        "needs `expression`",
+    ),
+    (
+        "when of the wrong type",
+        manifest({"steps": [{"id": "a", "when": 5, "run": NOOP}]}),
+        None,
+        "spec.steps[0].when",
+        "",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "inputs", "path", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_rule_reports_its_path(
+    data: dict[str, Any], inputs: dict[str, Any] | None, path: str, message: str
+) -> None:
+    errors = errors_of(dump(data), inputs)
+    assert any(p == path and message in m for p, m in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: 1\na: 2\n", "duplicate key 'a' (line 2, column 1)"),
+        ("a: &x [1]\nb: *x\n", "YAML aliases are not allowed (line 2, column 4)"),
+        ("<<: {a: 1}\n", "YAML merge keys are not allowed"),
+        ("a: !!python/object:os.system x\n", "YAML tag"),
+        ("a: !!set {x, y}\n", "YAML tag 'tag:yaml.org,2002:set' is not allowed"),
+        ("a: !!binary aGk=\n", "YAML tag 'tag:yaml.org,2002:binary' is not allowed"),
+        ("a: .nan\n", "NaN and infinity are not allowed"),
+        ("a: -.inf\n", "NaN and infinity are not allowed"),
+        ("? [a]\n: b\n", "mapping keys must be scalars"),
+        ("a: 1\n---\nb: 2\n", "expected a single YAML document"),
+        ("a: [1, 2\n", "invalid YAML"),
+        ("\t- a: b\n", "invalid YAML"),
+        ("", "manifest is empty"),
+        ("# only a comment\n", "manifest is empty"),
+        ("- a\n- b\n", "manifest must be a YAML mapping"),
+        (b"apiVersion: \xff\n", "not valid UTF-8"),
+    ],
+)
+def test_yaml_problems_are_manifest_errors(text: str | bytes, message: str) -> None:
+    errors = errors_of(text)
+    assert len(errors) == 1
+    assert errors[0][0] == ""
+    assert message in errors[0][1]
+
+
+def test_duplicate_keys_in_a_step_are_refused() -> None:
+    text = dump(manifest()).replace(
+        "uses: builtin:noop", "uses: builtin:noop\n      uses: builtin:echo"
+    )
+    assert "duplicate key 'uses'" in errors_of(text)[0][1]
+
+
+def test_alias_bomb_is_refused_fast() -> None:
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb = "\n".join(lines) + "\n" + dump(manifest())
+    started = time.perf_counter()
+    errors = errors_of(bomb)
+    assert time.perf_counter() - started < 0.5
+    assert errors == [("", "YAML aliases are not allowed (line 2, column 10)")]
+
+
+def test_size_cap() -> None:
+    padding = "# " + "x" * 1000 + "\n"
+    text = padding * (MAX_MANIFEST_BYTES // len(padding) + 1) + dump(manifest())
+    assert errors_of(text) == [("", f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")]
+    assert errors_of(text.encode()) == [("", f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")]
+    # A caller may lower the cap.
+    with pytest.raises(ManifestError, match="larger than 100 bytes"):
+        compile_manifest(dump(manifest()), max_bytes=100)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 200_000,  # flow sequences: once crashed the C composer's stack
+        "{a: " * 100_000,
+        "- " * 200_000 + "x",
+        "".join(f"{' ' * 2 * i}k{i}:\n" for i in range(150)) + " " * 300 + "v",
+    ],
+    ids=["flow-seq", "flow-map", "block-seq", "block-map"],
+)
+def test_nesting_cap(text: str) -> None:
+    errors = errors_of(text)
+    assert len(errors) == 1
+    assert errors[0][0] == ""
+    assert f"nested deeper than {MAX_NESTING} levels" in errors[0][1]
+
+
+def test_nesting_within_the_cap_is_fine() -> None:
+    # A real pack nests steps a dozen deep without coming near the cap.
+    step: dict[str, Any] = run("leaf")
+    for depth in range(12):
+        step = {"id": f"p{depth}", "parallel": {"steps": [step]}}
+    compile_manifest(dump(manifest({"steps": [step]})))
+
+
+def test_every_error_is_reported_at_once() -> None:
+    data = manifest(
+        {
+            **APPROVALS,
+            "inputs": [{"name": "target", "required": True}],
+            "steps": [
+                echo("a", x="{{ steps.b.outputs }}"),
+                run("b"),
+                run("b"),
+                {"id": "g", "gate": {"approval": {"id": "nope"}}},
+                echo("c", y="{{ inputs.nope }}", z="{{ [ }}"),
+            ],
+        }
+    )
+    assert paths_of(dump(data), {"target": 5}) == [
+        "spec.steps[2].id",
+        "spec.steps[0].run.with.x",
+        "spec.steps[3].gate.approval.id",
+        "spec.steps[4].run.with.y",
+        "spec.steps[4].run.with.z",
+        "inputs.target",
+    ]
+
+
+def test_structural_errors_are_all_reported() -> None:
+    data = manifest(
+        {"steps": [{"id": "a"}, {"id": "b", "run": {"uses": "x"}}, {"id": "c c", "run": NOOP}]},
+        kind="Nope",
+    )
+    assert paths_of(dump(data)) == [
+        "kind",
+        "spec.steps[0]",
+        "spec.steps[1].run.uses",
+        "spec.steps[2].id",
+    ]
+
+
+def test_known_executors_are_checked_when_given() -> None:
+    text = dump(manifest({"steps": [run("a"), {"id": "b", "run": {"uses": "custom:nope"}}]}))
+    with pytest.raises(ManifestError) as info:
+        compile_manifest(text, known_executors={"builtin:echo"})
+    assert [e.path for e in info.value.errors] == ["spec.steps[1].run.uses"]
+
+
+def test_dates_and_numbers_are_read_as_the_author_wrote_them() -> None:
+    text = dump(manifest()).replace("version: 1.0.0", "version: 2024-01-01")
+    assert load_manifest(text).metadata.version == "2024-01-01"
+    text = dump(manifest()).replace("version: 1.0.0", "version: 1.5")
+    assert load_manifest(text).metadata.version == "1.5"
