@@ -1,0 +1,339 @@
+"""The `taskrunner` pack commands: validate, plan, simulate; their output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from cli.main import EXIT_ERROR, EXIT_INVALID, EXIT_OK, build_parser, main
+from compiler import compile_manifest
+from tests.compiler.conftest import CliRunner
+from tests.compiler.packs import EXAMPLES, dump, example, manifest
+
+CREATE_RUN = str(EXAMPLES / "contract" / "create-run.yaml")
+BASIC = str(EXAMPLES / "contract" / "basic-simulation.yaml")
+
+
+def invoke(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------ through the installed script
+
+
+def test_script_simulates_a_pack(taskrunner: CliRunner) -> None:
+    result = taskrunner("simulate", CREATE_RUN)
+    assert result.returncode == EXIT_OK, result.stderr
+    body = json.loads(result.stdout)
+    assert body["hasPendingApprovals"] is True
+    assert body["steps"][1]["status"] == "RequiresApproval"
+    assert body["planHash"] == compile_manifest(example("contract/create-run.yaml")).plan_hash
+
+
+def test_script_reports_validation_errors_with_exit_2(taskrunner: CliRunner) -> None:
+    bad = dump(manifest({"steps": [{"id": "a"}, {"id": "a", "run": {"uses": "builtin:noop"}}]}))
+    result = taskrunner("validate", "-", stdin=bad)
+    assert result.returncode == EXIT_INVALID
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "spec.steps[0]: a step needs exactly one of run, parallel, map, loop, conditional, gate "
+        "(found none)"
+    ]
+
+
+def test_script_reports_other_errors_in_one_line_with_exit_1(taskrunner: CliRunner) -> None:
+    result = taskrunner("plan", "/no/such/pack.yaml")
+    assert result.returncode == EXIT_ERROR
+    assert (
+        result.stderr
+        == "taskrunner: error: cannot read pack /no/such/pack.yaml: No such file or directory\n"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_script_plan_reads_stdin_and_inline_inputs(taskrunner: CliRunner) -> None:
+    result = taskrunner(
+        "plan", "-", "--inputs", '{"target": "x"}', stdin=example("contract/basic-simulation.yaml")
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    first, rest = result.stdout.split("\n", 1)
+    expected = compile_manifest(example("contract/basic-simulation.yaml"), {"target": "x"})
+    assert first == f"planHash: {expected.plan_hash}"
+    assert json.loads(rest)["inputs"] == {"target": "x"}
+
+
+def test_module_entry_point_works_too(root: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "validate", "/no/such/file"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == EXIT_ERROR
+    assert result.stderr.startswith("taskrunner: error: cannot read pack")
+
+
+# ------------------------------------------------------------------ in process
+
+
+def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke(capsys, "validate", CREATE_RUN) == (
+        EXIT_OK,
+        "valid: deploy-app 2.0.0, 3 steps\n",
+        "",
+    )
+
+
+def test_validate_without_inputs_does_not_ask_for_required_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = invoke(capsys, "validate", BASIC)
+    assert (code, out) == (EXIT_OK, "valid: scan-deploy 1.0.0, inputs not checked\n")
+
+
+def test_validate_with_inputs_checks_them(capsys: pytest.CaptureFixture[str]) -> None:
+    assert invoke(capsys, "validate", BASIC, "--inputs", "{}") == (
+        EXIT_INVALID,
+        "",
+        "inputs.target: required input is missing\n",
+    )
+    assert invoke(capsys, "validate", BASIC, "-i", '{"target": "t", "x": 1}')[2] == (
+        "inputs.x: unknown input (declared: target)\n"
+    )
+
+
+def test_validate_keeps_manifest_errors_when_inputs_are_not_given(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = manifest(
+        {"inputs": [{"name": "n", "type": "integer", "default": "x", "required": True}]}
+    )
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(dump(data))
+    assert invoke(capsys, "validate", str(pack)) == (
+        EXIT_INVALID,
+        "",
+        "spec.inputs[0].default: must be an integer, got str\n",
+    )
+
+
+def test_every_error_is_printed_one_per_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(
+        dump(
+            manifest(
+                {
+                    "steps": [
+                        {
+                            "id": "a",
+                            "when": "{{ [ }}",
+                            "run": {"uses": "builtin:echo", "with": {"x": "{{ inputs.nope }}"}},
+                        }
+                    ]
+                },
+                kind="Nope",
+            )
+        )
+    )
+    code, out, err = invoke(capsys, "plan", str(pack))
+    assert (code, out) == (EXIT_INVALID, "")
+    assert err.splitlines() == ["kind: Input should be 'TaskPack'"]
+    pack.write_text(
+        dump(
+            manifest(
+                {
+                    "steps": [
+                        {
+                            "id": "a",
+                            "when": "{{ [ }}",
+                            "run": {"uses": "builtin:echo", "with": {"x": "{{ inputs.nope }}"}},
+                        }
+                    ]
+                }
+            )
+        )
+    )
+    lines = invoke(capsys, "plan", str(pack))[2].splitlines()
+    assert [line.split(": ", 1)[0] for line in lines] == [
+        "spec.steps[0].when",
+        "spec.steps[0].run.with.x",
+    ]
+
+
+def test_yaml_errors_have_no_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text("a: 1\na: 2\n")
+    assert invoke(capsys, "validate", str(pack)) == (
+        EXIT_INVALID,
+        "",
+        "duplicate key 'a' (line 2, column 1)\n",
+    )
+
+
+def test_plan_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = invoke(capsys, "plan", CREATE_RUN)
+    assert code == EXIT_OK
+    first, rest = out.split("\n", 1)
+    assert re.fullmatch(r"planHash: sha256:[a-f0-9]{64}", first)
+    plan = json.loads(rest)
+    assert [s["id"] for s in plan["steps"]] == ["build", "approval", "deploy"]
+    assert rest.startswith("{\n  ")  # pretty
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml", ".yml"])
+def test_inputs_from_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, suffix: str
+) -> None:
+    given = tmp_path / f"inputs{suffix}"
+    given.write_text('{"target": "from-file"}' if suffix == ".json" else "target: from-file\n")
+    code, out, _ = invoke(capsys, "plan", BASIC, "--inputs", str(given))
+    assert code == EXIT_OK
+    assert json.loads(out.split("\n", 1)[1])["inputs"] == {"target": "from-file"}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{not json", "--inputs is not valid JSON"),
+        ('{"n": NaN}', "--inputs is not valid JSON: NaN is not allowed"),
+        ("/no/such/inputs.json", "cannot read --inputs file /no/such/inputs.json"),
+    ],
+)
+def test_bad_inputs_are_exit_1(
+    capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    code, out, err = invoke(capsys, "simulate", BASIC, "--inputs", value)
+    assert (code, out) == (EXIT_ERROR, "")
+    assert err.startswith(f"taskrunner: error: {message}")
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2]\n", "--inputs must be an object"),
+        ("a: [\n", "is not valid YAML"),
+        ("a: &x 1\nb: *x\n", "is not valid YAML: YAML aliases are not allowed"),
+    ],
+)
+def test_bad_inputs_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, message: str
+) -> None:
+    given = tmp_path / "inputs.yaml"
+    given.write_text(content)
+    code, _, err = invoke(capsys, "simulate", BASIC, "-i", str(given))
+    assert code == EXIT_ERROR
+    assert message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_simulate_json_is_the_simulation_response(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = invoke(capsys, "simulate", BASIC, "-i", '{"target": "t"}', "--output", "json")
+    body = json.loads(out)
+    assert code == EXIT_OK
+    assert set(body) == {
+        "planHash",
+        "failurePolicy",
+        "steps",
+        "outputs",
+        "hasPendingApprovals",
+        "historyEstimate",
+        "historyEvents",
+        "warnings",
+    }
+
+
+def test_simulate_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = invoke(capsys, "simulate", str(EXAMPLES / "conditional.yaml"), "-o", "table")
+    expected_hash = compile_manifest(example("conditional.yaml")).plan_hash
+    assert code == EXIT_OK
+    assert out == (
+        f"planHash             {expected_hash}\n"
+        "hasPendingApprovals  false\n"
+        "historyEstimate      17 events in the largest history, 17 in all\n"
+        "\n"
+        "STEP          KIND         STATUS      REASON\n"
+        "strategy      Conditional  WillBranch\n"
+        "  canary      Run          Skipped     branch-not-taken\n"
+        "  blue-green  Run          Skipped     branch-not-taken\n"
+        "  direct      Run          Pending\n"
+        "notify        Run          Skipped     condition-false\n"
+        "check         Run          Pending\n"
+    )
+
+
+def test_simulate_table_shows_warnings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(
+        dump(
+            manifest(
+                {
+                    "steps": [
+                        {
+                            "id": "l",
+                            "loop": {
+                                "items": {"range": {"end": 10000}},
+                                "maxIterations": 10000,
+                                "steps": [{"id": "x", "run": {"uses": "builtin:noop"}}],
+                            },
+                        }
+                    ]
+                }
+            )
+        )
+    )
+    out = invoke(capsys, "simulate", str(pack), "-o", "table")[1]
+    assert out.splitlines()[-1].startswith("warning: the largest workflow history would hold")
+
+
+def test_usage_errors_are_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["simulate"])
+    assert info.value.code == EXIT_ERROR
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", BASIC, "--output", "yaml"])
+    assert info.value.code == EXIT_ERROR
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == EXIT_ERROR
+    capsys.readouterr()
+
+
+def test_help_is_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "simulate" in capsys.readouterr().out
+
+
+def test_unexpected_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cli.pack_commands
+
+    def explode(*_: object) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(cli.pack_commands, "compile_manifest", explode)
+    monkeypatch.delenv("TASKRUNNER_DEBUG", raising=False)
+    code, _, err = invoke(capsys, "plan", BASIC)
+    assert code == EXIT_ERROR
+    assert err == "taskrunner: error: RuntimeError: boom (set TASKRUNNER_DEBUG=1 for a traceback)\n"
+
+
+def test_commands_register_themselves() -> None:
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if a.dest == "command")
+    assert {"validate", "plan", "simulate"} <= set(subcommands.choices)  # type: ignore[arg-type]
