@@ -1,0 +1,78 @@
+"""The app factory: `create_app(settings)` wires settings, the one Temporal client, auth, metrics,
+error handlers, middleware and the routers. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from api import errors
+from api.auth import Authenticator
+from api.deps import Services
+from api.metrics import Metrics
+from api.middleware import BodyLimit, RequestContext
+from api.routes import approvals, artifacts, health, logs, metadata, runs, simulations
+from api.temporal import TemporalConnection
+from workflows.settings import Settings
+
+log = structlog.get_logger("taskrunner.api")
+
+API_VERSION = "0.1.0-draft"
+DESCRIPTION = """\
+Create, watch and steer runs of declarative task packs; each run is a durable Temporal workflow.
+
+Every request may name its tenant in `X-StellaOps-Tenant`. Errors use the envelope
+`{"error": {"code", "message", "traceId"}}`; manifest errors are
+`{"errors": [{"path", "message"}]}`.
+Scopes: taskrunner.viewer reads, taskrunner.operator creates, approves and cancels,
+taskrunner.admin does everything.
+"""
+TAGS = [
+    {"name": "Simulations", "description": "Task pack simulation without execution"},
+    {"name": "Runs", "description": "Pack run lifecycle management"},
+    {"name": "Logs", "description": "Run log streaming"},
+    {"name": "Artifacts", "description": "Run artifact management"},
+    {"name": "Approvals", "description": "Approval gate decisions"},
+    {"name": "Metadata", "description": "Service metadata and discovery"},
+    {"name": "Health", "description": "Liveness, readiness and metrics (no token needed)"},
+]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API for `settings`. Raises `api.auth.AuthConfigError` when auth cannot work."""
+    services = Services(
+        settings=settings,
+        temporal=TemporalConnection(settings),
+        metrics=Metrics(),
+        auth=Authenticator(settings),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not settings.auth_enabled:
+            log.warning(
+                "auth.disabled",
+                warning="AUTH IS OFF: anyone who can reach this port can start, approve and "
+                "cancel runs. Only for a private, single-user service.",
+            )
+        await services.temporal.open()
+        yield
+
+    app = FastAPI(
+        title="TaskRunner API",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    errors.install(app)
+    # Added last = runs first: every request, the 413s included, gets a trace id and a timing.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=services.metrics)
+    for module in (simulations, runs, logs, artifacts, approvals, metadata, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,142 @@
+"""Bearer-token authentication and scope checks.
+
+Tokens are JWTs signed HS256 (a shared secret) or RS256 (a public key); `exp` and `sub` are
+required, `aud` and `iss` checked when configured. Scopes come from `scope` (space-separated) or
+`scp` (a list); each role includes the ones below it: `taskrunner.admin` > `taskrunner.operator`
+> `taskrunner.viewer`. An approval also needs every grant its gate lists, found in the token's
+`grants` claim or among its scopes; no role stands in for a grant.
+
+With `auth_enabled` off every caller is an anonymous admin holding every grant, which is what
+the embedded single-user service wants and nothing else does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt.algorithms import RSAAlgorithm
+
+from api.errors import Forbidden, Unauthenticated
+from workflows.settings import Settings
+
+VIEWER = "taskrunner.viewer"
+OPERATOR = "taskrunner.operator"
+ADMIN = "taskrunner.admin"
+SCOPES = {
+    VIEWER: "Read-only access to runs and logs",
+    OPERATOR: "Create runs and apply approvals",
+    ADMIN: "Full administrative access",
+}
+_SATISFIED_BY = {
+    VIEWER: frozenset({VIEWER, OPERATOR, ADMIN}),
+    OPERATOR: frozenset({OPERATOR, ADMIN}),
+    ADMIN: frozenset({ADMIN}),
+}
+ANONYMOUS = "anonymous"
+# PyJWT warns about (and brute force breaks) HMAC secrets shorter than the hash.
+MIN_HS256_SECRET_BYTES = 32
+
+
+class AuthConfigError(ValueError):
+    """Auth is on but cannot verify any token: refuse to start rather than refuse every call."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's subject, its scopes and its grants."""
+
+    subject: str
+    scopes: frozenset[str]
+    grants: frozenset[str]
+    unrestricted: bool = False
+
+    def has_scope(self, scope: str) -> bool:
+        return self.unrestricted or bool(self.scopes & _SATISFIED_BY[scope])
+
+    def missing_grants(self, needed: Iterable[str]) -> list[str]:
+        if self.unrestricted:
+            return []
+        held = self.grants | self.scopes
+        return [g for g in needed if g not in held]
+
+
+ANONYMOUS_ADMIN = Principal(ANONYMOUS, frozenset({ADMIN}), frozenset(), unrestricted=True)
+
+
+class Authenticator:
+    """Turns an `Authorization` header into a Principal, or raises Unauthenticated."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.auth_enabled
+        self.keys: dict[str, Any] = {}
+        if settings.jwt_hs256_secret:
+            if len(settings.jwt_hs256_secret.encode()) < MIN_HS256_SECRET_BYTES:
+                raise AuthConfigError(
+                    f"TASKRUNNER_JWT_HS256_SECRET must be at least {MIN_HS256_SECRET_BYTES} bytes"
+                )
+            self.keys["HS256"] = settings.jwt_hs256_secret
+        if settings.jwt_rs256_public_key:
+            try:
+                rsa = RSAAlgorithm(RSAAlgorithm.SHA256)
+                self.keys["RS256"] = rsa.prepare_key(settings.jwt_rs256_public_key)
+            except Exception as exc:
+                raise AuthConfigError(
+                    f"TASKRUNNER_JWT_RS256_PUBLIC_KEY is not a usable key: {exc}"
+                ) from None
+        if self.enabled and not self.keys:
+            raise AuthConfigError(
+                "auth is enabled but no key is configured: set TASKRUNNER_JWT_HS256_SECRET or "
+                "TASKRUNNER_JWT_RS256_PUBLIC_KEY (or TASKRUNNER_AUTH_ENABLED=false for a private "
+                "single-user service)"
+            )
+        self.audience = settings.jwt_audience
+        self.issuer = settings.jwt_issuer
+
+    def authenticate(self, token: str | None) -> Principal:
+        if not self.enabled:
+            return ANONYMOUS_ADMIN
+        if not token:
+            raise Unauthenticated("a bearer token is required")
+        try:
+            algorithm = str(jwt.get_unverified_header(token).get("alg"))
+            # The key is chosen by algorithm, so an RS256 public key can never be used as an
+            # HMAC secret (the classic algorithm-confusion forgery).
+            key = self.keys.get(algorithm)
+            if key is None:
+                raise Unauthenticated(
+                    f"tokens signed with {algorithm!r} are not accepted", invalid_token=True
+                )
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+                leeway=30,
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid token: {exc}", invalid_token=True) from None
+        return Principal(
+            subject=str(claims["sub"]),
+            scopes=frozenset(_strings(claims.get("scope")) + _strings(claims.get("scp"))),
+            grants=frozenset(_strings(claims.get("grants"))),
+        )
+
+
+def require_scope(principal: Principal, scope: str) -> Principal:
+    if not principal.has_scope(scope):
+        raise Forbidden(f"this operation needs the {scope} scope")
+    return principal
+
+
+def _strings(value: Any) -> list[str]:
+    """A claim that is a space-separated string or a list of strings, as a list."""
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []

@@ -1,0 +1,121 @@
+"""Dependencies as `Annotated` aliases: what a route declares it needs, nothing built per import.
+
+`Services` holds what `create_app` built once (settings, the Temporal connection, metrics, the
+authenticator); the aliases hand out pieces of it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, cast
+
+from fastapi import Depends, Header, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from temporalio.client import Client
+
+from api.auth import OPERATOR, VIEWER, Authenticator, Principal, require_scope
+from api.errors import InvalidTenant
+from api.gateway import RunGateway
+from api.metrics import Metrics
+from api.schemas import MAX_RUN_ID_LENGTH, RUN_ID_PATTERN
+from api.temporal import TemporalConnection
+from workflows.settings import Settings
+
+TENANT_HEADER = "X-StellaOps-Tenant"
+# A tenant is one path component of the artifact store and part of workflow ids: keep it plain.
+TENANT_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    temporal: TemporalConnection
+    metrics: Metrics
+    auth: Authenticator
+
+
+def _services(request: Request) -> Services:
+    return cast(Services, request.app.state.services)
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+
+
+def _settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+async def _client(services: ServicesDep) -> Client:
+    return await services.temporal.client()
+
+
+TemporalClient = Annotated[Client, Depends(_client)]
+
+
+def _runs(client: TemporalClient, services: ServicesDep) -> RunGateway:
+    return RunGateway(client, services.settings, services.metrics)
+
+
+Runs = Annotated[RunGateway, Depends(_runs)]
+
+
+RunId = Annotated[
+    str,
+    Path(pattern=RUN_ID_PATTERN, max_length=MAX_RUN_ID_LENGTH, description="Unique run identifier"),
+]
+
+# ----------------------------------------------------------------- tenancy
+
+TenantHeader = Annotated[
+    str | None,
+    Header(
+        alias=TENANT_HEADER,
+        description="Tenant slug (optional for single-tenant deployments)",
+    ),
+]
+
+
+def resolve_tenant(settings: Settings, header: str | None, body_tenant: str | None = None) -> str:
+    """The request's tenant: the header, else the body's `tenantId`, else the default."""
+    tenant = header or body_tenant or settings.default_tenant
+    if header and body_tenant and header != body_tenant:
+        raise InvalidTenant(f"tenantId {body_tenant!r} does not match {TENANT_HEADER} {header!r}")
+    if not TENANT_PATTERN.match(tenant):
+        raise InvalidTenant(
+            f"tenant {tenant!r} is not a valid slug (letters, digits, '-' and '_', at most 63)"
+        )
+    return tenant
+
+
+def _tenant(settings: SettingsDep, header: TenantHeader = None) -> str:
+    return resolve_tenant(settings, header)
+
+
+Tenant = Annotated[str, Depends(_tenant)]
+
+
+# ----------------------------------------------------------------- auth
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT carrying taskrunner.* scopes")
+
+
+def _principal(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return services.auth.authenticate(credentials.credentials if credentials else None)
+
+
+def _scoped(scope: str) -> object:
+    def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        return require_scope(principal, scope)
+
+    return Depends(check)
+
+
+Viewer = Annotated[Principal, _scoped(VIEWER)]
+Operator = Annotated[Principal, _scoped(OPERATOR)]

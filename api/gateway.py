@@ -1,0 +1,245 @@
+"""The API's side of the PackRun workflow: start a run, read it (queries), decide (update), cancel
+(signal), with Temporal's failures turned into the API's errors.
+
+A run is addressed by tenant and run id; the workflow id scopes one by the other, so another
+tenant's run is simply not found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    RPCTimeoutOrCancelledError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api import errors
+from api.metrics import Metrics
+from api.schemas import RunArtifact, pending_steps
+from compiler import CompiledPlan
+from compiler.plan import walk
+from workflows.names import (
+    QUERY_ARTIFACTS,
+    QUERY_LOGS,
+    QUERY_STATE,
+    SA_PACK,
+    SA_PLAN_HASH,
+    SA_STATUS,
+    SA_TENANT,
+    SIGNAL_CANCEL,
+    UPDATE_DECIDE_APPROVAL,
+    WORKFLOW_TYPE,
+    workflow_id,
+)
+from workflows.settings import Settings
+from workflows.state import (
+    ApprovalOutcome,
+    ApprovalSignal,
+    ApprovalState,
+    CancelSignal,
+    LogsPage,
+    LogsQuery,
+    PackRunInput,
+    RunMeta,
+    RunStateSnapshot,
+)
+
+# Right after a start the first workflow task may not have run; waiting longer than this for the
+# `state` query only delays the 201, so the run's initial state is built from the plan instead.
+FIRST_STATE_TIMEOUT = timedelta(seconds=2)
+LOGS_PAGE = 500
+
+_DECISION_REFUSALS: dict[str, type[errors.ApiError]] = {
+    "PlanHashMismatch": errors.PlanHashMismatch,
+    "ApprovalNotFound": errors.ApprovalNotFound,
+    "ApprovalAlreadyDecided": errors.ApprovalAlreadyDecided,
+    "ApprovalNotPending": errors.ApprovalNotPending,
+    "DuplicateApprover": errors.DuplicateApprover,
+}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class RunGateway:
+    def __init__(self, client: Client, settings: Settings, metrics: Metrics) -> None:
+        self.client = client
+        self.settings = settings
+        self.metrics = metrics
+        self.timeout = timedelta(seconds=settings.query_timeout_seconds)
+
+    def _handle(self, tenant: str, run_id: str) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(workflow_id(tenant, run_id))
+
+    # ----------------------------------------------------------------- start
+
+    async def start(
+        self, compiled: CompiledPlan, *, tenant: str, run_id: str, actor: str
+    ) -> RunStateSnapshot:
+        plan = compiled.plan
+        meta = RunMeta(
+            runId=run_id,
+            tenant=tenant,
+            actor=actor,
+            requestedAt=now_iso(),
+            heartbeatTimeoutSeconds=self.settings.heartbeat_timeout_seconds,
+            activityAttempts=self.settings.activity_attempts,
+        )
+        pack = f"{plan.pack.name}@{plan.pack.version}"
+        try:
+            handle = await self.client.start_workflow(
+                WORKFLOW_TYPE,
+                PackRunInput(plan=plan, planHash=compiled.plan_hash, meta=meta),
+                id=workflow_id(tenant, run_id),
+                task_queue=self.settings.task_queue,
+                # A run id names one run forever, even after it finished.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(SA_TENANT, tenant),
+                        SearchAttributePair(SA_PACK, plan.pack.name),
+                        SearchAttributePair(SA_STATUS, "pending"),
+                        SearchAttributePair(SA_PLAN_HASH, compiled.plan_hash),
+                    ]
+                ),
+                static_summary=f"pack {pack} run {run_id}",
+                static_details=(
+                    f"tenant: {tenant}\n\nplan hash: {compiled.plan_hash}\n\n"
+                    f"requested by: {actor}\n\nsteps: {len(walk(plan.steps))}"
+                ),
+                rpc_timeout=self.timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            raise errors.RunAlreadyExists(run_id) from None
+        self.metrics.runs_started.labels(tenant=tenant).inc()
+        try:
+            first: RunStateSnapshot = await handle.query(
+                QUERY_STATE, result_type=RunStateSnapshot, rpc_timeout=FIRST_STATE_TIMEOUT
+            )
+            return first
+        except (RPCError, RPCTimeoutOrCancelledError):
+            return RunStateSnapshot(
+                runId=run_id,
+                tenant=tenant,
+                pack=plan.pack.name,
+                packVersion=plan.pack.version,
+                planHash=compiled.plan_hash,
+                status="pending",
+                failurePolicy=plan.failure,
+                createdAt=meta.requestedAt,
+                updatedAt=meta.requestedAt,
+                steps=pending_steps(plan.steps),
+                approvals=[
+                    ApprovalState(
+                        approvalId=a.id,
+                        grants=list(a.grants),
+                        requiredApprovals=a.requiredApprovals,
+                        message=a.message,
+                    )
+                    for a in plan.approvals
+                ],
+            )
+
+    # ----------------------------------------------------------------- read
+
+    async def state(self, tenant: str, run_id: str) -> RunStateSnapshot:
+        handle = self._handle(tenant, run_id)
+        async with self._run(handle, run_id):
+            snapshot: RunStateSnapshot = await handle.query(
+                QUERY_STATE, result_type=RunStateSnapshot, rpc_timeout=self.timeout
+            )
+        if snapshot.tenant != tenant:  # cannot happen with tenant-scoped ids; never leak if it does
+            raise errors.RunNotFound(run_id)
+        self.metrics.observe_run(handle.id, snapshot.status)
+        return snapshot
+
+    async def logs(self, tenant: str, run_id: str, after: int) -> LogsPage:
+        handle = self._handle(tenant, run_id)
+        async with self._run(handle, run_id):
+            page: LogsPage = await handle.query(
+                QUERY_LOGS,
+                LogsQuery(after=after, limit=LOGS_PAGE),
+                result_type=LogsPage,
+                rpc_timeout=self.timeout,
+            )
+        return page
+
+    async def artifacts(self, tenant: str, run_id: str) -> list[RunArtifact]:
+        handle = self._handle(tenant, run_id)
+        async with self._run(handle, run_id):
+            # The query's records are the contract's RunArtifact already: decoded straight into it.
+            records: list[RunArtifact] = await handle.query(
+                QUERY_ARTIFACTS, result_type=list[RunArtifact], rpc_timeout=self.timeout
+            )
+        return records
+
+    # ----------------------------------------------------------------- act
+
+    async def decide(self, tenant: str, run_id: str, decision: ApprovalSignal) -> ApprovalOutcome:
+        handle = self._handle(tenant, run_id)
+        try:
+            async with self._run(handle, run_id, acting=True):
+                outcome: ApprovalOutcome = await handle.execute_update(
+                    UPDATE_DECIDE_APPROVAL,
+                    decision,
+                    result_type=ApprovalOutcome,
+                    rpc_timeout=self.timeout,
+                )
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if not isinstance(cause, ApplicationError) or cause.type not in _DECISION_REFUSALS:
+                raise
+            raise _DECISION_REFUSALS[cause.type](cause.message) from None
+        self.metrics.approvals_decided.labels(decision=outcome.status).inc()
+        return outcome
+
+    async def cancel(self, tenant: str, run_id: str, request: CancelSignal) -> None:
+        handle = self._handle(tenant, run_id)
+        async with self._run(handle, run_id, acting=True):
+            await handle.signal(SIGNAL_CANCEL, request, rpc_timeout=self.timeout)
+
+    # ----------------------------------------------------------------- errors
+
+    @asynccontextmanager
+    async def _run(
+        self, handle: WorkflowHandle[Any, Any], run_id: str, *, acting: bool = False
+    ) -> AsyncIterator[None]:
+        """Translate Temporal's failures for one run. `acting`: a signal or update, which Temporal
+        refuses with NOT_FOUND both for an unknown run and for one that has finished."""
+        try:
+            yield
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            if acting and await self._exists(handle):
+                raise errors.RunFinished(run_id) from None
+            raise errors.RunNotFound(run_id) from None
+        except RPCTimeoutOrCancelledError:
+            raise errors.TemporalUnavailable(
+                f"no worker answered for run {run_id!r} in {self.timeout.total_seconds():g}s"
+            ) from None
+
+    async def _exists(self, handle: WorkflowHandle[Any, Any]) -> bool:
+        try:
+            await handle.describe(rpc_timeout=self.timeout)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True

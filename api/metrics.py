@@ -1,0 +1,63 @@
+"""Prometheus metrics of one API process, served at `/metrics`.
+
+Each app has its own registry (two apps in one process, as in the tests, never share counters).
+Runs finishing are counted as this process observes them (a `state` read that finds a run ended
+for the first time), so the counter is a lower bound across replicas; Temporal's own metrics are
+the authority on workflow completions.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from workflows.state import TERMINAL_RUN_STATUSES
+
+# How many finished runs to remember so that reading one twice does not count it twice.
+_SEEN_LIMIT = 10_000
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.runs_started = Counter(
+            "taskrunner_runs_started",
+            "Runs started through the API.",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.runs_finished = Counter(
+            "taskrunner_runs_finished",
+            "Runs this API process observed finished, by status.",
+            ["status"],
+            registry=self.registry,
+        )
+        self.approvals_decided = Counter(
+            "taskrunner_approvals_decided",
+            "Approval decisions applied through the API, by decision.",
+            ["decision"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "taskrunner_http_request_duration_seconds",
+            "HTTP request latency, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def observe_run(self, workflow_id: str, status: str) -> None:
+        """Count a run as finished the first time it is seen in a terminal status."""
+        if status not in TERMINAL_RUN_STATUSES or workflow_id in self._seen:
+            return
+        self._seen[workflow_id] = None
+        if len(self._seen) > _SEEN_LIMIT:
+            self._seen.popitem(last=False)
+        self.runs_finished.labels(status=status).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

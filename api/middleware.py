@@ -1,0 +1,113 @@
+"""Two pure ASGI middlewares (no BaseHTTPMiddleware: it buffers streamed responses).
+
+`RequestContext`, outermost: a trace id per request (in logs, error bodies and `X-Trace-Id`),
+the latency histogram, one access-log line, and the last resort for anything a route raised that
+no exception handler claimed: a 500 `internal_error` envelope, logged with the trace id.
+
+`BodyLimit`: request bodies larger than the cap are refused with 413 before any route reads
+them, whether the size is announced (`Content-Length`) or not (chunked).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import errors
+from api.metrics import Metrics
+from api.tracing import new_trace_id, set_trace_id
+
+log = structlog.get_logger("taskrunner.api")
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trace = new_trace_id(Headers(scope=scope).get("traceparent"))
+        set_trace_id(trace)
+        structlog.contextvars.bind_contextvars(trace_id=trace)
+        status = 500
+        started = False
+
+        async def send_with_trace(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-trace-id", trace.encode())]
+            await send(message)
+
+        began = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_trace)
+        except Exception:
+            log.exception("http.unhandled", method=scope["method"], path=scope["path"])
+            if not started:
+                await errors.internal_error_response()(scope, receive, send_with_trace)
+        finally:
+            elapsed = time.perf_counter() - began
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.request_seconds.labels(
+                method=scope["method"], route=route, status=str(status)
+            ).observe(elapsed)
+            log.info(
+                "http.request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                ms=round(elapsed * 1000, 1),
+            )
+            structlog.contextvars.unbind_contextvars("trace_id")
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = errors.PayloadTooLarge(f"request body is larger than {self.max_bytes} bytes")
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await errors.error_response(too_large)(scope, receive, send)
+            return
+        # Read the whole body first (it is at most max_bytes), then hand it to the app in one
+        # piece; later receive() calls go to the server so a disconnect is still seen.
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left mid-body
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await errors.error_response(too_large)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> MutableMapping[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,347 @@
+"""API schemas: the contract's shapes, and the mapping from plan and run state to them.
+
+Request models forbid unknown fields (a typo is a 400, not silently ignored). Response models
+follow `contract/taskrunner-openapi.yaml`; optional fields are left out rather than sent as null
+(routes set `response_model_exclude_none`). A few extra fields (a run's `status`, `pack`,
+`approvals`, ...) are added where a caller needs them; the contract's objects allow that.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from compiler import plan as p
+from workflows.state import (
+    ApprovalOutcome,
+    ApprovalState,
+    LogEntry,
+    RunStateSnapshot,
+    StepState,
+)
+
+RUN_ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
+PLAN_HASH_PATTERN = r"^sha256:[a-f0-9]{64}$"
+MAX_RUN_ID_LENGTH = 128
+
+StepKind = Literal[
+    "Run", "GateApproval", "GatePolicy", "Parallel", "Map", "Loop", "Conditional", "Unknown"
+]
+Decision = Literal["approved", "rejected", "expired"]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ErrorBody(Schema):
+    code: str = Field(description="Machine-readable error code")
+    message: str = Field(description="Human-readable error message")
+    traceId: str | None = Field(default=None, description="Trace ID for debugging")
+
+
+class ErrorEnvelope(Schema):
+    error: ErrorBody
+
+
+class PlanErrorItem(Schema):
+    path: str = Field(description="JSON path to the error location")
+    message: str
+
+
+class PlanErrorResponse(Schema):
+    errors: list[PlanErrorItem]
+
+
+# ---------------------------------------------------------------- simulations
+
+
+class FailurePolicy(Schema):
+    maxAttempts: int = Field(ge=1)
+    backoffSeconds: int = Field(ge=0)
+    continueOnError: bool
+
+
+class SimulationRequest(Request):
+    manifest: str = Field(description="Task pack manifest in YAML format")
+    inputs: dict[str, Any] | None = Field(default=None, description="Input values for the pack")
+
+
+class LoopInfo(Schema):
+    itemsExpression: str | None = None
+    iterator: str | None = None
+    index: str | None = None
+    maxIterations: int | None = None
+    aggregationMode: Literal["collect", "merge", "last", "first", "none"] | None = None
+
+
+class BranchInfo(Schema):
+    condition: str | None = None
+    stepCount: int | None = None
+
+
+class ConditionalInfo(Schema):
+    branches: list[BranchInfo] = Field(default_factory=list)
+    elseStepCount: int | None = None
+    outputUnion: bool | None = None
+
+
+class PolicyInfo(Schema):
+    policyId: str | None = None
+    policyVersion: str | None = None
+    failureAction: Literal["abort", "warn", "requestOverride", "branch"] | None = None
+    retryCount: int | None = None
+
+
+class SimulationStep(Schema):
+    id: str
+    templateId: str
+    kind: StepKind
+    enabled: bool
+    status: Literal[
+        "Pending", "Skipped", "RequiresApproval", "RequiresPolicy", "WillIterate", "WillBranch"
+    ]
+    statusReason: str | None = None
+    uses: str | None = Field(default=None, description="Executor reference for run steps")
+    approvalId: str | None = None
+    gateMessage: str | None = None
+    maxParallel: int | None = None
+    continueOnError: bool | None = None
+    children: list[SimulationStep]
+    loopInfo: LoopInfo | None = None
+    conditionalInfo: ConditionalInfo | None = None
+    policyInfo: PolicyInfo | None = None
+
+
+class SimulationOutput(Schema):
+    name: str
+    type: str
+    requiresRuntimeValue: bool
+    pathExpression: str | None = None
+    valueExpression: str | None = None
+
+
+class SimulationResponse(Schema):
+    planHash: str = Field(
+        pattern=PLAN_HASH_PATTERN, description="SHA-256 hash of the execution plan"
+    )
+    failurePolicy: FailurePolicy
+    steps: list[SimulationStep]
+    outputs: list[SimulationOutput]
+    hasPendingApprovals: bool = Field(description="Whether the plan contains approval gates")
+    historyEstimate: int | None = Field(
+        default=None, description="Events the largest workflow history of the run would hold"
+    )
+    historyEvents: int | None = Field(
+        default=None, description="Events of every workflow the run starts"
+    )
+    warnings: list[str] = Field(default_factory=list, description="What would go wrong at run time")
+
+
+# ---------------------------------------------------------------- runs
+
+
+class CreateRunRequest(Request):
+    runId: Annotated[str, Field(pattern=RUN_ID_PATTERN, max_length=MAX_RUN_ID_LENGTH)] | None = (
+        Field(default=None, description="Optional custom run ID (auto-generated if not provided)")
+    )
+    manifest: str = Field(description="Task pack manifest in YAML format")
+    inputs: dict[str, Any] | None = Field(default=None, description="Input values for the pack")
+    tenantId: str | None = Field(
+        default=None, description="Tenant identifier (used when X-StellaOps-Tenant is absent)"
+    )
+
+
+class RunStateStep(Schema):
+    stepId: str
+    kind: StepKind
+    enabled: bool
+    continueOnError: bool
+    maxParallel: int | None = None
+    approvalId: str | None = None
+    gateMessage: str | None = None
+    status: Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"]
+    attempts: int
+    lastTransitionAt: str | None = None
+    nextAttemptAt: str | None = None
+    statusReason: str | None = None
+    parentId: str | None = Field(default=None, description="The step this one sits inside, if any")
+
+
+class ApprovalDecisionRecord(Schema):
+    actorId: str
+    decision: Decision
+    summary: str | None = None
+    decidedAt: str
+
+
+class RunApproval(Schema):
+    approvalId: str
+    stepId: str | None = None
+    status: Literal["waiting", "pending", "approved", "rejected", "expired"]
+    grants: list[str]
+    requiredApprovals: int
+    message: str | None = None
+    requestedAt: str | None = None
+    expiresAt: str | None = None
+    decisions: list[ApprovalDecisionRecord]
+
+
+class RunStateResponse(Schema):
+    runId: str
+    planHash: str = Field(pattern=PLAN_HASH_PATTERN)
+    failurePolicy: FailurePolicy
+    createdAt: str
+    updatedAt: str
+    steps: list[RunStateStep]
+    status: Literal["pending", "running", "awaiting-approval", "succeeded", "failed", "cancelled"]
+    tenant: str
+    pack: str
+    packVersion: str
+    approvals: list[RunApproval] = Field(
+        default_factory=list, description="Each approval of the pack: who may decide, who did"
+    )
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class CancelResponse(Schema):
+    status: Literal["cancelled"] = "cancelled"
+
+
+# ---------------------------------------------------------------- logs and artifacts
+
+
+class RunLogEntry(Schema):
+    sequence: int = Field(description="Position in the run's log, from 1; resume with ?after=")
+    timestamp: str
+    level: Literal["debug", "info", "warn", "error"]
+    eventType: str
+    message: str
+    stepId: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+class RunArtifact(Schema):
+    name: str
+    type: Literal["file", "object"]
+    sourcePath: str | None = None
+    storedPath: str | None = None
+    status: Literal["pending", "captured", "failed"]
+    notes: str | None = None
+    capturedAt: str | None = None
+    expressionJson: str | None = Field(
+        default=None, description="JSON string of evaluated expression result for object outputs"
+    )
+
+
+# ---------------------------------------------------------------- approvals
+
+
+class ApprovalDecisionRequest(Request):
+    decision: Decision
+    planHash: str = Field(
+        pattern=PLAN_HASH_PATTERN,
+        description="Plan hash to verify against (must match the run's plan)",
+    )
+    actorId: str | None = Field(
+        default=None, max_length=256, description="Who decides (default: the token's subject)"
+    )
+    summary: str | None = Field(default=None, max_length=4000, description="Why")
+
+
+class ApprovalDecisionResponse(Schema):
+    status: Decision
+    resumed: bool = Field(description="Whether the run was resumed (true for approved decisions)")
+    approvals: int | None = Field(default=None, description="Approvals counted so far")
+    requiredApprovals: int | None = None
+
+
+# ---------------------------------------------------------------- metadata and health
+
+
+class OpenApiMetadata(Schema):
+    specUrl: str = Field(description="URL to fetch the full OpenAPI spec")
+    version: str = Field(description="API version")
+    buildVersion: str | None = Field(default=None, description="Build version identifier")
+    etag: str = Field(description="ETag for caching")
+    signature: str | None = Field(default=None, description="Signature for spec verification")
+
+
+class HealthStatus(Schema):
+    status: Literal["ok", "ready"]
+
+
+# ---------------------------------------------------------------- mapping at the edge
+
+
+def run_state(snapshot: RunStateSnapshot) -> RunStateResponse:
+    return RunStateResponse(
+        runId=snapshot.runId,
+        planHash=snapshot.planHash,
+        failurePolicy=FailurePolicy.model_validate(snapshot.failurePolicy.model_dump()),
+        createdAt=snapshot.createdAt,
+        updatedAt=snapshot.updatedAt,
+        steps=[run_step(s) for s in snapshot.steps],
+        status=snapshot.status,
+        tenant=snapshot.tenant,
+        pack=snapshot.pack,
+        packVersion=snapshot.packVersion,
+        approvals=[RunApproval.model_validate(a.model_dump()) for a in snapshot.approvals],
+        outputs=snapshot.outputs or None,
+        error=snapshot.error,
+    )
+
+
+def run_step(state: StepState) -> RunStateStep:
+    # Extra keys of StepState (outputs, templateId) are dropped by the schema.
+    return RunStateStep.model_validate(state.model_dump())
+
+
+def log_entry(entry: LogEntry) -> RunLogEntry:
+    return RunLogEntry.model_validate(entry.model_dump())
+
+
+def approval_outcome(outcome: ApprovalOutcome) -> ApprovalDecisionResponse:
+    return ApprovalDecisionResponse.model_validate(outcome.model_dump())
+
+
+def find_approval(snapshot: RunStateSnapshot, approval_id: str) -> ApprovalState | None:
+    return next((a for a in snapshot.approvals if a.approvalId == approval_id), None)
+
+
+def pending_steps(steps: tuple[p.PlanStep, ...], parent_id: str | None = None) -> list[StepState]:
+    """The steps a run of a plan starts with, all Pending, in tree order.
+
+    Used only when the run cannot answer its `state` query yet (no worker has picked it up);
+    mirrors what the workflow registers at start: map and loop bodies appear once they iterate.
+    """
+    out: list[StepState] = []
+    for step in steps:
+        state = StepState(
+            stepId=step.id,
+            kind=p.CONTRACT_KIND[step.kind],
+            continueOnError=step.continueOnError,
+            parentId=parent_id,
+        )
+        if isinstance(step, p.ParallelStep | p.MapStep):
+            state.maxParallel = step.maxParallel
+        if isinstance(step, p.ApprovalGateStep):
+            state.approvalId, state.gateMessage = step.approvalId, step.message
+        if isinstance(step, p.PolicyGateStep):
+            state.approvalId = step.approvalId
+        out.append(state)
+        if not isinstance(step, p.MapStep | p.LoopStep):
+            out += pending_steps(tuple(p.children(step)), step.id)
+    return out
+
+
+SimulationStep.model_rebuild()

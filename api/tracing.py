@@ -1,0 +1,30 @@
+"""Trace ids: one per request, in every error body, log line and `X-Trace-Id` response header.
+
+A caller's W3C `traceparent` is honoured, so a request can be followed across services; otherwise
+the id is fresh.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from contextvars import ContextVar
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?P<trace>[0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_current: ContextVar[str] = ContextVar("trace_id", default="")
+
+
+def new_trace_id(traceparent: str | None) -> str:
+    match = _TRACEPARENT.match(traceparent.strip().lower()) if traceparent else None
+    if match and match["trace"] != "0" * 32:
+        return match["trace"]
+    return secrets.token_hex(8)
+
+
+def set_trace_id(trace_id: str) -> None:
+    _current.set(trace_id)
+
+
+def trace_id() -> str:
+    """The current request's trace id (a fresh one outside a request)."""
+    return _current.get() or secrets.token_hex(8)

@@ -1,0 +1,177 @@
+"""Runs: POST /runs (create), GET /runs/{runId} (state), POST /runs/{runId}/cancel."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from tests.api.packs import ECHO, SLOW, contract_example
+from tests.api.support import (
+    APPROVER,
+    READER,
+    RUNS,
+    bearer,
+    create_run,
+    error_code,
+    run_url,
+    status_is,
+    wait_for_run,
+)
+from tests.helpers import unique
+
+OPERATOR = bearer("taskrunner.operator")
+
+
+class TestCreateRun:
+    async def test_created_with_location_and_state(self, http: httpx.AsyncClient) -> None:
+        run_id = unique("run")
+        response = await http.post(
+            RUNS,
+            json={"runId": run_id, "manifest": ECHO, "inputs": {"who": "ada"}},
+            headers=OPERATOR,
+        )
+        assert response.status_code == 201, response.text
+        assert response.headers["location"] == f"{RUNS}/{run_id}"
+        state = response.json()
+        assert state["runId"] == run_id
+        assert re.fullmatch(r"sha256:[a-f0-9]{64}", state["planHash"])
+        assert state["failurePolicy"] == {
+            "maxAttempts": 1,
+            "backoffSeconds": 0,
+            "continueOnError": False,
+        }
+        assert state["status"] in {"pending", "running", "succeeded"}
+        assert state["tenant"] == "default"
+        assert [s["stepId"] for s in state["steps"]] == ["hello", "done"]
+        for step in state["steps"]:
+            assert {"stepId", "kind", "enabled", "continueOnError", "status", "attempts"} <= set(
+                step
+            )
+        assert state["createdAt"].endswith("Z") and state["updatedAt"].endswith("Z")
+        done = await wait_for_run(http, run_id, status_is("succeeded"))
+        assert [s["status"] for s in done["steps"]] == ["Succeeded", "Succeeded"]
+
+    async def test_run_id_is_generated_when_absent(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(
+            RUNS, json={"manifest": ECHO, "inputs": {"who": "x"}}, headers=OPERATOR
+        )
+        assert response.status_code == 201, response.text
+        run_id = response.json()["runId"]
+        assert re.fullmatch(r"run-\d{8}-[0-9a-f]{8}", run_id)
+        assert response.headers["location"].endswith(f"/runs/{run_id}")
+
+    async def test_contract_example_is_created_and_fails_at_its_unknown_executor(
+        self, http: httpx.AsyncClient
+    ) -> None:
+        # builtin:build is no executor this worker has: the run is created all the same, and
+        # fails at that step saying why. Its tenant comes from the body's tenantId.
+        body = contract_example(RUNS, "create-run")
+        response = await http.post(RUNS, json=body, headers=OPERATOR)
+        assert response.status_code == 201, response.text
+        assert response.json()["tenant"] == "tenant-prod"
+        tenant = {"X-StellaOps-Tenant": "tenant-prod", **READER}
+        state = await wait_for_run(http, body["runId"], status_is("failed"), headers=tenant)
+        steps = {s["stepId"]: s for s in state["steps"]}
+        assert steps["build"]["status"] == "Failed"
+        assert steps["approval"]["status"] == "Skipped"
+        assert steps["deploy"]["status"] == "Skipped"
+        logs = await http.get(f"{RUNS}/{body['runId']}/logs", headers=tenant)
+        failed = [line for line in logs.text.splitlines() if '"step.failed"' in line]
+        assert failed and "builtin:build" in failed[0], logs.text
+
+    async def test_invalid_manifest_is_400_plan_errors(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(
+            RUNS, json={"manifest": ECHO.replace("TaskPack", "Pack")}, headers=OPERATOR
+        )
+        assert response.status_code == 400
+        paths = [e["path"] for e in response.json()["errors"]]
+        assert "kind" in paths
+
+    async def test_bad_run_id_is_400(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(
+            RUNS,
+            json={"runId": "no spaces/or slashes", "manifest": ECHO, "inputs": {"who": "x"}},
+            headers=OPERATOR,
+        )
+        assert response.status_code == 400
+        assert error_code(response) == "invalid_request"
+        assert "runId" in response.json()["error"]["message"]
+
+    async def test_existing_run_id_is_409(self, http: httpx.AsyncClient) -> None:
+        run_id = unique("run")
+        await create_run(http, ECHO, inputs={"who": "x"}, run_id=run_id)
+        await wait_for_run(http, run_id, status_is("succeeded"))
+        again = await http.post(
+            RUNS, json={"runId": run_id, "manifest": ECHO, "inputs": {"who": "y"}}, headers=OPERATOR
+        )
+        assert again.status_code == 409
+        assert error_code(again) == "run_exists"
+
+    async def test_body_tenant_must_match_header(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(
+            RUNS,
+            json={"manifest": ECHO, "inputs": {"who": "x"}, "tenantId": "acme"},
+            headers={"X-StellaOps-Tenant": "globex", **OPERATOR},
+        )
+        assert response.status_code == 400
+        assert error_code(response) == "invalid_tenant"
+
+    async def test_viewer_cannot_create(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(
+            RUNS, json={"manifest": ECHO, "inputs": {"who": "x"}}, headers=READER
+        )
+        assert response.status_code == 403
+        assert error_code(response) == "forbidden"
+
+
+class TestGetRunState:
+    async def test_state_of_a_run(self, http: httpx.AsyncClient) -> None:
+        created = await create_run(http, ECHO, inputs={"who": "ada"})
+        state = await wait_for_run(http, created["runId"], status_is("succeeded"))
+        assert state["runId"] == created["runId"]
+        assert state["planHash"] == created["planHash"]
+        assert state["pack"] == "api-echo" and state["packVersion"] == "1.0.0"
+        hello = state["steps"][0]
+        assert hello["attempts"] == 1 and hello["lastTransitionAt"].endswith("Z")
+
+    async def test_unknown_run_is_404(self, http: httpx.AsyncClient) -> None:
+        response = await http.get(run_url("no-such-run"), headers=READER)
+        assert response.status_code == 404
+        assert error_code(response) == "run_not_found"
+
+
+class TestCancelRun:
+    async def test_cancel_is_accepted_and_the_run_ends_cancelled(
+        self, http: httpx.AsyncClient
+    ) -> None:
+        created = await create_run(http, SLOW)
+        run_id = created["runId"]
+        await wait_for_run(http, run_id, lambda s: s["steps"][0]["status"] == "Running")
+        response = await http.post(f"{run_url(run_id)}/cancel", headers=OPERATOR)
+        assert response.status_code == 202, response.text
+        assert response.json() == {"status": "cancelled"}
+        assert response.headers["location"] == run_url(run_id)
+        state = await wait_for_run(http, run_id, status_is("cancelled"))
+        after = state["steps"][1]
+        assert (after["status"], after["statusReason"]) == ("Skipped", "cancelled")
+        logs = await http.get(f"{run_url(run_id)}/logs", headers=READER)
+        events = [line for line in logs.text.splitlines() if "run.cancel" in line]
+        assert '"run.cancel-requested"' in events[0] and '"run.cancelled"' in events[-1]
+        assert '"actor":"user:alice"' in events[0]
+
+    async def test_unknown_run_is_404(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(f"{run_url('no-such-run')}/cancel", headers=OPERATOR)
+        assert response.status_code == 404
+        assert error_code(response) == "run_not_found"
+
+    async def test_finished_run_is_409(self, http: httpx.AsyncClient) -> None:
+        created = await create_run(http, ECHO, inputs={"who": "x"})
+        await wait_for_run(http, created["runId"], status_is("succeeded"))
+        response = await http.post(f"{run_url(created['runId'])}/cancel", headers=APPROVER)
+        assert response.status_code == 409
+        assert error_code(response) == "run_finished"
+
+    async def test_viewer_cannot_cancel(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(f"{run_url('whatever')}/cancel", headers=READER)
+        assert response.status_code == 403

@@ -1,0 +1,93 @@
+"""POST /v1/task-runner/simulations: what a run would do, as the contract's SimulationResponse."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.api.packs import ECHO, GATED, contract_example
+from tests.api.support import READER, bearer, error_code
+
+SIMULATIONS = "/v1/task-runner/simulations"
+
+
+class TestSimulate:
+    async def test_contract_example_simulates(self, http: httpx.AsyncClient) -> None:
+        body = contract_example(SIMULATIONS, "basic-simulation")
+        response = await http.post(SIMULATIONS, json=body, headers=READER)
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert result["planHash"].startswith("sha256:") and len(result["planHash"]) == 71
+        assert result["failurePolicy"] == {
+            "maxAttempts": 1,
+            "backoffSeconds": 0,
+            "continueOnError": False,
+        }
+        assert result["steps"] == [
+            {
+                "id": "scan",
+                "templateId": "scan",
+                "kind": "Run",
+                "enabled": True,
+                "status": "Pending",
+                "uses": "builtin:scanner",
+                "continueOnError": False,
+                "children": [],
+            }
+        ]
+        assert result["outputs"] == []
+        assert result["hasPendingApprovals"] is False
+
+    async def test_gate_requires_approval(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(SIMULATIONS, json={"manifest": GATED}, headers=READER)
+        assert response.status_code == 200, response.text
+        result = response.json()
+        gate = next(s for s in result["steps"] if s["kind"] == "GateApproval")
+        assert gate["status"] == "RequiresApproval"
+        assert gate["approvalId"] == "release-manager"
+        assert result["hasPendingApprovals"] is True
+
+    async def test_same_manifest_same_hash(self, http: httpx.AsyncClient) -> None:
+        body = {"manifest": ECHO, "inputs": {"who": "ada"}}
+        first = await http.post(SIMULATIONS, json=body, headers=READER)
+        second = await http.post(SIMULATIONS, json=body, headers=READER)
+        other = await http.post(
+            SIMULATIONS, json={**body, "inputs": {"who": "bob"}}, headers=READER
+        )
+        assert first.json()["planHash"] == second.json()["planHash"] != other.json()["planHash"]
+
+    async def test_invalid_manifest_is_400_with_paths(self, http: httpx.AsyncClient) -> None:
+        bad = ECHO.replace('uses: "builtin:noop"', 'uses: "builtin:noop", bogus: 1')
+        response = await http.post(
+            SIMULATIONS, json={"manifest": bad, "inputs": {"who": "x"}}, headers=READER
+        )
+        assert response.status_code == 400
+        body = response.json()
+        assert set(body) == {"errors"}
+        assert [e["path"] for e in body["errors"]] == ["spec.steps[1].run.bogus"]
+        assert body["errors"][0]["message"]
+
+    async def test_missing_required_input_is_400(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(SIMULATIONS, json={"manifest": ECHO}, headers=READER)
+        assert response.status_code == 400
+        assert [e["path"] for e in response.json()["errors"]] == ["inputs.who"]
+
+    async def test_not_yaml_is_400(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(SIMULATIONS, json={"manifest": "[unclosed"}, headers=READER)
+        assert response.status_code == 400
+        assert response.json()["errors"]
+
+    async def test_missing_manifest_is_400_envelope(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(SIMULATIONS, json={"inputs": {}}, headers=READER)
+        assert response.status_code == 400
+        assert error_code(response) == "invalid_request"
+        assert "manifest" in response.json()["error"]["message"]
+
+    async def test_needs_a_token(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(SIMULATIONS, json={"manifest": ECHO})
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+    async def test_a_token_without_taskrunner_scopes_is_403(self, http: httpx.AsyncClient) -> None:
+        response = await http.post(SIMULATIONS, json={"manifest": ECHO}, headers=bearer("openid"))
+        assert response.status_code == 403
+        assert error_code(response) == "forbidden"

@@ -1,0 +1,79 @@
+"""api.auth.Authenticator on its own: RS256 keys, audience and issuer, and refusing bad config."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from api.auth import AuthConfigError, Authenticator
+from api.errors import Unauthenticated
+from tests.api.support import SECRET
+from workflows.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def rsa_pair() -> tuple[Any, str]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public.decode()
+
+
+def claims(**extra: Any) -> dict[str, Any]:
+    return {
+        "sub": "user:alice",
+        "exp": int(time.time()) + 60,
+        "scope": "taskrunner.viewer",
+        **extra,
+    }
+
+
+class TestAuthenticator:
+    def test_rs256(self, rsa_pair: tuple[Any, str]) -> None:
+        private, public = rsa_pair
+        auth = Authenticator(Settings(jwt_rs256_public_key=public))
+        principal = auth.authenticate(
+            jwt.encode(claims(grants=["packs.approve"]), private, algorithm="RS256")
+        )
+        assert principal.subject == "user:alice"
+        assert principal.has_scope("taskrunner.viewer") and not principal.has_scope(
+            "taskrunner.operator"
+        )
+        assert principal.missing_grants(["packs.approve", "other"]) == ["other"]
+        # An HS256 token "signed" with the public key must not pass as RS256's key.
+        forged = jwt.encode(claims(), SECRET, algorithm="HS256")
+        with pytest.raises(Unauthenticated):
+            auth.authenticate(forged)
+
+    def test_audience_and_issuer(self) -> None:
+        auth = Authenticator(
+            Settings(jwt_hs256_secret=SECRET, jwt_audience="taskrunner", jwt_issuer="https://idp")
+        )
+        good = jwt.encode(claims(aud="taskrunner", iss="https://idp"), SECRET, algorithm="HS256")
+        assert auth.authenticate(good).subject == "user:alice"
+        for bad in (
+            claims(iss="https://idp"),
+            claims(aud="other", iss="https://idp"),
+            claims(aud="taskrunner"),
+        ):
+            with pytest.raises(Unauthenticated):
+                auth.authenticate(jwt.encode(bad, SECRET, algorithm="HS256"))
+
+    def test_auth_on_without_a_key_refuses_to_start(self) -> None:
+        with pytest.raises(AuthConfigError, match="TASKRUNNER_JWT_HS256_SECRET"):
+            Authenticator(Settings(auth_enabled=True))
+        with pytest.raises(AuthConfigError, match="at least 32 bytes"):
+            Authenticator(Settings(jwt_hs256_secret="short"))
+        with pytest.raises(AuthConfigError, match="not a usable key"):
+            Authenticator(Settings(jwt_rs256_public_key="not a pem"))
+
+    def test_auth_off_is_an_unrestricted_anonymous_admin(self) -> None:
+        principal = Authenticator(Settings(auth_enabled=False)).authenticate(None)
+        assert principal.subject == "anonymous"
+        assert principal.has_scope("taskrunner.admin") and principal.missing_grants(["x"]) == []
