@@ -1,0 +1,101 @@
+"""docker-compose.yml, checked without Docker: the services a cluster needs, their healthchecks and
+start order, and the search attributes registered being the ones the workflow uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from workflows.names import SEARCH_ATTRIBUTES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return document
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = compose["services"]
+    return result
+
+
+def conditions(service: dict[str, Any]) -> dict[str, str]:
+    return {name: spec["condition"] for name, spec in service.get("depends_on", {}).items()}
+
+
+class TestCompose:
+    def test_services(self, services: dict[str, dict[str, Any]]) -> None:
+        assert set(services) == {
+            "postgresql",
+            "temporal-schema",
+            "temporal",
+            "temporal-setup",
+            "temporal-ui",
+            "api",
+            "worker",
+        }
+        assert services["temporal"]["image"].startswith("temporalio/server:")
+        assert services["temporal-ui"]["image"].startswith("temporalio/ui:")
+        for one_shot in ("temporal-schema", "temporal-setup"):
+            assert services[one_shot]["image"].startswith("temporalio/admin-tools:")
+
+    def test_temporal_on_postgres(self, services: dict[str, dict[str, Any]]) -> None:
+        env = services["temporal"]["environment"]
+        assert env["DB"] == "postgres12"
+        assert env["POSTGRES_SEEDS"] == "postgresql"
+        assert {"DB_PORT", "POSTGRES_USER", "POSTGRES_PWD", "DYNAMIC_CONFIG_FILE_PATH"} <= set(env)
+        mounted = [v.split(":")[0] for v in services["temporal"]["volumes"]]
+        assert all((ROOT / path).is_file() for path in mounted), mounted
+        ui = services["temporal-ui"]["environment"]
+        assert ui["TEMPORAL_ADDRESS"] == "temporal:7233" and "TEMPORAL_CORS_ORIGINS" in ui
+
+    def test_api_and_two_workers_from_the_project_image(
+        self, services: dict[str, dict[str, Any]]
+    ) -> None:
+        api, worker = services["api"], services["worker"]
+        assert api["build"] == worker["build"] == "."
+        assert (ROOT / "Dockerfile").is_file()
+        assert api["command"] == ["api"] and worker["command"] == ["worker"]
+        assert worker["deploy"]["replicas"] == 2
+        for service in (api, worker):
+            assert service["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
+            assert "taskrunner-data:/data" in service["volumes"]
+        assert api["environment"]["TASKRUNNER_AUTH_ENABLED"] == "true"
+
+    def test_every_long_running_service_has_a_healthcheck(
+        self, services: dict[str, dict[str, Any]]
+    ) -> None:
+        for name in ("postgresql", "temporal", "temporal-ui", "api", "worker"):
+            assert services[name]["healthcheck"]["test"], name
+
+    def test_start_order(self, services: dict[str, dict[str, Any]]) -> None:
+        assert conditions(services["temporal-schema"]) == {"postgresql": "service_healthy"}
+        assert conditions(services["temporal"]) == {
+            "temporal-schema": "service_completed_successfully"
+        }
+        assert conditions(services["temporal-setup"]) == {"temporal": "service_healthy"}
+        assert conditions(services["temporal-ui"]) == {"temporal": "service_healthy"}
+        for name in ("api", "worker"):
+            assert conditions(services[name]) == {
+                "temporal": "service_healthy",
+                "temporal-setup": "service_completed_successfully",
+            }
+
+    def test_registers_the_workflows_search_attributes(
+        self, services: dict[str, dict[str, Any]]
+    ) -> None:
+        setup = services["temporal-setup"]
+        registered = dict(
+            pair.split("=") for pair in setup["environment"]["SEARCH_ATTRIBUTES"].split()
+        )
+        assert registered == {key.name: "Keyword" for key in SEARCH_ATTRIBUTES}
+        script = setup["command"][0]
+        assert "$$SEARCH_ATTRIBUTES" in script
+        assert 'search-attribute create --name "$$name" --type "$$type"' in script
