@@ -69,6 +69,10 @@ class _Cost:
     total: int = 0  # events in every history, own included
     workflows: int = 0  # child workflows started below
 
+    def times(self, n: int) -> _Cost:
+        """The cost of running these steps `n` times over in the same history."""
+        return _Cost(self.own * n, self.largest_child, self.total * n, self.workflows * n)
+
     def __add__(self, other: _Cost) -> _Cost:
         return _Cost(
             self.own + other.own,
@@ -94,13 +98,18 @@ def _events(n: int) -> _Cost:
     return _Cost(n, 0, n, 0)
 
 
-def estimate_history(plan: p.Plan, steps: Sequence[SimulationStep]) -> HistoryEstimate:
+def estimate_history(
+    plan: p.Plan,
+    steps: Sequence[SimulationStep],
+    iterations: Mapping[str, int] | None = None,
+) -> HistoryEstimate:
     """Estimate the history events of a run from its simulated steps.
 
     Counts the worst case: every retry used, the costliest branch taken. A map or loop whose items
-    are unknown before the run counts as one iteration (the simulation lists it once).
+    are unknown before the run counts as one iteration (the simulation lists it once). A map or
+    loop whose simulated id is in `iterations` lists one iteration that stands for that many.
     """
-    estimator = _Estimator(plan)
+    estimator = _Estimator(plan, iterations or {})
     root = _events(WORKFLOW_EVENTS) + estimator.sequence(steps)
     largest = max(root.own, root.largest_child)
     warnings = []
@@ -114,8 +123,9 @@ def estimate_history(plan: p.Plan, steps: Sequence[SimulationStep]) -> HistoryEs
 
 
 class _Estimator:
-    def __init__(self, plan: p.Plan) -> None:
+    def __init__(self, plan: p.Plan, iterations: Mapping[str, int]) -> None:
         self.plan = plan
+        self.iterations = iterations
         self.by_id: Mapping[str, p.PlanStep] = {s.id: s for s in p.walk(plan.steps)}
 
     def sequence(self, steps: Sequence[SimulationStep]) -> _Cost:
@@ -161,18 +171,28 @@ class _Estimator:
                 groups.append(self.sequence(children[start : start + size]))
                 start += size
             return _worst(groups)
+        repeat = self.iterations.get(sim["id"])
+        if repeat is not None:
+            one = self.sequence(children)
+            if isinstance(step, p.MapStep) and map_runs_in_chunks(step, repeat):
+                return self.chunks([one] * repeat)
+            return one.times(repeat)
         if isinstance(step, p.MapStep) and map_runs_in_chunks(step, len(children)):
-            cost = _Cost()
-            for first in range(0, len(children), MAP_CHUNK_SIZE):
-                chunk = _events(WORKFLOW_EVENTS) + self.sequence(
-                    children[first : first + MAP_CHUNK_SIZE]
-                )
-                cost = cost + _Cost(
-                    own=CHILD_WORKFLOW_EVENTS,
-                    largest_child=max(chunk.own, chunk.largest_child),
-                    total=CHILD_WORKFLOW_EVENTS + chunk.total,
-                    workflows=chunk.workflows + 1,
-                )
-            return cost
+            return self.chunks([self.step(child) for child in children])
         # Parallel, an inline map, a loop: every child runs in this history.
         return self.sequence(children)
+
+    def chunks(self, items: Sequence[_Cost]) -> _Cost:
+        """A map's items run in child workflows of MAP_CHUNK_SIZE items each."""
+        cost = _Cost()
+        for first in range(0, len(items), MAP_CHUNK_SIZE):
+            chunk = _events(WORKFLOW_EVENTS)
+            for item in items[first : first + MAP_CHUNK_SIZE]:
+                chunk = chunk + item
+            cost = cost + _Cost(
+                own=CHILD_WORKFLOW_EVENTS,
+                largest_child=max(chunk.own, chunk.largest_child),
+                total=CHILD_WORKFLOW_EVENTS + chunk.total,
+                workflows=chunk.workflows + 1,
+            )
+        return cost

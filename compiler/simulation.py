@@ -134,15 +134,34 @@ class _Unknown:
 
 UNKNOWN: Any = _Unknown()
 
+# Past this many steps, a simulation stops expanding iterations (see `simulate`).
+MAX_SIMULATED_STEPS = 50_000
+
 # The scope names an iteration binds; they hide outer ones of the same name.
 _MAP_VARS = ("item", "index")
 
 
-def simulate(plan: p.Plan, plan_hash: str) -> SimulationResponse:
-    """Simulate a run of `plan` (whose hash is `plan_hash`), without I/O or Temporal."""
-    sim = _Simulator(plan)
-    steps = sim.sequence(plan.steps, "", {"inputs": plan.inputs}, None)
-    estimate = estimate_history(plan, steps)
+def simulate(
+    plan: p.Plan, plan_hash: str, *, max_steps: int = MAX_SIMULATED_STEPS
+) -> SimulationResponse:
+    """Simulate a run of `plan` (whose hash is `plan_hash`), without I/O or Temporal.
+
+    Iterations are expanded while the simulation lists at most `max_steps` steps. Past that (nested
+    loops multiply quickly) every map and loop lists its template or body once, and the history
+    estimate multiplies by the iteration counts instead.
+    """
+    known = {"inputs": plan.inputs}
+    try:
+        sim = _Simulator(plan, max_steps)
+        steps = sim.sequence(plan.steps, "", known, None)
+    except _TooManySteps:
+        sim = _Simulator(plan, None)
+        steps = sim.sequence(plan.steps, "", known, None)
+        sim.warnings.insert(
+            0,
+            f"the run has more than {max_steps} steps: iterations are listed once, not expanded",
+        )
+    estimate = estimate_history(plan, steps, sim.iterations)
     return {
         "planHash": plan_hash,
         "failurePolicy": {
@@ -211,11 +230,20 @@ def _without(known: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
     return {k: v for k, v in known.items() if k not in names}
 
 
+class _TooManySteps(Exception):
+    """Expanding every iteration would list more steps than allowed."""
+
+
 class _Simulator:
-    def __init__(self, plan: p.Plan) -> None:
+    def __init__(self, plan: p.Plan, max_steps: int | None) -> None:
+        """`max_steps` None: never expand iterations; record their counts in `iterations`."""
         self.plan = plan
+        self.max_steps = max_steps
+        self.count = 0
         self.warnings: list[str] = []
         self.waits_for_approval = False
+        # Simulated id of a map or loop listed once -> how many iterations it has.
+        self.iterations: dict[str, int] = {}
 
     def sequence(
         self,
@@ -244,6 +272,9 @@ class _Simulator:
         self, step: p.PlanStep, prefix: str, known: Mapping[str, Any], skip: str | None
     ) -> SimulationStep:
         """Simulate one step. `skip` is the reason an enclosing step is skipped, if it is."""
+        self.count += 1
+        if self.max_steps is not None and self.count > self.max_steps:
+            raise _TooManySteps
         sid = prefix + step.id
         if skip is None and known_condition(step.when, known) is False:
             skip = "condition-false"
@@ -319,7 +350,9 @@ class _Simulator:
         skip: str | None,
     ) -> list[SimulationStep]:
         items = self.items(sid, step.items, known)
-        if items is UNKNOWN:
+        if items is UNKNOWN or self.max_steps is None:
+            if items is not UNKNOWN:
+                self.iterations[sid] = len(items)
             return [self.step(step.step, prefix, _without(known, _MAP_VARS), skip)]
         return [
             self.step(step.step, f"{sid}[{i}]::", {**known, "item": item, "index": i}, skip)
@@ -342,15 +375,17 @@ class _Simulator:
         else:
             assert step.itemsExpression is not None
             items = self.items(sid, step.itemsExpression, known)
-        if items is UNKNOWN:
-            inner = _without(known, (step.iterator, step.index))
-            return self.sequence(step.steps, prefix, inner, skip)
-        if len(items) > step.maxIterations:
+        if items is not UNKNOWN and len(items) > step.maxIterations:
             self.warnings.append(
                 f"{sid}: {len(items)} items, more than maxIterations ({step.maxIterations}): "
                 "the step will fail"
             )
             items = items[: step.maxIterations]
+        if items is UNKNOWN or self.max_steps is None:
+            if items is not UNKNOWN:
+                self.iterations[sid] = len(items)
+            inner = _without(known, (step.iterator, step.index))
+            return self.sequence(step.steps, prefix, inner, skip)
         children: list[SimulationStep] = []
         for i, item in enumerate(items):
             scope = {**known, step.iterator: item, step.index: i}

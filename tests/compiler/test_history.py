@@ -287,3 +287,17 @@ def test_chunking_rule_matches_the_workflow() -> None:
     assert [waits_for_people(m.step) for m in maps] == [False, True, True, False]
     assert [map_runs_in_chunks(m, MAP_INLINE_LIMIT + 1) for m in maps] == [True, False, False, True]
     assert not map_runs_in_chunks(maps[0], MAP_INLINE_LIMIT)
+
+
+def test_collapsed_large_map_still_runs_in_chunks() -> None:
+    count = 2 * MAP_CHUNK_SIZE + 1
+    compiled = compile_manifest(
+        dump(manifest({"inputs": xs(count), "steps": [noop("a"), big_map(count, noop("t"))]}))
+    )
+    full = simulate(compiled.plan, compiled.plan_hash)
+    collapsed = simulate(compiled.plan, compiled.plan_hash, max_steps=10)
+    assert len(collapsed["steps"][1]["children"]) == 1
+    assert (collapsed["historyEstimate"], collapsed["historyEvents"]) == (
+        full["historyEstimate"],
+        full["historyEvents"],
+    )

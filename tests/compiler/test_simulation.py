@@ -630,3 +630,39 @@ def test_simulation_is_pure() -> None:
     first = simulate(compiled.plan, compiled.plan_hash)
     assert simulate(compiled.plan, compiled.plan_hash) == first
     assert compiled.plan.model_dump() == before
+
+
+def test_huge_expansions_are_listed_once() -> None:
+    """Nested loops multiply: past the step limit, iterations are not expanded, quickly."""
+    import time
+
+    def loop(step_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": step_id,
+            "loop": {"items": {"range": {"end": 10000}}, "maxIterations": 10000, "steps": [body]},
+        }
+
+    started = time.perf_counter()
+    result = sim_steps([loop("outer", loop("middle", loop("inner", run("x"))))])
+    assert time.perf_counter() - started < 5
+    assert flat(result["steps"]) == [
+        ("outer", "WillIterate", ""),
+        ("middle", "WillIterate", ""),
+        ("inner", "WillIterate", ""),
+        ("x", "Pending", ""),
+    ]
+    assert result["warnings"][0] == (
+        "the run has more than 50000 steps: iterations are listed once, not expanded"
+    )
+    assert result["historyEstimate"] == 5 + 6 * 10000**3
+
+
+def test_step_limit_is_adjustable() -> None:
+    compiled = compile_manifest(example("map.yaml"))
+    expanded = simulate(compiled.plan, compiled.plan_hash)
+    assert len(expanded["steps"][0]["children"]) == 4
+    capped = simulate(compiled.plan, compiled.plan_hash, max_steps=5)
+    assert [c["id"] for c in capped["steps"][0]["children"]] == ["ping-host"]
+    # The estimate is the same either way: the collapsed one multiplies by the counts.
+    assert capped["historyEstimate"] == expanded["historyEstimate"]
+    assert capped["historyEvents"] == expanded["historyEvents"]
