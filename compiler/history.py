@@ -2,7 +2,8 @@
 
 A map with more items than `MAP_INLINE_LIMIT` whose template holds no step that waits for people
 (an approval gate, or a policy gate that may request an override) runs in child workflows of
-`MAP_CHUNK_SIZE` items each, so no single history grows with the item count.
+`MAP_CHUNK_SIZE` items each, so no single history grows with the item count. Only the run's own
+workflow fans out: a map inside a chunk runs inline in the chunk's history.
 
 `estimate_history` turns a simulated run into event counts, using rough per-step costs: enough to
 tell a pack that fits easily from one that would need continue-as-new or a smaller map.
@@ -110,7 +111,7 @@ def estimate_history(
     loop whose simulated id is in `iterations` lists one iteration that stands for that many.
     """
     estimator = _Estimator(plan, iterations or {})
-    root = _events(WORKFLOW_EVENTS) + estimator.sequence(steps)
+    root = _events(WORKFLOW_EVENTS) + estimator.sequence(steps, True)
     largest = max(root.own, root.largest_child)
     warnings = []
     if largest > HISTORY_EVENT_LIMIT:
@@ -128,10 +129,10 @@ class _Estimator:
         self.iterations = iterations
         self.by_id: Mapping[str, p.PlanStep] = {s.id: s for s in p.walk(plan.steps)}
 
-    def sequence(self, steps: Sequence[SimulationStep]) -> _Cost:
+    def sequence(self, steps: Sequence[SimulationStep], fan_out: bool) -> _Cost:
         total = _Cost()
         for step in steps:
-            total = total + self.step(step)
+            total = total + self.step(step, fan_out)
         return total
 
     def approval(self, approval_id: str | None) -> int:
@@ -143,7 +144,8 @@ class _Estimator:
             events += APPROVAL_EXPIRY_EVENTS
         return events
 
-    def step(self, sim: SimulationStep) -> _Cost:
+    def step(self, sim: SimulationStep, fan_out: bool) -> _Cost:
+        """The cost of one simulated step; `fan_out`: whether large maps may use child workflows."""
         if sim["status"] == "Skipped":
             return _Cost()
         step = self.by_id[sim["templateId"]]
@@ -161,26 +163,26 @@ class _Estimator:
             events += RETRY_TIMER_EVENTS * step.retryCount
             if step.failureAction == "requestOverride":
                 events += self.approval(step.approvalId)
-            return _events(events) + self.sequence(children)
+            return _events(events) + self.sequence(children, fan_out)
         if isinstance(step, p.ConditionalStep):
             info = sim.get("conditionalInfo", {})
             sizes = [b.get("stepCount", 0) for b in info.get("branches", [])]
             sizes.append(info.get("elseStepCount", 0))
             groups, start = [], 0
             for size in sizes:
-                groups.append(self.sequence(children[start : start + size]))
+                groups.append(self.sequence(children[start : start + size], fan_out))
                 start += size
             return _worst(groups)
-        repeat = self.iterations.get(sim["id"])
-        if repeat is not None:
-            one = self.sequence(children)
-            if isinstance(step, p.MapStep) and map_runs_in_chunks(step, repeat):
-                return self.chunks([one] * repeat)
-            return one.times(repeat)
-        if isinstance(step, p.MapStep) and map_runs_in_chunks(step, len(children)):
-            return self.chunks([self.step(child) for child in children])
+        count = self.iterations.get(sim["id"])
+        items = len(children) if count is None else count
+        if isinstance(step, p.MapStep) and fan_out and map_runs_in_chunks(step, items):
+            # A chunk workflow runs its items, and any map inside them, inline.
+            if count is None:
+                return self.chunks([self.step(child, False) for child in children])
+            return self.chunks([self.sequence(children, False)] * count)
         # Parallel, an inline map, a loop: every child runs in this history.
-        return self.sequence(children)
+        cost = self.sequence(children, fan_out)
+        return cost if count is None else cost.times(count)
 
     def chunks(self, items: Sequence[_Cost]) -> _Cost:
         """A map's items run in child workflows of MAP_CHUNK_SIZE items each."""

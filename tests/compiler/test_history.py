@@ -204,15 +204,18 @@ def test_large_map_with_an_approval_gate_stays_inline() -> None:
     assert result["historyEstimate"] == result["historyEvents"] == expected
 
 
-def test_nested_chunked_maps_report_the_largest_child() -> None:
+def test_maps_inside_a_chunk_run_inline() -> None:
     outer = MAP_INLINE_LIMIT + 1
     inner = {"id": "inner", "map": {"items": "{{ inputs.ys }}", "step": noop("t")}}
     result = sim(
         [{"id": "outer", "map": {"items": "{{ inputs.xs }}", "step": inner}}],
         inputs=[*xs(outer), {"name": "ys", "type": "array", "default": list(range(300))}],
     )
-    # Each outer item runs a 300-item inner map: chunked again, 300 runs in one grandchild.
-    assert result["historyEstimate"] == WF + 300 * RUN
+    # One chunk holds all 201 outer items; the chunk workflow does not fan out again, so each
+    # 300-item inner map runs in the chunk's own history.
+    assert result["historyEstimate"] == WF + outer * 300 * RUN
+    assert result["historyEvents"] == WF + CHILD_WORKFLOW_EVENTS + WF + outer * 300 * RUN
+    assert any("more than Temporal's limit" in w for w in result["warnings"])
 
 
 def test_a_history_past_the_limit_warns() -> None:
