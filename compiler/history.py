@@ -109,16 +109,35 @@ def estimate_history(
     Counts the worst case: every retry used, the costliest branch taken. A map or loop whose items
     are unknown before the run counts as one iteration (the simulation lists it once). A map or
     loop whose simulated id is in `iterations` lists one iteration that stands for that many.
+
+    `largest` ignores continue-as-new. The run continues as new between its top-level steps when
+    Temporal suggests it, so the warnings tell a history that only relies on that from one that
+    no continue-as-new can save: a single top-level step, or a map chunk, past the limit.
     """
     estimator = _Estimator(plan, iterations or {})
-    root = _events(WORKFLOW_EVENTS) + estimator.sequence(steps, True)
-    largest = max(root.own, root.largest_child)
+    root = _events(WORKFLOW_EVENTS)
     warnings = []
-    if largest > HISTORY_EVENT_LIMIT:
+    for step in steps:
+        cost = estimator.step(step, True)
+        root = root + cost
+        if WORKFLOW_EVENTS + cost.own > HISTORY_EVENT_LIMIT:
+            warnings.append(
+                f"{step['id']}: this step alone would put about {WORKFLOW_EVENTS + cost.own} "
+                f"events in one workflow history, more than Temporal's limit of "
+                f"{HISTORY_EVENT_LIMIT}, and the run continues as new only between top-level "
+                f"steps: split it, or move its work into a map of more than {MAP_INLINE_LIMIT} "
+                "items without approval gates"
+            )
+    if root.largest_child > HISTORY_EVENT_LIMIT:
         warnings.append(
-            f"the largest workflow history would hold about {largest} events, more than "
-            f"Temporal's limit of {HISTORY_EVENT_LIMIT}: split the pack or move work into "
-            f"maps of more than {MAP_INLINE_LIMIT} items without approval gates"
+            f"a map chunk's history would hold about {root.largest_child} events, more than "
+            f"Temporal's limit of {HISTORY_EVENT_LIMIT}: make each item's work smaller"
+        )
+    largest = max(root.own, root.largest_child)
+    if root.own > HISTORY_EVENT_LIMIT and not warnings:
+        warnings.append(
+            f"the run's own history would reach about {root.own} events, past Temporal's limit "
+            f"of {HISTORY_EVENT_LIMIT}: it relies on continuing as new between top-level steps"
         )
     return HistoryEstimate(largest, root.total, root.workflows + 1, warnings)
 

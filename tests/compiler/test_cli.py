@@ -295,7 +295,9 @@ def test_simulate_table_shows_warnings(capsys: pytest.CaptureFixture[str], tmp_p
         )
     )
     out = invoke(capsys, "simulate", str(pack), "-o", "table")[1]
-    assert out.splitlines()[-1].startswith("warning: the largest workflow history would hold")
+    assert out.splitlines()[-1].startswith(
+        "warning: l: this step alone would put about 60005 events"
+    )
 
 
 def test_usage_errors_are_exit_1(capsys: pytest.CaptureFixture[str]) -> None:

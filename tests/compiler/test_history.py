@@ -304,3 +304,13 @@ def test_collapsed_large_map_still_runs_in_chunks() -> None:
         full["historyEstimate"],
         full["historyEvents"],
     )
+
+
+def test_many_small_top_level_steps_rely_on_continue_as_new() -> None:
+    count = HISTORY_EVENT_LIMIT // RUN + 1
+    result = sim([noop(f"s{i}") for i in range(count)])
+    assert result["historyEstimate"] == WF + count * RUN > HISTORY_EVENT_LIMIT
+    assert result["warnings"] == [
+        f"the run's own history would reach about {WF + count * RUN} events, past Temporal's "
+        f"limit of {HISTORY_EVENT_LIMIT}: it relies on continuing as new between top-level steps"
+    ]
