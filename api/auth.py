@@ -4,7 +4,8 @@ Tokens are JWTs signed HS256 (a shared secret) or RS256 (a public key); `exp` an
 required, `aud` and `iss` checked when configured. Scopes come from `scope` (space-separated) or
 `scp` (a list); each role includes the ones below it: `taskrunner.admin` > `taskrunner.operator`
 > `taskrunner.viewer`. An approval also needs every grant its gate lists, found in the token's
-`grants` claim or among its scopes; no role stands in for a grant.
+`grants` claim or among its scopes; no role stands in for a grant. A decision is recorded for the
+token's subject; only an admin may name another actor.
 
 With `auth_enabled` off every caller is an anonymous admin holding every grant, which is what
 the embedded single-user service wants and nothing else does.
@@ -55,6 +56,18 @@ class Principal:
 
     def has_scope(self, scope: str) -> bool:
         return self.unrestricted or bool(self.scopes & _SATISFIED_BY[scope])
+
+    def acting_as(self, actor_id: str | None) -> str:
+        """Who a decision is recorded for: the caller, or (admins only) someone it acts for.
+
+        Quorums count distinct actors, so an operator who could name any actor could approve
+        twice; naming someone else is for admins (a chat bot relaying a person's decision).
+        """
+        if actor_id is None or actor_id == self.subject:
+            return self.subject
+        if not self.has_scope(ADMIN):
+            raise Forbidden(f"only {ADMIN} may decide as another actor than the token's subject")
+        return actor_id
 
     def missing_grants(self, needed: Iterable[str]) -> list[str]:
         if self.unrestricted:

@@ -253,7 +253,9 @@ class ApprovalDecisionRequest(Request):
         description="Plan hash to verify against (must match the run's plan)",
     )
     actorId: str | None = Field(
-        default=None, max_length=256, description="Who decides (default: the token's subject)"
+        default=None,
+        max_length=256,
+        description="Who decides: the token's subject (the default); another actor needs admin",
     )
     summary: str | None = Field(default=None, max_length=4000, description="Why")
 

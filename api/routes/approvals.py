@@ -37,6 +37,7 @@ async def apply_approval_decision(
     approval = find_approval(state, approvalId)
     if approval is None:
         raise ApprovalNotFound(f"run {runId!r} has no approval {approvalId!r}")
+    actor = principal.acting_as(body.actorId)
     missing = principal.missing_grants(approval.grants)
     if missing:
         raise Forbidden(f"deciding {approvalId!r} needs the grants: {', '.join(missing)}")
@@ -47,7 +48,7 @@ async def apply_approval_decision(
             approvalId=approvalId,
             decision=body.decision,
             planHash=body.planHash,
-            actorId=body.actorId or principal.subject,
+            actorId=actor,
             summary=body.summary,
         ),
     )

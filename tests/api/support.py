@@ -20,9 +20,7 @@ from tests.helpers import unique
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 VIEWER = "taskrunner.viewer"
 OPERATOR = "taskrunner.operator"
-ADMIN = "taskrunner.admin"
 RUNS = "/v1/task-runner/runs"
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def token(*scopes: str, sub: str = "user:alice", secret: str = SECRET, **claims: Any) -> str:

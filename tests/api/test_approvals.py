@@ -83,7 +83,8 @@ class TestApplyApprovalDecision:
             "planHash": state["planHash"],
             "actorId": "user:bob@example.com",
         }
-        response = await http.post(decide_url(state["runId"]), json=body, headers=APPROVER)
+        bob = bearer("taskrunner.operator", sub="user:bob@example.com", grants=["packs.approve"])
+        response = await http.post(decide_url(state["runId"]), json=body, headers=bob)
         assert response.status_code == 200, response.text
         assert {"status": "rejected", "resumed": False}.items() <= response.json().items()
         done = await wait_for_run(http, state["runId"], status_is("failed"))
@@ -124,6 +125,23 @@ class TestApplyApprovalDecision:
         assert (
             await http.post(decide_url(state["runId"]), json=body, headers=scoped)
         ).status_code == 200
+
+    async def test_only_an_admin_may_decide_for_someone_else(self, http: httpx.AsyncClient) -> None:
+        # Else one operator could fill a quorum alone, under made-up names.
+        state = await waiting_run(http, QUORUM)
+        body = {"decision": "approved", "planHash": state["planHash"], "actorId": "user:mallory"}
+        response = await http.post(decide_url(state["runId"]), json=body, headers=APPROVER)
+        assert response.status_code == 403
+        assert "taskrunner.admin" in response.json()["error"]["message"]
+        relay = bearer("taskrunner.admin", sub="svc:chatbot", grants=["packs.approve"])
+        response = await http.post(
+            decide_url(state["runId"]), json={**body, "actorId": "user:carol"}, headers=relay
+        )
+        assert response.status_code == 200, response.text
+        done = await wait_for_run(
+            http, state["runId"], lambda s: s["approvals"][0]["decisions"] != []
+        )
+        assert done["approvals"][0]["decisions"][0]["actorId"] == "user:carol"
 
     async def test_viewer_cannot_decide(self, http: httpx.AsyncClient) -> None:
         body = {"decision": "approved", "planHash": "sha256:" + "0" * 64}

@@ -24,6 +24,18 @@ def parse(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+async def finished_log_requests(http: httpx.AsyncClient) -> float:
+    """How many log requests the server has finished with 200, from its latency histogram."""
+    wanted = (
+        'taskrunner_http_request_duration_seconds_count{method="GET",'
+        'route="/v1/task-runner/runs/{runId}/logs",status="200"}'
+    )
+    for line in (await http.get("/metrics")).text.splitlines():
+        if line.startswith(wanted):
+            return float(line.split()[-1])
+    return 0.0
+
+
 class TestStreamRunLogs:
     async def test_ndjson_entries_of_a_finished_run(self, http: httpx.AsyncClient) -> None:
         created = await create_run(http, ECHO, inputs={"who": "ada"})
@@ -84,6 +96,20 @@ class TestStreamRunLogs:
         )
         assert events[-1] == "run.completed"
         assert [e["sequence"] for e in seen] == list(range(1, len(seen) + 1))
+
+    async def test_follow_ends_when_the_client_leaves(self, http: httpx.AsyncClient) -> None:
+        created = await create_run(http, GATED)  # waits at its gate: the stream would go on
+        url = f"{run_url(created['runId'])}/logs"
+        before = await finished_log_requests(http)
+        async with http.stream("GET", url, params={"follow": "true"}, headers=READER) as response:
+            assert json.loads(await anext(response.aiter_lines()))["eventType"] == "run.created"
+        # The server ends the request (and records its latency) once the client has gone.
+        for _ in range(50):
+            if await finished_log_requests(http) == before + 1:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the followed stream went on after the client left")
 
     async def test_follow_with_after_on_a_finished_run_ends_at_once(
         self, http: httpx.AsyncClient

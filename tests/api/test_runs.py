@@ -20,7 +20,7 @@ from tests.api.support import (
 )
 from tests.helpers import unique
 
-OPERATOR = bearer("taskrunner.operator")
+OPERATOR_ONLY = bearer("taskrunner.operator")
 
 
 class TestCreateRun:
@@ -29,7 +29,7 @@ class TestCreateRun:
         response = await http.post(
             RUNS,
             json={"runId": run_id, "manifest": ECHO, "inputs": {"who": "ada"}},
-            headers=OPERATOR,
+            headers=OPERATOR_ONLY,
         )
         assert response.status_code == 201, response.text
         assert response.headers["location"] == f"{RUNS}/{run_id}"
@@ -54,7 +54,7 @@ class TestCreateRun:
 
     async def test_run_id_is_generated_when_absent(self, http: httpx.AsyncClient) -> None:
         response = await http.post(
-            RUNS, json={"manifest": ECHO, "inputs": {"who": "x"}}, headers=OPERATOR
+            RUNS, json={"manifest": ECHO, "inputs": {"who": "x"}}, headers=OPERATOR_ONLY
         )
         assert response.status_code == 201, response.text
         run_id = response.json()["runId"]
@@ -67,7 +67,7 @@ class TestCreateRun:
         # builtin:build is no executor this worker has: the run is created all the same, and
         # fails at that step saying why. Its tenant comes from the body's tenantId.
         body = contract_example(RUNS, "create-run")
-        response = await http.post(RUNS, json=body, headers=OPERATOR)
+        response = await http.post(RUNS, json=body, headers=OPERATOR_ONLY)
         assert response.status_code == 201, response.text
         assert response.json()["tenant"] == "tenant-prod"
         tenant = {"X-StellaOps-Tenant": "tenant-prod", **READER}
@@ -82,7 +82,7 @@ class TestCreateRun:
 
     async def test_invalid_manifest_is_400_plan_errors(self, http: httpx.AsyncClient) -> None:
         response = await http.post(
-            RUNS, json={"manifest": ECHO.replace("TaskPack", "Pack")}, headers=OPERATOR
+            RUNS, json={"manifest": ECHO.replace("TaskPack", "Pack")}, headers=OPERATOR_ONLY
         )
         assert response.status_code == 400
         paths = [e["path"] for e in response.json()["errors"]]
@@ -92,7 +92,7 @@ class TestCreateRun:
         response = await http.post(
             RUNS,
             json={"runId": "no spaces/or slashes", "manifest": ECHO, "inputs": {"who": "x"}},
-            headers=OPERATOR,
+            headers=OPERATOR_ONLY,
         )
         assert response.status_code == 400
         assert error_code(response) == "invalid_request"
@@ -103,7 +103,9 @@ class TestCreateRun:
         await create_run(http, ECHO, inputs={"who": "x"}, run_id=run_id)
         await wait_for_run(http, run_id, status_is("succeeded"))
         again = await http.post(
-            RUNS, json={"runId": run_id, "manifest": ECHO, "inputs": {"who": "y"}}, headers=OPERATOR
+            RUNS,
+            json={"runId": run_id, "manifest": ECHO, "inputs": {"who": "y"}},
+            headers=OPERATOR_ONLY,
         )
         assert again.status_code == 409
         assert error_code(again) == "run_exists"
@@ -112,7 +114,7 @@ class TestCreateRun:
         response = await http.post(
             RUNS,
             json={"manifest": ECHO, "inputs": {"who": "x"}, "tenantId": "acme"},
-            headers={"X-StellaOps-Tenant": "globex", **OPERATOR},
+            headers={"X-StellaOps-Tenant": "globex", **OPERATOR_ONLY},
         )
         assert response.status_code == 400
         assert error_code(response) == "invalid_tenant"
@@ -148,7 +150,7 @@ class TestCancelRun:
         created = await create_run(http, SLOW)
         run_id = created["runId"]
         await wait_for_run(http, run_id, lambda s: s["steps"][0]["status"] == "Running")
-        response = await http.post(f"{run_url(run_id)}/cancel", headers=OPERATOR)
+        response = await http.post(f"{run_url(run_id)}/cancel", headers=OPERATOR_ONLY)
         assert response.status_code == 202, response.text
         assert response.json() == {"status": "cancelled"}
         assert response.headers["location"] == run_url(run_id)
@@ -161,7 +163,7 @@ class TestCancelRun:
         assert '"actor":"user:alice"' in events[0]
 
     async def test_unknown_run_is_404(self, http: httpx.AsyncClient) -> None:
-        response = await http.post(f"{run_url('no-such-run')}/cancel", headers=OPERATOR)
+        response = await http.post(f"{run_url('no-such-run')}/cancel", headers=OPERATOR_ONLY)
         assert response.status_code == 404
         assert error_code(response) == "run_not_found"
 
