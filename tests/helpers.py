@@ -25,6 +25,7 @@ from workflows.state import (
     RunMeta,
     RunResult,
     RunStateSnapshot,
+    StateQuery,
 )
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -82,7 +83,17 @@ async def start_pack(
 
 
 async def state_of(handle: WorkflowHandle[Any, Any]) -> RunStateSnapshot:
-    return await handle.query(QUERY_STATE, result_type=RunStateSnapshot)
+    """The whole state, every step with its outputs, read a page at a time as the API does."""
+    steps: list[Any] = []
+    while True:
+        page = await handle.query(
+            QUERY_STATE,
+            StateQuery(includeOutputs=True, stepsOffset=len(steps), stepsLimit=2000),
+            result_type=RunStateSnapshot,
+        )
+        steps += page.steps
+        if len(steps) >= page.totalSteps or not page.steps:
+            return page.model_copy(update={"steps": steps})
 
 
 async def logs_of(handle: WorkflowHandle[Any, Any], after: int = 0) -> list[LogEntry]:

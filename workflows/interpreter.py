@@ -388,6 +388,18 @@ class Interpreter:
                     static_summary=f"{rid}: items {start}..{start + len(chunk) - 1}",
                 )
             self.book.merge(result.steps, result.logs, result.artifacts)
+            counts: dict[str, int] = {}
+            for state in result.steps:
+                if state.parentId == rid:
+                    counts[state.status] = counts.get(state.status, 0) + 1
+            self.book.log(
+                "map.chunk",
+                f"Items {start}..{start + len(chunk) - 1} of {rid} done: "
+                + ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items())),
+                level="info" if not result.failed else "warn",
+                step_id=rid,
+                chunk=number,
+            )
             outputs[start : start + len(chunk)] = result.outputs
             if result.failed and not step.continueOnError:
                 stopped = True

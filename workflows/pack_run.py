@@ -47,9 +47,12 @@ with workflow.unsafe.imports_passed_through():
         RunResult,
         RunStateSnapshot,
         RunStatus,
+        StateQuery,
     )
 
 CAPTURE_TIMEOUT = timedelta(minutes=5)
+CARRY_LIMIT_BYTES = 1_500_000
+"""Temporal refuses payloads over 2 MB; carried state stays well below that."""
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -70,6 +73,7 @@ class PackRun:
         self.interp = Interpreter(self.book, results=results, notify=self._refresh)
         self._task: asyncio.Task[Any] | None = None
         self._temporal_cancel = False
+        self._carry_warned = False
 
     # ----------------------------------------------------------------- main
 
@@ -123,14 +127,23 @@ class PackRun:
                 for rest in steps[book.next_step_index :]:
                     self.interp.skip(rest, frame, "previous-step-failed")
                 return False
-            if self._should_continue_as_new():
+            if book.next_step_index < len(steps) and self._should_continue_as_new():
+                carried = book.carry()
+                if len(carried.model_dump_json()) > CARRY_LIMIT_BYTES:
+                    # Too big to pass on in one payload: this history still has headroom (the
+                    # suggestion comes far below Temporal's hard limits), so go on in it.
+                    if not self._carry_warned:
+                        self._carry_warned = True
+                        book.log(
+                            "run.continue-as-new-skipped",
+                            "Run state too large to continue as new; continuing in this history.",
+                            level="warn",
+                        )
+                    continue
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     PackRunInput(
-                        plan=book.plan,
-                        planHash=book.plan_hash,
-                        meta=book.meta,
-                        carried=book.carry(),
+                        plan=book.plan, planHash=book.plan_hash, meta=book.meta, carried=carried
                     )
                 )
         return True
@@ -301,8 +314,8 @@ class PackRun:
             self._task.cancel()
 
     @workflow.query(name=QUERY_STATE)
-    def state(self) -> RunStateSnapshot:
-        return self.book.snapshot()
+    def state(self, query: StateQuery | None = None) -> RunStateSnapshot:
+        return self.book.snapshot(query or StateQuery())
 
     @workflow.query(name=QUERY_LOGS)
     def logs(self, query: LogsQuery | None = None) -> LogsPage:
@@ -338,9 +351,11 @@ class PackRunMapChunk:
             chunk.maxParallel,
             chunk.continueOnError,
         )
+        # Per-item started/completed entries stay here; the parent logs one summary per chunk, so
+        # its history and log do not grow by two entries per item. Problems travel back.
         return ChunkResult(
             steps=list(book.steps.values()),
-            logs=book.logs,
+            logs=[entry for entry in book.logs if entry.level in ("warn", "error")],
             outputs=outputs,
             failed=not ok,
             artifacts=book.artifacts,

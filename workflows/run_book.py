@@ -26,6 +26,7 @@ from workflows.state import (
     RunMeta,
     RunStateSnapshot,
     RunStatus,
+    StateQuery,
     StepState,
     StepStatus,
 )
@@ -330,7 +331,15 @@ class RunBook:
 
     # ----------------------------------------------------------------- read side
 
-    def snapshot(self) -> RunStateSnapshot:
+    def snapshot(self, query: StateQuery | None = None) -> RunStateSnapshot:
+        """The run's state; with a query, one page of steps, outputs only when asked for."""
+        steps = self.ordered_steps()
+        total = len(steps)
+        if query is not None:
+            end = None if query.stepsLimit is None else query.stepsOffset + query.stepsLimit
+            steps = steps[query.stepsOffset : end]
+            if not query.includeOutputs:
+                steps = [s.model_copy(update={"outputs": {}}) for s in steps]
         return RunStateSnapshot(
             runId=self.meta.runId,
             tenant=self.meta.tenant,
@@ -341,7 +350,8 @@ class RunBook:
             failurePolicy=self.plan.failure,
             createdAt=self.created_at,
             updatedAt=self.updated_at,
-            steps=self.ordered_steps(),
+            steps=steps,
+            totalSteps=total,
             approvals=list(self.approvals.values()),
             outputs=self.outputs,
             error=self.error,

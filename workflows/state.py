@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from activities.models import ArtifactRecord
 from compiler.plan import FailurePolicy, Plan, PlanStep
@@ -21,6 +21,14 @@ TERMINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 class Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Absent beats null on the wire: a run's state with thousands of steps stays small.
+        data = handler(self)
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
 
 class StepState(Model):
@@ -112,6 +120,8 @@ class RunStateSnapshot(Model):
     approvals: list[ApprovalState] = Field(default_factory=list)
     outputs: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    totalSteps: int = 0
+    """All steps of the run; `steps` holds the page the query asked for."""
 
 
 class RunResult(Model):
@@ -183,6 +193,14 @@ class ApprovalOutcome(Model):
 class CancelSignal(Model):
     actorId: str | None = None
     reason: str | None = None
+
+
+class StateQuery(Model):
+    """Arguments of the `state` query. Large runs are read a page of steps at a time."""
+
+    includeOutputs: bool = False
+    stepsOffset: int = 0
+    stepsLimit: int | None = 2000
 
 
 class LogsQuery(Model):
