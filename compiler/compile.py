@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,6 +15,7 @@ from compiler import plan as p
 from compiler.errors import ErrorDetail, ManifestError, join_path
 from compiler.expressions import (
     ExpressionError,
+    Reference,
     references,
     secret_name,
     strip_braces,
@@ -487,7 +489,7 @@ class _Builder:
 
     def _check_expression(self, expr: str, path: str, scope: _Scope) -> None:
         try:
-            refs = references(expr)
+            refs = _references(expr)
         except ExpressionError as exc:
             self.error(path, str(exc))
             return
@@ -508,6 +510,12 @@ class _Builder:
                     self.error(path, _unknown("step", ref.name, self.step_paths))
                 elif not scope.any_step and ref.name not in self.visible:
                     self.error(path, f"step {ref.name!r} does not run before this point")
+
+
+@lru_cache(maxsize=4096)
+def _references(expression: str) -> tuple[Reference, ...]:
+    # Packs repeat expressions (`{{ item }}`, `{{ inputs.target }}`): parse each text once.
+    return tuple(references(expression))
 
 
 def _first(*values: bool | None) -> bool:
