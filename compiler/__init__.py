@@ -1,4 +1,7 @@
-"""The pack compiler: manifest text in, a validated plan and its hash out. Pure: no I/O, no clock."""
+"""The pack compiler: manifest text in, a validated plan and its hash out.
+
+Pure: no I/O, no clock.
+"""
 
 from compiler.compile import CompiledPlan, compile_manifest, load_manifest
 from compiler.errors import ErrorDetail, ManifestError

@@ -84,7 +84,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def references(expression: str) -> list[Reference]:
-    """Every root-scope name an expression reads, e.g. `inputs.target` -> Reference('inputs', 'target').
+    """Every root-scope name an expression reads: `inputs.target` -> Reference('inputs', 'target').
 
     Only names read from the root of the scope count: a field inside a projection or filter
     (`items[?name == 'x']`) reads the current element, not the scope.
