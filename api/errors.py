@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.schemas import ErrorEnvelope, PlanErrorResponse
 from api.tracing import trace_id
 from compiler import ManifestError
 
@@ -258,8 +259,6 @@ def install(app: FastAPI) -> None:
 
 def documented(*statuses: int, plan_errors: bool = False) -> dict[int | str, dict[str, Any]]:
     """The `responses=` of a route: the contract's error bodies, for the OpenAPI document."""
-    from api.schemas import ErrorEnvelope, PlanErrorResponse
-
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         model = PlanErrorResponse if status == 400 and plan_errors else ErrorEnvelope
