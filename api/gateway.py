@@ -56,12 +56,15 @@ from workflows.state import (
     PackRunInput,
     RunMeta,
     RunStateSnapshot,
+    StateQuery,
 )
 
 # Right after a start the first workflow task may not have run; waiting longer than this for the
 # `state` query only delays the 201, so the run's initial state is built from the plan instead.
 FIRST_STATE_TIMEOUT = timedelta(seconds=2)
 LOGS_PAGE = 500
+# Steps per `state` query: a query's answer is one payload, and Temporal caps payload sizes.
+STEPS_PAGE = 2000
 
 _DECISION_REFUSALS: dict[str, type[errors.ApiError]] = {
     "PlanHashMismatch": errors.PlanHashMismatch,
@@ -130,10 +133,14 @@ class RunGateway:
         self.metrics.runs_started.labels(tenant=tenant).inc()
         try:
             first: RunStateSnapshot = await handle.query(
-                QUERY_STATE, result_type=RunStateSnapshot, rpc_timeout=FIRST_STATE_TIMEOUT
+                QUERY_STATE,
+                StateQuery(stepsLimit=STEPS_PAGE),
+                result_type=RunStateSnapshot,
+                rpc_timeout=FIRST_STATE_TIMEOUT,
             )
             return first
         except (RPCError, RPCTimeoutOrCancelledError):
+            steps = pending_steps(plan.steps)
             return RunStateSnapshot(
                 runId=run_id,
                 tenant=tenant,
@@ -144,7 +151,8 @@ class RunGateway:
                 failurePolicy=plan.failure,
                 createdAt=meta.requestedAt,
                 updatedAt=meta.requestedAt,
-                steps=pending_steps(plan.steps),
+                steps=steps[:STEPS_PAGE],
+                totalSteps=len(steps),
                 approvals=[
                     ApprovalState(
                         approvalId=a.id,
@@ -158,11 +166,15 @@ class RunGateway:
 
     # ----------------------------------------------------------------- read
 
-    async def state(self, tenant: str, run_id: str) -> RunStateSnapshot:
+    async def state(
+        self, tenant: str, run_id: str, *, steps_offset: int = 0, steps_limit: int = STEPS_PAGE
+    ) -> RunStateSnapshot:
+        """The run's state with one page of its steps (`totalSteps` says how many there are)."""
         handle = self._handle(tenant, run_id)
+        page = StateQuery(stepsOffset=steps_offset, stepsLimit=steps_limit)
         async with self._run(handle, run_id):
             snapshot: RunStateSnapshot = await handle.query(
-                QUERY_STATE, result_type=RunStateSnapshot, rpc_timeout=self.timeout
+                QUERY_STATE, page, result_type=RunStateSnapshot, rpc_timeout=self.timeout
             )
         if snapshot.tenant != tenant:  # cannot happen with tenant-scoped ids; never leak if it does
             raise errors.RunNotFound(run_id)

@@ -202,6 +202,9 @@ class RunStateResponse(Schema):
     createdAt: str
     updatedAt: str
     steps: list[RunStateStep]
+    totalSteps: int = Field(
+        description="Steps the run has; `steps` is the page asked for (stepsOffset, stepsLimit)"
+    )
     status: Literal["pending", "running", "awaiting-approval", "succeeded", "failed", "cancelled"]
     tenant: str
     pack: str
@@ -293,6 +296,7 @@ def run_state(snapshot: RunStateSnapshot) -> RunStateResponse:
         createdAt=snapshot.createdAt,
         updatedAt=snapshot.updatedAt,
         steps=[run_step(s) for s in snapshot.steps],
+        totalSteps=snapshot.totalSteps,
         status=snapshot.status,
         tenant=snapshot.tenant,
         pack=snapshot.pack,

@@ -33,7 +33,7 @@ async def apply_approval_decision(
     body: ApprovalDecisionRequest,
     runs: Runs,
 ) -> ApprovalDecisionResponse:
-    state = await runs.state(tenant, runId)
+    state = await runs.state(tenant, runId, steps_limit=0)  # only its approvals are needed
     approval = find_approval(state, approvalId)
     if approval is None:
         raise ApprovalNotFound(f"run {runId!r} has no approval {approvalId!r}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import (
@@ -20,6 +20,7 @@ from api.deps import (
     resolve_tenant,
 )
 from api.errors import documented
+from api.gateway import STEPS_PAGE
 from api.routes import PREFIX
 from api.schemas import (
     CancelResponse,
@@ -78,9 +79,18 @@ async def create_pack_run(
     responses=documented(400, 401, 403, 404, 503),
 )
 async def get_run_state(
-    principal: Viewer, tenant: Tenant, runId: RunId, runs: Runs
+    principal: Viewer,
+    tenant: Tenant,
+    runId: RunId,
+    runs: Runs,
+    stepsOffset: Annotated[int, Query(ge=0, description="First step of the page")] = 0,
+    stepsLimit: Annotated[
+        int, Query(ge=1, le=STEPS_PAGE, description="Steps per page")
+    ] = STEPS_PAGE,
 ) -> RunStateResponse:
-    return run_state(await runs.state(tenant, runId))
+    """A large run's steps come a page at a time: `totalSteps` says how many there are."""
+    state = await runs.state(tenant, runId, steps_offset=stepsOffset, steps_limit=stepsLimit)
+    return run_state(state)
 
 
 @router.post(

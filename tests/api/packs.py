@@ -38,6 +38,20 @@ spec:
     - {id: after, run: {uses: "builtin:noop"}}
 """
 
+MAP = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: api-map, version: 1.0.0}
+spec:
+  steps:
+    - id: each
+      map:
+        items: "{{ inputs.items }}"
+        step: {id: one, run: {uses: "builtin:noop"}}
+  inputs:
+    - {name: items, type: array, required: true}
+"""
+
 FILES = """
 apiVersion: stellaops.io/pack.v1
 kind: TaskPack

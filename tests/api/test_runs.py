@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from tests.api.packs import ECHO, SLOW, contract_example
+from tests.api.packs import ECHO, MAP, SLOW, contract_example
 from tests.api.support import (
     APPROVER,
     READER,
@@ -136,6 +136,26 @@ class TestGetRunState:
         assert state["pack"] == "api-echo" and state["packVersion"] == "1.0.0"
         hello = state["steps"][0]
         assert hello["attempts"] == 1 and hello["lastTransitionAt"].endswith("Z")
+
+    async def test_steps_come_a_page_at_a_time(self, http: httpx.AsyncClient) -> None:
+        created = await create_run(http, MAP, inputs={"items": list(range(30))})
+        run_id = created["runId"]
+        await wait_for_run(http, run_id, status_is("succeeded"))
+        steps: list[str] = []
+        while True:
+            page = await http.get(
+                run_url(run_id), params={"stepsOffset": len(steps), "stepsLimit": 8}, headers=READER
+            )
+            body = page.json()
+            assert body["totalSteps"] == 31 and len(body["steps"]) <= 8
+            steps += [s["stepId"] for s in body["steps"]]
+            if len(steps) >= body["totalSteps"]:
+                break
+        assert steps == ["each"] + [f"each[{i}]::one" for i in range(30)]
+        for limit in (0, 2001):
+            response = await http.get(run_url(run_id), params={"stepsLimit": limit}, headers=READER)
+            assert response.status_code == 400
+            assert "stepsLimit" in response.json()["error"]["message"]
 
     async def test_unknown_run_is_404(self, http: httpx.AsyncClient) -> None:
         response = await http.get(run_url("no-such-run"), headers=READER)
