@@ -517,9 +517,13 @@ class Interpreter:
             await workflow.wait_condition(lambda: approval.status != "pending", timeout=timeout)
         except TimeoutError:
             book.settle(approval, "expired", approvalId=approval_id, actorId="timer")
-        finally:
+        except asyncio.CancelledError:
+            # The run is being cancelled; its ending refreshes what operators see. (No `finally`:
+            # when a worker evicts a cached run, nothing here may touch the workflow clock.)
             self.open_gates.pop(rid, None)
-            self.notify()
+            raise
+        self.open_gates.pop(rid, None)
+        self.notify()
         return approval.status  # type: ignore[return-value]
 
     def _after_decision(self, approval_id: str, decision: Decision, rid: str, prefix: str) -> bool:
