@@ -1,0 +1,92 @@
+"""Signed approval links and webhook signatures: HMAC-SHA256 with the service's signing key.
+
+A link token names one run, one approval, the run's plan hash, a decision and an expiry, so it
+is useless for any other gate or run; the workflow records its id with the decision, so it is
+single use. The module is pure (no clock: callers pass `now`), and shared by the API, which
+verifies tokens, and the webhook activity, which mints them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+TokenDecision = Literal["approved", "rejected"]
+
+
+class TokenInvalid(Exception):
+    """A token that is malformed or whose signature does not match."""
+
+
+class TokenExpired(Exception):
+    """A well-signed token past its expiry."""
+
+
+@dataclass(frozen=True)
+class ApprovalToken:
+    tenant: str
+    runId: str
+    approvalId: str
+    planHash: str
+    decision: TokenDecision
+    expiresAt: int
+    """Unix seconds."""
+    nonce: str
+
+    @property
+    def token_id(self) -> str:
+        """A short stable id for the token, recorded with the decision it makes."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, body: bytes) -> bytes:
+    return hmac.new(key, body, hashlib.sha256).digest()
+
+
+def mint_token(key: bytes, token: ApprovalToken) -> str:
+    body = json.dumps(asdict(token), sort_keys=True, separators=(",", ":")).encode()
+    return f"{_b64(body)}.{_b64(_mac(key, body))}"
+
+
+def verify_token(key: bytes, text: str, now: int) -> ApprovalToken:
+    """The token's claims, or TokenInvalid / TokenExpired. Signature is checked first."""
+    try:
+        body_part, mac_part = text.split(".", 1)
+        body = _unb64(body_part)
+        mac = _unb64(mac_part)
+    except (ValueError, UnicodeError) as exc:
+        raise TokenInvalid("malformed token") from exc
+    if not hmac.compare_digest(mac, _mac(key, body)):
+        raise TokenInvalid("bad token signature")
+    try:
+        claims = json.loads(body)
+        token = ApprovalToken(**claims)
+    except (ValueError, TypeError) as exc:
+        raise TokenInvalid("malformed token") from exc
+    if token.decision not in ("approved", "rejected"):
+        raise TokenInvalid("malformed token")
+    if now >= token.expiresAt:
+        raise TokenExpired("token has expired")
+    return token
+
+
+def sign_body(secret: bytes, timestamp: str, body: bytes) -> str:
+    """`X-TaskRunner-Signature` value: `sha256=<hex>` over `timestamp.body`.
+
+    The timestamp (also sent as `X-TaskRunner-Timestamp`) is inside the MAC so a receiver can
+    refuse replays of old deliveries.
+    """
+    digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
