@@ -15,6 +15,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from cryptography.fernet import Fernet, InvalidToken
+
 TokenDecision = Literal["approved", "rejected"]
 
 
@@ -80,6 +82,23 @@ def verify_token(key: bytes, text: str, now: int) -> ApprovalToken:
     if now >= token.expiresAt:
         raise TokenExpired("token has expired")
     return token
+
+
+def _fernet(key: bytes) -> Fernet:
+    # Fernet wants 32 url-safe base64 bytes; any signing key is stretched to that by SHA-256.
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(b"taskrunner-secrets:" + key).digest()))
+
+
+def encrypt_secret(key: bytes, plaintext: str) -> str:
+    """Ciphertext safe to keep in workflow history; only holders of the signing key can read it."""
+    return _fernet(key).encrypt(plaintext.encode()).decode()
+
+
+def decrypt_secret(key: bytes, ciphertext: str) -> str:
+    try:
+        return _fernet(key).decrypt(ciphertext.encode()).decode()
+    except InvalidToken as exc:
+        raise TokenInvalid("secret was encrypted with another signing key") from exc
 
 
 def sign_body(secret: bytes, timestamp: str, body: bytes) -> str:

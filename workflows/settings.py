@@ -68,6 +68,17 @@ class Settings(BaseSettings):
         description="How often a followed log stream asks the run for new entries.",
     )
 
+    signing_key: str | None = Field(
+        default=None,
+        description="Key for signed approval links and webhook secrets (API and workers alike).",
+    )
+    approval_link_ttl_seconds: int = Field(
+        default=86400, ge=60, description="How long a signed approval link stays valid."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long one webhook delivery attempt may take."
+    )
+
     dev_ui_port: int = Field(default=8233, description="Web UI port of the embedded dev server.")
     dev_db_file: Path | None = Field(
         default=None, description="SQLite file of the embedded dev server (default: data_dir)."
