@@ -80,6 +80,15 @@ class LogEntry(Model):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
+class WebhookRef(Model):
+    """A tenant's webhook as a run sees it: the secret only as ciphertext (see activities.signing)."""
+
+    id: str
+    url: str
+    events: list[str] = Field(default_factory=list)
+    secretCiphertext: str
+
+
 class RunMeta(Model):
     """Who started a run and how it should behave; set by the API from its settings."""
 
@@ -93,6 +102,8 @@ class RunMeta(Model):
     searchAttributes: bool = True
     continueAsNewAfterEvents: int | None = None
     """Continue-as-new past this history length even before Temporal suggests it (for tests)."""
+    webhooks: list[WebhookRef] = Field(default_factory=list)
+    """The tenant's webhooks when the run started; each gets the events it asked for."""
 
 
 class PackRunInput(Model):
