@@ -11,6 +11,7 @@ from compiler.plan import OutputSpec, Sandbox
 RUN_STEP = "run_step"
 EVALUATE_POLICY = "evaluate_policy"
 CAPTURE_OUTPUTS = "capture_outputs"
+DELIVER_WEBHOOK = "deliver_webhook"
 STEP_FAILED = "StepFailed"
 """ApplicationError type for a step that failed for good; `details[0]` is the step's outputs."""
 
@@ -72,3 +73,18 @@ class CaptureRequest(Wire):
 
 class CaptureResult(Wire):
     artifacts: list[ArtifactRecord] = Field(default_factory=list)
+
+
+class WebhookDelivery(Wire):
+    """One event for one webhook. The secret travels encrypted; the activity decrypts it."""
+
+    deliveryId: str
+    webhookId: str
+    url: str
+    secretCiphertext: str
+    event: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeliveryResult(Wire):
+    status: int
+    attempt: int = 1

@@ -37,12 +37,16 @@ def unique(prefix: str = "t") -> str:
 
 @asynccontextmanager
 async def worker_for(
-    client: Client, data_dir: Path, task_queue: str | None = None, **options: Any
+    client: Client,
+    data_dir: Path,
+    task_queue: str | None = None,
+    settings: Settings | None = None,
+    **options: Any,
 ) -> AsyncIterator[Worker]:
     """A real worker on a fresh task queue, for one test."""
     from workflows.worker import build_worker
 
-    settings = Settings(data_dir=data_dir)
+    settings = (settings or Settings()).model_copy(update={"data_dir": data_dir})
     worker = build_worker(client, settings, task_queue=task_queue or unique("tq"), **options)
     async with worker:
         yield worker

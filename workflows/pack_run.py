@@ -14,10 +14,19 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import CAPTURE_OUTPUTS, ArtifactRecord, CaptureRequest, CaptureResult
+    from activities.models import (
+        CAPTURE_OUTPUTS,
+        DELIVER_WEBHOOK,
+        ArtifactRecord,
+        CaptureRequest,
+        CaptureResult,
+        DeliveryResult,
+        WebhookDelivery,
+    )
     from workflows.interpreter import Frame, Interpreter
     from workflows.names import (
         CHUNK_WORKFLOW_TYPE,
@@ -41,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         CancelSignal,
         ChunkInput,
         ChunkResult,
+        LogEntry,
         LogsPage,
         LogsQuery,
         PackRunInput,
@@ -48,9 +58,13 @@ with workflow.unsafe.imports_passed_through():
         RunStateSnapshot,
         RunStatus,
         StateQuery,
+        WebhookRef,
     )
 
 CAPTURE_TIMEOUT = timedelta(minutes=5)
+WEBHOOK_ATTEMPT_TIMEOUT = timedelta(seconds=30)
+WEBHOOK_GIVE_UP_AFTER = timedelta(hours=1)
+WEBHOOK_ATTEMPTS = 10
 CARRY_LIMIT_BYTES = 1_500_000
 """Temporal refuses payloads over 2 MB; carried state stays well below that."""
 
@@ -74,6 +88,9 @@ class PackRun:
         self._task: asyncio.Task[Any] | None = None
         self._temporal_cancel = False
         self._carry_warned = False
+        self._deliveries: list[asyncio.Task[None]] = []
+        if run_input.meta.webhooks:
+            self.book.listeners.append(self._on_log)
 
     # ----------------------------------------------------------------- main
 
@@ -140,6 +157,7 @@ class PackRun:
                             level="warn",
                         )
                     continue
+                await self._deliveries_done()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
                     PackRunInput(
@@ -186,6 +204,7 @@ class PackRun:
     async def _close(self) -> RunResult:
         self._upsert()
         self._refresh()
+        await self._deliveries_done()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return RunResult(status=self.book.status, error=self.book.error, outputs=self.book.outputs)
 
@@ -223,6 +242,90 @@ class PackRun:
                 storedPath=record.storedPath,
                 notes=record.notes,
             )
+
+    # ----------------------------------------------------------------- webhooks
+
+    def _on_log(self, entry: LogEntry) -> None:
+        if entry.eventType.startswith("webhook."):
+            return  # a delivery's own outcome is never delivered: that would never end
+        for hook in self.book.meta.webhooks:
+            if entry.eventType in hook.events:
+                self._deliveries.append(asyncio.create_task(self._deliver(hook, entry)))
+
+    async def _deliveries_done(self) -> None:
+        await workflow.wait_condition(lambda: all(t.done() for t in self._deliveries))
+
+    def _event(self, entry: LogEntry) -> dict[str, Any]:
+        book = self.book
+        event: dict[str, Any] = {
+            "eventType": entry.eventType,
+            "sequence": entry.sequence,
+            "timestamp": entry.timestamp,
+            "level": entry.level,
+            "message": entry.message,
+            "stepId": entry.stepId,
+            "metadata": entry.metadata,
+            "runId": book.meta.runId,
+            "tenant": book.meta.tenant,
+            "pack": book.plan.pack.name,
+            "packVersion": book.plan.pack.version,
+            "planHash": book.plan_hash,
+            "runStatus": book.status,
+        }
+        approval = book.approvals.get(entry.metadata.get("approvalId", ""))
+        if approval is not None:
+            event["approvalId"] = approval.approvalId
+            event["gateMessage"] = approval.message
+            event["requiredGrants"] = approval.grants
+            event["requiredApprovals"] = approval.requiredApprovals
+        return event
+
+    async def _deliver(self, hook: WebhookRef, entry: LogEntry) -> None:
+        delivery_id = f"{workflow.info().workflow_id}#{entry.sequence}#{hook.id}"
+        meta: dict[str, Any] = {
+            "webhookId": hook.id,
+            "webhookEvent": entry.eventType,
+            "deliveryId": delivery_id,
+        }
+        try:
+            result = await workflow.execute_activity(
+                DELIVER_WEBHOOK,
+                WebhookDelivery(
+                    deliveryId=delivery_id,
+                    webhookId=hook.id,
+                    url=hook.url,
+                    secretCiphertext=hook.secretCiphertext,
+                    event=self._event(entry),
+                ),
+                result_type=DeliveryResult,
+                start_to_close_timeout=WEBHOOK_ATTEMPT_TIMEOUT,
+                schedule_to_close_timeout=WEBHOOK_GIVE_UP_AFTER,
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=60),
+                    maximum_attempts=WEBHOOK_ATTEMPTS,
+                    non_retryable_error_types=["WebhookRefused"],
+                ),
+                summary=f"webhook {hook.id}: {entry.eventType}",
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+            self.book.log(
+                "webhook.failed",
+                f"Webhook delivery failed: {entry.eventType} to {hook.id}: {reason}",
+                level="warn",
+                **meta,
+            )
+            return
+        self.book.log(
+            "webhook.delivered",
+            f"Webhook delivered: {entry.eventType} to {hook.id}",
+            status=result.status,
+            attempts=result.attempt,
+            **meta,
+        )
 
     # ----------------------------------------------------------------- operators' view
 

@@ -79,6 +79,7 @@ class RunBook:
             for a in plan.approvals
         }
         self.logs: list[LogEntry] = []
+        self.listeners: list[Callable[[LogEntry], None]] = []
         self.artifacts: list[ArtifactRecord] = []
         self.outputs: dict[str, Any] = {}
         self.error: str | None = None
@@ -120,6 +121,8 @@ class RunBook:
             metadata={k: str(v) for k, v in metadata.items() if v is not None},
         )
         self.logs.append(entry)
+        for listener in self.listeners:
+            listener(entry)
         return entry
 
     def merge(

@@ -81,7 +81,7 @@ class LogEntry(Model):
 
 
 class WebhookRef(Model):
-    """A tenant's webhook as a run sees it: the secret only as ciphertext (see activities.signing)."""
+    """A tenant's webhook as a run sees it: its secret only as ciphertext (activities.signing)."""
 
     id: str
     url: str

@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 from activities.artifacts import ArtifactStore
 from activities.registry import Registry
 from activities.step_activities import StepActivities
+from activities.webhooks import WebhookActivities
 from workflows.pack_run import PackRun, PackRunMapChunk
 from workflows.settings import Settings
 
@@ -46,11 +47,17 @@ def build_worker(
     """A worker serving the workflows and the step activities on the configured task queue."""
     store = ArtifactStore(settings.data_dir)
     steps = StepActivities(registry=registry or Registry(), store=store)
+    hooks = WebhookActivities(
+        settings.signing_key,
+        settings.public_url,
+        link_ttl_seconds=settings.approval_link_ttl_seconds,
+        timeout_seconds=settings.webhook_timeout_seconds,
+    )
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=list(WORKFLOWS),
-        activities=steps.activities(),
+        activities=[*steps.activities(), *hooks.activities()],
         max_concurrent_activities=settings.max_concurrent_activities,
         **worker_options,
     )

@@ -1,0 +1,120 @@
+"""Webhook deliveries: POST an event as JSON, signed, to a tenant's registered URL.
+
+Deliveries are activities of the run, so they survive worker restarts and Temporal retries them
+with backoff: a connection error, a timeout, a 5xx, 408 or 429 is retried; any other 4xx is a
+permanent refusal by the receiver. Each request carries:
+
+- `X-TaskRunner-Signature: sha256=<hex>`: HMAC-SHA256 with the webhook's secret over
+  `<timestamp>.<body>`;
+- `X-TaskRunner-Timestamp`: Unix seconds, inside the MAC, so receivers can refuse old replays;
+- `X-TaskRunner-Event` and `X-TaskRunner-Delivery` (an id stable across retries).
+
+A `gate.awaiting` event also gets two signed one-time links, `links.approve` and
+`links.reject`, that apply the decision without a bearer token.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as random_secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.models import DELIVER_WEBHOOK, DeliveryResult, WebhookDelivery
+from activities.signing import (
+    ApprovalToken,
+    TokenInvalid,
+    decrypt_secret,
+    mint_token,
+    sign_body,
+)
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+PERMANENT = "WebhookRefused"
+
+
+class WebhookActivities:
+    """The delivery activity, configured with what the worker knows: the signing key, where the
+    API is reachable (for the links), and how long links live."""
+
+    def __init__(
+        self,
+        signing_key: str | None,
+        public_url: str | None,
+        link_ttl_seconds: int = 86400,
+        timeout_seconds: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.key = signing_key.encode() if signing_key else None
+        self.public_url = (public_url or "http://127.0.0.1:8080").rstrip("/")
+        self.link_ttl_seconds = link_ttl_seconds
+        self.timeout_seconds = timeout_seconds
+        self.clock = clock
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.deliver_webhook]
+
+    def links(self, event: dict[str, Any], key: bytes) -> dict[str, str]:
+        expires = int(self.clock()) + self.link_ttl_seconds
+        out = {}
+        for verb, decision in (("approve", "approved"), ("reject", "rejected")):
+            token = ApprovalToken(
+                tenant=str(event["tenant"]),
+                runId=str(event["runId"]),
+                approvalId=str(event["approvalId"]),
+                planHash=str(event["planHash"]),
+                decision=decision,  # type: ignore[arg-type]
+                expiresAt=expires,
+                nonce=random_secrets.token_hex(8),
+            )
+            out[verb] = f"{self.public_url}/v1/task-runner/approvals/{mint_token(key, token)}"
+        return out
+
+    @activity.defn(name=DELIVER_WEBHOOK)
+    async def deliver_webhook(self, req: WebhookDelivery) -> DeliveryResult:
+        if self.key is None:
+            raise ApplicationError(
+                "no signing key configured on this worker (TASKRUNNER_SIGNING_KEY)",
+                type=PERMANENT,
+                non_retryable=True,
+            )
+        try:
+            secret = decrypt_secret(self.key, req.secretCiphertext)
+        except TokenInvalid as exc:
+            raise ApplicationError(str(exc), type=PERMANENT, non_retryable=True) from None
+        event = dict(req.event)
+        if event.get("eventType") == "gate.awaiting" and event.get("approvalId"):
+            event["links"] = self.links(event, self.key)
+        body = json.dumps(event, sort_keys=True, separators=(",", ":")).encode()
+        stamp = str(int(self.clock()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "TaskRunner-Webhook/1",
+            "X-TaskRunner-Event": str(event.get("eventType", "")),
+            "X-TaskRunner-Delivery": req.deliveryId,
+            "X-TaskRunner-Timestamp": stamp,
+            "X-TaskRunner-Signature": sign_body(secret.encode(), stamp, body),
+        }
+        attempt = activity.info().attempt
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
+                response = await client.post(req.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            # Retryable: the receiver may be down for a while; Temporal backs off.
+            raise ApplicationError(
+                f"delivery to {req.url} failed: {type(exc).__name__}", type="WebhookUnreachable"
+            ) from None
+        if response.status_code >= 500 or response.status_code in RETRYABLE_STATUSES:
+            raise ApplicationError(f"receiver answered {response.status_code}", type="WebhookRetry")
+        if response.status_code >= 400:
+            raise ApplicationError(
+                f"receiver refused the delivery with {response.status_code}",
+                type=PERMANENT,
+                non_retryable=True,
+            )
+        return DeliveryResult(status=response.status_code, attempt=attempt)
