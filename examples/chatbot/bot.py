@@ -1,0 +1,130 @@
+"""A small chat bot: receives TaskRunner's webhooks, shows each gate, and approves by signal.
+
+It stands in for a Slack or Teams bot. On `gate.awaiting` it prints the gate the way a chat
+message would show it (run, approval, message, required grants, the signed links), then decides
+and sends the PackRun workflow's `approval` signal through Temporal, exactly as a bot with
+access to Temporal would. Deliveries whose signature does not match are refused with 401.
+
+    python examples/chatbot/bot.py --port 9000 --secret "$WEBHOOK_SECRET" --approve-as bot:chat
+
+Register it for a tenant with `POST /v1/task-runner/webhooks` (url http://127.0.0.1:9000/hook,
+events [gate.awaiting, run.completed, run.failed]). Environment: TEMPORAL_ADDRESS,
+TEMPORAL_NAMESPACE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import Thread
+from typing import Any
+
+from temporalio.client import Client
+
+MAX_SKEW_SECONDS = 300
+
+
+def signature_ok(secret: str, headers: Any, body: bytes) -> bool:
+    stamp = headers.get("X-TaskRunner-Timestamp", "")
+    given = headers.get("X-TaskRunner-Signature", "")
+    if not stamp.isdigit() or abs(time.time() - int(stamp)) > MAX_SKEW_SECONDS:
+        return False
+    digest = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(given, f"sha256={digest}")
+
+
+def show(event: dict[str, Any]) -> str:
+    """The chat message a person would see."""
+    if event["eventType"] == "gate.awaiting":
+        grants = ", ".join(event.get("requiredGrants") or []) or "none"
+        links = event.get("links", {})
+        return (
+            f":hourglass: {event['pack']} run {event['runId']} waits for approval "
+            f"*{event['approvalId']}*: {event.get('gateMessage') or '(no message)'}\n"
+            f"    needs grants: {grants}; approve: {links.get('approve', '-')}"
+        )
+    return f":information_source: {event['pack']} run {event['runId']}: {event['eventType']}"
+
+
+class Bot:
+    def __init__(self, client: Client, secret: str, actor: str, approve: bool) -> None:
+        self.client = client
+        self.secret = secret
+        self.actor = actor
+        self.approve = approve
+        self.loop = asyncio.get_running_loop()
+
+    async def decide(self, event: dict[str, Any]) -> None:
+        # The PackRun workflow id is the tenant-scoped run id; see README "Operating".
+        workflow_id = f"taskrunner/{event['tenant']}/{event['runId']}"
+        decision = "approved" if self.approve else "rejected"
+        await self.client.get_workflow_handle(workflow_id).signal(
+            "approval",
+            {
+                "approvalId": event["approvalId"],
+                "decision": decision,
+                "planHash": event["planHash"],
+                "actorId": self.actor,
+                "summary": f"{decision} from chat by {self.actor}",
+            },
+        )
+        print(f"-> sent approval signal: {decision} as {self.actor}", flush=True)
+
+    def handle(self, headers: Any, body: bytes) -> int:
+        if not signature_ok(self.secret, headers, body):
+            print("refused a delivery with a bad signature", flush=True)
+            return 401
+        event = json.loads(body)
+        print(show(event), flush=True)
+        if event["eventType"] == "gate.awaiting":
+            asyncio.run_coroutine_threadsafe(self.decide(event), self.loop).result(timeout=30)
+        return 204
+
+
+def serve(bot: Bot, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(bot.handle(self.headers, body))
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--secret", default=os.environ.get("WEBHOOK_SECRET", ""))
+    parser.add_argument("--approve-as", default="bot:chat", help="the actor id decisions carry")
+    parser.add_argument("--reject", action="store_true", help="reject instead of approve")
+    args = parser.parse_args(argv)
+    if len(args.secret) < 16:
+        sys.exit("give the webhook's secret (16+ characters) with --secret or WEBHOOK_SECRET")
+    client = await Client.connect(
+        os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233"),
+        namespace=os.environ.get("TEMPORAL_NAMESPACE", "default"),
+    )
+    server = serve(Bot(client, args.secret, args.approve_as, not args.reject), args.port)
+    print(f"chat bot listening on http://127.0.0.1:{args.port}/hook", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
