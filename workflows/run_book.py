@@ -260,6 +260,13 @@ class RunBook:
         approval = self.approvals.get(decision.approvalId)
         if approval is None:
             return ("ApprovalNotFound", f"run has no approval {decision.approvalId!r}")
+        if decision.tokenId is not None and any(
+            d.tokenId == decision.tokenId for d in approval.decisions
+        ):
+            return (
+                "TokenAlreadyUsed",
+                f"this approval link was already used on {approval.approvalId!r}",
+            )
         if approval.status in DECIDED:
             return (
                 "ApprovalAlreadyDecided",
@@ -285,6 +292,7 @@ class RunBook:
                 decision=decision.decision,
                 summary=decision.summary,
                 decidedAt=self.stamp(),
+                tokenId=decision.tokenId,
             )
         )
         approvers = len({d.actorId for d in approval.decisions if d.decision == "approved"})

@@ -56,6 +56,8 @@ class ApprovalDecisionRecord(Model):
     decision: Decision
     summary: str | None = None
     decidedAt: str
+    tokenId: str | None = None
+    """The signed approval link the decision came through, if any (a link is single use)."""
 
 
 class ApprovalState(Model):
@@ -190,6 +192,8 @@ class ApprovalSignal(Model):
     planHash: str
     actorId: str | None = None
     summary: str | None = None
+    tokenId: str | None = None
+    """Set when the decision comes through a signed approval link: its `token_id`."""
 
 
 class ApprovalOutcome(Model):
