@@ -24,6 +24,10 @@ class TokenInvalid(Exception):
     """A token that is malformed or whose signature does not match."""
 
 
+class TokenBadSignature(TokenInvalid):
+    """A well-formed token not signed with this key: forged, altered, or from another service."""
+
+
 class TokenExpired(Exception):
     """A well-signed token past its expiry."""
 
@@ -71,7 +75,7 @@ def verify_token(key: bytes, text: str, now: int) -> ApprovalToken:
     except (ValueError, UnicodeError) as exc:
         raise TokenInvalid("malformed token") from exc
     if not hmac.compare_digest(mac, _mac(key, body)):
-        raise TokenInvalid("bad token signature")
+        raise TokenBadSignature("bad token signature")
     try:
         claims = json.loads(body)
         token = ApprovalToken(**claims)
