@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(
         default=10.0, gt=0, description="How long one webhook delivery attempt may take."
     )
+    idempotency_ttl_seconds: int = Field(
+        default=86400,
+        ge=86400,
+        description="How long an Idempotency-Key and the response it replays are kept (>= 24 h).",
+    )
 
     dev_ui_port: int = Field(default=8233, description="Web UI port of the embedded dev server.")
     dev_db_file: Path | None = Field(

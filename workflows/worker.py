@@ -19,12 +19,13 @@ from activities.artifacts import ArtifactStore
 from activities.registry import Registry
 from activities.step_activities import StepActivities
 from activities.webhooks import WebhookActivities
+from workflows.ledger import TaskRunnerLedger
 from workflows.pack_run import PackRun, PackRunMapChunk
 from workflows.settings import Settings
 
 log = structlog.get_logger("taskrunner.worker")
 
-WORKFLOWS: Sequence[type] = (PackRun, PackRunMapChunk)
+WORKFLOWS: Sequence[type] = (PackRun, PackRunMapChunk, TaskRunnerLedger)
 
 
 async def connect(settings: Settings) -> Client:
