@@ -7,7 +7,7 @@ authenticator); the aliases hand out pieces of it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 from fastapi import Depends, Header, Path, Request
@@ -18,6 +18,7 @@ from api.auth import OPERATOR, VIEWER, Authenticator, Principal, require_scope
 from api.errors import InvalidTenant
 from api.gateway import RunGateway
 from api.metrics import Metrics
+from api.reads import StateReads
 from api.schemas import MAX_RUN_ID_LENGTH, RUN_ID_PATTERN
 from api.temporal import TemporalConnection
 from workflows.settings import Settings
@@ -33,16 +34,17 @@ class Services:
     temporal: TemporalConnection
     metrics: Metrics
     auth: Authenticator
+    reads: StateReads = field(default_factory=StateReads)
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
     return cast(Services, request.app.state.services)
 
 
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-def _settings(services: ServicesDep) -> Settings:
+async def _settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
@@ -56,8 +58,8 @@ async def _client(services: ServicesDep) -> Client:
 TemporalClient = Annotated[Client, Depends(_client)]
 
 
-def _runs(client: TemporalClient, services: ServicesDep) -> RunGateway:
-    return RunGateway(client, services.settings, services.metrics)
+async def _runs(client: TemporalClient, services: ServicesDep) -> RunGateway:
+    return RunGateway(client, services.settings, services.metrics, services.reads)
 
 
 Runs = Annotated[RunGateway, Depends(_runs)]
@@ -91,7 +93,7 @@ def resolve_tenant(settings: Settings, header: str | None, body_tenant: str | No
     return tenant
 
 
-def _tenant(settings: SettingsDep, header: TenantHeader = None) -> str:
+async def _tenant(settings: SettingsDep, header: TenantHeader = None) -> str:
     return resolve_tenant(settings, header)
 
 
@@ -103,7 +105,7 @@ Tenant = Annotated[str, Depends(_tenant)]
 _bearer = HTTPBearer(auto_error=False, description="A JWT carrying taskrunner.* scopes")
 
 
-def _principal(
+async def _principal(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -111,7 +113,7 @@ def _principal(
 
 
 def _scoped(scope: str) -> object:
-    def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         return require_scope(principal, scope)
 
     return Depends(check)

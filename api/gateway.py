@@ -29,6 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import errors
 from api.metrics import Metrics
+from api.reads import StateReads
 from api.schemas import RunArtifact, pending_steps
 from compiler import CompiledPlan
 from compiler.plan import walk
@@ -80,10 +81,17 @@ def now_iso() -> str:
 
 
 class RunGateway:
-    def __init__(self, client: Client, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        metrics: Metrics,
+        reads: StateReads | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.metrics = metrics
+        self.reads = reads or StateReads()
         self.timeout = timedelta(seconds=settings.query_timeout_seconds)
 
     def _handle(self, tenant: str, run_id: str) -> WorkflowHandle[Any, Any]:
@@ -172,10 +180,16 @@ class RunGateway:
         """The run's state with one page of its steps (`totalSteps` says how many there are)."""
         handle = self._handle(tenant, run_id)
         page = StateQuery(stepsOffset=steps_offset, stepsLimit=steps_limit)
-        async with self._run(handle, run_id):
-            snapshot: RunStateSnapshot = await handle.query(
-                QUERY_STATE, page, result_type=RunStateSnapshot, rpc_timeout=self.timeout
-            )
+
+        async def query() -> RunStateSnapshot:
+            async with self._run(handle, run_id):
+                answer: RunStateSnapshot = await handle.query(
+                    QUERY_STATE, page, result_type=RunStateSnapshot, rpc_timeout=self.timeout
+                )
+            return answer
+
+        # Concurrent readers of one run share a query; see api/reads.py.
+        snapshot = await self.reads.read((handle.id, steps_offset, steps_limit), query)
         if snapshot.tenant != tenant:  # cannot happen with tenant-scoped ids; never leak if it does
             raise errors.RunNotFound(run_id)
         self.metrics.observe_run(handle.id, snapshot.status)
@@ -207,12 +221,13 @@ class RunGateway:
         handle = self._handle(tenant, run_id)
         try:
             async with self._run(handle, run_id, acting=True):
-                outcome: ApprovalOutcome = await handle.execute_update(
-                    UPDATE_DECIDE_APPROVAL,
-                    decision,
-                    result_type=ApprovalOutcome,
-                    rpc_timeout=self.timeout,
-                )
+                with self.reads.writing():
+                    outcome: ApprovalOutcome = await handle.execute_update(
+                        UPDATE_DECIDE_APPROVAL,
+                        decision,
+                        result_type=ApprovalOutcome,
+                        rpc_timeout=self.timeout,
+                    )
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if not isinstance(cause, ApplicationError) or cause.type not in _DECISION_REFUSALS:
@@ -224,7 +239,8 @@ class RunGateway:
     async def cancel(self, tenant: str, run_id: str, request: CancelSignal) -> None:
         handle = self._handle(tenant, run_id)
         async with self._run(handle, run_id, acting=True):
-            await handle.signal(SIGNAL_CANCEL, request, rpc_timeout=self.timeout)
+            with self.reads.writing():
+                await handle.signal(SIGNAL_CANCEL, request, rpc_timeout=self.timeout)
 
     # ----------------------------------------------------------------- errors
 
