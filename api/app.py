@@ -9,12 +9,22 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, idempotency
 from api.auth import Authenticator
-from api.deps import Services
+from api.deps import Services, signing_key
+from api.listing import PageTokens
 from api.metrics import Metrics
 from api.middleware import BodyLimit, RequestContext
-from api.routes import approvals, artifacts, health, logs, metadata, runs, simulations
+from api.routes import (
+    approvals,
+    artifacts,
+    health,
+    logs,
+    metadata,
+    runs,
+    simulations,
+    webhooks,
+)
 from api.temporal import TemporalConnection
 from workflows.settings import Settings
 
@@ -35,7 +45,8 @@ TAGS = [
     {"name": "Runs", "description": "Pack run lifecycle management"},
     {"name": "Logs", "description": "Run log streaming"},
     {"name": "Artifacts", "description": "Run artifact management"},
-    {"name": "Approvals", "description": "Approval gate decisions"},
+    {"name": "Approvals", "description": "Approval gate decisions, and signed approval links"},
+    {"name": "Webhooks", "description": "Where a tenant's run events are delivered"},
     {"name": "Metadata", "description": "Service metadata and discovery"},
     {"name": "Health", "description": "Liveness, readiness and metrics (no token needed)"},
 ]
@@ -48,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
         temporal=TemporalConnection(settings),
         metrics=Metrics(),
         auth=Authenticator(settings),
+        page_tokens=PageTokens(signing_key(settings)),
     )
 
     @asynccontextmanager
@@ -70,9 +82,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = services
     errors.install(app)
+    idempotency.install(app)
     # Added last = runs first: every request, the 413s included, gets a trace id and a timing.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=services.metrics)
-    for module in (simulations, runs, logs, artifacts, approvals, metadata, health):
+    for module in (simulations, runs, logs, artifacts, approvals, webhooks, metadata, health):
         app.include_router(module.router)
     return app

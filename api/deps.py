@@ -14,9 +14,11 @@ from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
-from api.auth import OPERATOR, VIEWER, Authenticator, Principal, require_scope
+from api.auth import ADMIN, OPERATOR, VIEWER, Authenticator, Principal, require_scope
 from api.errors import InvalidTenant
 from api.gateway import RunGateway
+from api.ledger import LedgerGateway
+from api.listing import PageTokens
 from api.metrics import Metrics
 from api.reads import StateReads
 from api.schemas import MAX_RUN_ID_LENGTH, RUN_ID_PATTERN
@@ -35,6 +37,7 @@ class Services:
     metrics: Metrics
     auth: Authenticator
     reads: StateReads = field(default_factory=StateReads)
+    page_tokens: PageTokens = field(default_factory=lambda: PageTokens(None))
 
 
 async def _services(request: Request) -> Services:
@@ -51,6 +54,11 @@ async def _settings(services: ServicesDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
+def signing_key(settings: Settings) -> bytes | None:
+    """The signing key as bytes (its UTF-8), as the workers' webhook activity takes it too."""
+    return settings.signing_key.encode() if settings.signing_key else None
+
+
 async def _client(services: ServicesDep) -> Client:
     return await services.temporal.client()
 
@@ -63,6 +71,13 @@ async def _runs(client: TemporalClient, services: ServicesDep) -> RunGateway:
 
 
 Runs = Annotated[RunGateway, Depends(_runs)]
+
+
+async def _ledger(client: TemporalClient, services: ServicesDep) -> LedgerGateway:
+    return LedgerGateway(client, services.settings)
+
+
+Ledger = Annotated[LedgerGateway, Depends(_ledger)]
 
 
 RunId = Annotated[
@@ -121,3 +136,4 @@ def _scoped(scope: str) -> object:
 
 Viewer = Annotated[Principal, _scoped(VIEWER)]
 Operator = Annotated[Principal, _scoped(OPERATOR)]
+Admin = Annotated[Principal, _scoped(ADMIN)]

@@ -129,6 +129,67 @@ class DuplicateApprover(ApprovalConflict):
     code = "duplicate_approver"
 
 
+class WebhookNotFound(NotFound):
+    code = "webhook_not_found"
+
+
+class WebhookExists(Conflict):
+    code = "webhook_exists"
+
+
+class TooManyWebhooks(Conflict):
+    code = "too_many_webhooks"
+
+
+# ----------------------------------------------------------------- signed approval links
+
+
+class InvalidLink(InvalidRequest):
+    """Not an approval link at all (malformed), or a body that contradicts the link."""
+
+    code = "invalid_link"
+
+
+class LinkNotAccepted(ApiError):
+    """A well-formed link this service did not sign (forged, altered, or another key)."""
+
+    status = 401
+    code = "invalid_link_signature"
+
+
+class LinkExpired(ApiError):
+    status = 410
+    code = "link_expired"
+
+
+class LinkAlreadyUsed(ApprovalConflict):
+    code = "link_already_used"
+
+
+class SigningKeyMissing(ApiError):
+    status = 503
+    code = "signing_key_missing"
+
+    def __init__(self, feature: str) -> None:
+        super().__init__(f"{feature} need a signing key: set TASKRUNNER_SIGNING_KEY")
+
+
+# ----------------------------------------------------------------- idempotency
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+
+class IdempotencyInProgress(Conflict):
+    code = "idempotency_in_progress"
+
+
+class IdempotencyStoreFull(ApiError):
+    status = 503
+    code = "idempotency_store_full"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     code = "payload_too_large"

@@ -7,7 +7,7 @@ tenant's run is simply not found.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import errors
+from api.listing import MEMO_CREATED_AT, MEMO_RUN_ID
 from api.metrics import Metrics
 from api.reads import StateReads
 from api.schemas import RunArtifact, pending_steps
@@ -58,6 +59,7 @@ from workflows.state import (
     RunMeta,
     RunStateSnapshot,
     StateQuery,
+    WebhookRef,
 )
 
 # Right after a start the first workflow task may not have run; waiting longer than this for the
@@ -73,6 +75,7 @@ _DECISION_REFUSALS: dict[str, type[errors.ApiError]] = {
     "ApprovalAlreadyDecided": errors.ApprovalAlreadyDecided,
     "ApprovalNotPending": errors.ApprovalNotPending,
     "DuplicateApprover": errors.DuplicateApprover,
+    "TokenAlreadyUsed": errors.LinkAlreadyUsed,
 }
 
 
@@ -100,8 +103,15 @@ class RunGateway:
     # ----------------------------------------------------------------- start
 
     async def start(
-        self, compiled: CompiledPlan, *, tenant: str, run_id: str, actor: str
+        self,
+        compiled: CompiledPlan,
+        *,
+        tenant: str,
+        run_id: str,
+        actor: str,
+        webhooks: Sequence[WebhookRef] = (),
     ) -> RunStateSnapshot:
+        """Start a run. `webhooks`: the tenant's registrations now; the run keeps these."""
         plan = compiled.plan
         meta = RunMeta(
             runId=run_id,
@@ -110,6 +120,7 @@ class RunGateway:
             requestedAt=now_iso(),
             heartbeatTimeoutSeconds=self.settings.heartbeat_timeout_seconds,
             activityAttempts=self.settings.activity_attempts,
+            webhooks=list(webhooks),
         )
         pack = f"{plan.pack.name}@{plan.pack.version}"
         try:
@@ -129,6 +140,8 @@ class RunGateway:
                         SearchAttributePair(SA_PLAN_HASH, compiled.plan_hash),
                     ]
                 ),
+                # What the run listing shows without parsing the workflow id.
+                memo={MEMO_RUN_ID: run_id, MEMO_CREATED_AT: meta.requestedAt},
                 static_summary=f"pack {pack} run {run_id}",
                 static_details=(
                     f"tenant: {tenant}\n\nplan hash: {compiled.plan_hash}\n\n"

@@ -29,6 +29,7 @@ StepKind = Literal[
     "Run", "GateApproval", "GatePolicy", "Parallel", "Map", "Loop", "Conditional", "Unknown"
 ]
 Decision = Literal["approved", "rejected", "expired"]
+RunStatus = Literal["pending", "running", "awaiting-approval", "succeeded", "failed", "cancelled"]
 
 
 class Request(BaseModel):
@@ -205,7 +206,7 @@ class RunStateResponse(Schema):
     totalSteps: int = Field(
         description="Steps the run has; `steps` is the page asked for (stepsOffset, stepsLimit)"
     )
-    status: Literal["pending", "running", "awaiting-approval", "succeeded", "failed", "cancelled"]
+    status: RunStatus
     tenant: str
     pack: str
     packVersion: str
@@ -218,6 +219,22 @@ class RunStateResponse(Schema):
 
 class CancelResponse(Schema):
     status: Literal["cancelled"] = "cancelled"
+
+
+class RunSummary(Schema):
+    runId: str
+    pack: str = Field(description="The pack's name")
+    status: RunStatus
+    planHash: str
+    createdAt: str
+    closedAt: str | None = Field(default=None, description="When the run ended, if it has")
+
+
+class RunList(Schema):
+    runs: list[RunSummary]
+    nextPageToken: str | None = Field(
+        default=None, description="Pass as `pageToken` for the next page; absent on the last"
+    )
 
 
 # ---------------------------------------------------------------- logs and artifacts
@@ -263,11 +280,78 @@ class ApprovalDecisionRequest(Request):
     summary: str | None = Field(default=None, max_length=4000, description="Why")
 
 
+class ApprovalLinkRequest(Request):
+    decision: Literal["approved", "rejected"] | None = Field(
+        default=None, description="If given, must be the link's own decision"
+    )
+    actorId: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Who decides (recorded with the decision); default `link:<token id>`",
+    )
+    summary: str | None = Field(default=None, max_length=4000, description="Why")
+
+
 class ApprovalDecisionResponse(Schema):
     status: Decision
     resumed: bool = Field(description="Whether the run was resumed (true for approved decisions)")
     approvals: int | None = Field(default=None, description="Approvals counted so far")
     requiredApprovals: int | None = None
+
+
+# ---------------------------------------------------------------- webhooks
+
+# What a webhook may subscribe to: the run log's event types (webhook.* excepted, which are
+# never delivered).
+WEBHOOK_EVENTS = (
+    "run.created",
+    "run.started",
+    "run.completed",
+    "run.failed",
+    "run.cancel-requested",
+    "run.cancelled",
+    "step.started",
+    "step.completed",
+    "step.failed",
+    "step.skipped",
+    "step.retrying",
+    "gate.awaiting",
+    "gate.vote",
+    "gate.approved",
+    "gate.rejected",
+    "gate.expired",
+    "gate.decision-refused",
+    "policy.passed",
+    "policy.failed",
+    "artifact.captured",
+    "artifact.failed",
+)
+WebhookEvent = Literal[WEBHOOK_EVENTS]  # type: ignore[valid-type]
+
+
+class WebhookRequest(Request):
+    url: Annotated[str, Field(min_length=1, max_length=2048)] = Field(
+        description="Where deliveries are POSTed: an http or https URL"
+    )
+    events: list[WebhookEvent] = Field(
+        min_length=1, max_length=len(WEBHOOK_EVENTS), description="Event types to deliver"
+    )
+    secret: str = Field(
+        min_length=16,
+        max_length=256,
+        description="HMAC key of the X-TaskRunner-Signature header; never returned again",
+    )
+
+
+class Webhook(Schema):
+    id: str
+    url: str
+    events: list[str]
+    createdAt: str
+
+
+class WebhookList(Schema):
+    webhooks: list[Webhook]
 
 
 # ---------------------------------------------------------------- metadata and health

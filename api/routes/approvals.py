@@ -1,21 +1,38 @@
-"""Approvals: a decision on a run's approval gate, applied through the workflow's update."""
+"""Approvals: a decision on a run's approval gate, applied through the workflow's update, either
+by a caller with a bearer token or through a signed approval link, which needs none."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import time
+from typing import Annotated
 
-from api.deps import Operator, RunId, Runs, Tenant
-from api.errors import ApprovalNotFound, Forbidden, documented
+from fastapi import APIRouter, Body, Path
+
+from activities.signing import TokenBadSignature, TokenExpired, TokenInvalid, verify_token
+from api.auth import OPERATOR
+from api.deps import Operator, RunId, Runs, SettingsDep, Tenant, signing_key
+from api.errors import (
+    ApprovalNotFound,
+    Forbidden,
+    InvalidLink,
+    LinkExpired,
+    LinkNotAccepted,
+    SigningKeyMissing,
+    documented,
+)
+from api.idempotency import IdempotentRoute, idempotent
 from api.routes import PREFIX
 from api.schemas import (
     ApprovalDecisionRequest,
     ApprovalDecisionResponse,
+    ApprovalLinkRequest,
     approval_outcome,
     find_approval,
 )
 from workflows.state import ApprovalSignal
 
-router = APIRouter(prefix=PREFIX, tags=["Approvals"])
+router = APIRouter(prefix=PREFIX, tags=["Approvals"], route_class=IdempotentRoute)
+Idempotent = Annotated[object, idempotent(OPERATOR)]
 
 
 @router.post(
@@ -27,6 +44,7 @@ router = APIRouter(prefix=PREFIX, tags=["Approvals"])
 )
 async def apply_approval_decision(
     principal: Operator,
+    idempotency: Idempotent,
     tenant: Tenant,
     runId: RunId,
     approvalId: str,
@@ -50,6 +68,52 @@ async def apply_approval_decision(
             planHash=body.planHash,
             actorId=actor,
             summary=body.summary,
+        ),
+    )
+    return approval_outcome(outcome)
+
+
+@router.post(
+    "/approvals/{token}",
+    operation_id="applyApprovalLink",
+    summary="Apply the decision of a signed approval link (no bearer token)",
+    response_model_exclude_none=True,
+    responses=documented(400, 401, 404, 409, 410, 503),
+)
+async def apply_approval_link(
+    token: Annotated[str, Path(max_length=4096, description="The link's signed token")],
+    settings: SettingsDep,
+    runs: Runs,
+    body: Annotated[ApprovalLinkRequest | None, Body()] = None,
+) -> ApprovalDecisionResponse:
+    """The link names the tenant, run, approval, plan hash and decision, and holds the authority
+    to decide: possession is enough, once. A link used before is 409 whoever sends it."""
+    key = signing_key(settings)
+    if key is None:
+        raise SigningKeyMissing("approval links")
+    try:
+        claims = verify_token(key, token, int(time.time()))
+    except TokenExpired:
+        raise LinkExpired("this approval link has expired") from None
+    except TokenBadSignature:
+        raise LinkNotAccepted("this approval link was not signed by this service") from None
+    except TokenInvalid:
+        raise InvalidLink("this is not an approval link") from None
+    body = body or ApprovalLinkRequest()
+    if body.decision is not None and body.decision != claims.decision:
+        raise InvalidLink(
+            f"this link {claims.decision[:-1]}s; it cannot be used to {body.decision[:-1]}"
+        )
+    outcome = await runs.decide(
+        claims.tenant,
+        claims.runId,
+        ApprovalSignal(
+            approvalId=claims.approvalId,
+            decision=claims.decision,
+            planHash=claims.planHash,
+            actorId=body.actorId or f"link:{claims.token_id}",
+            summary=body.summary,
+            tokenId=claims.token_id,
         ),
     )
     return approval_outcome(outcome)

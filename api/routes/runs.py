@@ -1,19 +1,23 @@
-"""Runs: create a run from a manifest, read its state, cancel it."""
+"""Runs: create a run from a manifest, list a tenant's runs, read a run's state, cancel it."""
 
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import OPERATOR
 from api.deps import (
+    Ledger,
     Operator,
     RunId,
     Runs,
+    ServicesDep,
     SettingsDep,
+    TemporalClient,
     Tenant,
     TenantHeader,
     Viewer,
@@ -21,18 +25,31 @@ from api.deps import (
 )
 from api.errors import documented
 from api.gateway import STEPS_PAGE
+from api.idempotency import IdempotentRoute, idempotent
+from api.listing import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    RunFilter,
+    list_runs,
+    parse_statuses,
+    parse_time,
+    quotable,
+)
 from api.routes import PREFIX
 from api.schemas import (
+    PLAN_HASH_PATTERN,
     CancelResponse,
     CreateRunRequest,
+    RunList,
     RunStateResponse,
     run_state,
 )
 from compiler import compile_manifest
 from workflows.settings import Settings
-from workflows.state import CancelSignal
+from workflows.state import CancelSignal, WebhookRef
 
-router = APIRouter(prefix=PREFIX, tags=["Runs"])
+router = APIRouter(prefix=PREFIX, tags=["Runs"], route_class=IdempotentRoute)
+Idempotent = Annotated[object, idempotent(OPERATOR)]
 
 LOCATION: dict[str, Any] = {
     "headers": {"Location": {"description": "URL of the run", "schema": {"type": "string"}}}
@@ -57,18 +74,73 @@ def new_run_id() -> str:
 )
 async def create_pack_run(
     principal: Operator,
+    idempotency: Idempotent,
     settings: SettingsDep,
     body: CreateRunRequest,
     response: Response,
     runs: Runs,
+    ledger: Ledger,
     tenant_header: TenantHeader = None,
 ) -> RunStateResponse:
+    """The run gets the tenant's webhooks as registered now; later registrations apply to later
+    runs."""
     tenant = resolve_tenant(settings, tenant_header, body.tenantId)
     compiled = await run_in_threadpool(compile_manifest, body.manifest, body.inputs)
     run_id = body.runId or new_run_id()
-    snapshot = await runs.start(compiled, tenant=tenant, run_id=run_id, actor=principal.subject)
+    webhooks = [
+        WebhookRef(id=w.id, url=w.url, events=w.events, secretCiphertext=w.secretCiphertext)
+        for w in await ledger.webhooks(tenant)
+    ]
+    snapshot = await runs.start(
+        compiled, tenant=tenant, run_id=run_id, actor=principal.subject, webhooks=webhooks
+    )
     response.headers["Location"] = run_location(settings, run_id)
     return run_state(snapshot)
+
+
+@router.get(
+    "/runs",
+    operation_id="listPackRuns",
+    summary="List runs",
+    response_model_exclude_none=True,
+    responses=documented(400, 401, 403, 503),
+)
+async def list_pack_runs(
+    principal: Viewer,
+    tenant: Tenant,
+    client: TemporalClient,
+    services: ServicesDep,
+    status: Annotated[
+        list[str] | None,
+        Query(description="Run status; repeat it or separate by commas for several"),
+    ] = None,
+    pack: Annotated[str | None, Query(description="The pack's name")] = None,
+    planHash: Annotated[str | None, Query(pattern=PLAN_HASH_PATTERN)] = None,
+    createdAfter: Annotated[str | None, Query(description="RFC 3339; runs started after")] = None,
+    createdBefore: Annotated[str | None, Query(description="RFC 3339; runs started before")] = None,
+    pageSize: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    pageToken: Annotated[
+        str | None, Query(max_length=4096, description="`nextPageToken` of the previous page")
+    ] = None,
+) -> RunList:
+    """The tenant's runs, from Temporal visibility: open runs first (newest first), then finished
+    ones (most recently finished first). Visibility trails a run's changes by a moment."""
+    filters = RunFilter(
+        statuses=parse_statuses(status or []),
+        pack=quotable("pack", pack),
+        plan_hash=planHash,
+        created_after=parse_time("createdAfter", createdAfter),
+        created_before=parse_time("createdBefore", createdBefore),
+    )
+    return await list_runs(
+        client,
+        services.page_tokens,
+        tenant,
+        filters,
+        page_size=pageSize,
+        page_token=pageToken,
+        timeout=timedelta(seconds=services.settings.query_timeout_seconds),
+    )
 
 
 @router.get(
@@ -102,6 +174,7 @@ async def get_run_state(
 )
 async def cancel_run(
     principal: Operator,
+    idempotency: Idempotent,
     tenant: Tenant,
     runId: RunId,
     runs: Runs,

@@ -16,7 +16,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from tests.api.support import SECRET, serve
+from tests.api.support import SECRET, SIGNING_KEY, serve
 from tests.helpers import unique, worker_for
 from workflows.settings import Settings
 
@@ -38,6 +38,7 @@ def api_settings(
         data_dir=tmp_path_factory.mktemp("api-data"),
         auth_enabled=True,
         jwt_hs256_secret=SECRET,
+        signing_key=SIGNING_KEY,
         logs_poll_seconds=0.1,
         query_timeout_seconds=10,
     )
@@ -45,7 +46,12 @@ def api_settings(
 
 @pytest.fixture(scope="session")
 async def stack(dev_env: WorkflowEnvironment, api_settings: Settings) -> AsyncIterator[Stack]:
-    async with worker_for(dev_env.client, Path(api_settings.data_dir), api_settings.task_queue):
+    async with worker_for(
+        dev_env.client,
+        Path(api_settings.data_dir),
+        api_settings.task_queue,
+        settings=api_settings,
+    ):
         with serve(create_app(api_settings)) as url:
             yield Stack(url, api_settings)
 

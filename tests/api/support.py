@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from tests.helpers import unique
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+SIGNING_KEY = "test-signing-key-for-links-and-webhook-secrets-0123"
 VIEWER = "taskrunner.viewer"
 OPERATOR = "taskrunner.operator"
 RUNS = "/v1/task-runner/runs"

@@ -1,0 +1,181 @@
+"""POST /approvals/{token}: signed approval links decide a gate without a bearer token, once."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import httpx
+
+from activities.signing import ApprovalToken, mint_token
+from api.app import create_app
+from tests.api.packs import GATED, replaced
+from tests.api.support import (
+    APPROVER,
+    SIGNING_KEY,
+    create_run,
+    error_code,
+    run_url,
+    serve,
+    status_is,
+    wait_for_run,
+)
+from tests.helpers import unique
+from workflows.settings import Settings
+
+LINKS = "/v1/task-runner/approvals"
+GATE = "release-manager"
+QUORUM = replaced(GATED, "requiredApprovals: 1", "requiredApprovals: 2")
+SLOW_AFTER_GATE = replaced(
+    GATED,
+    'uses: builtin:echo\n        with: {released: "{{ steps.build.outputs.artifact }}"}',
+    "uses: builtin:sleep\n        with: {seconds: 60}",
+)
+
+
+def link(
+    state: dict[str, Any],
+    decision: str = "approved",
+    *,
+    expires_in: int = 600,
+    key: str = SIGNING_KEY,
+    **claims: Any,
+) -> str:
+    """A link as the webhook activity mints it, for `state`'s run."""
+    token = ApprovalToken(
+        **{
+            "tenant": state["tenant"],
+            "runId": state["runId"],
+            "approvalId": GATE,
+            "planHash": state["planHash"],
+            "decision": decision,
+            "expiresAt": int(time.time()) + expires_in,
+            "nonce": secrets.token_hex(8),
+            **claims,
+        }
+    )
+    return mint_token(key.encode(), token)
+
+
+async def waiting_run(http: httpx.AsyncClient, manifest: str = GATED) -> dict[str, Any]:
+    created = await create_run(http, manifest)
+    return await wait_for_run(http, created["runId"], status_is("awaiting-approval"))
+
+
+class TestApplyApprovalLink:
+    async def test_approve_once_without_a_bearer_token(self, http: httpx.AsyncClient) -> None:
+        state = await waiting_run(http)
+        response = await http.post(f"{LINKS}/{link(state)}", json={"summary": "from chat"})
+        assert response.status_code == 200, response.text
+        assert {"status": "approved", "resumed": True}.items() <= response.json().items()
+        done = await wait_for_run(http, state["runId"], status_is("succeeded"))
+        decision = done["approvals"][0]["decisions"][0]
+        assert decision["actorId"].startswith("link:") and decision["summary"] == "from chat"
+
+    async def test_a_used_link_is_409_whoever_sends_it(self, http: httpx.AsyncClient) -> None:
+        state = await waiting_run(http, SLOW_AFTER_GATE)  # still running after the gate
+        token = link(state)
+        assert (await http.post(f"{LINKS}/{token}")).status_code == 200
+        for body in (None, {"actorId": "user:mallory"}):
+            again = await http.post(f"{LINKS}/{token}", json=body)
+            assert again.status_code == 409, body
+            assert error_code(again) == "link_already_used"
+        # Any other link to the decided gate is refused too, and so is any once the run ended.
+        fresh = await http.post(f"{LINKS}/{link(state)}")
+        assert (fresh.status_code, error_code(fresh)) == (409, "approval_already_decided")
+        cancel = await http.post(f"{run_url(state['runId'])}/cancel", headers=APPROVER)
+        assert cancel.status_code == 202
+        await wait_for_run(http, state["runId"], status_is("cancelled"))
+        late = await http.post(f"{LINKS}/{token}")
+        assert (late.status_code, error_code(late)) == (409, "run_finished")
+
+    async def test_a_used_link_counts_once_toward_a_quorum(self, http: httpx.AsyncClient) -> None:
+        # The gate stays open after the first vote: only the token id stops a second one.
+        state = await waiting_run(http, QUORUM)
+        token = link(state)
+        first = await http.post(f"{LINKS}/{token}", json={"actorId": "user:ann"})
+        assert first.json() == {
+            "status": "approved",
+            "resumed": False,
+            "approvals": 1,
+            "requiredApprovals": 2,
+        }
+        for body in ({"actorId": "user:ben"}, {}, None):
+            response = await http.post(f"{LINKS}/{token}", json=body)
+            assert response.status_code == 409, body
+            assert error_code(response) == "link_already_used"
+        second = await http.post(f"{LINKS}/{link(state)}", json={"actorId": "user:ben"})
+        assert second.json()["resumed"] is True
+        done = await wait_for_run(http, state["runId"], status_is("succeeded"))
+        assert [d["actorId"] for d in done["approvals"][0]["decisions"]] == [
+            "user:ann",
+            "user:ben",
+        ]
+
+    async def test_reject_link_fails_the_gate(self, http: httpx.AsyncClient) -> None:
+        state = await waiting_run(http)
+        response = await http.post(
+            f"{LINKS}/{link(state, 'rejected')}", json={"decision": "rejected"}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "rejected"
+        await wait_for_run(http, state["runId"], status_is("failed"))
+
+    async def test_body_decision_must_be_the_links(self, http: httpx.AsyncClient) -> None:
+        state = await waiting_run(http)
+        response = await http.post(f"{LINKS}/{link(state)}", json={"decision": "rejected"})
+        assert response.status_code == 400
+        assert error_code(response) == "invalid_link"
+        unknown = await http.post(f"{LINKS}/{link(state)}", json={"approver": "x"})
+        assert unknown.status_code == 400
+        still = await wait_for_run(http, state["runId"], status_is("awaiting-approval"))
+        assert still["approvals"][0]["decisions"] == []
+
+    async def test_expired_link_is_410(self, http: httpx.AsyncClient) -> None:
+        state = await waiting_run(http)
+        response = await http.post(f"{LINKS}/{link(state, expires_in=-5)}")
+        assert response.status_code == 410
+        assert error_code(response) == "link_expired"
+
+    async def test_invalid_links(self, http: httpx.AsyncClient) -> None:
+        state = await waiting_run(http)
+        forged = link(state, key="another-signing-key-of-the-same-length-0123456789")
+        response = await http.post(f"{LINKS}/{forged}")
+        assert response.status_code == 401
+        assert error_code(response) == "invalid_link_signature"
+        token = link(state)
+        body, mac = token.split(".")
+        for bad in ("garbage", "no.signature!", f"{body}x.{mac}"):
+            response = await http.post(f"{LINKS}/{bad}")
+            assert response.status_code in (400, 401), bad
+            assert error_code(response) in {"invalid_link", "invalid_link_signature"}, bad
+        still = await wait_for_run(http, state["runId"], status_is("awaiting-approval"))
+        assert still["approvals"][0]["decisions"] == []
+
+    async def test_a_link_for_another_run_is_refused(self, http: httpx.AsyncClient) -> None:
+        one = await waiting_run(http)
+        other = await waiting_run(http, QUORUM)  # another plan: another plan hash
+        # Run one's id with the other run's plan hash: the run refuses it.
+        crossed = link(one, planHash=other["planHash"])
+        response = await http.post(f"{LINKS}/{crossed}")
+        assert response.status_code == 409
+        assert error_code(response) == "plan_hash_mismatch"
+        missing = await http.post(f"{LINKS}/{link(one, runId=unique('no-run'))}")
+        assert missing.status_code == 404
+        assert error_code(missing) == "run_not_found"
+        elsewhere = await http.post(f"{LINKS}/{link(one, tenant=unique('tenant'))}")
+        assert elsewhere.status_code == 404
+        for state in (one, other):
+            still = await wait_for_run(http, state["runId"], status_is("awaiting-approval"))
+            assert still["approvals"][0]["decisions"] == []
+
+    async def test_without_a_signing_key_links_are_503(
+        self, api_settings: Settings, stack: Any
+    ) -> None:
+        keyless = api_settings.model_copy(update={"signing_key": None})
+        with serve(create_app(keyless)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                response = await client.post(f"{LINKS}/anything.at-all")
+        assert response.status_code == 503
+        assert error_code(response) == "signing_key_missing"

@@ -1,0 +1,234 @@
+"""POST/GET/DELETE /webhooks: a tenant's registrations, secrets encrypted wherever Temporal keeps
+them, and runs taking the registrations of the moment they start."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from tests.api.packs import ECHO
+from tests.api.support import (
+    APPROVER,
+    READER,
+    bearer,
+    create_run,
+    error_code,
+    serve,
+    status_is,
+    wait_for_run,
+)
+from tests.helpers import unique
+from workflows.ledger_state import ledger_workflow_id
+from workflows.names import workflow_id
+from workflows.settings import Settings
+
+WEBHOOKS = "/v1/task-runner/webhooks"
+ADMIN = bearer("taskrunner.admin")
+SECRET = "a-receivers-secret-" + "z" * 12
+
+
+def as_tenant(tenant: str, headers: dict[str, str]) -> dict[str, str]:
+    return {"X-StellaOps-Tenant": tenant, **headers}
+
+
+def registration(url: str = "https://hooks.example.com/taskrunner", **overrides: Any) -> Any:
+    return {"url": url, "events": ["run.completed", "gate.awaiting"], "secret": SECRET, **overrides}
+
+
+def payload_texts(history_json: str) -> list[str]:
+    """The history as JSON, and every payload in it decoded (payload data is base64 there)."""
+    texts = [history_json]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, str) and "metadata" in node:
+                texts.append(base64.b64decode(data).decode("utf-8", "replace"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(history_json))
+    return texts
+
+
+class Receiver:
+    """An HTTP endpoint on 127.0.0.1 recording what is POSTed to it."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        received = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def __enter__(self) -> Receiver:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def tenant() -> Iterator[str]:
+    # Every test registers in a tenant of its own, so no other test's runs deliver anywhere.
+    yield unique("hooks")
+
+
+class TestRegisterWebhook:
+    async def test_register_list_delete(self, http: httpx.AsyncClient, tenant: str) -> None:
+        headers = as_tenant(tenant, ADMIN)
+        assert (await http.get(WEBHOOKS, headers=headers)).json() == {"webhooks": []}
+        response = await http.post(WEBHOOKS, json=registration(), headers=headers)
+        assert response.status_code == 201, response.text
+        hook = response.json()
+        assert set(hook) == {"id", "url", "events", "createdAt"}
+        assert hook["url"] == "https://hooks.example.com/taskrunner"
+        assert hook["events"] == ["run.completed", "gate.awaiting"]
+        assert SECRET not in response.text
+
+        listed = await http.get(WEBHOOKS, headers=headers)
+        assert listed.json() == {"webhooks": [hook]}
+        assert SECRET not in listed.text
+        # Another tenant has its own (empty) list.
+        other = await http.get(WEBHOOKS, headers=as_tenant(unique("other"), ADMIN))
+        assert other.json() == {"webhooks": []}
+
+        gone = await http.delete(f"{WEBHOOKS}/{hook['id']}", headers=headers)
+        assert gone.status_code == 204 and gone.content == b""
+        again = await http.delete(f"{WEBHOOKS}/{hook['id']}", headers=headers)
+        assert again.status_code == 404
+        assert error_code(again) == "webhook_not_found"
+        assert (await http.get(WEBHOOKS, headers=headers)).json() == {"webhooks": []}
+
+    async def test_deleting_in_a_tenant_without_webhooks_is_404(
+        self, http: httpx.AsyncClient, tenant: str
+    ) -> None:
+        response = await http.delete(
+            f"{WEBHOOKS}/wh-0123456789abcdef", headers=as_tenant(tenant, ADMIN)
+        )
+        assert response.status_code == 404
+        assert error_code(response) == "webhook_not_found"
+
+    async def test_invalid_registrations_are_400(
+        self, http: httpx.AsyncClient, tenant: str
+    ) -> None:
+        headers = as_tenant(tenant, ADMIN)
+        for body, field in (
+            (registration(url="ftp://hooks.example.com/x"), "url"),
+            (registration(url="https:///no-host"), "url"),
+            (registration(url="https://user:pw@hooks.example.com/"), "url"),
+            (registration(events=["run.exploded"]), "events"),
+            (registration(events=[]), "events"),
+            (registration(events=["webhook.delivered"]), "events"),
+            (registration(secret="too-short"), "secret"),
+            ({"url": "https://hooks.example.com/"}, "events"),
+            (registration(extra=True), "extra"),
+        ):
+            response = await http.post(WEBHOOKS, json=body, headers=headers)
+            assert response.status_code == 400, body
+            assert field in response.json()["error"]["message"], body
+        assert (await http.get(WEBHOOKS, headers=headers)).json() == {"webhooks": []}
+
+    async def test_admins_only(self, http: httpx.AsyncClient, tenant: str) -> None:
+        for headers in (APPROVER, READER):
+            scoped = as_tenant(tenant, headers)
+            assert (
+                await http.post(WEBHOOKS, json=registration(), headers=scoped)
+            ).status_code == 403
+            assert (await http.get(WEBHOOKS, headers=scoped)).status_code == 403
+            assert (
+                await http.delete(f"{WEBHOOKS}/wh-0123456789abcdef", headers=scoped)
+            ).status_code == 403
+        assert (await http.get(WEBHOOKS)).status_code == 401
+
+    async def test_without_a_signing_key_webhooks_are_503(
+        self, api_settings: Settings, stack: Any
+    ) -> None:
+        keyless = api_settings.model_copy(update={"signing_key": None})
+        with serve(create_app(keyless)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                response = await client.post(WEBHOOKS, json=registration(), headers=ADMIN)
+        assert response.status_code == 503
+        assert error_code(response) == "signing_key_missing"
+        assert "TASKRUNNER_SIGNING_KEY" in response.json()["error"]["message"]
+
+
+class TestSecretsAtRest:
+    async def test_the_secret_is_in_no_history_as_plaintext(
+        self, http: httpx.AsyncClient, tenant: str, dev_env: WorkflowEnvironment
+    ) -> None:
+        headers = as_tenant(tenant, ADMIN)
+        hook = (await http.post(WEBHOOKS, json=registration(), headers=headers)).json()
+        run = await create_run(http, ECHO, inputs={"who": "x"}, headers=as_tenant(tenant, APPROVER))
+
+        ledger = dev_env.client.get_workflow_handle(ledger_workflow_id(tenant))
+        ledger_texts = payload_texts((await ledger.fetch_history()).to_json())
+        assert any(hook["id"] in text for text in ledger_texts)  # the scan sees payloads
+        assert not any(SECRET in text for text in ledger_texts)
+
+        handle = dev_env.client.get_workflow_handle(workflow_id(tenant, run["runId"]))
+        run_texts = payload_texts((await handle.fetch_history()).to_json())
+        assert any(hook["id"] in text and "secretCiphertext" in text for text in run_texts)
+        assert not any(SECRET in text for text in run_texts)
+        await http.delete(f"{WEBHOOKS}/{hook['id']}", headers=headers)
+
+
+class TestRunsTakeTheWebhooksOfTheirStart:
+    async def test_deliveries_reach_the_receiver_signed_with_the_secret(
+        self, http: httpx.AsyncClient, tenant: str, dev_env: WorkflowEnvironment
+    ) -> None:
+        with Receiver() as receiver:
+            headers = as_tenant(tenant, ADMIN)
+            before = await create_run(
+                http, ECHO, inputs={"who": "x"}, headers=as_tenant(tenant, APPROVER)
+            )
+            await wait_for_run(
+                http, before["runId"], status_is("succeeded"), headers=as_tenant(tenant, READER)
+            )
+            body = registration(url=receiver.url, events=["run.completed"])
+            hook = (await http.post(WEBHOOKS, json=body, headers=headers)).json()
+            after = await create_run(
+                http, ECHO, inputs={"who": "y"}, headers=as_tenant(tenant, APPROVER)
+            )
+            await wait_for_run(
+                http, after["runId"], status_is("succeeded"), headers=as_tenant(tenant, READER)
+            )
+            handle = dev_env.client.get_workflow_handle(workflow_id(tenant, after["runId"]))
+            await handle.result()  # the run ends once its deliveries are done
+
+        # Only the run started after the registration delivered, and only what it asked for.
+        assert len(receiver.requests) == 1, receiver.requests
+        sent, raw = receiver.requests[0]
+        event = json.loads(raw)
+        assert (event["eventType"], event["runId"]) == ("run.completed", after["runId"])
+        mac = hmac.new(
+            SECRET.encode(), sent["x-taskrunner-timestamp"].encode() + b"." + raw, hashlib.sha256
+        ).hexdigest()
+        assert sent["x-taskrunner-signature"] == f"sha256={mac}"
+        await http.delete(f"{WEBHOOKS}/{hook['id']}", headers=headers)
