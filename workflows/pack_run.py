@@ -13,6 +13,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -347,8 +348,10 @@ class PackRun:
                 lines.append(
                     f"Waiting for approval **{approval_id}** at step `{step_id}` "
                     f"({votes} of {approval.requiredApprovals}); send the `approval` signal with "
-                    f'{{"approvalId": "{approval_id}", "decision": "approved", '
-                    f'"planHash": "{book.plan_hash}", "actorId": "..."}}'
+                    # In backticks, so the Web UI's Markdown keeps the quotes straight and the
+                    # payload can be pasted into its signal dialog as it is.
+                    f'`{{"approvalId": "{approval_id}", "decision": "approved", '
+                    f'"planHash": "{book.plan_hash}", "actorId": "user:you"}}`'
                 )
             self._details("\n\n".join(lines))
 
@@ -371,7 +374,21 @@ class PackRun:
     # ----------------------------------------------------------------- messages
 
     @workflow.signal(name=SIGNAL_APPROVAL)
-    def approval(self, decision: ApprovalSignal) -> None:
+    def approval(self, payload: Any) -> None:
+        # Taken as plain data and checked here, so a malformed decision (sent by hand from the
+        # Web UI, say) is refused in the run's own log rather than dropped by the worker.
+        try:
+            decision = ApprovalSignal.model_validate(payload)
+        except ValidationError as exc:
+            self.book.log(
+                "gate.decision-refused",
+                f"Decision refused: not a valid approval payload ({exc.error_count()} errors: "
+                + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                + ")",
+                level="warn",
+                error="InvalidPayload",
+            )
+            return
         problem = self.book.check_decision(decision)
         if problem is not None:
             self.book.log(

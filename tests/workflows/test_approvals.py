@@ -107,11 +107,14 @@ class TestApprovalGate:
             state = await wait_for(handle, awaiting)
             # A stale plan hash by signal is refused and logged, not applied.
             await handle.signal(SIGNAL_APPROVAL, decision("sha256:" + "0" * 64, "bot"))
+            # A hand-typed payload missing fields is refused in the run's log, not dropped.
+            await handle.signal(SIGNAL_APPROVAL, {"approvalId": "review", "decision": "approved"})
             await handle.signal(SIGNAL_APPROVAL, decision(state.planHash, "bot"))
             assert (await handle.result()).status == "succeeded"
             logs = await logs_of(handle)
             refused = [e for e in logs if e.eventType == "gate.decision-refused"]
-            assert refused and refused[0].metadata["error"] == "PlanHashMismatch"
+            assert [e.metadata["error"] for e in refused] == ["PlanHashMismatch", "InvalidPayload"]
+            assert "planHash" in refused[1].message
 
     async def test_rejection_fails_gate_and_run(
         self, dev_env: WorkflowEnvironment, tmp_path: Path
