@@ -27,6 +27,7 @@ EXIT_INVALID = 2
 COMMAND_MODULES: list[str] = [
     "cli.pack_commands",
     "cli.service_commands",
+    "cli.client_commands",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

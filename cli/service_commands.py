@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import secrets
 import signal
 import sys
 import sysconfig
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 SEARCH_ATTRIBUTE_TYPE = "Keyword"
 TEMPORAL_START_TIMEOUT = 60.0
 TEMPORAL_STOP_TIMEOUT = 15.0
+SIGNING_KEY_FILE = "signing-key"
 
 
 def register(subcommands: Subcommands) -> None:
@@ -132,6 +135,7 @@ def dev_command(args: argparse.Namespace) -> int:
         update={
             "temporal_address": f"127.0.0.1:{port}",
             "data_dir": data_dir,
+            "signing_key": base.signing_key or dev_signing_key(data_dir),
             "api_port": args.api_port or base.api_port,
             "dev_ui_port": args.ui_port or base.dev_ui_port,
             "dev_db_file": (args.db_file or base.dev_db_file or data_dir / "temporal.db")
@@ -141,6 +145,28 @@ def dev_command(args: argparse.Namespace) -> int:
         }
     )
     return asyncio.run(_dev(settings))
+
+
+def dev_signing_key(data_dir: Path) -> str:
+    """The embedded service's signing key: made once per data dir and kept there (mode 0600), so
+    approval links and encrypted webhook secrets outlive a restart, as its runs do."""
+    path = data_dir / SIGNING_KEY_FILE
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text().strip()
+        if len(key) < 32:
+            raise CliError(
+                f"{path} does not hold a signing key; delete it to make a new one"
+            ) from None
+        return key
+    except OSError as exc:
+        raise CliError(f"cannot keep a signing key in {data_dir}: {exc.strerror}") from None
+    key = secrets.token_urlsafe(32)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    return key
 
 
 def temporal_binary() -> Path:
@@ -328,6 +354,9 @@ def _banner(settings: Settings) -> None:
         f"  Temporal     {settings.temporal_address} (namespace {settings.temporal_namespace}, "
         f"task queue {settings.task_queue})",
         f"  Data         {settings.data_dir} (runs persist in {settings.dev_db_file})",
+        f"  Signing key  {settings.data_dir / SIGNING_KEY_FILE} (approval links, webhook secrets)"
+        if (settings.data_dir / SIGNING_KEY_FILE).exists()
+        else "  Signing key  TASKRUNNER_SIGNING_KEY (approval links, webhook secrets)",
         "",
         "  !! AUTH IS OFF: anyone who can reach the API can start, approve and cancel runs.",
         "  !! This is the single-user development service; see README.md for a real deployment.",

@@ -1,0 +1,427 @@
+"""Client commands: `taskrunner runs create|list|show|logs|approve|cancel`, talking to a running
+API over HTTP, as any REST caller would.
+
+The API is `TASKRUNNER_URL` (default http://127.0.0.1:8080, what `taskrunner dev` serves); a
+bearer token comes from `TASKRUNNER_TOKEN` and a tenant from `TASKRUNNER_TENANT`, when set
+(`--url`, `--token` and `--tenant` override them).
+
+`show` draws a run's step tree, a status symbol per step, indented by nesting; `show --watch` and
+`create --wait` keep it current until the run ends: redrawn in place on a terminal, as one line
+per change otherwise. Exit codes: 0 for success (a run that ended succeeded), 1 for a run that
+failed or was cancelled and for any error (the API's message, in one line), 2 for an invalid
+manifest or inputs (`path: message` lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from cli.main import EXIT_ERROR, EXIT_OK, CliError, Subcommands
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+API = "/v1/task-runner"
+POLL_SECONDS = 0.5
+STEPS_PAGE = 2000
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+SYMBOLS = {
+    "Pending": "○",
+    "Running": "▶",
+    "Succeeded": "✓",
+    "Failed": "✗",
+    "Skipped": "⊘",
+    "awaiting": "⏸",
+}
+ASCII_SYMBOLS = {
+    "Pending": ".",
+    "Running": ">",
+    "Succeeded": "+",
+    "Failed": "x",
+    "Skipped": "-",
+    "awaiting": "?",
+}
+
+
+def register(subcommands: Subcommands) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help=f"the API (default: TASKRUNNER_URL, else {DEFAULT_URL})")
+    common.add_argument("--token", help="bearer token (default: TASKRUNNER_TOKEN)")
+    common.add_argument("--tenant", help="tenant (default: TASKRUNNER_TENANT, else the API's)")
+
+    runs = subcommands.add_parser(
+        "runs",
+        help="create, list, watch, approve and cancel runs through the API",
+        description="Talk to a running TaskRunner API (TASKRUNNER_URL) as a REST caller.",
+    )
+    actions = runs.add_subparsers(title="commands", metavar="COMMAND", dest="runs", required=True)
+
+    create = actions.add_parser(
+        "create", parents=[common], help="start a run of a pack", description="Start a run."
+    )
+    create.add_argument("pack", help="the pack's manifest: a YAML file, or - for stdin")
+    create.add_argument("--inputs", help="input values: a JSON object, or a JSON or YAML file")
+    create.add_argument("--run-id", help="the run's id (default: the API makes one)")
+    create.add_argument(
+        "--wait", action="store_true", help="follow the run until it ends; exit 0 if it succeeded"
+    )
+    create.set_defaults(handler=create_command)
+
+    listing = actions.add_parser(
+        "list",
+        parents=[common],
+        help="list runs: open ones first, then the most recently finished",
+        description="List runs (open ones first, newest first; then finished ones).",
+    )
+    listing.add_argument(
+        "--status",
+        action="append",
+        help="only runs with this status (repeatable): pending, running, awaiting-approval, "
+        "succeeded, failed, cancelled",
+    )
+    listing.add_argument("--pack", help="only runs of this pack (its name)")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    listing.add_argument("--json", action="store_true", help="print the runs as JSON")
+    listing.set_defaults(handler=list_command)
+
+    show = actions.add_parser(
+        "show", parents=[common], help="a run's step tree and status", description="Show a run."
+    )
+    show.add_argument("run_id", metavar="ID")
+    show.add_argument("--watch", action="store_true", help="follow the run until it ends")
+    show.add_argument("--json", action="store_true", help="print the run's state as JSON")
+    show.set_defaults(handler=show_command)
+
+    logs = actions.add_parser(
+        "logs", parents=[common], help="a run's log", description="Print a run's log."
+    )
+    logs.add_argument("run_id", metavar="ID")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
+    logs.set_defaults(handler=logs_command)
+
+    approve = actions.add_parser(
+        "approve",
+        parents=[common],
+        help="decide on a run's approval gate",
+        description="Approve (or with --reject, reject) a gate; the run's planHash is fetched.",
+    )
+    approve.add_argument("run_id", metavar="ID")
+    approve.add_argument("approval_id", metavar="APPROVAL")
+    approve.add_argument("--reject", action="store_true", help="reject instead of approve")
+    approve.add_argument("--summary", help="why (recorded with the decision)")
+    approve.set_defaults(handler=approve_command)
+
+    cancel = actions.add_parser(
+        "cancel", parents=[common], help="cancel a run", description="Cancel a run."
+    )
+    cancel.add_argument("run_id", metavar="ID")
+    cancel.set_defaults(handler=cancel_command)
+
+
+# ----------------------------------------------------------------- the API
+
+
+class Api:
+    """The REST API, with its errors turned into the CLI's: a CliError with the envelope's
+    message, or a ManifestError (exit 2) for an invalid manifest or inputs."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import httpx
+
+        self.url = (args.url or os.environ.get("TASKRUNNER_URL") or DEFAULT_URL).rstrip("/")
+        headers = {"User-Agent": "taskrunner-cli"}
+        token = args.token or os.environ.get("TASKRUNNER_TOKEN")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        tenant = args.tenant or os.environ.get("TASKRUNNER_TENANT")
+        if tenant:
+            headers["X-StellaOps-Tenant"] = tenant
+        self.http = httpx.Client(base_url=self.url + API, headers=headers, timeout=30)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach the API at {self.url}: {exc}") from None
+        self.check(response)
+        return response.json() if response.content else None
+
+    def stream_lines(self, path: str, params: dict[str, Any]) -> Iterator[str]:
+        import httpx
+
+        try:
+            with self.http.stream(
+                "GET", path, params=params, timeout=httpx.Timeout(30, read=None)
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self.check(response)
+                yield from response.iter_lines()
+        except httpx.HTTPError as exc:
+            raise CliError(f"lost the API at {self.url}: {exc}") from None
+
+    @staticmethod
+    def check(response: Any) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("errors"), list):
+            from compiler.errors import ErrorDetail, ManifestError
+
+            raise ManifestError(
+                [
+                    ErrorDetail(str(e.get("path", "")), str(e.get("message", "")))
+                    for e in body["errors"]
+                ]
+            )
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and "message" in error:
+            raise CliError(f"{error['message']} ({response.status_code} {error.get('code', '')})")
+        raise CliError(f"the API answered {response.status_code} {response.reason_phrase}")
+
+    def state(self, run_id: str) -> dict[str, Any]:
+        state: dict[str, Any] = self.call(
+            "GET", f"/runs/{run_id}", params={"stepsLimit": STEPS_PAGE}
+        )
+        return state
+
+
+# ----------------------------------------------------------------- commands
+
+
+def create_command(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"manifest": _read_pack(args.pack)}
+    if args.inputs:
+        body["inputs"] = _inputs(args.inputs)
+    if args.run_id:
+        body["runId"] = args.run_id
+    api = Api(args)
+    state = api.call("POST", "/runs", json=body)
+    if not args.wait:
+        print(state["runId"])
+        return EXIT_OK
+    return follow(api, state["runId"], sys.stdout)
+
+
+def list_command(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise CliError("--limit must be at least 1")
+    api = Api(args)
+    runs: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"pageSize": min(args.limit, 500)}
+    if args.status:
+        params["status"] = args.status
+    if args.pack:
+        params["pack"] = args.pack
+    while len(runs) < args.limit:
+        page = api.call("GET", "/runs", params=params)
+        runs += page["runs"]
+        if not page.get("nextPageToken"):
+            break
+        params["pageToken"] = page["nextPageToken"]
+    runs = runs[: args.limit]
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return EXIT_OK
+    rows = [("RUN ID", "STATUS", "PACK", "CREATED", "CLOSED")] + [
+        (r["runId"], r["status"], r["pack"], r["createdAt"], r.get("closedAt", "-")) for r in runs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[4]
+        )
+    return EXIT_OK
+
+
+def show_command(args: argparse.Namespace) -> int:
+    api = Api(args)
+    if args.watch:
+        return follow(api, args.run_id, sys.stdout)
+    state = api.state(args.run_id)
+    if args.json:
+        print(json.dumps(state, indent=2))
+    else:
+        print("\n".join(render(state, symbols(sys.stdout))))
+    return exit_code(state["status"])
+
+
+def logs_command(args: argparse.Namespace) -> int:
+    api = Api(args)
+    params = {"follow": "true"} if args.follow else {}
+    for line in api.stream_lines(f"/runs/{args.run_id}/logs", params):
+        if line.strip():
+            print(log_line(json.loads(line)), flush=True)
+    return EXIT_OK
+
+
+def approve_command(args: argparse.Namespace) -> int:
+    api = Api(args)
+    state = api.call("GET", f"/runs/{args.run_id}", params={"stepsLimit": 1})
+    decision = "rejected" if args.reject else "approved"
+    body: dict[str, Any] = {"decision": decision, "planHash": state["planHash"]}
+    if args.summary:
+        body["summary"] = args.summary
+    outcome = api.call("POST", f"/runs/{args.run_id}/approvals/{args.approval_id}", json=body)
+    tally = ""
+    if outcome.get("requiredApprovals"):
+        tally = f" ({outcome.get('approvals', 0)} of {outcome['requiredApprovals']})"
+    resumed = "; the run resumes" if outcome.get("resumed") else ""
+    print(f"{args.approval_id}: {outcome['status']}{tally}{resumed}")
+    return EXIT_OK
+
+
+def cancel_command(args: argparse.Namespace) -> int:
+    Api(args).call("POST", f"/runs/{args.run_id}/cancel")
+    print(f"{args.run_id}: cancel requested")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------- the step tree
+
+
+def exit_code(status: str) -> int:
+    return EXIT_ERROR if status in ("failed", "cancelled") else EXIT_OK
+
+
+def symbols(stream: TextIO) -> dict[str, str]:
+    """Unicode symbols where the stream can show them, ASCII elsewhere."""
+    try:
+        "".join(SYMBOLS.values()).encode(stream.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return ASCII_SYMBOLS
+    return SYMBOLS
+
+
+def step_symbol(step: dict[str, Any], marks: dict[str, str]) -> str:
+    if step["status"] == "Pending" and step.get("statusReason") == "awaiting-approval":
+        return marks["awaiting"]
+    return marks.get(step["status"], "?")
+
+
+def step_text(step: dict[str, Any], marks: dict[str, str]) -> str:
+    text = f"{step_symbol(step, marks)} {step['stepId']}  {step['status']}"
+    if step.get("statusReason"):
+        text += f" ({step['statusReason']})"
+    if step.get("attempts", 0) > 1:
+        text += f", attempt {step['attempts']}"
+    return text
+
+
+def render(state: dict[str, Any], marks: dict[str, str], max_lines: int | None = None) -> list[str]:
+    """The run as lines: a header, the step tree (indented by parentId), what it waits for."""
+    lines = [f"run {state['runId']}  {state['pack']}@{state['packVersion']}  {state['status']}"]
+    depth: dict[str, int] = {}
+    tree = []
+    for step in state["steps"]:
+        parent = step.get("parentId")
+        depth[step["stepId"]] = depth.get(parent, -1) + 1 if parent else 0
+        tree.append("  " * (depth[step["stepId"]] + 1) + step_text(step, marks))
+    hidden = state.get("totalSteps", len(tree)) - len(tree)
+    footer = []
+    for approval in state.get("approvals", []):
+        if approval["status"] == "pending":
+            votes = sum(1 for d in approval.get("decisions", []) if d["decision"] == "approved")
+            footer.append(
+                f"  waiting for approval {approval['approvalId']} "
+                f"({votes} of {approval['requiredApprovals']}): "
+                f"taskrunner runs approve {state['runId']} {approval['approvalId']}"
+            )
+    if state.get("error"):
+        footer.append(f"  error: {state['error']}")
+    if max_lines is not None and len(lines) + len(tree) + len(footer) + 1 > max_lines:
+        keep = max(max_lines - len(lines) - len(footer) - 1, 1)
+        hidden += len(tree) - keep
+        tree = tree[:keep]
+    if hidden > 0:
+        tree.append(f"  ... {hidden} more steps")
+    return lines + tree + footer
+
+
+def follow(api: Api, run_id: str, out: TextIO) -> int:
+    """Keep the run's tree current until it ends; its final status decides the exit code."""
+    marks = symbols(out)
+    live = out.isatty()
+    drawn = 0
+    seen: dict[str, tuple[str, str | None]] = {}
+    status = ""
+    while True:
+        state = api.state(run_id)
+        if live:
+            height = shutil.get_terminal_size().lines
+            lines = render(state, marks, max_lines=max(height - 1, 5))
+            if drawn:
+                out.write(f"\x1b[{drawn}F\x1b[J")  # back to the first line drawn, clear below
+            out.write("\n".join(lines) + "\n")
+            drawn = len(lines)
+        elif not seen:
+            out.write("\n".join(render(state, marks)) + "\n")
+        else:
+            for step in state["steps"]:
+                now = (step["status"], step.get("statusReason"))
+                if seen.get(step["stepId"]) != now:
+                    out.write(step_text(step, marks) + "\n")
+            if state["status"] != status and state["status"] not in TERMINAL:
+                out.write(f"run {run_id}: {state['status']}\n")
+        out.flush()
+        seen = {s["stepId"]: (s["status"], s.get("statusReason")) for s in state["steps"]}
+        status = state["status"]
+        if status in TERMINAL:
+            out.write(f"run {run_id}: {status}\n")
+            return exit_code(status)
+        time.sleep(POLL_SECONDS)
+
+
+def log_line(entry: dict[str, Any]) -> str:
+    where = entry.get("stepId") or "-"
+    return (
+        f"{entry['timestamp']}  {entry['level']:<5}  {entry['eventType']:<22}  {where}  "
+        f"{entry['message']}"
+    )
+
+
+# ----------------------------------------------------------------- inputs
+
+
+def _read_pack(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _inputs(value: str) -> dict[str, Any]:
+    """`--inputs`: a JSON object given inline, or a JSON or YAML file holding one."""
+    import yaml
+
+    if value.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise CliError(f"--inputs is not valid JSON: {exc}") from None
+    else:
+        try:
+            parsed = yaml.safe_load(Path(value).read_text())
+        except OSError as exc:
+            raise CliError(f"cannot read {value}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise CliError(f"{value} is not JSON or YAML: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise CliError("--inputs must be an object of input names to values")
+    return parsed

@@ -1,0 +1,298 @@
+"""`taskrunner runs ...` as a user runs it: the installed script in a subprocess, against the
+live test API (real dev server and worker), configured by TASKRUNNER_URL/TOKEN/TENANT."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import shutil
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.client_commands import ASCII_SYMBOLS, SYMBOLS, render
+from tests.api.packs import ECHO, GATED, SLOW
+from tests.api.support import OPERATOR, token
+from tests.helpers import unique
+
+FAILING = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: cli-fail, version: 1.0.0}
+spec:
+  steps:
+    - {id: boom, run: {uses: "builtin:fail", with: {message: "no luck"}}}
+"""
+
+
+def script() -> list[str]:
+    found = Path(sys.executable).parent / "taskrunner"
+    if found.exists():
+        return [str(found)]
+    which = shutil.which("taskrunner")
+    return [which] if which else [sys.executable, "-m", "cli.main"]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Awaitable[Result]]
+
+
+@pytest.fixture
+def tenant() -> str:
+    return unique("cli")
+
+
+@pytest.fixture
+def env(stack: Any, tenant: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("TASKRUNNER_")}
+    return {
+        **keep,
+        "TASKRUNNER_URL": stack.url,
+        "TASKRUNNER_TOKEN": token(OPERATOR, grants=["packs.approve"]),
+        "TASKRUNNER_TENANT": tenant,
+    }
+
+
+@pytest.fixture
+def taskrunner(env: dict[str, str], tmp_path: Path) -> Cli:
+    async def run(*args: str, stdin: str | None = None, **overrides: str) -> Result:
+        # Not subprocess.run: the test's worker runs on this event loop and must keep going.
+        process = await asyncio.create_subprocess_exec(
+            *script(),
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=tmp_path,
+            env={**env, **overrides},
+        )
+        out, err = await asyncio.wait_for(
+            process.communicate(stdin.encode() if stdin else None), timeout=90
+        )
+        assert process.returncode is not None
+        return Result(process.returncode, out.decode(), err.decode())
+
+    return run
+
+
+def pack_file(tmp_path: Path, text: str) -> str:
+    path = tmp_path / f"{unique('pack')}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+async def until(cli: Cli, args: list[str], text: str, timeout: float = 20) -> Result:
+    """Run the command until its output holds `text` (visibility, a run reaching a gate)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await cli(*args)
+        if text in result.out:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{args}: never printed {text!r}; last: {result}")
+        await asyncio.sleep(0.2)
+
+
+class TestCreate:
+    async def test_create_wait_draws_the_tree_and_exits_0(
+        self, taskrunner: Cli, tmp_path: Path
+    ) -> None:
+        result = await taskrunner(
+            "runs", "create", pack_file(tmp_path, ECHO), "--inputs", '{"who": "ada"}', "--wait"
+        )
+        assert result.code == 0, result
+        lines = result.out.splitlines()
+        assert lines[0].startswith("run ") and "api-echo@1.0.0" in lines[0]
+        assert any(line.strip().startswith("✓ hello") for line in lines), result.out
+        assert lines[-1].endswith(": succeeded")
+        assert "\x1b[" not in result.out  # not a terminal: plain lines, no redraw
+
+    async def test_create_prints_the_run_id(self, taskrunner: Cli, tmp_path: Path) -> None:
+        inputs = tmp_path / "inputs.yaml"
+        inputs.write_text("who: grace\n")
+        run_id = unique("run")
+        result = await taskrunner(
+            "runs", "create", pack_file(tmp_path, ECHO), "--inputs", str(inputs), "--run-id", run_id
+        )
+        assert (result.code, result.out) == (0, f"{run_id}\n")
+        again = await taskrunner(
+            "runs", "create", pack_file(tmp_path, ECHO), "--inputs", str(inputs), "--run-id", run_id
+        )
+        assert again.code == 1
+        assert again.err == f"taskrunner: error: run {run_id!r} already exists (409 run_exists)\n"
+
+    async def test_a_failing_run_exits_1(self, taskrunner: Cli, tmp_path: Path) -> None:
+        result = await taskrunner("runs", "create", pack_file(tmp_path, FAILING), "--wait")
+        assert result.code == 1, result
+        assert "✗ boom" in result.out and result.out.splitlines()[-1].endswith(": failed")
+
+    async def test_invalid_manifest_exits_2_with_paths(
+        self, taskrunner: Cli, tmp_path: Path
+    ) -> None:
+        bad = pack_file(tmp_path, ECHO.replace("TaskPack", "Pack"))
+        result = await taskrunner("runs", "create", bad)
+        assert result.code == 2
+        assert result.out == ""
+        assert any(line.startswith("kind: ") for line in result.err.splitlines()), result.err
+        missing = await taskrunner("runs", "create", pack_file(tmp_path, ECHO))  # no inputs
+        assert missing.code == 2 and "inputs.who" in missing.err
+
+
+class TestReadCommands:
+    async def test_show_list_and_logs(self, taskrunner: Cli, tmp_path: Path) -> None:
+        created = await taskrunner(
+            "runs", "create", pack_file(tmp_path, ECHO), "--inputs", '{"who": "x"}', "--wait"
+        )
+        assert created.code == 0
+        run_id = created.out.splitlines()[0].split()[1]
+
+        shown = await taskrunner("runs", "show", run_id)
+        assert shown.code == 0
+        assert shown.out.splitlines()[1:3] == ["  ✓ hello  Succeeded", "  ✓ done  Succeeded"]
+
+        listed = await until(taskrunner, ["runs", "list", "--status", "succeeded"], run_id)
+        header, row = listed.out.splitlines()[:2]
+        assert header.split() == ["RUN", "ID", "STATUS", "PACK", "CREATED", "CLOSED"]
+        assert row.split()[:3] == [run_id, "succeeded", "api-echo"]
+        assert run_id not in (await taskrunner("runs", "list", "--status", "failed")).out
+
+        logs = await taskrunner("runs", "logs", run_id)
+        events = [line.split()[2] for line in logs.out.splitlines()]
+        assert events[0] == "run.created" and events[-1] == "run.completed"
+        followed = await taskrunner("runs", "logs", run_id, "--follow")  # ended: returns
+        assert followed.out == logs.out
+
+    async def test_the_tree_is_redrawn_in_place_on_a_terminal(
+        self, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        controller, terminal = pty.openpty()
+        process = await asyncio.create_subprocess_exec(
+            *script(),
+            "runs",
+            "create",
+            pack_file(tmp_path, SLOW.replace("seconds: 60", "seconds: 1")),
+            "--wait",
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            env={**env, "LANG": "C.UTF-8"},
+        )
+        os.close(terminal)
+        code = await asyncio.wait_for(process.wait(), timeout=60)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        os.close(controller)
+        text = output.decode()
+        assert code == 0, text
+        assert "\x1b[" in text and "J" in text  # moved back up and cleared: a redraw
+        assert text.rstrip().endswith("succeeded")
+
+
+class TestApproveAndCancel:
+    async def test_approve_fetches_the_plan_hash(self, taskrunner: Cli, tmp_path: Path) -> None:
+        run_id = (await taskrunner("runs", "create", pack_file(tmp_path, GATED))).out.strip()
+        waiting = await until(taskrunner, ["runs", "show", run_id], "awaiting-approval")
+        assert "⏸ approve-release" in waiting.out
+        assert f"taskrunner runs approve {run_id} release-manager" in waiting.out
+
+        approved = await taskrunner(
+            "runs", "approve", run_id, "release-manager", "--summary", "ship it"
+        )
+        assert approved.code == 0, approved
+        assert approved.out == "release-manager: approved (1 of 1); the run resumes\n"
+        done = await until(taskrunner, ["runs", "show", run_id], "succeeded")
+        assert done.code == 0
+        again = await taskrunner("runs", "approve", run_id, "release-manager")
+        assert again.code == 1 and "(409 " in again.err and "Traceback" not in again.err
+
+    async def test_reject_fails_the_run(self, taskrunner: Cli, tmp_path: Path) -> None:
+        run_id = (await taskrunner("runs", "create", pack_file(tmp_path, GATED))).out.strip()
+        await until(taskrunner, ["runs", "show", run_id], "awaiting-approval")
+        rejected = await taskrunner("runs", "approve", run_id, "release-manager", "--reject")
+        assert rejected.out.startswith("release-manager: rejected")
+        failed = await until(taskrunner, ["runs", "show", run_id], "  failed")
+        assert failed.code == 1
+
+    async def test_cancel(self, taskrunner: Cli, tmp_path: Path) -> None:
+        run_id = (await taskrunner("runs", "create", pack_file(tmp_path, SLOW))).out.strip()
+        cancelled = await taskrunner("runs", "cancel", run_id)
+        assert (cancelled.code, cancelled.out) == (0, f"{run_id}: cancel requested\n")
+        shown = await until(taskrunner, ["runs", "show", run_id], "  cancelled")
+        assert shown.code == 1
+        assert "⊘ after  Skipped (cancelled)" in shown.out
+
+
+class TestErrors:
+    async def test_errors_are_one_line_with_exit_1(self, taskrunner: Cli) -> None:
+        missing = await taskrunner("runs", "show", "no-such-run")
+        assert missing.code == 1
+        assert missing.err == "taskrunner: error: run 'no-such-run' not found (404 run_not_found)\n"
+        anonymous = await taskrunner("runs", "list", TASKRUNNER_TOKEN="")
+        assert anonymous.code == 1 and "(401 unauthenticated)" in anonymous.err
+        viewer = await taskrunner(
+            "runs", "cancel", "x", TASKRUNNER_TOKEN=token("taskrunner.viewer")
+        )
+        assert viewer.code == 1 and "(403 forbidden)" in viewer.err
+        nowhere = await taskrunner("runs", "list", TASKRUNNER_URL="http://127.0.0.1:9")
+        assert nowhere.code == 1 and "cannot reach the API at http://127.0.0.1:9" in nowhere.err
+        for result in (missing, anonymous, viewer, nowhere):
+            assert "Traceback" not in result.err and result.out == ""
+
+
+STATE: dict[str, Any] = {
+    "runId": "r1",
+    "pack": "p",
+    "packVersion": "1",
+    "status": "awaiting-approval",
+    "totalSteps": 4,
+    "steps": [
+        {"stepId": "group", "status": "Running", "attempts": 1},
+        {"stepId": "a", "status": "Succeeded", "parentId": "group", "attempts": 2},
+        {"stepId": "inner", "status": "Running", "parentId": "group"},
+        {
+            "stepId": "gate",
+            "status": "Pending",
+            "statusReason": "awaiting-approval",
+            "parentId": "inner",
+        },
+    ],
+    "approvals": [
+        {"approvalId": "ok", "status": "pending", "requiredApprovals": 2, "decisions": []}
+    ],
+}
+
+
+class TestRender:
+    def test_indented_by_parent_with_a_symbol_per_step(self) -> None:
+        assert render(STATE, SYMBOLS) == [
+            "run r1  p@1  awaiting-approval",
+            "  ▶ group  Running",
+            "    ✓ a  Succeeded, attempt 2",
+            "    ▶ inner  Running",
+            "      ⏸ gate  Pending (awaiting-approval)",
+            "  waiting for approval ok (0 of 2): taskrunner runs approve r1 ok",
+        ]
+        assert render(STATE, ASCII_SYMBOLS)[4] == "      ? gate  Pending (awaiting-approval)"
+
+    def test_long_trees_are_cut_to_fit(self) -> None:
+        lines = render({**STATE, "totalSteps": 10}, SYMBOLS, max_lines=5)
+        assert len(lines) <= 5 and lines[3] == "  ... 8 more steps"
