@@ -343,6 +343,11 @@ def _api_server(app: FastAPI, settings: Settings) -> uvicorn.Server:
     return Server(config)
 
 
+def _key_from_file(settings: Settings) -> bool:
+    path = settings.data_dir / SIGNING_KEY_FILE
+    return path.is_file() and path.read_text().strip() == settings.signing_key
+
+
 def _banner(settings: Settings) -> None:
     api = f"http://{settings.api_host}:{settings.api_port}"
     lines = [
@@ -355,7 +360,7 @@ def _banner(settings: Settings) -> None:
         f"task queue {settings.task_queue})",
         f"  Data         {settings.data_dir} (runs persist in {settings.dev_db_file})",
         f"  Signing key  {settings.data_dir / SIGNING_KEY_FILE} (approval links, webhook secrets)"
-        if (settings.data_dir / SIGNING_KEY_FILE).exists()
+        if _key_from_file(settings)
         else "  Signing key  TASKRUNNER_SIGNING_KEY (approval links, webhook secrets)",
         "",
         "  !! AUTH IS OFF: anyone who can reach the API can start, approve and cancel runs.",
