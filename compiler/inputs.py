@@ -9,6 +9,7 @@ from typing import Any
 import jsonschema
 
 from compiler.errors import ErrorDetail, join_path
+from compiler.loader import MAX_NESTING
 from compiler.manifest import InputDef
 
 _TYPE_NAMES = {
@@ -40,6 +41,33 @@ def type_matches(kind: str, value: Any) -> bool:
     if kind == "array":
         return isinstance(value, list)
     return False
+
+
+def json_problem(value: Any, path: str) -> ErrorDetail | None:
+    """Why `value` cannot go into a plan, or None: it must be plain JSON (no NaN or infinity,
+    string keys only), nested no deeper than a manifest may be (the loader's MAX_NESTING).
+
+    Inputs arrive as data, not YAML text, so the loader's checks have not seen them; without
+    this, a value nested a few hundred levels deep fails deep inside the plan's serialisation.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return ErrorDetail(where, f"nested deeper than {MAX_NESTING} levels")
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    return ErrorDetail(where, f"object keys must be strings, got {key!r}")
+                stack.append((inner, f"{where}.{key}", depth + 1))
+        elif isinstance(item, list):
+            stack.extend((inner, f"{where}[{i}]", depth + 1) for i, inner in enumerate(item))
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return ErrorDetail(where, "NaN and infinity are not allowed")
+        elif item is not None and not isinstance(item, str | int):
+            return ErrorDetail(where, f"{type(item).__name__} is not a JSON value")
+    return None
 
 
 def check_value(defn: InputDef, value: Any, path: str) -> list[ErrorDetail]:
@@ -92,7 +120,8 @@ def resolve_inputs(
     for index, defn in enumerate(declared):
         if defn.name in given:
             value = given[defn.name]
-            found = check_value(defn, value, f"inputs.{defn.name}")
+            problem = json_problem(value, f"inputs.{defn.name}")
+            found = [problem] if problem else check_value(defn, value, f"inputs.{defn.name}")
             errors.extend(found)
             if not found:
                 values[defn.name] = _normalise(defn.type, value)
