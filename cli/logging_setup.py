@@ -46,7 +46,11 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
         renderer = structlog.processors.JSONRenderer()
         finish: list[Any] = [structlog.processors.format_exc_info]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # Plain tracebacks, whether or not `rich` is installed: rich's show every frame's
+        # locals, which puts request bodies and tokens in the log and can take seconds to draw.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
         finish = []
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
