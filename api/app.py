@@ -14,7 +14,7 @@ from api.auth import Authenticator
 from api.deps import Services, signing_key
 from api.listing import PageTokens
 from api.metrics import Metrics
-from api.middleware import BodyLimit, RequestContext
+from api.middleware import BodyLimit, JsonBody, RequestContext
 from api.routes import (
     approvals,
     artifacts,
@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     idempotency.install(app)
     # Added last = runs first: every request, the 413s included, gets a trace id and a timing.
+    app.add_middleware(JsonBody)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=services.metrics)
     for module in (simulations, runs, logs, artifacts, approvals, webhooks, metadata, health):

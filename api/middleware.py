@@ -1,4 +1,4 @@
-"""Two pure ASGI middlewares (no BaseHTTPMiddleware: it buffers streamed responses).
+"""Pure ASGI middlewares (no BaseHTTPMiddleware: it buffers streamed responses).
 
 `RequestContext`, outermost: a trace id per request (in logs, error bodies and `X-Trace-Id`),
 the latency histogram, one access-log line, and the last resort for anything a route raised that
@@ -6,10 +6,13 @@ no exception handler claimed: a 500 `internal_error` envelope, logged with the t
 
 `BodyLimit`: request bodies larger than the cap are refused with 413 before any route reads
 them, whether the size is announced (`Content-Length`) or not (chunked).
+
+`JsonBody`, innermost: a JSON body that repeats a key in any object is a 400 `malformed_json`.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import MutableMapping
 from typing import Any
@@ -108,6 +111,76 @@ class BodyLimit:
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether FastAPI would parse a body of this type as JSON (it does when there is none)."""
+    if not content_type:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+class JsonBody:
+    """Refuses a JSON body in which an object repeats a key, before any route parses it.
+
+    Parsers disagree on which of two equal keys wins (Python's keeps the last, others the first
+    or refuse), so a body could mean one thing to a proxy, an audit log or a signature check and
+    another to us. Bodies that are not valid JSON pass on: the route reports those itself.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_json(Headers(scope=scope).get("content-type")):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:  # one message when BodyLimit (outside this) has read the body already
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body:
+            try:
+                json.loads(body, object_pairs_hook=_no_duplicates)
+            except DuplicateKey as exc:
+                problem = errors.MalformedJson(
+                    f"malformed JSON body: duplicate key {exc.args[0]!r}"
+                )
+                await errors.error_response(problem)(scope, receive, send)
+                return
+            except (ValueError, RecursionError):
+                pass  # not JSON (or too deep to read): the route answers that
+        replayed = False
+
+        async def replay() -> MutableMapping[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
