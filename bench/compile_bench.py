@@ -157,34 +157,42 @@ def best_of(repeat: int, fn: Callable[[], object]) -> float:
     return min(times)
 
 
+PARTS = ("load", "models", "plan", "hash", "compile", "simulate")
+
+
+def measure(size: int, repeat: int) -> tuple[int, int, dict[str, float]]:
+    """(steps, KiB, {part: best seconds}) for a generated pack of about `size` steps."""
+    text = generate_manifest(size)
+    # The whole compile first, while nothing else of this size is alive: every object kept
+    # around makes the collector's full passes during a compile slower.
+    compile_s = best_of(repeat, partial(compile_manifest, text))
+    compiled = compile_manifest(text)
+    simulate_s = best_of(repeat, partial(simulate, compiled.plan, compiled.plan_hash))
+    data = load_yaml(text)
+    manifest = Manifest.model_validate(data)
+    timings = [
+        best_of(repeat, partial(load_yaml, text)),
+        best_of(repeat, partial(Manifest.model_validate, data)),
+        best_of(repeat, partial(build_plan, manifest)),
+        best_of(repeat, partial(plan_hash, compiled.plan)),
+        compile_s,
+        simulate_s,
+    ]
+    steps = len(walk(compiled.plan.steps))
+    return steps, len(text) // 1024, dict(zip(PARTS, timings, strict=True))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
 
-    header = ("target", "steps", "KiB", "load", "models", "plan", "hash", "compile", "simulate")
+    header = ("target", "steps", "KiB", *PARTS)
     rows = []
     for size in args.sizes:
-        text = generate_manifest(size)
-        # The whole compile first, while nothing else of this size is alive: every object kept
-        # around makes the collector's full passes during a compile slower.
-        compile_s = best_of(args.repeat, partial(compile_manifest, text))
-        compiled = compile_manifest(text)
-        simulate_s = best_of(args.repeat, partial(simulate, compiled.plan, compiled.plan_hash))
-        data = load_yaml(text)
-        manifest = Manifest.model_validate(data)
-        timings = [
-            best_of(args.repeat, partial(load_yaml, text)),
-            best_of(args.repeat, partial(Manifest.model_validate, data)),
-            best_of(args.repeat, partial(build_plan, manifest)),
-            best_of(args.repeat, partial(plan_hash, compiled.plan)),
-            compile_s,
-            simulate_s,
-        ]
-        steps = len(walk(compiled.plan.steps))
-        del data, manifest, compiled
-        rows.append([str(size), str(steps), str(len(text) // 1024), *(f"{t:.3f}" for t in timings)])
+        steps, kib, timings = measure(size, args.repeat)
+        rows.append([str(size), str(steps), str(kib), *(f"{t:.3f}" for t in timings.values())])
 
     print("best of", args.repeat, "runs, seconds; compile = load + models + plan + hash")
     for row in [list(header), *rows]:

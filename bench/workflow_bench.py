@@ -108,78 +108,86 @@ async def largest_history(client: Client, handle: Any) -> tuple[int, int]:
     return max(lengths), len(lengths)
 
 
-async def measure(args: argparse.Namespace) -> list[Figure]:
+async def start_dev_server() -> WorkflowEnvironment:
+    """The embedded dev server from this venv's `temporal` binary, with our search attributes."""
     scripts = Path(sysconfig.get_path("scripts"))
-    env = await WorkflowEnvironment.start_local(
+    return await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(scripts / "temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
     )
-    figures: list[Figure] = []
+
+
+async def overhead(client: Client, runs: int, steps: int, rounds: int) -> list[Figure]:
+    """Throughput of `runs` concurrent `steps`-step noop packs against the hand-written baseline,
+    each side on a worker of its own in this process, best of `rounds`."""
+    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-")))
+    tq = f"bench-{uuid.uuid4().hex[:6]}"
+    worker = build_worker(client, settings, task_queue=tq)
+    baseline_tq = f"{tq}-baseline"
+    baseline = Worker(
+        client,
+        task_queue=baseline_tq,
+        workflows=[BaselineSteps],
+        activities=StepActivities(Registry(), ArtifactStore(settings.data_dir)).activities(),
+    )
+    async with worker, baseline:
+        # Warm both paths once so imports and sandbox set-up are not timed.
+        await pack_batch(client, tq, 2, 2)
+        await baseline_batch(client, baseline_tq, 2, 2)
+        ours: list[float] = []
+        theirs: list[float] = []
+        for _ in range(rounds):
+            # Alternate the two sides so drift on a shared machine hits both alike.
+            theirs.append(await baseline_batch(client, baseline_tq, runs, steps))
+            ours.append(await pack_batch(client, tq, runs, steps))
+    ours_best, theirs_best = min(ours), min(theirs)
+    total_steps = runs * steps
+    return [
+        Figure("throughput runs/s (TaskRunner)", runs / ours_best, "runs/s"),
+        Figure("throughput steps/s (TaskRunner)", total_steps / ours_best, "steps/s"),
+        Figure("throughput runs/s (hand-written)", runs / theirs_best, "runs/s"),
+        Figure("batch wall time (TaskRunner)", ours_best, "s", f"{runs} runs x {steps} steps"),
+        Figure("batch wall time (hand-written)", theirs_best, "s", "same work, same activity"),
+        Figure("overhead ratio, wall time", ours_best / theirs_best, "x", "target <= 1.3"),
+        Figure(
+            "overhead ratio, throughput",
+            (runs / theirs_best) / (runs / ours_best),
+            "x",
+            "hand-written / ours",
+        ),
+    ]
+
+
+async def fanout(client: Client, items: int) -> list[Figure]:
+    """A map over `items` noop items on a worker in this process: wall time, largest history."""
+    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-")))
+    tq = f"bench-{uuid.uuid4().hex[:6]}"
+    async with build_worker(client, settings, task_queue=tq):
+        started = time.perf_counter()
+        handle = await start_run(client, tq, MAP_PACK, {"items": list(range(items))})
+        result = await handle.result()
+        elapsed = time.perf_counter() - started
+    assert result.status == "succeeded", result
+    biggest, workflows = await largest_history(client, handle)
+    return [
+        Figure(f"map over {items} items, wall time", elapsed, "s"),
+        Figure(
+            "largest history of any workflow",
+            biggest,
+            "events",
+            f"{workflows} workflows; target < 10000",
+        ),
+    ]
+
+
+async def measure(args: argparse.Namespace) -> list[Figure]:
+    env = await start_dev_server()
     try:
-        client = env.client
-        settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-")))
-        tq = f"bench-{uuid.uuid4().hex[:6]}"
-        worker = build_worker(client, settings, task_queue=tq)
-        baseline_tq = f"{tq}-baseline"
-        baseline = Worker(
-            client,
-            task_queue=baseline_tq,
-            workflows=[BaselineSteps],
-            activities=StepActivities(Registry(), ArtifactStore(settings.data_dir)).activities(),
-        )
-        async with worker, baseline:
-            # Warm both paths once so imports and sandbox set-up are not timed.
-            await pack_batch(client, tq, 2, 2)
-            await baseline_batch(client, baseline_tq, 2, 2)
-            ours: list[float] = []
-            theirs: list[float] = []
-            for _ in range(args.rounds):
-                # Alternate the two sides so drift on a shared machine hits both alike.
-                theirs.append(await baseline_batch(client, baseline_tq, args.runs, args.steps))
-                ours.append(await pack_batch(client, tq, args.runs, args.steps))
-            ours_best, theirs_best = min(ours), min(theirs)
-            total_steps = args.runs * args.steps
-            figures += [
-                Figure("throughput runs/s (TaskRunner)", args.runs / ours_best, "runs/s"),
-                Figure("throughput steps/s (TaskRunner)", total_steps / ours_best, "steps/s"),
-                Figure("throughput runs/s (hand-written)", args.runs / theirs_best, "runs/s"),
-                Figure(
-                    "batch wall time (TaskRunner)",
-                    ours_best,
-                    "s",
-                    f"{args.runs} runs x {args.steps} steps",
-                ),
-                Figure(
-                    "batch wall time (hand-written)", theirs_best, "s", "same work, same activity"
-                ),
-                Figure("overhead ratio, wall time", ours_best / theirs_best, "x", "target <= 1.3"),
-                Figure(
-                    "overhead ratio, throughput",
-                    (args.runs / theirs_best) / (args.runs / ours_best),
-                    "x",
-                    "hand-written / ours",
-                ),
-            ]
-            if args.map_items:
-                started = time.perf_counter()
-                handle = await start_run(
-                    client, tq, MAP_PACK, {"items": list(range(args.map_items))}
-                )
-                result = await handle.result()
-                elapsed = time.perf_counter() - started
-                assert result.status == "succeeded", result
-                biggest, workflows = await largest_history(client, handle)
-                figures += [
-                    Figure(f"map over {args.map_items} items, wall time", elapsed, "s"),
-                    Figure(
-                        "largest history of any workflow",
-                        biggest,
-                        "events",
-                        f"{workflows} workflows; target < 10000",
-                    ),
-                ]
+        figures = await overhead(env.client, args.runs, args.steps, args.rounds)
+        if args.map_items:
+            figures += await fanout(env.client, args.map_items)
     finally:
         await env.shutdown()
     return figures

@@ -1,0 +1,244 @@
+"""`make bench` (`python -m bench`): every benchmark, printed as one table and written as JSON.
+
+- compile: load + validate + plan + hash, and simulate, of generated 1,000- and 10,000-step packs
+  (bench/compile_bench.py);
+- runtime, on the embedded dev server (the venv's `temporal` binary) with workers in this
+  process: 50 concurrent 10-step `builtin:noop` runs against the hand-written `BaselineSteps`
+  workflow, and a map over 10,000 items (bench/workflow_bench.py);
+- API, with a worker and the API (uvicorn, auth off) each in a process of its own, driven over
+  HTTP on 127.0.0.1: approval latency and read latency (bench/api_bench.py).
+
+Each figure that has a target says whether it met it. The machine is part of the result: the
+numbers mean little without it, and the load average says whether something else was running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import api_bench, compile_bench, workflow_bench
+from bench.service import service
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
+
+
+@dataclass
+class Row:
+    section: str
+    metric: str
+    value: float
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    temporal = Path(sysconfig.get_path("scripts")) / "temporal"
+    try:
+        server = subprocess.run(
+            [str(temporal), "--version"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        server = "unknown"
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "temporal": server,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def compile_rows(sizes: list[int], repeat: int) -> list[Row]:
+    rows = []
+    for size in sizes:
+        steps, kib, timings = compile_bench.measure(size, repeat)
+        label = f"{steps:,} steps ({kib} KiB)"
+        target = "< 1 s" if size >= 10_000 else ""
+        rows.append(
+            Row(
+                "compile",
+                f"compile {label}",
+                timings["compile"] * 1000,
+                "ms",
+                target,
+                timings["compile"] < 1.0 if target else None,
+                f"best of {repeat}; load+models+plan+hash",
+            )
+        )
+        rows.append(
+            Row("compile", f"simulate {label}", timings["simulate"] * 1000, "ms", "", None, "")
+        )
+    return rows
+
+
+def runtime_rows(figures: list[workflow_bench.Figure]) -> list[Row]:
+    rows = []
+    for f in figures:
+        row = Row("runtime", f.name, f.value, f.unit, note=f.note)
+        if f.name == "overhead ratio, wall time" or f.name == "overhead ratio, throughput":
+            row.target, row.met, row.note = (
+                "<= 1.3",
+                f.value <= 1.3,
+                f.note.replace("target <= 1.3", "").strip("; "),
+            )
+        if f.name == "largest history of any workflow":
+            row.target, row.met = "< 10000", f.value < 10_000
+            row.note = f.note.split(";")[0]
+        rows.append(row)
+    return rows
+
+
+def api_rows(f: api_bench.ApiFigures, readers: int) -> list[Row]:
+    gates = len(f.approval.samples)
+    return [
+        Row(
+            "api",
+            "approval: POST decision -> next step.started, p50",
+            f.approval.pct(50),
+            "ms",
+            "< 150 ms",
+            f.approval.pct(50) < 150,
+            f"{gates} gates, one at a time",
+        ),
+        Row("api", "approval: POST -> next step.started, p95", f.approval.pct(95), "ms"),
+        Row(
+            "api",
+            "approval: POST round trip, p50 / p95",
+            f.decision_round_trip.pct(50),
+            "ms",
+            note=f"p95 {f.decision_round_trip.pct(95):.1f} ms",
+        ),
+        *(
+            row
+            for label, lat, rps in (
+                ("live run (at a gate)", f.read_live, f.read_live_rps),
+                ("finished runs, after a first read", f.read_finished, f.read_finished_rps),
+            )
+            for row in (
+                Row("api", f"GET run, {label}, p50", lat.pct(50), "ms", note=f"{rps:.0f} req/s"),
+                Row(
+                    "api",
+                    f"GET run, {label}, p99",
+                    lat.pct(99),
+                    "ms",
+                    "< 100 ms",
+                    lat.pct(99) < 100,
+                    f"{readers} concurrent readers, {len(lat.samples)} requests",
+                ),
+            )
+        ),
+        Row(
+            "api",
+            "GET run, finished, first read, p50",
+            f.finished_first_read.pct(50),
+            "ms",
+            note=f"p95 {f.finished_first_read.pct(95):.0f} ms; {gates} at once, each a replay",
+        ),
+    ]
+
+
+async def runtime_and_api(args: argparse.Namespace) -> list[Row]:
+    env = await workflow_bench.start_dev_server()
+    rows: list[Row] = []
+    try:
+        client = env.client
+        figures = await workflow_bench.overhead(client, args.runs, args.steps, args.rounds)
+        if args.map_items:
+            figures += await workflow_bench.fanout(client, args.map_items)
+        rows += runtime_rows(figures)
+        address = client.service_client.config.target_host
+        data_dir = Path(tempfile.mkdtemp(prefix="bench-api-"))
+        with service(address, f"bench-api-{uuid.uuid4().hex[:6]}", data_dir) as svc:
+            api = await api_bench.measure(
+                svc.url, gates=args.gates, readers=args.readers, requests_each=args.requests
+            )
+        rows += api_rows(api, args.readers)
+    finally:
+        await env.shutdown()
+    return rows
+
+
+def render(rows: list[Row], info: dict[str, Any], seconds: float) -> str:
+    lines = [
+        f"machine: {info['nproc']} CPUs, {info['cpu']}, {info['memory_gib']} GiB; "
+        f"Python {info['python']}; {info['temporal'].splitlines()[0] if info['temporal'] else ''}",
+        f"load average at start: {info['load_average_at_start']}; bench took {seconds:.0f} s",
+        "",
+    ]
+    width = max(len(r.metric) for r in rows)
+    header = f"{'section':<8}  {'metric':<{width}}  {'value':>10} {'unit':<7}  {'target':<9} ok"
+    lines += [header, "-" * (len(header) + 40)]
+    for r in rows:
+        value = f"{r.value:,.1f}" if abs(r.value) < 10_000 else f"{r.value:,.0f}"
+        if r.unit == "x":
+            value = f"{r.value:.2f}"
+        ok = "" if r.met is None else ("yes" if r.met else "NO")
+        note = f"  {r.note}" if r.note else ""
+        lines.append(
+            f"{r.section:<8}  {r.metric:<{width}}  {value:>10} {r.unit:<7}  {r.target:<9} {ok:<3}"
+            f"{note}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--repeat", type=int, default=5, help="compile timings: best of")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--map-items", type=int, default=10_000)
+    parser.add_argument("--gates", type=int, default=30)
+    parser.add_argument("--readers", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=20, help="GETs per reader")
+    args = parser.parse_args(argv)
+
+    began = time.monotonic()
+    info = machine()
+    rows = compile_rows(args.sizes, args.repeat)
+    rows += asyncio.run(runtime_and_api(args))
+    seconds = time.monotonic() - began
+    print(render(rows, info, seconds))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {"machine": info, "seconds": round(seconds, 1), "rows": [asdict(r) for r in rows]},
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"\nwritten to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.exit(code)
