@@ -71,8 +71,8 @@ def fingerprint(method: str, path: str, tenant: str, subject: str, body: bytes) 
         canonical = json.dumps(
             json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode()
-    except ValueError:
-        canonical = body  # not JSON: the route refuses it, and the bytes identify it
+    except (ValueError, RecursionError):
+        canonical = body  # not JSON (or too deep): the route refuses it; the bytes identify it
     digest = hashlib.sha256()
     for part in (method.upper().encode(), path.encode(), tenant.encode(), subject.encode()):
         digest.update(part + b"\0")
@@ -240,7 +240,7 @@ def _body_tenant(body: bytes) -> str | None:
     """The body's `tenantId`, which names the tenant when the header does not (POST /runs)."""
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     tenant = parsed.get("tenantId") if isinstance(parsed, dict) else None
     return tenant if isinstance(tenant, str) else None

@@ -128,6 +128,15 @@ class TestCreateRun:
             assert response.status_code == 400, key
             assert "Idempotency-Key" in response.json()["error"]["message"]
 
+    async def test_a_body_too_deep_to_parse_is_refused_as_without_a_key(
+        self, http: httpx.AsyncClient
+    ) -> None:
+        deep = '{"manifest": "x", "inputs": {"a": ' + "[" * 5000 + "]" * 5000 + "}}"
+        headers = {"Content-Type": "application/json"}
+        plain = await http.post(RUNS, content=deep, headers={**APPROVER, **headers})
+        keyed_ = await http.post(RUNS, content=deep, headers=keyed(unique("key"), **headers))
+        assert plain.status_code == keyed_.status_code == 400, keyed_.text[:300]
+
     async def test_a_key_in_use_is_409_in_progress(
         self, http: httpx.AsyncClient, dev_env: WorkflowEnvironment, api_settings: Settings
     ) -> None:
