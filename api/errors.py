@@ -318,11 +318,36 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RPCError, _rpc_error)
 
 
-def documented(*statuses: int, plan_errors: bool = False) -> dict[int | str, dict[str, Any]]:
-    """The `responses=` of a route: the contract's error bodies, for the OpenAPI document."""
+def documented(
+    *statuses: int, plan_errors: bool = False, stream: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route: the contract's error bodies, for the OpenAPI document.
+
+    `plan_errors`: a 400 is a PlanErrorResponse for a manifest or its inputs, and the envelope
+    for a request that is not even that far (malformed JSON, an unknown field, a bad tenant).
+    `stream`: the route's own responses are not JSON (NDJSON), but its errors still are; FastAPI
+    would file a `model` under the route's media type, so they are given as JSON explicitly.
+    """
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        model = PlanErrorResponse if status == 400 and plan_errors else ErrorEnvelope
-        out[status] = {"model": model}
-    out["default"] = {"model": ErrorEnvelope, "description": "Standard error envelope"}
+        if stream:
+            out[status] = {"content": {"application/json": {"schema": _ENVELOPE_REF}}}
+        elif status == 400 and plan_errors:
+            out[status] = {
+                "model": PlanErrorResponse | ErrorEnvelope,
+                "description": "Manifest or input errors (PlanErrorResponse), or a bad request",
+            }
+        else:
+            out[status] = {"model": ErrorEnvelope}
+    if stream:
+        out["default"] = {
+            "description": "Standard error envelope",
+            "content": {"application/json": {"schema": _ENVELOPE_REF}},
+        }
+    else:
+        out["default"] = {"model": ErrorEnvelope, "description": "Standard error envelope"}
     return out
+
+
+# Other routes' `model=ErrorEnvelope` puts the schema among the document's components.
+_ENVELOPE_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}

@@ -33,7 +33,7 @@ class NdjsonResponse(StreamingResponse):
     response_class=NdjsonResponse,
     responses={
         200: {"model": RunLogEntry, "description": "Log stream: one RunLogEntry per line"},
-        **documented(400, 401, 403, 404, 503),
+        **documented(400, 401, 403, 404, 503, stream=True),
     },
 )
 async def stream_run_logs(
