@@ -89,7 +89,10 @@ def parse_time(name: str, value: str | None) -> datetime | None:
         raise InvalidRequest(f"{name}: {value!r} is not an RFC 3339 timestamp") from None
     if moment.tzinfo is None or "T" not in value.upper():
         raise InvalidRequest(f"{name}: {value!r} needs a date, a time and an offset (e.g. Z)")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00:00-05:00 is past the last datetime in UTC
+        raise InvalidRequest(f"{name}: {value!r} is out of range") from None
 
 
 def quotable(name: str, value: str | None) -> str | None:

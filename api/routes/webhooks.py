@@ -37,8 +37,12 @@ def public(registration: WebhookRegistration) -> Webhook:
 
 
 def checked_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise InvalidRequest("url: not a URL") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise InvalidRequest("url: must be an http or https URL with a host")
     if parts.username or parts.password:
         raise InvalidRequest("url: must not carry credentials; the secret signs deliveries")

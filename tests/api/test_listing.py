@@ -225,6 +225,7 @@ class TestListRuns:
             {"createdAfter": "yesterday"},
             {"createdAfter": "2025-01-01T00:00:00"},  # no offset
             {"createdBefore": "2025-01-01"},
+            {"createdBefore": "9999-12-31T23:00:00-05:00"},  # past the last datetime in UTC
             {"planHash": "sha256:xyz"},
             {"pack": "it's"},
             {"pageSize": 0},

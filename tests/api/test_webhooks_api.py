@@ -142,6 +142,7 @@ class TestRegisterWebhook:
         for body, field in (
             (registration(url="ftp://hooks.example.com/x"), "url"),
             (registration(url="https:///no-host"), "url"),
+            (registration(url="http://[::1/x"), "url"),
             (registration(url="https://user:pw@hooks.example.com/"), "url"),
             (registration(events=["run.exploded"]), "events"),
             (registration(events=[]), "events"),
