@@ -131,12 +131,15 @@ def dev_command(args: argparse.Namespace) -> int:
     base = _settings()
     data_dir = (args.data_dir or base.data_dir).expanduser().resolve()
     port = args.port or int(base.temporal_address.rsplit(":", 1)[1])
+    api_port = args.api_port or base.api_port
     settings = base.model_copy(
         update={
             "temporal_address": f"127.0.0.1:{port}",
             "data_dir": data_dir,
             "signing_key": base.signing_key or dev_signing_key(data_dir),
-            "api_port": args.api_port or base.api_port,
+            "api_port": api_port,
+            # Signed approval links point at this API, whichever port it was given.
+            "public_url": base.public_url or f"http://127.0.0.1:{api_port}",
             "dev_ui_port": args.ui_port or base.dev_ui_port,
             "dev_db_file": (args.db_file or base.dev_db_file or data_dir / "temporal.db")
             .expanduser()
