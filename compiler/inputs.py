@@ -71,10 +71,14 @@ def json_problem(value: Any, path: str) -> ErrorDetail | None:
 
 
 def check_value(defn: InputDef, value: Any, path: str) -> list[ErrorDetail]:
-    """Errors for one value against its declaration: type first, then the optional JSON Schema."""
+    """Errors for one value against its declaration: type first, then whether it is plain JSON,
+    then the optional JSON Schema."""
     if not type_matches(defn.type, value):
         got = type(value).__name__ if value is not None else "null"
         return [ErrorDetail(path, f"must be {_TYPE_NAMES[defn.type]}, got {got}")]
+    problem = json_problem(value, path)
+    if problem is not None:
+        return [problem]
     if defn.schema_ is None:
         return []
     validator = jsonschema.Draft202012Validator(defn.schema_)
@@ -120,8 +124,7 @@ def resolve_inputs(
     for index, defn in enumerate(declared):
         if defn.name in given:
             value = given[defn.name]
-            problem = json_problem(value, f"inputs.{defn.name}")
-            found = [problem] if problem else check_value(defn, value, f"inputs.{defn.name}")
+            found = check_value(defn, value, f"inputs.{defn.name}")
             errors.extend(found)
             if not found:
                 values[defn.name] = _normalise(defn.type, value)
