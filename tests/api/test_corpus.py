@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.support import APPROVER, RUNS
+from tests.api.packs import FILES
+from tests.api.support import APPROVER, READER, RUNS, create_run, run_url, status_is, wait_for_run
 
 SIMULATIONS = "/v1/task-runner/simulations"
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
@@ -170,3 +171,26 @@ class TestOtherContentTypes:
 async def test_still_healthy_and_ready(http: httpx.AsyncClient) -> None:
     assert (await http.get("/healthz")).status_code == 200
     assert (await http.get("/readyz")).status_code == 200
+
+
+class TestArtifactNamesFromTheUrl:
+    async def test_traversal_never_serves_a_file(self, http: httpx.AsyncClient) -> None:
+        created = await create_run(http, FILES)
+        run_id = created["runId"]
+        await wait_for_run(http, run_id, status_is("succeeded"))
+        url = f"{run_url(run_id)}/artifacts"
+        assert (await http.get(f"{url}/report", headers=READER)).text == "report body"
+        # Percent-encoded: a client would resolve a literal `..` itself before sending.
+        for name in (
+            "%2e%2e",
+            "..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+            "%2Fetc%2Fpasswd",
+            "report%00.txt",
+            "report%2F..%2F..%2Fworkspace%2Fout%2Freport.txt",
+            "hello.stdout%2F..",
+            "..%5C..%5Cwindows",
+        ):
+            response = await http.get(f"{url}/{name}", headers=READER)
+            assert response.status_code in (400, 404), (name, response.status_code)
+            assert response.headers["content-type"].startswith("application/json"), name
+            assert "root:" not in response.text and "report body" not in response.text, name
