@@ -86,6 +86,21 @@ async def start_pack(
     )
 
 
+async def run_to_end(
+    client: Client,
+    data_dir: Path,
+    manifest: str,
+    inputs: Mapping[str, Any] | None = None,
+    **meta: Any,
+) -> tuple[RunResult, RunStateSnapshot, list[LogEntry]]:
+    """Run a pack on a fresh worker until it ends: its result, final state and whole log."""
+    task_queue = unique("tq")
+    async with worker_for(client, data_dir, task_queue):
+        handle = await start_pack(client, task_queue, manifest, inputs, **meta)
+        result = await handle.result()
+        return result, await state_of(handle), await logs_of(handle)
+
+
 async def state_of(handle: WorkflowHandle[Any, Any]) -> RunStateSnapshot:
     """The whole state, every step with its outputs, read a page at a time as the API does."""
     steps: list[Any] = []

@@ -181,7 +181,6 @@ class CarriedState(Model):
     logs: list[LogEntry]
     artifacts: list[ArtifactRecord]
     cancelRequested: bool = False
-    failed: bool = False
 
 
 class ApprovalSignal(Model):

@@ -12,7 +12,16 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import logs_of, start_pack, state_of, steps_by_id, unique, wait_for, worker_for
+from tests.helpers import (
+    logs_of,
+    run_to_end,
+    start_pack,
+    state_of,
+    steps_by_id,
+    unique,
+    wait_for,
+    worker_for,
+)
 from workflows.names import SIGNAL_APPROVAL, UPDATE_DECIDE_APPROVAL
 from workflows.state import ApprovalOutcome, ApprovalSignal
 
@@ -264,40 +273,30 @@ def policy_pack(action: str) -> str:
 
 class TestPolicyGate:
     async def test_passes(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
-        tq = unique("tq")
-        async with worker_for(dev_env.client, tmp_path, tq):
-            handle = await start_pack(dev_env.client, tq, policy_pack("abort"), {"severity": 1})
-            assert (await handle.result()).status == "succeeded"
-            assert "policy.passed" in [e.eventType for e in await logs_of(handle)]
+        result, _, logs = await run_to_end(
+            dev_env.client, tmp_path, policy_pack("abort"), {"severity": 1}
+        )
+        assert result.status == "succeeded"
+        assert "policy.passed" in [e.eventType for e in logs]
 
     async def test_abort(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
-        tq = unique("tq")
-        async with worker_for(dev_env.client, tmp_path, tq):
-            handle = await start_pack(dev_env.client, tq, policy_pack("abort"))
-            assert (await handle.result()).status == "failed"
-            steps = steps_by_id(await state_of(handle))
-            assert (steps["check"].status, steps["check"].statusReason) == (
-                "Failed",
-                "policy-failed",
-            )
-            assert steps["after"].status == "Skipped"
+        result, state, _ = await run_to_end(dev_env.client, tmp_path, policy_pack("abort"))
+        assert result.status == "failed"
+        steps = steps_by_id(state)
+        assert (steps["check"].status, steps["check"].statusReason) == ("Failed", "policy-failed")
+        assert steps["after"].status == "Skipped"
 
     async def test_warn(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
-        tq = unique("tq")
-        async with worker_for(dev_env.client, tmp_path, tq):
-            handle = await start_pack(dev_env.client, tq, policy_pack("warn"))
-            assert (await handle.result()).status == "succeeded"
-            steps = steps_by_id(await state_of(handle))
-            assert steps["check"].statusReason == "policy-warned"
+        result, state, _ = await run_to_end(dev_env.client, tmp_path, policy_pack("warn"))
+        assert result.status == "succeeded"
+        assert steps_by_id(state)["check"].statusReason == "policy-warned"
 
     async def test_branch_runs_else(self, dev_env: WorkflowEnvironment, tmp_path: Path) -> None:
-        tq = unique("tq")
-        async with worker_for(dev_env.client, tmp_path, tq):
-            handle = await start_pack(dev_env.client, tq, policy_pack("branch"))
-            assert (await handle.result()).status == "succeeded"
-            steps = steps_by_id(await state_of(handle))
-            assert steps["fallback"].outputs == {"plan": "b"}
-            assert steps["check"].statusReason == "policy-branch"
+        result, state, _ = await run_to_end(dev_env.client, tmp_path, policy_pack("branch"))
+        assert result.status == "succeeded"
+        steps = steps_by_id(state)
+        assert steps["fallback"].outputs == {"plan": "b"}
+        assert steps["check"].statusReason == "policy-branch"
 
     async def test_request_override_waits_for_approval(
         self, dev_env: WorkflowEnvironment, tmp_path: Path

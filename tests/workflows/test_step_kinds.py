@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import logs_of, start_pack, state_of, steps_by_id, unique, worker_for
+from tests.helpers import run_to_end, steps_by_id
 
 HEAD = """
 apiVersion: stellaops.io/pack.v1
@@ -19,14 +18,6 @@ spec:
 
 def pack(body: str) -> str:
     return HEAD + body
-
-
-async def run_to_end(client: Client, tmp_path: Path, manifest: str, inputs: dict | None = None):
-    tq = unique("tq")
-    async with worker_for(client, tmp_path, tq):
-        handle = await start_pack(client, tq, manifest, inputs)
-        result = await handle.result()
-        return result, await state_of(handle), await logs_of(handle)
 
 
 class TestRunSteps:
