@@ -1,14 +1,7 @@
 """The artifact store: a local folder holding each run's workspace and captured artifacts.
 
-Layout under the configured root:
-
-    runs/<tenant>/<runId>/workspace/         the shell executor's default working directory
-    runs/<tenant>/<runId>/artifacts/<name>   captured files, stdout/stderr of shell steps, ...
-    runs/<tenant>/<runId>/scratch/           executors' temporary files (removed after use)
-
-`ArtifactRecord.storedPath` is the path relative to the root, so the root can move (or be
-mounted elsewhere by the API) without rewriting run state. Tenants, run ids and artifact names
-are single path components: anything that could step outside its folder is refused.
+Its layout, and the rule for names in it, are the contract's (`workflows.contract.artifacts`):
+the API serves captured files from the same folders.
 """
 
 from __future__ import annotations
@@ -20,28 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from activities.models import ArtifactRecord
-
-_MAX_NAME_BYTES = 255
-
-
-class UnsafePathError(ValueError):
-    """A name or relative path that would escape the folder it belongs in."""
-
-
-def check_name(name: str, what: str = "artifact name") -> str:
-    """Return `name` if it is a safe single path component, else raise UnsafePathError."""
-    if not isinstance(name, str) or not name:
-        raise UnsafePathError(f"{what} must be a non-empty string")
-    if name in {".", ".."}:
-        raise UnsafePathError(f"{what} {name!r} is not allowed")
-    if "\0" in name:
-        raise UnsafePathError(f"{what} must not contain NUL")
-    if "/" in name or "\\" in name:
-        raise UnsafePathError(f"{what} {name!r} must not contain a path separator")
-    if len(name.encode()) > _MAX_NAME_BYTES:
-        raise UnsafePathError(f"{what} is longer than {_MAX_NAME_BYTES} bytes")
-    return name
+from workflows.contract.activities import ArtifactRecord
+from workflows.contract.artifacts import (
+    ARTIFACTS,
+    SCRATCH,
+    WORKSPACE,
+    UnsafePathError,
+    check_name,
+    run_folder,
+)
 
 
 def now_iso() -> str:
@@ -56,22 +36,22 @@ class ArtifactStore:
         self.root = Path(root).expanduser().resolve()
 
     def run_dir(self, tenant: str, run_id: str) -> Path:
-        return self.root / "runs" / check_name(tenant, "tenant") / check_name(run_id, "run id")
+        return run_folder(self.root, tenant, run_id)
 
     def workspace(self, tenant: str, run_id: str) -> Path:
         """The run's workspace folder, created if it does not exist yet."""
-        path = self.run_dir(tenant, run_id) / "workspace"
+        path = self.run_dir(tenant, run_id) / WORKSPACE
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def artifacts_dir(self, tenant: str, run_id: str) -> Path:
-        path = self.run_dir(tenant, run_id) / "artifacts"
+        path = self.run_dir(tenant, run_id) / ARTIFACTS
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def scratch_dir(self, tenant: str, run_id: str) -> Path:
         """A folder for an executor's temporary files, outside the workspace and artifacts."""
-        path = self.run_dir(tenant, run_id) / "scratch"
+        path = self.run_dir(tenant, run_id) / SCRATCH
         path.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from activities.artifacts import ArtifactStore
 from activities.masking import Masker
-from activities.models import ArtifactRecord
 from compiler.plan import Sandbox
+from workflows.contract.activities import ArtifactRecord
 
 
 class StepFailed(Exception):

@@ -33,10 +33,20 @@ from pydantic_core import to_jsonable_python
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.artifacts import ArtifactStore, UnsafePathError, check_name, now_iso
+from activities.artifacts import ArtifactStore, now_iso
 from activities.executor import ExecutorContext, StepFailed
 from activities.masking import Masker, MaskingLogger
-from activities.models import (
+from activities.registry import Registry
+from activities.secrets import (
+    EnvSecretProvider,
+    SecretError,
+    SecretProvider,
+    fill_placeholders,
+    resolve_secrets,
+)
+from compiler.expressions import ExpressionError, evaluate_condition
+from compiler.plan import OutputSpec
+from workflows.contract.activities import (
     CAPTURE_OUTPUTS,
     EVALUATE_POLICY,
     RUN_STEP,
@@ -49,16 +59,7 @@ from activities.models import (
     RunStepRequest,
     RunStepResult,
 )
-from activities.registry import Registry
-from activities.secrets import (
-    EnvSecretProvider,
-    SecretError,
-    SecretProvider,
-    fill_placeholders,
-    resolve_secrets,
-)
-from compiler.expressions import ExpressionError, evaluate_condition
-from compiler.plan import OutputSpec
+from workflows.contract.artifacts import UnsafePathError, check_name
 
 HEARTBEAT_SECONDS = 1.0
 TIMEOUT_GRACE_SECONDS = 5.0

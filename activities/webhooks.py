@@ -25,8 +25,8 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.models import DELIVER_WEBHOOK, DeliveryResult, WebhookDelivery
-from activities.signing import (
+from workflows.contract.activities import DELIVER_WEBHOOK, DeliveryResult, WebhookDelivery
+from workflows.contract.signing import (
     ApprovalToken,
     TokenInvalid,
     decrypt_secret,

@@ -25,8 +25,8 @@ from api.routes import (
     simulations,
     webhooks,
 )
+from api.settings import ApiSettings
 from api.temporal import TemporalConnection
-from workflows.settings import Settings
 
 log = structlog.get_logger("taskrunner.api")
 
@@ -52,7 +52,7 @@ TAGS = [
 ]
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: ApiSettings) -> FastAPI:
     """The API for `settings`. Raises `api.auth.AuthConfigError` when auth cannot work."""
     services = Services(
         settings=settings,

@@ -21,7 +21,7 @@ import jwt
 from jwt.algorithms import RSAAlgorithm
 
 from api.errors import Forbidden, Unauthenticated
-from workflows.settings import Settings
+from api.settings import ApiSettings
 
 VIEWER = "taskrunner.viewer"
 OPERATOR = "taskrunner.operator"
@@ -82,7 +82,7 @@ ANONYMOUS_ADMIN = Principal(ANONYMOUS, frozenset({ADMIN}), frozenset(), unrestri
 class Authenticator:
     """Turns an `Authorization` header into a Principal, or raises Unauthenticated."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ApiSettings) -> None:
         self.enabled = settings.auth_enabled
         self.keys: dict[str, Any] = {}
         if settings.jwt_hs256_secret:

@@ -22,8 +22,8 @@ from api.listing import PageTokens
 from api.metrics import Metrics
 from api.reads import StateReads
 from api.schemas import MAX_RUN_ID_LENGTH, RUN_ID_PATTERN
+from api.settings import ApiSettings
 from api.temporal import TemporalConnection
-from workflows.settings import Settings
 
 TENANT_HEADER = "X-StellaOps-Tenant"
 # A tenant is one path component of the artifact store and part of workflow ids: keep it plain.
@@ -32,7 +32,7 @@ TENANT_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$")
 
 @dataclass(frozen=True)
 class Services:
-    settings: Settings
+    settings: ApiSettings
     temporal: TemporalConnection
     metrics: Metrics
     auth: Authenticator
@@ -47,14 +47,14 @@ async def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-async def _settings(services: ServicesDep) -> Settings:
+async def _settings(services: ServicesDep) -> ApiSettings:
     return services.settings
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
+SettingsDep = Annotated[ApiSettings, Depends(_settings)]
 
 
-def signing_key(settings: Settings) -> bytes | None:
+def signing_key(settings: ApiSettings) -> bytes | None:
     """The signing key as bytes (its UTF-8), as the workers' webhook activity takes it too."""
     return settings.signing_key.encode() if settings.signing_key else None
 
@@ -96,7 +96,9 @@ TenantHeader = Annotated[
 ]
 
 
-def resolve_tenant(settings: Settings, header: str | None, body_tenant: str | None = None) -> str:
+def resolve_tenant(
+    settings: ApiSettings, header: str | None, body_tenant: str | None = None
+) -> str:
     """The request's tenant: the header, else the body's `tenantId`, else the default."""
     tenant = header or body_tenant or settings.default_tenant
     if header and body_tenant and header != body_tenant:

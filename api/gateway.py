@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from temporalio.client import (
     Client,
@@ -31,10 +31,12 @@ from api import errors
 from api.listing import MEMO_CREATED_AT, MEMO_RUN_ID
 from api.metrics import Metrics
 from api.reads import StateReads
-from api.schemas import RunArtifact, pending_steps
+from api.schemas import RunArtifact
+from api.settings import ApiSettings
 from compiler import CompiledPlan
 from compiler.plan import walk
-from workflows.names import (
+from workflows.contract.initial import initial_state
+from workflows.contract.names import (
     QUERY_ARTIFACTS,
     QUERY_LOGS,
     QUERY_STATE,
@@ -47,11 +49,10 @@ from workflows.names import (
     WORKFLOW_TYPE,
     workflow_id,
 )
-from workflows.settings import Settings
-from workflows.state import (
+from workflows.contract.refusals import REFUSAL_CODES, Refusal
+from workflows.contract.state import (
     ApprovalOutcome,
     ApprovalSignal,
-    ApprovalState,
     CancelSignal,
     LogsPage,
     LogsQuery,
@@ -69,14 +70,24 @@ LOGS_PAGE = 500
 # Steps per `state` query: a query's answer is one payload, and Temporal caps payload sizes.
 STEPS_PAGE = 2000
 
-_DECISION_REFUSALS: dict[str, type[errors.ApiError]] = {
-    "PlanHashMismatch": errors.PlanHashMismatch,
-    "ApprovalNotFound": errors.ApprovalNotFound,
-    "ApprovalAlreadyDecided": errors.ApprovalAlreadyDecided,
-    "ApprovalNotPending": errors.ApprovalNotPending,
-    "DuplicateApprover": errors.DuplicateApprover,
-    "TokenAlreadyUsed": errors.LinkAlreadyUsed,
-}
+
+def refusal_error(code: Refusal) -> type[errors.ApiError]:
+    """The API error a run's refusal of a decision becomes."""
+    match code:
+        case Refusal.PLAN_HASH_MISMATCH:
+            return errors.PlanHashMismatch
+        case Refusal.APPROVAL_NOT_FOUND:
+            return errors.ApprovalNotFound
+        case Refusal.APPROVAL_ALREADY_DECIDED:
+            return errors.ApprovalAlreadyDecided
+        case Refusal.APPROVAL_NOT_PENDING:
+            return errors.ApprovalNotPending
+        case Refusal.DUPLICATE_APPROVER:
+            return errors.DuplicateApprover
+        case Refusal.TOKEN_ALREADY_USED:
+            return errors.LinkAlreadyUsed
+        case _:
+            assert_never(code)
 
 
 def now_iso() -> str:
@@ -87,7 +98,7 @@ class RunGateway:
     def __init__(
         self,
         client: Client,
-        settings: Settings,
+        settings: ApiSettings,
         metrics: Metrics,
         reads: StateReads | None = None,
     ) -> None:
@@ -161,29 +172,8 @@ class RunGateway:
             )
             return first
         except (RPCError, RPCTimeoutOrCancelledError):
-            steps = pending_steps(plan.steps)
-            return RunStateSnapshot(
-                runId=run_id,
-                tenant=tenant,
-                pack=plan.pack.name,
-                packVersion=plan.pack.version,
-                planHash=compiled.plan_hash,
-                status="pending",
-                failurePolicy=plan.failure,
-                createdAt=meta.requestedAt,
-                updatedAt=meta.requestedAt,
-                steps=steps[:STEPS_PAGE],
-                totalSteps=len(steps),
-                approvals=[
-                    ApprovalState(
-                        approvalId=a.id,
-                        grants=list(a.grants),
-                        requiredApprovals=a.requiredApprovals,
-                        message=a.message,
-                    )
-                    for a in plan.approvals
-                ],
-            )
+            initial = initial_state(plan, compiled.plan_hash, meta)
+            return initial.model_copy(update={"steps": initial.steps[:STEPS_PAGE]})
 
     # ----------------------------------------------------------------- read
 
@@ -243,9 +233,9 @@ class RunGateway:
                     )
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
-            if not isinstance(cause, ApplicationError) or cause.type not in _DECISION_REFUSALS:
+            if not isinstance(cause, ApplicationError) or cause.type not in REFUSAL_CODES:
                 raise
-            raise _DECISION_REFUSALS[cause.type](cause.message) from None
+            raise refusal_error(Refusal(cause.type))(cause.message) from None
         self.metrics.approvals_decided.labels(decision=outcome.status).inc()
         return outcome
 

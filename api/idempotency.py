@@ -50,7 +50,7 @@ from api.errors import (
     InvalidRequest,
 )
 from api.ledger import LedgerGateway
-from workflows.ledger_state import MAX_STORED_BODY_BYTES, IdempotencyRecord, StoredResponse
+from workflows.contract.ledger import MAX_STORED_BODY_BYTES, IdempotencyRecord, StoredResponse
 
 log = structlog.get_logger("taskrunner.api")
 

@@ -22,7 +22,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import errors
-from workflows.ledger_state import (
+from api.settings import ApiSettings
+from workflows.contract.ledger import (
     LEDGER_WORKFLOW_TYPE,
     QUERY_IDEMPOTENCY,
     QUERY_WEBHOOKS,
@@ -33,24 +34,24 @@ from workflows.ledger_state import (
     DeleteWebhook,
     IdempotencyRecord,
     LedgerInput,
+    LedgerRefusal,
     ReleaseKey,
     WebhookRegistration,
     ledger_workflow_id,
 )
-from workflows.settings import Settings
 
 T = TypeVar("T")
 
 _REFUSALS: dict[str, type[errors.ApiError]] = {
-    "WebhookNotFound": errors.WebhookNotFound,
-    "WebhookExists": errors.WebhookExists,
-    "TooManyWebhooks": errors.TooManyWebhooks,
-    "LedgerFull": errors.IdempotencyStoreFull,
+    LedgerRefusal.WEBHOOK_NOT_FOUND: errors.WebhookNotFound,
+    LedgerRefusal.WEBHOOK_EXISTS: errors.WebhookExists,
+    LedgerRefusal.TOO_MANY_WEBHOOKS: errors.TooManyWebhooks,
+    LedgerRefusal.LEDGER_FULL: errors.IdempotencyStoreFull,
 }
 
 
 class LedgerGateway:
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: ApiSettings) -> None:
         self.client = client
         self.settings = settings
         self.timeout = timedelta(seconds=settings.query_timeout_seconds)

@@ -30,7 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import InvalidRequest
 from api.schemas import RunList, RunSummary
-from workflows.names import (
+from workflows.contract.names import (
     SA_PACK,
     SA_PLAN_HASH,
     SA_STATUS,
@@ -38,7 +38,7 @@ from workflows.names import (
     WORKFLOW_TYPE,
     workflow_id,
 )
-from workflows.state import TERMINAL_RUN_STATUSES
+from workflows.contract.state import TERMINAL_RUN_STATUSES
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from workflows.state import TERMINAL_RUN_STATUSES
+from workflows.contract.state import TERMINAL_RUN_STATUSES
 
 # How many finished runs to remember so that reading one twice does not count it twice.
 _SEEN_LIMIT = 10_000

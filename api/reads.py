@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
 
-from workflows.state import TERMINAL_RUN_STATUSES, RunStateSnapshot
+from workflows.contract.state import TERMINAL_RUN_STATUSES, RunStateSnapshot
 
 FINISHED_TTL_SECONDS = 10.0
 FINISHED_MAX_RUNS = 1024

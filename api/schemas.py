@@ -12,8 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compiler import plan as p
-from workflows.state import (
+from workflows.contract.state import (
     ApprovalOutcome,
     ApprovalState,
     LogEntry,
@@ -406,32 +405,6 @@ def approval_outcome(outcome: ApprovalOutcome) -> ApprovalDecisionResponse:
 
 def find_approval(snapshot: RunStateSnapshot, approval_id: str) -> ApprovalState | None:
     return next((a for a in snapshot.approvals if a.approvalId == approval_id), None)
-
-
-def pending_steps(steps: tuple[p.PlanStep, ...], parent_id: str | None = None) -> list[StepState]:
-    """The steps a run of a plan starts with, all Pending, in tree order.
-
-    Used only when the run cannot answer its `state` query yet (no worker has picked it up);
-    mirrors what the workflow registers at start: map and loop bodies appear once they iterate.
-    """
-    out: list[StepState] = []
-    for step in steps:
-        state = StepState(
-            stepId=step.id,
-            kind=p.CONTRACT_KIND[step.kind],
-            continueOnError=step.continueOnError,
-            parentId=parent_id,
-        )
-        if isinstance(step, p.ParallelStep | p.MapStep):
-            state.maxParallel = step.maxParallel
-        if isinstance(step, p.ApprovalGateStep):
-            state.approvalId, state.gateMessage = step.approvalId, step.message
-        if isinstance(step, p.PolicyGateStep):
-            state.approvalId = step.approvalId
-        out.append(state)
-        if not isinstance(step, p.MapStep | p.LoopStep):
-            out += pending_steps(tuple(p.children(step)), step.id)
-    return out
 
 
 SimulationStep.model_rebuild()

@@ -12,10 +12,9 @@ from datetime import timedelta
 
 import structlog
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.errors import TemporalUnavailable
-from workflows.settings import Settings
+from workflows.contract.settings import SharedSettings, connect
 
 log = structlog.get_logger("taskrunner.api")
 
@@ -23,7 +22,7 @@ READY_TIMEOUT = timedelta(seconds=3)
 
 
 class TemporalConnection:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SharedSettings) -> None:
         self.settings = settings
         self._client: Client | None = None
         self._lock = asyncio.Lock()
@@ -43,11 +42,7 @@ class TemporalConnection:
         async with self._lock:
             if self._client is None:
                 try:
-                    self._client = await Client.connect(
-                        self.settings.temporal_address,
-                        namespace=self.settings.temporal_namespace,
-                        data_converter=pydantic_data_converter,
-                    )
+                    self._client = await connect(self.settings)
                 except Exception as exc:  # the SDK raises RuntimeError for connect failures
                     raise TemporalUnavailable(
                         f"cannot reach Temporal at {self.settings.temporal_address}: "

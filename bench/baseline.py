@@ -12,7 +12,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import RUN_STEP, RunStepRequest, RunStepResult
+    from workflows.contract.activities import RUN_STEP, RunStepRequest, RunStepResult
 
 
 @workflow.defn(name="BaselineSteps")

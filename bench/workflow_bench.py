@@ -26,9 +26,9 @@ from activities.registry import Registry
 from activities.step_activities import StepActivities
 from bench.baseline import BaselineSteps
 from compiler import compile_manifest
-from workflows.names import SEARCH_ATTRIBUTES, WORKFLOW_TYPE, workflow_id
-from workflows.settings import Settings
-from workflows.state import PackRunInput, RunMeta, RunResult
+from workflows.contract.names import SEARCH_ATTRIBUTES, WORKFLOW_TYPE, workflow_id
+from workflows.contract.state import PackRunInput, RunMeta, RunResult
+from workflows.settings import WorkerSettings
 from workflows.worker import build_worker
 
 
@@ -124,7 +124,7 @@ async def start_dev_server() -> WorkflowEnvironment:
 async def overhead(client: Client, runs: int, steps: int, rounds: int) -> list[Figure]:
     """Throughput of `runs` concurrent `steps`-step noop packs against the hand-written baseline,
     each side on a worker of its own in this process, best of `rounds`."""
-    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-")))
+    settings = WorkerSettings(data_dir=Path(tempfile.mkdtemp(prefix="bench-")))
     tq = f"bench-{uuid.uuid4().hex[:6]}"
     worker = build_worker(client, settings, task_queue=tq)
     baseline_tq = f"{tq}-baseline"
@@ -175,7 +175,7 @@ async def overhead(client: Client, runs: int, steps: int, rounds: int) -> list[F
 
 async def fanout(client: Client, items: int) -> list[Figure]:
     """A map over `items` noop items on a worker in this process: wall time, largest history."""
-    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-")))
+    settings = WorkerSettings(data_dir=Path(tempfile.mkdtemp(prefix="bench-")))
     tq = f"bench-{uuid.uuid4().hex[:6]}"
     async with build_worker(client, settings, task_queue=tq):
         started = time.perf_counter()

@@ -6,7 +6,9 @@ Python (SQLite file, Web UI on, our search attributes registered), waits until i
 runs a worker and the API in this process with auth OFF, and stops all three on Ctrl-C or
 SIGTERM: the API and the worker first, Temporal last. Nothing is downloaded at run time.
 
-Configuration is `workflows.settings.Settings` (TASKRUNNER_* variables); options override it.
+Configuration: `workflows.settings.WorkerSettings` for `worker`, `api.settings.ApiSettings` for
+`api`, `cli.settings.DevSettings` (both, and the dev server's) for `dev`; TASKRUNNER_* variables,
+which options override.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from cli.main import EXIT_ERROR, EXIT_OK, CliError, Subcommands
 
@@ -29,7 +31,11 @@ if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
-    from workflows.settings import Settings
+    from api.settings import ApiSettings
+    from cli.settings import DevSettings
+    from workflows.contract.settings import SharedSettings
+
+S = TypeVar("S", bound="SharedSettings")
 
 SEARCH_ATTRIBUTE_TYPE = "Keyword"
 TEMPORAL_START_TIMEOUT = 60.0
@@ -80,9 +86,10 @@ def register(subcommands: Subcommands) -> None:
 
 
 def worker_command(args: argparse.Namespace) -> int:
+    from workflows.settings import get_worker_settings
     from workflows.worker import run_worker
 
-    settings = _settings()
+    settings = _logging(get_worker_settings())
     asyncio.run(run_worker(settings))
     return EXIT_OK
 
@@ -90,7 +97,9 @@ def worker_command(args: argparse.Namespace) -> int:
 def api_command(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = _settings()
+    from api.settings import get_api_settings
+
+    settings = _logging(get_api_settings())
     app = _app(settings)
     uvicorn.run(
         app,
@@ -102,11 +111,10 @@ def api_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _settings() -> Settings:
+def _logging(settings: S) -> S:
+    """The settings, once logging is set up as they say."""
     from cli.logging_setup import configure_logging
-    from workflows.settings import get_settings
 
-    settings = get_settings()
     try:
         configure_logging(settings.log_level, settings.log_format)
     except ValueError as exc:
@@ -114,7 +122,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _app(settings: Settings) -> FastAPI:
+def _app(settings: ApiSettings) -> FastAPI:
     from api.app import create_app
     from api.auth import AuthConfigError
 
@@ -128,7 +136,9 @@ def _app(settings: Settings) -> FastAPI:
 
 
 def dev_command(args: argparse.Namespace) -> int:
-    base = _settings()
+    from cli.settings import get_dev_settings
+
+    base = _logging(get_dev_settings())
     data_dir = (args.data_dir or base.data_dir).expanduser().resolve()
     port = args.port or int(base.temporal_address.rsplit(":", 1)[1])
     api_port = args.api_port or base.api_port
@@ -182,8 +192,8 @@ def temporal_binary() -> Path:
     return path
 
 
-def dev_server_command(settings: Settings) -> list[str]:
-    from workflows.names import SEARCH_ATTRIBUTES
+def dev_server_command(settings: DevSettings) -> list[str]:
+    from workflows.contract.names import SEARCH_ATTRIBUTES
 
     assert settings.dev_db_file is not None
     port = settings.temporal_address.rsplit(":", 1)[1]
@@ -209,7 +219,7 @@ def dev_server_command(settings: Settings) -> list[str]:
     return command
 
 
-async def _dev(settings: Settings) -> int:
+async def _dev(settings: DevSettings) -> int:
     from workflows.worker import run_worker
 
     assert settings.dev_db_file is not None
@@ -264,7 +274,7 @@ async def _dev(settings: Settings) -> int:
         print("taskrunner dev: stopped (worker, API and Temporal dev server)", file=sys.stderr)
 
 
-async def _serve(server: uvicorn.Server, settings: Settings) -> None:
+async def _serve(server: uvicorn.Server, settings: DevSettings) -> None:
     try:
         await server.serve()
     except SystemExit:  # how uvicorn reports a port it cannot bind; kept inside this task
@@ -274,7 +284,7 @@ async def _serve(server: uvicorn.Server, settings: Settings) -> None:
 
 
 async def _wait_for_temporal(
-    settings: Settings, temporal: asyncio.subprocess.Process, stop: asyncio.Event
+    settings: DevSettings, temporal: asyncio.subprocess.Process, stop: asyncio.Event
 ) -> bool:
     """Wait until the dev server answers; False if it exited, took too long, or we were stopped."""
     from temporalio.client import Client
@@ -330,7 +340,7 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _api_server(app: FastAPI, settings: Settings) -> uvicorn.Server:
+def _api_server(app: FastAPI, settings: DevSettings) -> uvicorn.Server:
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -346,12 +356,12 @@ def _api_server(app: FastAPI, settings: Settings) -> uvicorn.Server:
     return Server(config)
 
 
-def _key_from_file(settings: Settings) -> bool:
+def _key_from_file(settings: DevSettings) -> bool:
     path = settings.data_dir / SIGNING_KEY_FILE
     return path.is_file() and path.read_text().strip() == settings.signing_key
 
 
-def _banner(settings: Settings) -> None:
+def _banner(settings: DevSettings) -> None:
     api = f"http://{settings.api_host}:{settings.api_port}"
     lines = [
         "",

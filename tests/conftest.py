@@ -10,7 +10,7 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from workflows.names import SEARCH_ATTRIBUTES
+from workflows.contract.names import SEARCH_ATTRIBUTES
 
 
 def server_binary(name: str) -> str:

@@ -15,9 +15,8 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from compiler import compile_manifest
-from workflows.names import QUERY_LOGS, QUERY_STATE, WORKFLOW_TYPE, workflow_id
-from workflows.settings import Settings
-from workflows.state import (
+from workflows.contract.names import QUERY_LOGS, QUERY_STATE, WORKFLOW_TYPE, workflow_id
+from workflows.contract.state import (
     LogEntry,
     LogsPage,
     LogsQuery,
@@ -27,6 +26,7 @@ from workflows.state import (
     RunStateSnapshot,
     StateQuery,
 )
+from workflows.settings import WorkerSettings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -40,13 +40,13 @@ async def worker_for(
     client: Client,
     data_dir: Path,
     task_queue: str | None = None,
-    settings: Settings | None = None,
+    settings: WorkerSettings | None = None,
     **options: Any,
 ) -> AsyncIterator[Worker]:
     """A real worker on a fresh task queue, for one test."""
     from workflows.worker import build_worker
 
-    settings = (settings or Settings()).model_copy(update={"data_dir": data_dir})
+    settings = (settings or WorkerSettings()).model_copy(update={"data_dir": data_dir})
     worker = build_worker(client, settings, task_queue=task_queue or unique("tq"), **options)
     async with worker:
         yield worker

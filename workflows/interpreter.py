@@ -26,16 +26,6 @@ from temporalio.exceptions import (
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import (
-        EVALUATE_POLICY,
-        RUN_STEP,
-        STEP_FAILED,
-        ArtifactRecord,
-        PolicyRequest,
-        PolicyResult,
-        RunStepRequest,
-        RunStepResult,
-    )
     from compiler import plan as p
     from compiler.expressions import (
         ExpressionError,
@@ -45,9 +35,19 @@ with workflow.unsafe.imports_passed_through():
         render,
     )
     from compiler.history import MAP_CHUNK_SIZE, MAP_INLINE_LIMIT
-    from workflows.names import CHUNK_WORKFLOW_TYPE
+    from workflows.contract.activities import (
+        EVALUATE_POLICY,
+        RUN_STEP,
+        STEP_FAILED,
+        ArtifactRecord,
+        PolicyRequest,
+        PolicyResult,
+        RunStepRequest,
+        RunStepResult,
+    )
+    from workflows.contract.names import CHUNK_WORKFLOW_TYPE
+    from workflows.contract.state import ChunkInput, ChunkResult, Decision
     from workflows.run_book import RunBook, iso
-    from workflows.state import ChunkInput, ChunkResult, Decision
 
 POLICY_TIMEOUT = timedelta(seconds=60)
 

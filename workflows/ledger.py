@@ -1,5 +1,5 @@
 """TaskRunnerLedger: one long-lived workflow per tenant holding its webhook registrations and its
-idempotency records (see `workflows.ledger_state`).
+idempotency records (see `workflows.contract.ledger`).
 
 The API starts it on demand (update-with-start, USE_EXISTING) and changes it only through
 updates, whose handlers are synchronous: each one is applied whole in one workflow task, so no
@@ -16,7 +16,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.ledger_state import (
+    from workflows.contract.ledger import (
         IDEMPOTENCY_BUDGET_BYTES,
         LEDGER_WORKFLOW_TYPE,
         MAX_WEBHOOKS,
@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         DeleteWebhook,
         IdempotencyRecord,
         LedgerInput,
+        LedgerRefusal,
         LedgerState,
         ReleaseKey,
         WebhookRegistration,
@@ -116,12 +117,14 @@ class TaskRunnerLedger:
         if len(self.webhooks) >= MAX_WEBHOOKS:
             raise ApplicationError(
                 f"tenant {self.tenant!r} already has {MAX_WEBHOOKS} webhooks",
-                type="TooManyWebhooks",
+                type=LedgerRefusal.TOO_MANY_WEBHOOKS.value,
                 non_retryable=True,
             )
         if any(w.id == hook.id for w in self.webhooks):
             raise ApplicationError(
-                f"webhook {hook.id!r} exists", type="WebhookExists", non_retryable=True
+                f"webhook {hook.id!r} exists",
+                type=LedgerRefusal.WEBHOOK_EXISTS.value,
+                non_retryable=True,
             )
 
     @workflow.update(name=UPDATE_DELETE_WEBHOOK)
@@ -132,7 +135,9 @@ class TaskRunnerLedger:
     def _check_delete(self, request: DeleteWebhook) -> None:
         if not any(w.id == request.id for w in self.webhooks):
             raise ApplicationError(
-                f"no webhook {request.id!r}", type="WebhookNotFound", non_retryable=True
+                f"no webhook {request.id!r}",
+                type=LedgerRefusal.WEBHOOK_NOT_FOUND.value,
+                non_retryable=True,
             )
 
     @workflow.query(name=QUERY_WEBHOOKS)
@@ -164,7 +169,7 @@ class TaskRunnerLedger:
         if held + record.size() > IDEMPOTENCY_BUDGET_BYTES:
             raise ApplicationError(
                 f"tenant {self.tenant!r} holds too many idempotency records; retry later",
-                type="LedgerFull",
+                type=LedgerRefusal.LEDGER_FULL.value,
                 non_retryable=True,
             )
 

@@ -19,7 +19,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import (
+    from workflows.contract.activities import (
         CAPTURE_OUTPUTS,
         DELIVER_WEBHOOK,
         ArtifactRecord,
@@ -28,8 +28,7 @@ with workflow.unsafe.imports_passed_through():
         DeliveryResult,
         WebhookDelivery,
     )
-    from workflows.interpreter import Frame, Interpreter
-    from workflows.names import (
+    from workflows.contract.names import (
         CHUNK_WORKFLOW_TYPE,
         QUERY_ARTIFACTS,
         QUERY_LOGS,
@@ -43,8 +42,7 @@ with workflow.unsafe.imports_passed_through():
         UPDATE_DECIDE_APPROVAL,
         WORKFLOW_TYPE,
     )
-    from workflows.run_book import RunBook
-    from workflows.state import (
+    from workflows.contract.state import (
         TERMINAL_RUN_STATUSES,
         ApprovalOutcome,
         ApprovalSignal,
@@ -61,6 +59,8 @@ with workflow.unsafe.imports_passed_through():
         StateQuery,
         WebhookRef,
     )
+    from workflows.interpreter import Frame, Interpreter
+    from workflows.run_book import RunBook
 
 CAPTURE_TIMEOUT = timedelta(minutes=5)
 WEBHOOK_ATTEMPT_TIMEOUT = timedelta(seconds=30)
@@ -397,7 +397,7 @@ class PackRun:
                 level="warn",
                 approvalId=decision.approvalId,
                 actorId=decision.actorId,
-                error=problem[0],
+                error=problem[0].value,
             )
             return
         self.book.apply_decision(decision)
@@ -413,7 +413,7 @@ class PackRun:
     def _check_decision(self, decision: ApprovalSignal) -> None:
         problem = self.book.check_decision(decision)
         if problem is not None:
-            raise ApplicationError(problem[1], type=problem[0], non_retryable=True)
+            raise ApplicationError(problem[1], type=problem[0].value, non_retryable=True)
 
     @workflow.signal(name=SIGNAL_CANCEL)
     def cancel(self, request: CancelSignal | None = None) -> None:

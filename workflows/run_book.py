@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from activities.models import ArtifactRecord
 from compiler import plan as p
-from workflows.state import (
+from workflows.contract.activities import ArtifactRecord
+from workflows.contract.initial import approval_states, step_state, step_states
+from workflows.contract.refusals import Refusal
+from workflows.contract.state import (
     ApprovalDecisionRecord,
     ApprovalOutcome,
     ApprovalSignal,
@@ -69,15 +71,7 @@ class RunBook:
         self.updated_at = stamp
         self.steps: dict[str, StepState] = {}
         self.children: dict[str, list[str]] = {}
-        self.approvals: dict[str, ApprovalState] = {
-            a.id: ApprovalState(
-                approvalId=a.id,
-                grants=list(a.grants),
-                requiredApprovals=a.requiredApprovals,
-                message=a.message,
-            )
-            for a in plan.approvals
-        }
+        self.approvals: dict[str, ApprovalState] = {a.approvalId: a for a in approval_states(plan)}
         self.logs: list[LogEntry] = []
         self.listeners: list[Callable[[LogEntry], None]] = []
         self.artifacts: list[ArtifactRecord] = []
@@ -153,20 +147,7 @@ class RunBook:
         parent_id: str | None,
         template_id: str | None,
     ) -> StepState:
-        state = StepState(
-            stepId=runtime_id,
-            kind=p.CONTRACT_KIND[step.kind],
-            continueOnError=step.continueOnError,
-            parentId=parent_id,
-            templateId=template_id,
-        )
-        if isinstance(step, p.ParallelStep | p.MapStep):
-            state.maxParallel = step.maxParallel
-        if isinstance(step, p.ApprovalGateStep):
-            state.approvalId = step.approvalId
-            state.gateMessage = step.message
-        if isinstance(step, p.PolicyGateStep) and step.approvalId:
-            state.approvalId = step.approvalId
+        state = step_state(step, runtime_id, parent_id=parent_id, template_id=template_id)
         self._add(state)
         return state
 
@@ -184,14 +165,8 @@ class RunBook:
         templated: bool,
     ) -> None:
         """Register a subtree. Map and loop bodies are registered per iteration, when they start."""
-        for step in steps:
-            rid = prefix + step.id
-            self.register(
-                step, rid, parent_id=parent_id, template_id=step.id if templated else None
-            )
-            if isinstance(step, p.MapStep | p.LoopStep):
-                continue
-            self.register_tree(p.children(step), prefix, rid, templated=templated)
+        for state in step_states(steps, prefix, parent_id, templated=templated):
+            self._add(state)
 
     def step(self, runtime_id: str) -> StepState:
         return self.steps[runtime_id]
@@ -250,36 +225,39 @@ class RunBook:
 
     # ----------------------------------------------------------------- approvals
 
-    def check_decision(self, decision: ApprovalSignal) -> tuple[str, str] | None:
-        """Why a decision cannot be applied, as (error type, message); None when it can."""
+    def check_decision(self, decision: ApprovalSignal) -> tuple[Refusal, str] | None:
+        """Why a decision cannot be applied, as (refusal code, message); None when it can."""
         if decision.planHash != self.plan_hash:
             return (
-                "PlanHashMismatch",
+                Refusal.PLAN_HASH_MISMATCH,
                 f"planHash {decision.planHash} does not match the run's plan {self.plan_hash}",
             )
         approval = self.approvals.get(decision.approvalId)
         if approval is None:
-            return ("ApprovalNotFound", f"run has no approval {decision.approvalId!r}")
+            return (Refusal.APPROVAL_NOT_FOUND, f"run has no approval {decision.approvalId!r}")
         if decision.tokenId is not None and any(
             d.tokenId == decision.tokenId for d in approval.decisions
         ):
             return (
-                "TokenAlreadyUsed",
+                Refusal.TOKEN_ALREADY_USED,
                 f"this approval link was already used on {approval.approvalId!r}",
             )
         if approval.status in DECIDED:
             return (
-                "ApprovalAlreadyDecided",
+                Refusal.APPROVAL_ALREADY_DECIDED,
                 f"approval {approval.approvalId!r} is already {approval.status}",
             )
         if approval.status != "pending":
             return (
-                "ApprovalNotPending",
+                Refusal.APPROVAL_NOT_PENDING,
                 f"approval {approval.approvalId!r} is not awaiting a decision yet",
             )
         actor = decision.actorId or ANONYMOUS
         if any(d.actorId == actor for d in approval.decisions):
-            return ("DuplicateApprover", f"{actor} has already decided on {approval.approvalId!r}")
+            return (
+                Refusal.DUPLICATE_APPROVER,
+                f"{actor} has already decided on {approval.approvalId!r}",
+            )
         return None
 
     def apply_decision(self, decision: ApprovalSignal) -> ApprovalOutcome:

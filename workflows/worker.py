@@ -12,34 +12,25 @@ from typing import Any
 
 import structlog
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.artifacts import ArtifactStore
 from activities.registry import Registry
 from activities.step_activities import StepActivities
 from activities.webhooks import WebhookActivities
+from workflows.contract.settings import connect
 from workflows.ledger import TaskRunnerLedger
 from workflows.pack_run import PackRun, PackRunMapChunk
-from workflows.settings import Settings
+from workflows.settings import WorkerSettings
 
 log = structlog.get_logger("taskrunner.worker")
 
 WORKFLOWS: Sequence[type] = (PackRun, PackRunMapChunk, TaskRunnerLedger)
 
 
-async def connect(settings: Settings) -> Client:
-    """A client with the pydantic data converter, as every part of TaskRunner uses."""
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
-
-
 def build_worker(
     client: Client,
-    settings: Settings,
+    settings: WorkerSettings,
     *,
     task_queue: str | None = None,
     registry: Registry | None = None,
@@ -64,7 +55,7 @@ def build_worker(
     )
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM), then shut down gracefully."""
     client = await connect(settings)
     stop = stop or _stop_on_signals()
@@ -92,6 +83,6 @@ __all__ = ["WORKFLOWS", "build_worker", "connect", "run_worker"]
 
 
 if __name__ == "__main__":  # `python -m workflows.worker`: a worker alone, configured by env
-    from workflows.settings import get_settings
+    from workflows.settings import get_worker_settings
 
-    asyncio.run(run_worker(get_settings()))
+    asyncio.run(run_worker(get_worker_settings()))

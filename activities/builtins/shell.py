@@ -53,10 +53,10 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from activities.artifacts import UnsafePathError
 from activities.executor import ExecutorContext, Params, StepFailed, parse_params
 from compiler.expressions import to_text
 from compiler.plan import Sandbox
+from workflows.contract.artifacts import UnsafePathError
 
 OUTPUTS_PREFIX = "::outputs::"
 TAIL_CHARS = 4096

@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path
 
-from activities.signing import TokenBadSignature, TokenExpired, TokenInvalid, verify_token
 from api.auth import OPERATOR
 from api.deps import Operator, RunId, Runs, SettingsDep, Tenant, signing_key
 from api.errors import (
@@ -29,7 +28,8 @@ from api.schemas import (
     approval_outcome,
     find_approval,
 )
-from workflows.state import ApprovalSignal
+from workflows.contract.signing import TokenBadSignature, TokenExpired, TokenInvalid, verify_token
+from workflows.contract.state import ApprovalSignal
 
 router = APIRouter(prefix=PREFIX, tags=["Approvals"], route_class=IdempotentRoute)
 Idempotent = Annotated[object, idempotent(OPERATOR)]

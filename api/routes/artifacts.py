@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import mimetypes
-from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
@@ -12,6 +11,7 @@ from api.deps import RunId, Runs, SettingsDep, Tenant, Viewer
 from api.errors import ArtifactNotFound, documented
 from api.routes import PREFIX
 from api.schemas import RunArtifact
+from workflows.contract.artifacts import stored_file
 
 router = APIRouter(prefix=PREFIX, tags=["Artifacts"])
 
@@ -60,18 +60,3 @@ async def download_run_artifact(
         raise missing
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return FileResponse(path, media_type=media_type, filename=name)
-
-
-def stored_file(data_dir: Path, tenant: str, run_id: str, stored_path: str) -> Path | None:
-    """The file `stored_path` names, if it is a regular file inside this run's folder.
-
-    The artifact store (activities/artifacts.py) keeps a run's files under
-    `<data_dir>/runs/<tenant>/<runId>/`, and `storedPath` is relative to `data_dir`. Resolving
-    (symlinks included) before the check keeps `..` and links from reaching anything else.
-    """
-    root = data_dir.expanduser().resolve()
-    run_root = root / "runs" / tenant / run_id
-    path = (root / stored_path).resolve()
-    if not path.is_relative_to(run_root) or not path.is_file():
-        return None
-    return path

@@ -16,7 +16,7 @@ from api.errors import documented
 from api.gateway import LOGS_PAGE, RunGateway
 from api.routes import PREFIX
 from api.schemas import RunLogEntry, log_entry
-from workflows.state import LogsPage
+from workflows.contract.state import LogsPage
 
 router = APIRouter(prefix=PREFIX, tags=["Logs"])
 log = structlog.get_logger("taskrunner.api")

@@ -44,9 +44,9 @@ from api.schemas import (
     RunStateResponse,
     run_state,
 )
+from api.settings import ApiSettings
 from compiler import compile_manifest
-from workflows.settings import Settings
-from workflows.state import CancelSignal, WebhookRef
+from workflows.contract.state import CancelSignal, WebhookRef
 
 router = APIRouter(prefix=PREFIX, tags=["Runs"], route_class=IdempotentRoute)
 Idempotent = Annotated[object, idempotent(OPERATOR)]
@@ -56,7 +56,7 @@ LOCATION: dict[str, Any] = {
 }
 
 
-def run_location(settings: Settings, run_id: str) -> str:
+def run_location(settings: ApiSettings, run_id: str) -> str:
     return f"{(settings.public_url or '').rstrip('/')}{PREFIX}/runs/{run_id}"
 
 

@@ -12,14 +12,14 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Response
 
-from activities.signing import encrypt_secret
 from api.auth import ADMIN
 from api.deps import Admin, Ledger, SettingsDep, Tenant, signing_key
 from api.errors import InvalidRequest, SigningKeyMissing, documented
 from api.idempotency import IdempotentRoute, idempotent
 from api.routes import PREFIX
 from api.schemas import Webhook, WebhookList, WebhookRequest
-from workflows.ledger_state import WebhookRegistration
+from workflows.contract.ledger import WebhookRegistration
+from workflows.contract.signing import encrypt_secret
 
 router = APIRouter(prefix=PREFIX, tags=["Webhooks"], route_class=IdempotentRoute)
 Idempotent = Annotated[object, idempotent(ADMIN)]

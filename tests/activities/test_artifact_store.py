@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.artifacts import ArtifactStore, UnsafePathError, check_name
+from activities.artifacts import ArtifactStore
+from workflows.contract.artifacts import UnsafePathError, check_name
 
 
 def test_layout_and_stored_path_relative_to_root(tmp_path: Path) -> None:

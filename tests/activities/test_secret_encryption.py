@@ -1,11 +1,11 @@
-"""activities.signing as the API uses it: webhook secrets encrypted at rest, and link tokens whose
+"""workflows.contract.signing as the API uses it: webhook secrets encrypted at rest, and link tokens whose
 signature does not match told apart from malformed ones (401 against 400)."""
 
 from __future__ import annotations
 
 import pytest
 
-from activities.signing import (
+from workflows.contract.signing import (
     ApprovalToken,
     TokenBadSignature,
     TokenInvalid,

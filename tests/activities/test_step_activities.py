@@ -15,7 +15,11 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.artifacts import ArtifactStore
 from activities.executor import ExecutorContext
-from activities.models import (
+from activities.registry import Registry
+from activities.secrets import MappingSecretProvider
+from activities.step_activities import StepActivities, activities_for_worker
+from compiler.plan import OutputSpec, Sandbox
+from workflows.contract.activities import (
     CAPTURE_OUTPUTS,
     EVALUATE_POLICY,
     RUN_STEP,
@@ -24,10 +28,6 @@ from activities.models import (
     PolicyRequest,
     RunStepRequest,
 )
-from activities.registry import Registry
-from activities.secrets import MappingSecretProvider
-from activities.step_activities import StepActivities, activities_for_worker
-from compiler.plan import OutputSpec, Sandbox
 
 SECRET = "s3cr3t-value"
 

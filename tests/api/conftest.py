@@ -16,22 +16,22 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
+from cli.settings import DevSettings
 from tests.api.support import SECRET, SIGNING_KEY, serve
 from tests.helpers import unique, worker_for
-from workflows.settings import Settings
 
 
 @dataclass(frozen=True)
 class Stack:
     url: str
-    settings: Settings
+    settings: DevSettings
 
 
 @pytest.fixture(scope="session")
 def api_settings(
     dev_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
-) -> Settings:
-    return Settings(
+) -> DevSettings:
+    return DevSettings(
         temporal_address=dev_env.client.service_client.config.target_host,
         temporal_namespace=dev_env.client.namespace,
         task_queue=unique("api-tq"),
@@ -45,7 +45,7 @@ def api_settings(
 
 
 @pytest.fixture(scope="session")
-async def stack(dev_env: WorkflowEnvironment, api_settings: Settings) -> AsyncIterator[Stack]:
+async def stack(dev_env: WorkflowEnvironment, api_settings: DevSettings) -> AsyncIterator[Stack]:
     async with worker_for(
         dev_env.client,
         Path(api_settings.data_dir),

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from workflows.names import SEARCH_ATTRIBUTES
+from workflows.contract.names import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.settings import ApiSettings
 from tests.api.packs import ECHO
 from tests.api.support import RUNS, create_run, error_code, run_url, serve, status_is, wait_for_run
-from workflows.settings import Settings
 
 
 def closed_port() -> int:
@@ -23,7 +23,7 @@ def closed_port() -> int:
 @pytest.fixture(scope="module")
 def unreachable_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An API whose Temporal is not there, with auth off, and a route that fails unexpectedly."""
-    settings = Settings(
+    settings = ApiSettings(
         temporal_address=f"127.0.0.1:{closed_port()}",
         data_dir=tmp_path_factory.mktemp("unreachable"),
         auth_enabled=False,

@@ -13,6 +13,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
 from api.idempotency import fingerprint
+from cli.settings import DevSettings
 from tests.api.packs import ECHO, GATED, SLOW
 from tests.api.support import (
     APPROVER,
@@ -25,7 +26,7 @@ from tests.api.support import (
     wait_for_run,
 )
 from tests.helpers import unique
-from workflows.ledger_state import (
+from workflows.contract.ledger import (
     LEDGER_WORKFLOW_TYPE,
     UPDATE_REMEMBER,
     IdempotencyRecord,
@@ -33,7 +34,6 @@ from workflows.ledger_state import (
     ledger_workflow_id,
 )
 from workflows.run_book import iso
-from workflows.settings import Settings
 
 REPLAY = "idempotent-replay"
 
@@ -138,7 +138,7 @@ class TestCreateRun:
         assert plain.status_code == keyed_.status_code == 400, keyed_.text[:300]
 
     async def test_a_key_in_use_is_409_in_progress(
-        self, http: httpx.AsyncClient, dev_env: WorkflowEnvironment, api_settings: Settings
+        self, http: httpx.AsyncClient, dev_env: WorkflowEnvironment, api_settings: DevSettings
     ) -> None:
         # Plant what a request still being served leaves in the ledger: its claim.
         tenant, key = unique("busy"), unique("key")

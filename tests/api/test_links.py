@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from activities.signing import ApprovalToken, mint_token
 from api.app import create_app
+from cli.settings import DevSettings
 from tests.api.packs import GATED, replaced
 from tests.api.support import (
     APPROVER,
@@ -22,7 +22,7 @@ from tests.api.support import (
     wait_for_run,
 )
 from tests.helpers import unique
-from workflows.settings import Settings
+from workflows.contract.signing import ApprovalToken, mint_token
 
 LINKS = "/v1/task-runner/approvals"
 GATE = "release-manager"
@@ -171,7 +171,7 @@ class TestApplyApprovalLink:
             assert still["approvals"][0]["decisions"] == []
 
     async def test_without_a_signing_key_links_are_503(
-        self, api_settings: Settings, stack: Any
+        self, api_settings: DevSettings, stack: Any
     ) -> None:
         keyless = api_settings.model_copy(update={"signing_key": None})
         with serve(create_app(keyless)) as url:

@@ -8,7 +8,7 @@ from typing import Any
 
 from api.reads import StateReads
 from compiler.plan import FailurePolicy
-from workflows.state import RunStateSnapshot
+from workflows.contract.state import RunStateSnapshot
 
 
 def snapshot(status: Any = "running", marker: str = "a") -> RunStateSnapshot:

@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.api.support import READER, create_run, run_url, status_is, wait_for_run
 from tests.helpers import state_of
-from workflows.names import workflow_id
+from workflows.contract.names import workflow_id
 
 PACK = """
 apiVersion: stellaops.io/pack.v1

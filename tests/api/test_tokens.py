@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from api.auth import AuthConfigError, Authenticator
 from api.errors import Unauthenticated
+from api.settings import ApiSettings
 from tests.api.support import SECRET
-from workflows.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def claims(**extra: Any) -> dict[str, Any]:
 class TestAuthenticator:
     def test_rs256(self, rsa_pair: tuple[Any, str]) -> None:
         private, public = rsa_pair
-        auth = Authenticator(Settings(jwt_rs256_public_key=public))
+        auth = Authenticator(ApiSettings(jwt_rs256_public_key=public))
         principal = auth.authenticate(
             jwt.encode(claims(grants=["packs.approve"]), private, algorithm="RS256")
         )
@@ -53,7 +53,9 @@ class TestAuthenticator:
 
     def test_audience_and_issuer(self) -> None:
         auth = Authenticator(
-            Settings(jwt_hs256_secret=SECRET, jwt_audience="taskrunner", jwt_issuer="https://idp")
+            ApiSettings(
+                jwt_hs256_secret=SECRET, jwt_audience="taskrunner", jwt_issuer="https://idp"
+            )
         )
         good = jwt.encode(claims(aud="taskrunner", iss="https://idp"), SECRET, algorithm="HS256")
         assert auth.authenticate(good).subject == "user:alice"
@@ -67,13 +69,13 @@ class TestAuthenticator:
 
     def test_auth_on_without_a_key_refuses_to_start(self) -> None:
         with pytest.raises(AuthConfigError, match="TASKRUNNER_JWT_HS256_SECRET"):
-            Authenticator(Settings(auth_enabled=True))
+            Authenticator(ApiSettings(auth_enabled=True))
         with pytest.raises(AuthConfigError, match="at least 32 bytes"):
-            Authenticator(Settings(jwt_hs256_secret="short"))
+            Authenticator(ApiSettings(jwt_hs256_secret="short"))
         with pytest.raises(AuthConfigError, match="not a usable key"):
-            Authenticator(Settings(jwt_rs256_public_key="not a pem"))
+            Authenticator(ApiSettings(jwt_rs256_public_key="not a pem"))
 
     def test_auth_off_is_an_unrestricted_anonymous_admin(self) -> None:
-        principal = Authenticator(Settings(auth_enabled=False)).authenticate(None)
+        principal = Authenticator(ApiSettings(auth_enabled=False)).authenticate(None)
         assert principal.subject == "anonymous"
         assert principal.has_scope("taskrunner.admin") and principal.missing_grants(["x"]) == []

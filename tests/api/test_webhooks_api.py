@@ -17,6 +17,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
+from cli.settings import DevSettings
 from tests.api.packs import ECHO
 from tests.api.support import (
     APPROVER,
@@ -29,9 +30,8 @@ from tests.api.support import (
     wait_for_run,
 )
 from tests.helpers import unique
-from workflows.ledger_state import ledger_workflow_id
-from workflows.names import workflow_id
-from workflows.settings import Settings
+from workflows.contract.ledger import ledger_workflow_id
+from workflows.contract.names import workflow_id
 
 WEBHOOKS = "/v1/task-runner/webhooks"
 ADMIN = bearer("taskrunner.admin")
@@ -169,7 +169,7 @@ class TestRegisterWebhook:
         assert (await http.get(WEBHOOKS)).status_code == 401
 
     async def test_without_a_signing_key_webhooks_are_503(
-        self, api_settings: Settings, stack: Any
+        self, api_settings: DevSettings, stack: Any
     ) -> None:
         keyless = api_settings.model_copy(update={"signing_key": None})
         with serve(create_app(keyless)) as url:

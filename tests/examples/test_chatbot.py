@@ -12,10 +12,10 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from activities.signing import encrypt_secret
 from tests.helpers import logs_of, start_pack, state_of, unique, worker_for
-from workflows.settings import Settings
-from workflows.state import WebhookRef
+from workflows.contract.signing import encrypt_secret
+from workflows.contract.state import WebhookRef
+from workflows.settings import WorkerSettings
 
 BOT = Path(__file__).resolve().parents[2] / "examples" / "chatbot" / "bot.py"
 KEY = "chatbot-test-signing-key"
@@ -68,7 +68,7 @@ async def test_bot_approves_a_gate_by_signal(dev_env: WorkflowEnvironment, tmp_p
                     break
             await asyncio.sleep(0.1)
         tq = unique("tq")
-        settings = Settings(signing_key=KEY)
+        settings = WorkerSettings(signing_key=KEY)
         async with worker_for(dev_env.client, tmp_path / "data", tq, settings=settings):
             hook = WebhookRef(
                 id="chat",

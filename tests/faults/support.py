@@ -23,8 +23,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tests.helpers import logs_of, state_of
-from workflows.names import SEARCH_ATTRIBUTES
-from workflows.state import LogEntry, RunStateSnapshot
+from workflows.contract.names import SEARCH_ATTRIBUTES
+from workflows.contract.state import LogEntry, RunStateSnapshot
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ from tests.faults.support import (
     worker_env,
 )
 from tests.helpers import start_pack, steps_by_id, unique, wait_for
-from workflows.state import RunResult
+from workflows.contract.state import RunResult
 
 RUNS = 5
 

@@ -19,8 +19,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import start_pack, unique, wait_for, worker_for
-from workflows.names import SEARCH_ATTRIBUTES, UPDATE_DECIDE_APPROVAL
-from workflows.state import ApprovalOutcome, ApprovalSignal
+from workflows.contract.names import SEARCH_ATTRIBUTES, UPDATE_DECIDE_APPROVAL
+from workflows.contract.state import ApprovalOutcome, ApprovalSignal
 
 HISTORY = Path(__file__).parent / "histories" / "representative.json"
 

@@ -22,8 +22,8 @@ from tests.helpers import (
     wait_for,
     worker_for,
 )
-from workflows.names import SIGNAL_APPROVAL, UPDATE_DECIDE_APPROVAL
-from workflows.state import ApprovalOutcome, ApprovalSignal
+from workflows.contract.names import SIGNAL_APPROVAL, UPDATE_DECIDE_APPROVAL
+from workflows.contract.state import ApprovalOutcome, ApprovalSignal
 
 GATED = """
 apiVersion: stellaops.io/pack.v1

@@ -9,10 +9,10 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import ArtifactRecord
 from tests.helpers import logs_of, start_pack, state_of, steps_by_id, unique, wait_for, worker_for
-from workflows.names import QUERY_ARTIFACTS, SIGNAL_CANCEL, UPDATE_DECIDE_APPROVAL
-from workflows.state import ApprovalOutcome, ApprovalSignal, CancelSignal
+from workflows.contract.activities import ArtifactRecord
+from workflows.contract.names import QUERY_ARTIFACTS, SIGNAL_CANCEL, UPDATE_DECIDE_APPROVAL
+from workflows.contract.state import ApprovalOutcome, ApprovalSignal, CancelSignal
 
 SLOW = """
 apiVersion: stellaops.io/pack.v1

@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from tests.helpers import unique, worker_for
-from workflows.ledger_state import (
+from workflows.contract.ledger import (
     LEDGER_WORKFLOW_TYPE,
     MAX_WEBHOOKS,
     QUERY_IDEMPOTENCY,

@@ -10,8 +10,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import start_pack, state_of, unique, wait_for, worker_for
-from workflows.names import UPDATE_DECIDE_APPROVAL
-from workflows.state import ApprovalOutcome, ApprovalSignal
+from workflows.contract.names import UPDATE_DECIDE_APPROVAL
+from workflows.contract.state import ApprovalOutcome, ApprovalSignal
 
 QUORUM = """
 apiVersion: stellaops.io/pack.v1

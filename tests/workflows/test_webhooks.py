@@ -16,11 +16,11 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
-from activities.signing import encrypt_secret, verify_token
 from tests.helpers import logs_of, start_pack, steps_by_id, unique, wait_for, worker_for
-from workflows.names import UPDATE_DECIDE_APPROVAL
-from workflows.settings import Settings
-from workflows.state import ApprovalOutcome, ApprovalSignal, WebhookRef
+from workflows.contract.names import UPDATE_DECIDE_APPROVAL
+from workflows.contract.signing import encrypt_secret, verify_token
+from workflows.contract.state import ApprovalOutcome, ApprovalSignal, WebhookRef
+from workflows.settings import WorkerSettings
 
 KEY = "webhook-test-signing-key"
 SECRET = "receiver-shared-secret-123"
@@ -92,8 +92,8 @@ def hook(port: int, events: list[str]) -> WebhookRef:
     )
 
 
-def settings() -> Settings:
-    return Settings(signing_key=KEY, public_url="http://taskrunner.test")
+def settings() -> WorkerSettings:
+    return WorkerSettings(signing_key=KEY, public_url="http://taskrunner.test")
 
 
 async def until(predicate: Any, timeout: float = 30) -> None:

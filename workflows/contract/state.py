@@ -1,6 +1,7 @@
 """Run-state models: the workflow's input, its signals and update, and what its queries return.
 
-This is the small shared contract between `workflows/` and `api/`.
+The workflow writes them and the API reads them; they travel in histories, so fields are only
+ever added, with defaults.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from activities.models import ArtifactRecord
 from compiler.plan import FailurePolicy, Plan, PlanStep
+from workflows.contract.activities import ArtifactRecord
 
 RunStatus = Literal["pending", "running", "awaiting-approval", "succeeded", "failed", "cancelled"]
 StepStatus = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"]
@@ -83,7 +84,7 @@ class LogEntry(Model):
 
 
 class WebhookRef(Model):
-    """A tenant's webhook as a run sees it: its secret only as ciphertext (activities.signing)."""
+    """A tenant's webhook as a run sees it: its secret only as ciphertext (contract.signing)."""
 
     id: str
     url: str

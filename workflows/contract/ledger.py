@@ -7,11 +7,12 @@ its idempotency records. Temporal is the only durable store.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
 
-from workflows.state import Model
+from workflows.contract.state import Model
 
 LEDGER_WORKFLOW_TYPE = "TaskRunnerLedger"
 
@@ -21,6 +22,16 @@ UPDATE_REMEMBER = "remember"
 UPDATE_RELEASE = "release"
 QUERY_WEBHOOKS = "webhooks"
 QUERY_IDEMPOTENCY = "idempotency"
+
+
+class LedgerRefusal(StrEnum):
+    """Why the ledger refuses an update: the `ApplicationError` type the API maps to its error."""
+
+    WEBHOOK_NOT_FOUND = "WebhookNotFound"
+    WEBHOOK_EXISTS = "WebhookExists"
+    TOO_MANY_WEBHOOKS = "TooManyWebhooks"
+    LEDGER_FULL = "LedgerFull"
+
 
 MAX_WEBHOOKS = 50
 """Registrations per tenant: each run carries all of them in its input."""
@@ -43,7 +54,7 @@ class WebhookRegistration(Model):
     url: str
     events: list[str]
     secretCiphertext: str
-    """The secret encrypted with `activities.signing.encrypt_secret`; never the plaintext."""
+    """The secret encrypted with `contract.signing.encrypt_secret`; never the plaintext."""
     createdAt: str = ""
     createdBy: str | None = None
 

@@ -1,0 +1,52 @@
+"""The API's settings: the shared connection and store, and how the API serves and starts runs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+
+from workflows.contract.settings import SharedSettings
+
+
+class ApiSettings(SharedSettings):
+    api_host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(default=8080, description="Port the API listens on.")
+    default_tenant: str = Field(default="default", description="Tenant of requests without one.")
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, description="Request bodies above: 413.")
+    auth_enabled: bool = Field(default=True, description="Require bearer tokens.")
+    jwt_hs256_secret: str | None = Field(
+        default=None, description="Shared secret for HS256 tokens."
+    )
+    jwt_rs256_public_key: str | None = Field(
+        default=None, description="PEM public key for RS256 tokens."
+    )
+    jwt_audience: str | None = Field(default=None, description="Expected `aud` claim, if any.")
+    jwt_issuer: str | None = Field(default=None, description="Expected `iss` claim, if any.")
+    query_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long the API waits for a worker to answer a query or update (then 503).",
+    )
+    logs_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often a followed log stream asks the run for new entries.",
+    )
+    idempotency_ttl_seconds: int = Field(
+        default=86400,
+        ge=86400,
+        description="How long an Idempotency-Key and the response it replays are kept (>= 24 h).",
+    )
+    # A run's own behaviour, set by the API into the run's metadata when it starts the run.
+    heartbeat_timeout_seconds: int = Field(
+        default=20, ge=1, description="A worker silent this long is taken for lost; its step moves."
+    )
+    activity_attempts: int = Field(
+        default=5, ge=1, description="Temporal's retries of one step attempt after lost workers."
+    )
+
+
+@lru_cache(maxsize=1)
+def get_api_settings() -> ApiSettings:
+    return ApiSettings()

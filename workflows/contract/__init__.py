@@ -1,0 +1,16 @@
+"""The published contract between the rooms: what crosses the wall of `workflows/`.
+
+`activities/` and `api/` reach `workflows/` only through this package (tests/test_imports.py
+holds the rule); only the worker entry point, `workflows.worker`, wires workflows to activities.
+
+- `activities`: activity names, and the requests and results the workflow exchanges with them.
+- `state`: the workflow's input, its signals and update, and what its queries return.
+- `initial`: a run's state before anything ran, built from its plan (workflow and API alike).
+- `names`: workflow types, signal, update and query names, search attributes, workflow ids.
+- `refusals`: why a run refuses an approval decision.
+- `signing`: the signed approval-link token and webhook signatures (pure code, no clock).
+- `artifacts`: where a run's files live, for the worker that writes and the API that serves them.
+- `ledger`: the tenant ledger workflow's names and records.
+
+Shapes here travel in running histories: fields are only ever added, with defaults.
+"""
