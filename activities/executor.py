@@ -11,20 +11,34 @@ it must be JSON-serialisable and small: put anything large in the artifact store
 it has so far); any other exception is treated as transient and retried by Temporal. It need not
 mask secrets in what it returns or raises (the activity does), but text it writes elsewhere
 should go through `ctx.mask`.
+
+An executor that runs a program must start it with `ctx.run_command`: that runs it in the step's
+sandbox (see `activities/sandbox/runner.py`) with the step's limits, and ends every process it
+started when it ends. Never start a subprocess directly: it would see the worker's files,
+environment and network.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from activities.artifacts import ArtifactStore
 from activities.masking import Masker
+from activities.sandbox.runner import (
+    SANDBOX_UNAVAILABLE,
+    CommandResult,
+    CommandRunner,
+    SandboxSettings,
+    SandboxUnavailable,
+)
 from compiler.plan import Sandbox
 from workflows.contract.activities import ArtifactRecord
 
@@ -44,6 +58,12 @@ class StepFailed(Exception):
 
 def _no_heartbeat(*details: Any) -> None:
     pass
+
+
+@cache
+def default_runner() -> CommandRunner:
+    """The runner of a context built without one: sandboxed, with the default settings."""
+    return CommandRunner(SandboxSettings())
 
 
 @dataclass
@@ -70,6 +90,53 @@ class ExecutorContext:
     """Masks this step's secret values in a string (`ctx.mask(text)`) or value (`.value(v)`)."""
     artifacts: list[ArtifactRecord] = field(default_factory=list)
     """Artifacts written so far; the activity returns them with the step result."""
+    runner: CommandRunner | None = None
+    """Runs the step's commands (the worker's; `default_runner()` when None)."""
+
+    @property
+    def commands(self) -> CommandRunner:
+        return self.runner if self.runner is not None else default_runner()
+
+    @property
+    def command_workspace(self) -> str:
+        """The workspace as a command sees it (`/workspace` in the sandbox)."""
+        return self.commands.workspace_view(self.workspace)
+
+    async def run_command(
+        self,
+        argv: Sequence[str],
+        *,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        files: Mapping[str, bytes] | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Run `argv` in the step's sandbox and wait until it and all it started have ended.
+
+        `env` is the whole environment the command gets; `cwd` a folder inside the workspace
+        (the workspace itself by default); `files` are given read-only at
+        `activities.sandbox.runner.FILES_DIR/<name>`; `timeout` is capped by the step's.
+        The result's `limit` names a limit the command broke (`memory-limit`, ...). Raises
+        StepFailed (`sandbox-unavailable: ...`) without running anything when the host cannot
+        isolate the command.
+        """
+        try:
+            return await self.commands.run(
+                argv,
+                workspace=self.workspace,
+                cwd=cwd or self.workspace,
+                env=env or {},
+                sandbox=self.sandbox,
+                timeout=min(timeout or math.inf, self.timeout_seconds),
+                stdout=stdout,
+                stderr=stderr,
+                files=files,
+                scratch=self.store.scratch_dir(self.tenant, self.run_id),
+            )
+        except SandboxUnavailable as exc:
+            raise StepFailed(f"{self.uses}: {SANDBOX_UNAVAILABLE}: {exc}") from None
 
     def write_artifact(self, name: str, text: str) -> ArtifactRecord:
         """Store `text`, masked, as the run's artifact `name`, and record it for the result."""

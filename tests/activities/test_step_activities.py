@@ -19,6 +19,7 @@ from activities.registry import Registry
 from activities.secrets import MappingSecretProvider
 from activities.step_activities import StepActivities, activities_for_worker
 from compiler.plan import OutputSpec, Sandbox
+from tests.processes import processes_with
 from workflows.contract.activities import (
     CAPTURE_OUTPUTS,
     EVALUATE_POLICY,
@@ -30,14 +31,6 @@ from workflows.contract.activities import (
 )
 
 SECRET = "s3cr3t-value"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def leaky(params: dict[str, Any], ctx: ExecutorContext) -> dict[str, Any]:
@@ -225,26 +218,22 @@ async def test_cancellation_kills_the_running_command(steps: StepActivities) -> 
     env = ActivityEnvironment()
     req = request(
         "builtin:shell",
-        {"command": "sleep 30 & echo $! > pids; echo $$ >> pids; wait"},
+        {"command": "sleep 30.271 & sleep 30.272"},
         timeoutSeconds=60,
     )
     task = asyncio.ensure_future(env.run(steps.run_step, req))
-    pid_file = steps.store.workspace("acme", "run-1") / "pids"
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if pid_file.exists() and len(pid_file.read_text().split()) == 2:
-            break
+    while len(processes_with("sleep 30.27")) < 2:
+        assert time.monotonic() < deadline, "the command never ran"
         await asyncio.sleep(0.02)
-    pids = [int(p) for p in pid_file.read_text().split()]
-    assert all(pid_alive(p) for p in pids)
 
     env.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     deadline = time.monotonic() + 5
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+    while processes_with("sleep 30.27") and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    assert not any(pid_alive(p) for p in pids)
+    assert not processes_with("sleep 30.27")
 
 
 async def test_cancellation_reaches_sleep(steps: StepActivities) -> None:

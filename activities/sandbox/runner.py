@@ -1,0 +1,550 @@
+"""Run one command of a step inside the sandbox, with the step's limits, and leave nothing behind.
+
+`CommandRunner.run` is the one way an executor starts a process (`ExecutorContext.run_command`
+wraps it). Inside, the command sees:
+
+- `/usr`, `/bin`, `/lib*`, `/sbin`, `/etc` read-only; the run's workspace read-write at
+  `/workspace` (its only writable place besides a `tmp_mib` tmpfs at `/tmp`); its files at
+  `/run/taskrunner/files/<name>`; its own `/proc` and a minimal `/dev`. Nothing else of the
+  host: not other runs, tenants, the artifact store, the worker's code, data or sockets;
+- its own user (uid 65534, no capabilities, no nested user namespaces), PID, IPC, UTS and
+  cgroup namespaces, so `/proc/1` is the sandbox's init and the worker is invisible;
+- only the environment it was given (bwrap itself is started with exactly that environment, so
+  even `/proc/1/environ` holds nothing else);
+- `mode: sealed`: its own network namespace (loopback only). With an `egressAllowlist`, the
+  worker's allowlisting proxy, reached as `http://127.0.0.1:3128` (see `egress.py`);
+  `mode: open`: the host's network.
+
+Limits: memory, CPU share and process count by the step's cgroup; CPU time (the whole tree's,
+from the cgroup) and wall time watched here; workspace size watched here, with RLIMIT_FSIZE
+capping any one file at the same size. When the command ends, times out or is cancelled, every
+process in the step's cgroup is killed and the cgroup removed.
+
+With `TASKRUNNER_SANDBOX=off` the command runs as a plain subprocess (own session, rlimits,
+process group killed at the end) and every step's stderr starts with a warning saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import math
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from activities.sandbox.cgroups import CgroupUnavailable, Limits, StepCgroup
+from activities.sandbox.egress import EgressProxy
+from activities.sandbox.host import HostSandbox, host_sandbox, system_binds
+from compiler.plan import Sandbox
+
+WORKSPACE = "/workspace"
+FILES_DIR = "/run/taskrunner/files"
+PROXY_PORT = 3128
+_PROXY_SOCKET = "/run/taskrunner/proxy.sock"
+_FORWARDER = "/run/taskrunner/forwarder.py"
+_SANDBOX_UID = "65534"
+_WATCH_SECONDS = 0.1
+_DISK_EVERY = 3
+_MIB = 1024 * 1024
+_PR_SET_PDEATHSIG = 1
+
+OFF_WARNING = (
+    "WARNING: TASKRUNNER_SANDBOX=off: this step ran WITHOUT isolation, as the worker's user, "
+    "with the worker's files and network in reach.\n"
+)
+
+# Failure reasons naming the limit a step broke.
+MEMORY_LIMIT = "memory-limit"
+CPU_TIME_LIMIT = "cpu-time-limit"
+TIMEOUT = "timeout"
+DISK_LIMIT = "disk-limit"
+EGRESS_DENIED = "egress-denied"
+PIDS_LIMIT = "pids-limit"
+SANDBOX_UNAVAILABLE = "sandbox-unavailable"
+
+
+class SandboxUnavailable(Exception):
+    """The step needs isolation this host cannot give; nothing was run."""
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """The operator's sandbox settings (from the worker's settings)."""
+
+    enabled: bool = True
+    pids_max: int = 512
+    disk_mib: int = 1024
+    tmp_mib: int = 64
+    bwrap: str | None = None
+
+
+@dataclass
+class CommandResult:
+    """How a command ended. `limit` names the limit it broke, if any (see the constants)."""
+
+    returncode: int
+    limit: str | None = None
+    detail: str = ""
+    cpu_seconds: float = 0.0
+    denied: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CommandRunner:
+    """Runs commands for steps: sandboxed, unless the operator turned the sandbox off."""
+
+    settings: SandboxSettings = field(default_factory=SandboxSettings)
+    host: HostSandbox | None = None
+
+    def __post_init__(self) -> None:
+        if self.settings.enabled and self.host is None:
+            self.host = host_sandbox(self.settings.bwrap)
+
+    def workspace_view(self, workspace: Path) -> str:
+        """Where the command sees the run workspace."""
+        return WORKSPACE if self.settings.enabled else str(workspace)
+
+    def check(self, sandbox: Sandbox) -> None:
+        """SandboxUnavailable when this host cannot give `sandbox` what it asks for."""
+        if not self.settings.enabled:
+            return
+        assert self.host is not None
+        if self.host.unavailable:
+            raise SandboxUnavailable(self.host.unavailable)
+        if sandbox.mode == "sealed" and sandbox.egressAllowlist and not self.host.python:
+            raise SandboxUnavailable(
+                "sandbox.egressAllowlist needs a system python3 under /usr for the forwarder"
+            )
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        workspace: Path,
+        cwd: Path,
+        env: Mapping[str, str],
+        sandbox: Sandbox,
+        timeout: float,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+        files: Mapping[str, bytes] | None = None,
+        scratch: Path,
+        log: Callable[..., None] | None = None,
+    ) -> CommandResult:
+        """Run `argv` and wait for it and everything it started to end.
+
+        `cwd` is a host path inside `workspace`; `files` are given to the command read-only at
+        `FILES_DIR/<name>` (argv may name them there); `scratch` is a private folder of the
+        worker's for the proxy socket. Raises SandboxUnavailable before starting anything when
+        isolation cannot be had; FileNotFoundError/PermissionError when the sandbox is off and
+        the program cannot be started.
+        """
+        self.check(sandbox)
+        if not self.settings.enabled:
+            return await self._run_bare(
+                argv, workspace, cwd, env, sandbox, timeout, stdout, stderr, files or {}, scratch
+            )
+        assert self.host is not None and self.host.cgroups is not None and self.host.bwrap
+        try:
+            group = self.host.cgroups.create(
+                Limits(
+                    memory_mib=sandbox.memoryLimitMiB,
+                    cpu_millicores=sandbox.cpuLimitMillicores,
+                    pids=self.settings.pids_max,
+                )
+            )
+        except CgroupUnavailable as exc:
+            raise SandboxUnavailable(str(exc)) from None
+        proxy: EgressProxy | None = None
+        # The socket's folder is short-named in the worker's /tmp (a unix socket path has at
+        # most 107 bytes) and private to the worker; the sandbox only gets the socket itself.
+        sockets = tempfile.mkdtemp(prefix="tr-egress-")
+        try:
+            if sandbox.mode == "sealed" and sandbox.egressAllowlist:
+                proxy = EgressProxy(Path(sockets) / "proxy.sock", tuple(sandbox.egressAllowlist))
+                await proxy.__aenter__()
+            return await self._run_sandboxed(
+                argv,
+                workspace,
+                cwd,
+                env,
+                sandbox,
+                timeout,
+                stdout,
+                stderr,
+                files or {},
+                group,
+                proxy,
+            )
+        finally:
+            await asyncio.shield(asyncio.to_thread(group.remove))
+            if proxy is not None:
+                await proxy.__aexit__(None, None, None)
+            with contextlib.suppress(OSError):
+                os.rmdir(sockets)
+
+    def _bwrap_argv(
+        self,
+        argv: Sequence[str],
+        workspace: Path,
+        cwd: Path,
+        sandbox: Sandbox,
+        file_fds: Mapping[str, int],
+        proxy: EgressProxy | None,
+        forwarder_fd: int | None,
+    ) -> list[str]:
+        assert self.host is not None and self.host.bwrap
+        relative = cwd.relative_to(workspace).as_posix()
+        inside_cwd = WORKSPACE if relative == "." else f"{WORKSPACE}/{relative}"
+        args = [
+            self.host.bwrap,
+            "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--disable-userns",
+            "--uid", _SANDBOX_UID, "--gid", _SANDBOX_UID,
+            "--hostname", "sandbox",
+            "--die-with-parent", "--new-session",
+            *system_binds(),
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--size", str(self.settings.tmp_mib * _MIB), "--tmpfs", "/tmp",
+            "--bind", str(workspace), WORKSPACE,
+        ]  # fmt: skip
+        if sandbox.mode == "sealed":
+            args.append("--unshare-net")
+        for name, fd in file_fds.items():
+            args += ["--perms", "0444", "--ro-bind-data", str(fd), f"{FILES_DIR}/{name}"]
+        command = list(argv)
+        if proxy is not None and forwarder_fd is not None:
+            assert self.host.python
+            args += ["--bind", str(proxy.socket_path), _PROXY_SOCKET]
+            args += ["--perms", "0444", "--ro-bind-data", str(forwarder_fd), _FORWARDER]
+            command = [self.host.python, "-I", "-S", _FORWARDER, str(PROXY_PORT), _PROXY_SOCKET,
+                       "--", *command]  # fmt: skip
+        args += ["--chdir", inside_cwd, "--", *command]
+        return args
+
+    async def _run_sandboxed(
+        self,
+        argv: Sequence[str],
+        workspace: Path,
+        cwd: Path,
+        env: Mapping[str, str],
+        sandbox: Sandbox,
+        timeout: float,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+        files: Mapping[str, bytes],
+        group: StepCgroup,
+        proxy: EgressProxy | None,
+    ) -> CommandResult:
+        env = dict(env)
+        if proxy is not None:
+            url = f"http://127.0.0.1:{PROXY_PORT}"
+            for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+                env[name] = env[name.lower()] = url
+        # Files reach bwrap through pipes, never through the disk: a script may hold secrets.
+        payloads = dict(files)
+        if proxy is not None:
+            payloads["\0forwarder"] = (Path(__file__).parent / "forwarder.py").read_bytes()
+        fds: dict[str, int] = {}
+        writers: list[tuple[int, bytes]] = []
+        try:
+            for name, data in payloads.items():
+                read_fd, write_fd = os.pipe()
+                fds[name] = read_fd
+                writers.append((write_fd, data))
+            file_fds = {k: v for k, v in fds.items() if k != "\0forwarder"}
+            forwarder_fd = fds.get("\0forwarder")
+            args = self._bwrap_argv(argv, workspace, cwd, sandbox, file_fds, proxy, forwarder_fd)
+            disk_bytes = self.settings.disk_mib * _MIB
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env=env,
+                pass_fds=list(fds.values()),
+                start_new_session=True,
+                preexec_fn=_child_setup(sandbox, disk_bytes, group.join_paths, cap_memory=False),
+            )
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        # Feed the pipes off the event loop: bwrap reads them while it sets up.
+        await asyncio.to_thread(_feed, writers)
+        result = CommandResult(returncode=0)
+        try:
+            await self._watch(proc, group, sandbox, timeout, workspace, disk_bytes, result)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(group.kill_all))
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
+        await asyncio.to_thread(group.kill_all)
+        assert proc.returncode is not None
+        result.returncode = proc.returncode
+        usage = group.usage()
+        result.cpu_seconds = usage.cpu_seconds
+        if proxy is not None:
+            result.denied = list(proxy.denied)
+        if result.limit is None and result.returncode != 0:
+            result.limit, result.detail = _classify(
+                result.returncode,
+                usage.oom_kills,
+                usage.pids_refused,
+                usage.cpu_seconds,
+                sandbox,
+                result.denied,
+                self.settings,
+            )
+        return result
+
+    async def _watch(
+        self,
+        proc: asyncio.subprocess.Process,
+        group: StepCgroup,
+        sandbox: Sandbox,
+        timeout: float,
+        workspace: Path,
+        disk_bytes: int,
+        result: CommandResult,
+    ) -> None:
+        started = time.monotonic()
+        tick = 0
+        while True:
+            try:
+                await asyncio.wait_for(proc.wait(), _WATCH_SECONDS)
+                return
+            except TimeoutError:
+                pass
+            tick += 1
+            usage = group.usage()
+            if usage.cpu_seconds > sandbox.quotaSeconds:
+                result.limit = CPU_TIME_LIMIT
+                result.detail = (
+                    f"the step's processes used {usage.cpu_seconds:.1f}s of CPU time, more "
+                    f"than sandbox.quotaSeconds ({sandbox.quotaSeconds}s)"
+                )
+            elif not math.isinf(timeout) and time.monotonic() - started > timeout:
+                result.limit = TIMEOUT
+                result.detail = f"the step ran longer than its timeout ({timeout:g}s)"
+            elif tick % _DISK_EVERY == 0:
+                used = await asyncio.to_thread(_disk_usage, workspace)
+                if used > disk_bytes:
+                    result.limit = DISK_LIMIT
+                    result.detail = (
+                        f"the run workspace grew to {used // _MIB} MiB, more than the worker's "
+                        f"disk limit ({self.settings.disk_mib} MiB)"
+                    )
+            if result.limit is not None:
+                await asyncio.to_thread(group.kill_all)
+                await proc.wait()
+                return
+
+    async def _run_bare(
+        self,
+        argv: Sequence[str],
+        workspace: Path,
+        cwd: Path,
+        env: Mapping[str, str],
+        sandbox: Sandbox,
+        timeout: float,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+        files: Mapping[str, bytes],
+        scratch: Path,
+    ) -> CommandResult:
+        stderr.write(OFF_WARNING.encode())
+        stderr.flush()
+        with tempfile.TemporaryDirectory(prefix="files-", dir=scratch) as folder:
+            for name, data in files.items():
+                path = Path(folder) / name
+                path.write_bytes(data)
+                path.chmod(0o600)
+            command = [
+                folder + arg[len(FILES_DIR) :] if arg.startswith(FILES_DIR + "/") else arg
+                for arg in argv
+            ]
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=cwd,
+                env=dict(env),
+                start_new_session=True,
+                preexec_fn=_child_setup(sandbox, None, [], cap_memory=True),
+            )
+            result = CommandResult(returncode=0)
+            try:
+                try:
+                    await asyncio.wait_for(proc.wait(), None if math.isinf(timeout) else timeout)
+                except TimeoutError:
+                    result.limit = TIMEOUT
+                    result.detail = f"the step ran longer than its timeout ({timeout:g}s)"
+            finally:
+                _kill_group(proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await asyncio.shield(proc.wait())
+        assert proc.returncode is not None
+        result.returncode = proc.returncode
+        if result.limit is None and proc.returncode == -signal.SIGXCPU:
+            result.limit = CPU_TIME_LIMIT
+            result.detail = f"the CPU time quota of {sandbox.quotaSeconds}s was used up"
+        return result
+
+
+def _classify(
+    returncode: int,
+    oom_kills: int,
+    pids_refused: int,
+    cpu_seconds: float,
+    sandbox: Sandbox,
+    denied: list[str],
+    settings: SandboxSettings,
+) -> tuple[str | None, str]:
+    """The limit behind a failed command, from what the cgroup and the proxy saw."""
+    signum = returncode - 128 if returncode > 128 else -returncode if returncode < 0 else 0
+    if oom_kills:
+        return MEMORY_LIMIT, (
+            f"the step's processes needed more than sandbox.memoryLimitMiB "
+            f"({sandbox.memoryLimitMiB} MiB); the kernel killed {oom_kills} of them"
+        )
+    if signum == signal.SIGXCPU or cpu_seconds >= sandbox.quotaSeconds:
+        return CPU_TIME_LIMIT, (
+            f"the step's processes used {cpu_seconds:.1f}s of CPU time, reaching "
+            f"sandbox.quotaSeconds ({sandbox.quotaSeconds}s)"
+        )
+    if signum == signal.SIGXFSZ:
+        return DISK_LIMIT, f"a file reached the worker's disk limit ({settings.disk_mib} MiB)"
+    if denied:
+        return EGRESS_DENIED, (
+            "the egress proxy refused "
+            + ", ".join(sorted(set(denied))[:5])
+            + ": not in sandbox.egressAllowlist"
+        )
+    if pids_refused:
+        return PIDS_LIMIT, (
+            f"the step tried to run more than {settings.pids_max} processes at once"
+        )
+    return None, ""
+
+
+def _feed(writers: list[tuple[int, bytes]]) -> None:
+    for fd, data in writers:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except BrokenPipeError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _disk_usage(root: Path) -> int:
+    """Bytes the files under `root` occupy (allocated blocks, so sparse files count as written)."""
+    total = 0
+    stack = [str(root)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _child_setup(
+    sandbox: Sandbox, file_bytes: int | None, cgroup_procs: list[str], *, cap_memory: bool
+) -> Callable[[], None]:
+    """The preexec_fn: join the step's cgroup, set rlimits, die with the worker.
+
+    Everything is computed here, in the parent; the child only makes system calls. Limits are
+    clamped to the worker's own hard limits (raising those would fail the spawn).
+    """
+    wanted: list[tuple[int, int, int]] = [(resource.RLIMIT_CORE, 0, 0)]
+    # A per-process backstop for the cgroup's whole-tree CPU accounting: SIGXCPU at the quota,
+    # SIGKILL a second later for a process that ignores it.
+    wanted.append((resource.RLIMIT_CPU, sandbox.quotaSeconds, sandbox.quotaSeconds + 1))
+    if file_bytes is not None:
+        wanted.append((resource.RLIMIT_FSIZE, file_bytes, file_bytes))
+    if cap_memory:
+        size = sandbox.memoryLimitMiB * _MIB
+        wanted.append((resource.RLIMIT_AS, size, size))
+    limits: list[tuple[int, int, int]] = []
+    for which, soft, hard in wanted:
+        _, current_hard = resource.getrlimit(which)
+        if current_hard != resource.RLIM_INFINITY:
+            hard = min(hard, current_hard)
+        limits.append((which, min(soft, hard), hard))
+    prctl = _prctl()
+    parent = os.getpid()
+
+    def apply() -> None:
+        # "0" is the writing process itself, in v1 and v2 alike.
+        for path in cgroup_procs:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        for which, soft, hard in limits:
+            resource.setrlimit(which, (soft, hard))
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the worker died before prctl took effect
+                os._exit(1)
+
+    return apply
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+def describe(result: CommandResult) -> str:
+    """`<limit>: <detail>` for a result that broke a limit."""
+    return f"{result.limit}: {result.detail}" if result.limit else ""
+
+
+__all__: list[Any] = [
+    "CommandResult",
+    "CommandRunner",
+    "SandboxSettings",
+    "SandboxUnavailable",
+    "describe",
+]
