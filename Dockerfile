@@ -13,6 +13,7 @@ COPY workflows workflows
 COPY activities activities
 COPY api api
 COPY cli cli
+COPY db db
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin taskrunner \
     && mkdir -p /data \

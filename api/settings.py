@@ -33,6 +33,11 @@ class ApiSettings(SharedSettings):
         gt=0,
         description="How often a followed log stream asks the run for new entries.",
     )
+    database_url: str | None = Field(
+        default=None,
+        description="The API's database (idempotency keys, webhooks): sqlite+aiosqlite:///path or "
+        "postgresql+asyncpg://user:password@host/db; unset: SQLite in the data dir.",
+    )
     idempotency_ttl_seconds: int = Field(
         default=86400,
         ge=86400,

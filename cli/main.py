@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "cli.pack_commands",
     "cli.service_commands",
     "cli.client_commands",
+    "cli.db_commands",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

@@ -1,16 +1,30 @@
-"""Shared fixtures: real Temporal servers from the pinned PyPI packages, never a mocked client."""
+"""Shared fixtures: real Temporal servers from the pinned PyPI packages, never a mocked client,
+and real databases: SQLite files and a PostgreSQL server the session starts (tests/postgres.py).
+
+`database_url` (and `database`, migrated to head) run a test once on SQLite and once on
+PostgreSQL. TASKRUNNER_TEST_DATABASE=postgresql makes the API stack of tests/api use PostgreSQL
+too (SQLite otherwise).
+"""
 
 from __future__ import annotations
 
+import os
 import sysconfig
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from tests.postgres import PostgresServer
 from workflows.contract.names import SEARCH_ATTRIBUTES
+
+if TYPE_CHECKING:
+    from db.engine import Database
+
+DATABASES = ("sqlite", "postgresql")
 
 
 def server_binary(name: str) -> str:
@@ -43,3 +57,43 @@ async def skip_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the session (started only if a test asks for it)."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind: a SQLite file, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'taskrunner.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database()
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """`database_url`'s database, migrated to the head revision."""
+    from db.engine import Database
+    from db.migrate import upgrade
+
+    db = Database(database_url)
+    await upgrade(db)
+    yield db
+    await db.dispose()
+
+
+def api_database_url(tmp: Path, request: pytest.FixtureRequest) -> str:
+    """The database of the tests' API stack: TASKRUNNER_TEST_DATABASE picks it."""
+    kind = os.environ.get("TASKRUNNER_TEST_DATABASE", "sqlite")
+    if kind == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        return server.create_database("api")
+    if kind != "sqlite":
+        raise RuntimeError(f"TASKRUNNER_TEST_DATABASE={kind!r}: use sqlite or postgresql")
+    return f"sqlite+aiosqlite:///{tmp / 'taskrunner.db'}"
