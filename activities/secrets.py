@@ -7,10 +7,14 @@ here, from the worker's SecretProvider, just before the executor runs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from compiler.expressions import secret_name
 
@@ -95,3 +99,44 @@ def _fill_string(text: str, secrets: Mapping[str, str]) -> str:
         return secrets[name]
 
     return _PLACEHOLDER.sub(replace, text)
+
+
+SCRUBBED = b"***"
+
+
+def scrub_files(root: Path, values: Iterable[str]) -> list[str]:
+    """Overwrite every trace of `values` in the regular files under `root` with `***`.
+
+    Run after a step that had secrets: a step may write a secret into the run workspace
+    (`echo $TOKEN > .netrc`), and the workspace outlives the step. The forms the masker knows
+    (raw, JSON-escaped, URL-quoted) are replaced in place; links are not followed. Returns the
+    paths changed, relative to `root`.
+    """
+    forms = {f for v in values if v for f in (v, json.dumps(v)[1:-1], quote(v, safe=""))}
+    forms.discard("")
+    if not forms:
+        return []
+    ordered = sorted((f.encode() for f in forms), key=len, reverse=True)
+    pattern = re.compile(b"|".join(map(re.escape, ordered)))
+    changed: list[str] = []
+    for folder, _dirs, files in os.walk(root, followlinks=False):
+        for name in files:
+            path = Path(folder) / name
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                with os.fdopen(os.dup(fd), "r+b") as handle:
+                    data = handle.read()
+                    scrubbed = pattern.sub(SCRUBBED, data)
+                    if scrubbed != data:
+                        handle.seek(0)
+                        handle.write(scrubbed)
+                        handle.truncate()
+                        changed.append(path.relative_to(root).as_posix())
+            finally:
+                os.close(fd)
+    return changed

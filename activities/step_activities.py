@@ -34,16 +34,20 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.artifacts import ArtifactStore, now_iso
+from activities.capture import CaptureRefused, read_output
 from activities.executor import ExecutorContext, StepFailed
 from activities.masking import Masker, MaskingLogger
 from activities.registry import Registry
+from activities.sandbox.runner import CommandRunner
 from activities.secrets import (
     EnvSecretProvider,
     SecretError,
     SecretProvider,
     fill_placeholders,
     resolve_secrets,
+    scrub_files,
 )
+from compiler.ceilings import Ceilings
 from compiler.expressions import ExpressionError, evaluate_condition
 from compiler.plan import OutputSpec
 from workflows.contract.activities import (
@@ -81,12 +85,16 @@ class StepActivities:
         secrets: SecretProvider | None = None,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         timeout_grace_seconds: float = TIMEOUT_GRACE_SECONDS,
+        runner: CommandRunner | None = None,
+        ceilings: Ceilings | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
         self.secrets: SecretProvider = secrets if secrets is not None else EnvSecretProvider()
         self.heartbeat_seconds = heartbeat_seconds
         self.timeout_grace_seconds = timeout_grace_seconds
+        self.runner = runner
+        self.ceilings = ceilings
 
     def activities(self) -> list[Callable[..., Any]]:
         """The bound activity methods, for `Worker(activities=...)`."""
@@ -119,8 +127,17 @@ class StepActivities:
                 heartbeat=activity.heartbeat,
                 logger=log,
                 mask=mask,
+                runner=self.runner,
             )
+            refusal = over_ceilings(req, self.ceilings)
+            if refusal:
+                raise StepFailed(f"{req.uses}: sandbox-refused: {refusal}")
             log.info("step.started", extra={"step_id": req.stepId, "uses": req.uses})
+            if not ctx.commands.settings.enabled:
+                log.warning(
+                    "step.unsandboxed",
+                    extra={"step_id": req.stepId, "why": "TASKRUNNER_SANDBOX=off"},
+                )
             # The step's timeout is enforced here for every executor. The grace lets one that
             # enforces it itself (shell) report its own timeout, with the outputs it has.
             limit = req.timeoutSeconds + self.timeout_grace_seconds
@@ -131,8 +148,12 @@ class StepActivities:
                 if not guard.expired():
                     raise
                 raise StepFailed(
-                    f"{req.uses}: step timed out after {req.timeoutSeconds}s"
+                    f"{req.uses}: timeout: step timed out after {req.timeoutSeconds}s"
                 ) from None
+            finally:
+                if values:
+                    # Shielded: a cancelled step must not leave a secret behind either.
+                    await asyncio.shield(self._scrub(ctx, values, log))
             if not isinstance(outputs, dict):
                 raise StepFailed(
                     f"{req.uses}: executor returned {type(outputs).__name__}, not a dict"
@@ -167,6 +188,11 @@ class StepActivities:
             raise ApplicationError(
                 mask(f"{req.uses}: {type(exc).__name__}: {exc}"), type=type(exc).__name__
             ) from None
+
+    async def _scrub(self, ctx: ExecutorContext, values: dict[str, str], log: Any) -> None:
+        changed = await asyncio.to_thread(scrub_files, ctx.workspace, values.values())
+        if changed:
+            log.info("secrets.scrubbed", extra={"step_id": ctx.step_id, "files": changed[:20]})
 
     @activity.defn(name=EVALUATE_POLICY)
     async def evaluate_policy(self, req: PolicyRequest) -> PolicyResult:
@@ -216,17 +242,15 @@ class StepActivities:
         if not spec.path:
             return failed("file output has no path")
         try:
-            source = self.store.workspace_path(req.tenant, req.runId, spec.path)
             self.store.artifact_path(req.tenant, req.runId, spec.name)
         except UnsafePathError as exc:
             return failed(f"refused: {exc}")
-        if not source.exists():
-            return failed(f"file {spec.path!r} not found in the run workspace")
-        if not source.is_file():
-            return failed(f"{spec.path!r} is not a regular file")
+        try:
+            data = read_output(self.store.workspace(req.tenant, req.runId), spec.path)
+        except CaptureRefused as exc:
+            return failed(str(exc))
         try:
             if mask:
-                data = source.read_bytes()
                 try:
                     text = data.decode()
                 except UnicodeDecodeError:
@@ -234,11 +258,34 @@ class StepActivities:
                     record.notes = "binary file: stored without masking"
                 else:
                     record = self.store.write_text(req.tenant, req.runId, spec.name, mask(text))
-                record.sourcePath = spec.path
-                return record
-            return self.store.copy_file(req.tenant, req.runId, spec.name, source, spec.path)
+            else:
+                record = self.store.write_bytes(req.tenant, req.runId, spec.name, data)
+            record.sourcePath = spec.path
+            return record
         except OSError as exc:
-            return failed(f"could not copy {spec.path!r}: {exc.strerror or exc}")
+            return failed(f"could not store {spec.path!r}: {exc.strerror or exc}")
+
+
+def over_ceilings(req: RunStepRequest, ceilings: Ceilings | None) -> str:
+    """Why this worker refuses the step's sandbox (its operator's ceilings), or "".
+
+    The API refuses such a plan at compile time; this catches a plan compiled under other
+    ceilings (another API, settings changed since) before anything runs.
+    """
+    if ceilings is None:
+        return ""
+    box = req.sandbox
+    if box.mode == "open" and not ceilings.allow_open:
+        return "spec.sandbox.mode `open` is not allowed on this worker"
+    for field, value, ceiling in (
+        ("spec.sandbox.memoryLimitMiB", box.memoryLimitMiB, ceilings.memory_mib),
+        ("spec.sandbox.cpuLimitMillicores", box.cpuLimitMillicores, ceilings.cpu_millicores),
+        ("spec.sandbox.quotaSeconds", box.quotaSeconds, ceilings.quota_seconds),
+        ("timeoutSeconds", req.timeoutSeconds, ceilings.timeout_seconds),
+    ):
+        if ceiling is not None and value > ceiling:
+            return f"{field} {value} is more than this worker allows ({ceiling})"
+    return ""
 
 
 def _permanent(

@@ -3,7 +3,15 @@
 Pure: no I/O, no clock.
 """
 
+from compiler.ceilings import Ceilings
 from compiler.compile import CompiledPlan, compile_manifest, load_manifest
 from compiler.errors import ErrorDetail, ManifestError
 
-__all__ = ["CompiledPlan", "ErrorDetail", "ManifestError", "compile_manifest", "load_manifest"]
+__all__ = [
+    "Ceilings",
+    "CompiledPlan",
+    "ErrorDetail",
+    "ManifestError",
+    "compile_manifest",
+    "load_manifest",
+]

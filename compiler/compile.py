@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from compiler import manifest as m
 from compiler import plan as p
+from compiler.ceilings import Ceilings, check_ceilings
 from compiler.errors import ErrorDetail, ManifestError, join_path
 from compiler.expressions import (
     ExpressionError,
@@ -61,14 +62,16 @@ def compile_manifest(
     *,
     known_executors: Collection[str] | None = None,
     max_bytes: int = MAX_MANIFEST_BYTES,
+    ceilings: Ceilings | None = None,
 ) -> CompiledPlan:
     """Compile a manifest with its inputs into a plan and its hash.
 
     `known_executors`, when given, makes an unknown `uses` a validation error; without it an
-    unknown executor is only found when the step runs.
+    unknown executor is only found when the step runs. `ceilings`, when given, refuses a
+    sandbox or step timeout above the operator's ceilings (see `compiler.ceilings`).
     """
     manifest = load_manifest(text, max_bytes=max_bytes)
-    plan = build_plan(manifest, inputs, known_executors=known_executors)
+    plan = build_plan(manifest, inputs, known_executors=known_executors, ceilings=ceilings)
     return CompiledPlan(plan=plan, plan_hash=plan_hash(plan))
 
 
@@ -77,7 +80,12 @@ def build_plan(
     inputs: Mapping[str, Any] | None = None,
     *,
     known_executors: Collection[str] | None = None,
+    ceilings: Ceilings | None = None,
 ) -> p.Plan:
+    if ceilings is not None:
+        errors = check_ceilings(manifest, ceilings, DEFAULT_RUN_TIMEOUT_SECONDS)
+        if errors:
+            raise ManifestError(errors)
     return _Builder(manifest, known_executors).build(inputs)
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 API_VERSION = "stellaops.io/pack.v1"
 KIND = "TaskPack"
 STEP_ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
+# An egress allowlist entry: a host name (optionally `*.`-prefixed), an IPv4 address or a
+# bracketed IPv6 address, with an optional port.
+EGRESS_ENTRY_PATTERN = (
+    r"^(\*\.)?([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}"
+    r"[a-zA-Z0-9])?\.?(:[0-9]{1,5})?$|^\[[0-9a-fA-F:.]+\](:[0-9]{1,5})?$"
+)
 STEP_KIND_KEYS = ("run", "parallel", "map", "loop", "conditional", "gate")
 
 InputType = Literal["string", "number", "integer", "boolean", "object", "array"]
@@ -77,11 +83,15 @@ class FailurePolicy(Strict):
 
 
 class Sandbox(Strict):
+    """Bounds past which a value is a mistake on any host; operators set tighter ceilings."""
+
     mode: Literal["sealed", "open"] = "sealed"
-    egressAllowlist: list[str] = Field(default_factory=list)
-    cpuLimitMillicores: int = Field(default=1000, ge=1)
-    memoryLimitMiB: int = Field(default=512, ge=1)
-    quotaSeconds: int = Field(default=300, ge=1)
+    egressAllowlist: list[Annotated[str, Field(pattern=EGRESS_ENTRY_PATTERN)]] = Field(
+        default_factory=list, max_length=256
+    )
+    cpuLimitMillicores: int = Field(default=1000, ge=1, le=1_024_000)
+    memoryLimitMiB: int = Field(default=512, ge=1, le=16 * 1024 * 1024)
+    quotaSeconds: int = Field(default=300, ge=1, le=30 * 86400)
 
 
 class Slo(Strict):

