@@ -12,9 +12,11 @@ from fastapi import FastAPI
 from api import errors, idempotency
 from api.auth import Authenticator
 from api.deps import Services, signing_key
+from api.gateway import transient
 from api.listing import PageTokens
 from api.metrics import Metrics
 from api.middleware import BodyLimit, JsonBody, RequestContext
+from api.reads import StateReads
 from api.routes import (
     approvals,
     artifacts,
@@ -60,6 +62,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
         metrics=Metrics(),
         auth=Authenticator(settings),
         page_tokens=PageTokens(signing_key(settings)),
+        reads=StateReads(
+            fresh_for=settings.read_fresh_seconds,
+            max_age=max(settings.read_max_age_seconds, settings.read_fresh_seconds),
+            patience=settings.read_patience_seconds,
+            transient=transient,
+        ),
     )
 
     @asynccontextmanager

@@ -199,6 +199,10 @@ class TemporalUnavailable(ApiError):
     status = 503
     code = "temporal_unavailable"
 
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        # Worth trying again: a worker or the server was busy or away for a moment.
+        super().__init__(message, headers={"Retry-After": "2", **(headers or {})})
+
 
 class InternalError(ApiError):
     def __init__(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any, assert_never
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
+    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -30,7 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api import errors
 from api.listing import MEMO_CREATED_AT, MEMO_RUN_ID
 from api.metrics import Metrics
-from api.reads import StateReads
+from api.reads import Read, StateReads
 from api.schemas import RunArtifact
 from api.settings import ApiSettings
 from compiler import CompiledPlan
@@ -58,6 +59,7 @@ from workflows.contract.state import (
     LogsQuery,
     PackRunInput,
     RunMeta,
+    RunResult,
     RunStateSnapshot,
     StateQuery,
     WebhookRef,
@@ -88,6 +90,14 @@ def refusal_error(code: Refusal) -> type[errors.ApiError]:
             return errors.LinkAlreadyUsed
         case _:
             assert_never(code)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failed read may answer with the run's last known state: Temporal or the worker
+    did not answer, as opposed to an answer (the run is gone, a refusal)."""
+    if isinstance(exc, errors.ApiError):
+        return isinstance(exc, errors.TemporalUnavailable)
+    return not (isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND)
 
 
 def now_iso() -> str:
@@ -179,24 +189,53 @@ class RunGateway:
 
     async def state(
         self, tenant: str, run_id: str, *, steps_offset: int = 0, steps_limit: int = STEPS_PAGE
-    ) -> RunStateSnapshot:
-        """The run's state with one page of its steps (`totalSteps` says how many there are)."""
+    ) -> Read:
+        """The run's state with one page of its steps (`totalSteps` says how many there are),
+        and how old it is: see api/reads.py for when it is not read from the run right now."""
         handle = self._handle(tenant, run_id)
-        page = StateQuery(stepsOffset=steps_offset, stepsLimit=steps_limit)
+        page = (steps_offset, steps_limit)
 
-        async def query() -> RunStateSnapshot:
+        async def fetch() -> RunStateSnapshot:
             async with self._run(handle, run_id):
+                if not self.reads.live(handle.id, page):
+                    finished = await self._finished_state(handle, steps_offset, steps_limit)
+                    if finished is not None:
+                        return finished
                 answer: RunStateSnapshot = await handle.query(
-                    QUERY_STATE, page, result_type=RunStateSnapshot, rpc_timeout=self.timeout
+                    QUERY_STATE,
+                    StateQuery(stepsOffset=steps_offset, stepsLimit=steps_limit),
+                    result_type=RunStateSnapshot,
+                    rpc_timeout=self.timeout,
                 )
             return answer
 
-        # Concurrent readers of one run share a query; see api/reads.py.
-        snapshot = await self.reads.read((handle.id, steps_offset, steps_limit), query)
-        if snapshot.tenant != tenant:  # cannot happen with tenant-scoped ids; never leak if it does
+        read = await self.reads.read(handle.id, page, fetch)
+        if read.snapshot.tenant != tenant:  # cannot happen with tenant-scoped ids; never leak
             raise errors.RunNotFound(run_id)
-        self.metrics.observe_run(handle.id, snapshot.status)
-        return snapshot
+        self.metrics.observe_run(handle.id, read.snapshot.status)
+        return read
+
+    async def _finished_state(
+        self, handle: WorkflowHandle[Any, Any], steps_offset: int, steps_limit: int
+    ) -> RunStateSnapshot | None:
+        """A finished run's state from its result, which the server keeps: no worker replays the
+        history for it. None when the run is live, or its result does not hold the page (a run
+        that ended before results carried their state, one cancelled through Temporal, a page
+        past the steps the result holds)."""
+        description = await handle.describe(rpc_timeout=self.timeout)
+        if description.status != WorkflowExecutionStatus.COMPLETED:
+            return None
+        result: RunResult = await self.client.get_workflow_handle(
+            handle.id, run_id=description.run_id, result_type=RunResult
+        ).result(follow_runs=False, rpc_timeout=self.timeout)
+        state = result.state
+        if state is None:
+            return None
+        end = steps_offset + steps_limit
+        if end > len(state.steps) and len(state.steps) < state.totalSteps:
+            return None
+        page: RunStateSnapshot = state.model_copy(update={"steps": state.steps[steps_offset:end]})
+        return page
 
     async def logs(self, tenant: str, run_id: str, after: int) -> LogsPage:
         handle = self._handle(tenant, run_id)
@@ -224,7 +263,7 @@ class RunGateway:
         handle = self._handle(tenant, run_id)
         try:
             async with self._run(handle, run_id, acting=True):
-                with self.reads.writing():
+                with self.reads.writing(handle.id):
                     outcome: ApprovalOutcome = await handle.execute_update(
                         UPDATE_DECIDE_APPROVAL,
                         decision,
@@ -242,7 +281,7 @@ class RunGateway:
     async def cancel(self, tenant: str, run_id: str, request: CancelSignal) -> None:
         handle = self._handle(tenant, run_id)
         async with self._run(handle, run_id, acting=True):
-            with self.reads.writing():
+            with self.reads.writing(handle.id):
                 await handle.signal(SIGNAL_CANCEL, request, rpc_timeout=self.timeout)
 
     # ----------------------------------------------------------------- errors

@@ -28,6 +28,21 @@ class ApiSettings(SharedSettings):
         gt=0,
         description="How long the API waits for a worker to answer a query or update (then 503).",
     )
+    read_fresh_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        description="A run's state read this recently answers GET run as it is (see api/reads.py).",
+    )
+    read_max_age_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="A state this old at most answers at once while a fresh one is fetched behind.",
+    )
+    read_patience_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long a read waits for the run before answering its last known state.",
+    )
     logs_poll_seconds: float = Field(
         default=0.5,
         gt=0,

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_TYPE,
     )
     from workflows.contract.state import (
+        FINAL_STATE_STEPS,
         TERMINAL_RUN_STATUSES,
         ApprovalOutcome,
         ApprovalSignal,
@@ -207,7 +208,14 @@ class PackRun:
         self._refresh()
         await self._deliveries_done()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return RunResult(status=self.book.status, error=self.book.error, outputs=self.book.outputs)
+        book = self.book
+        return RunResult(
+            status=book.status,
+            error=book.error,
+            outputs=book.outputs,
+            # The result is not a command's identity: old histories replay with or without it.
+            state=book.snapshot(StateQuery(stepsLimit=FINAL_STATE_STEPS)),
+        )
 
     async def _capture_files(self) -> None:
         files = [o for o in self.book.plan.outputs if o.type == "file"]

@@ -51,7 +51,8 @@ async def apply_approval_decision(
     body: ApprovalDecisionRequest,
     runs: Runs,
 ) -> ApprovalDecisionResponse:
-    state = await runs.state(tenant, runId, steps_limit=0)  # only its approvals are needed
+    # Only its approvals are needed (their grants never change): a recent read will do.
+    state = (await runs.state(tenant, runId, steps_limit=0)).snapshot
     approval = find_approval(state, approvalId)
     if approval is None:
         raise ApprovalNotFound(f"run {runId!r} has no approval {approvalId!r}")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import OPERATOR
@@ -146,12 +147,35 @@ async def list_pack_runs(
     )
 
 
+READ_HEADERS: dict[str, Any] = {
+    "ETag": {
+        "description": "The state's version: send it as `If-None-Match` to get a 304 if unchanged",
+        "schema": {"type": "string"},
+    },
+    "Age": {
+        "description": "Seconds since the run answered this state (it may be up to a couple of "
+        "seconds old; older only when the run does not answer, see `Warning`)",
+        "schema": {"type": "integer"},
+    },
+    "Warning": {
+        "description": '`110 - "Response is Stale"` with why: the run did not answer in time '
+        "(a worker outage) and this is the last state the API knows",
+        "schema": {"type": "string"},
+    },
+}
+
+
 @router.get(
     "/runs/{runId}",
     operation_id="getRunState",
     summary="Get run state",
+    response_model=RunStateResponse,
     response_model_exclude_none=True,
-    responses=documented(400, 401, 403, 404, 503),
+    responses={
+        200: {"headers": READ_HEADERS},
+        304: {"description": "Not modified since the `If-None-Match` ETag"},
+        **documented(400, 401, 403, 404, 503),
+    },
 )
 async def get_run_state(
     principal: Viewer,
@@ -162,10 +186,22 @@ async def get_run_state(
     stepsLimit: Annotated[
         int, Query(ge=1, le=STEPS_PAGE, description="Steps per page")
     ] = STEPS_PAGE,
-) -> RunStateResponse:
-    """A large run's steps come a page at a time: `totalSteps` says how many there are."""
-    state = await runs.state(tenant, runId, steps_offset=stepsOffset, steps_limit=stepsLimit)
-    return run_state(state)
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """A large run's steps come a page at a time: `totalSteps` says how many there are.
+
+    The state may be up to a couple of seconds old (`Age` says how old): concurrent readers
+    share one read of the run. During a worker outage the last known state answers, marked stale
+    (`Warning`), rather than an error."""
+    read = await runs.state(tenant, runId, steps_offset=stepsOffset, steps_limit=stepsLimit)
+    body = run_state(read.snapshot).model_dump_json(exclude_none=True).encode()
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Age": str(int(read.age)), "Cache-Control": "no-cache"}
+    if read.stale:
+        headers["Warning"] = f'110 - "Response is Stale: {read.stale}"'
+    if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.post(

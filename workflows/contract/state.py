@@ -18,6 +18,8 @@ StepStatus = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"]
 Decision = Literal["approved", "rejected", "expired"]
 LogLevel = Literal["debug", "info", "warn", "error"]
 TERMINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+FINAL_STATE_STEPS = 1000
+"""Steps a run's result carries (about 200 KB at most): well below Temporal's payload warning."""
 
 
 class Model(BaseModel):
@@ -139,11 +141,14 @@ class RunStateSnapshot(Model):
 
 
 class RunResult(Model):
-    """What a PackRun returns when it ends. The full state is read with the `state` query."""
+    """What a PackRun returns when it ends."""
 
     status: RunStatus
     error: str | None = None
     outputs: dict[str, Any] = Field(default_factory=dict)
+    state: RunStateSnapshot | None = None
+    """The final state with the first `FINAL_STATE_STEPS` steps, so the API reads a finished run
+    from the server without a worker replaying its history; later pages come from the query."""
 
 
 class ChunkInput(Model):
