@@ -7,12 +7,19 @@ required, `aud` and `iss` checked when configured. Scopes come from `scope` (spa
 `grants` claim or among its scopes; no role stands in for a grant. A decision is recorded for the
 token's subject; only an admin may name another actor.
 
-With `auth_enabled` off every caller is an anonymous admin holding every grant, which is what
-the embedded single-user service wants and nothing else does.
+A token names the tenants it acts in: `tenant` (one slug) and/or `tenants` (a list, or a
+space-separated string). `*` among them means every tenant, and is honoured only on a platform
+admin's token: one that also holds `taskrunner.admin`. A `*` on any other token is refused
+outright (403 `tenant_forbidden`), so a mis-issued token fails loudly instead of acting in no
+tenant. Which tenant a request acts in is `Principal.tenant_for`'s decision (see `api.deps`).
+
+With `auth_enabled` off every caller is an anonymous admin holding every grant and every
+tenant, which is what the embedded single-user service wants and nothing else does.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +27,14 @@ from typing import Any
 import jwt
 from jwt.algorithms import RSAAlgorithm
 
-from api.errors import Forbidden, Unauthenticated
+from api.errors import (
+    Forbidden,
+    InvalidTenant,
+    TenantClaimMissing,
+    TenantForbidden,
+    TenantRequired,
+    Unauthenticated,
+)
 from api.settings import ApiSettings
 
 VIEWER = "taskrunner.viewer"
@@ -37,6 +51,10 @@ _SATISFIED_BY = {
     ADMIN: frozenset({ADMIN}),
 }
 ANONYMOUS = "anonymous"
+ALL_TENANTS = "*"
+TENANT_HEADER = "X-StellaOps-Tenant"
+# A tenant is one path component of the artifact store and part of workflow ids: keep it plain.
+TENANT_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$")
 # PyJWT warns about (and brute force breaks) HMAC secrets shorter than the hash.
 MIN_HS256_SECRET_BYTES = 32
 
@@ -47,12 +65,46 @@ class AuthConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's subject, its scopes and its grants."""
+    """Who is calling: the token's subject, its scopes, its grants and its tenants.
+
+    `all_tenants`: a platform admin's token (`*` with `taskrunner.admin`). `unrestricted`: the
+    anonymous caller of auth-off dev mode, who holds everything.
+    """
 
     subject: str
     scopes: frozenset[str]
     grants: frozenset[str]
     unrestricted: bool = False
+    tenants: frozenset[str] = frozenset()
+    all_tenants: bool = False
+
+    def tenant_for(self, named: str | None, default: str) -> str:
+        """The tenant a request acts in, given the tenant it names (header or body), if any.
+
+        A named tenant must be one of the token's; without one, a single-tenant token acts in
+        its tenant, and any other token must say which (there is no guessing across tenants).
+        `default` is only for auth-off dev mode, where nobody holds a token.
+        """
+        if named is not None:
+            _check_slug(named)
+        if self.unrestricted:
+            return named or default
+        if not self.tenants and not self.all_tenants:
+            raise TenantClaimMissing(
+                "this token names no tenant (a `tenant` or `tenants` claim); it cannot act "
+                "on any tenant's resources"
+            )
+        if named is not None:
+            if self.all_tenants or named in self.tenants:
+                return named
+            raise TenantForbidden(f"this token does not hold tenant {named!r}")
+        if len(self.tenants) == 1 and not self.all_tenants:
+            return _check_slug(next(iter(self.tenants)))
+        raise TenantRequired(
+            f"this token holds several tenants: name one in {TENANT_HEADER}"
+            if not self.all_tenants
+            else f"a platform admin's token must name the tenant in {TENANT_HEADER}"
+        )
 
     def has_scope(self, scope: str) -> bool:
         return self.unrestricted or bool(self.scopes & _SATISFIED_BY[scope])
@@ -76,7 +128,17 @@ class Principal:
         return [g for g in needed if g not in held]
 
 
-ANONYMOUS_ADMIN = Principal(ANONYMOUS, frozenset({ADMIN}), frozenset(), unrestricted=True)
+ANONYMOUS_ADMIN = Principal(
+    ANONYMOUS, frozenset({ADMIN}), frozenset(), unrestricted=True, all_tenants=True
+)
+
+
+def _check_slug(tenant: str) -> str:
+    if not TENANT_PATTERN.match(tenant):
+        raise InvalidTenant(
+            f"tenant {tenant!r} is not a valid slug (letters, digits, '-' and '_', at most 63)"
+        )
+    return tenant
 
 
 class Authenticator:
@@ -133,10 +195,22 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}", invalid_token=True) from None
+        scopes = frozenset(_strings(claims.get("scope")) + _strings(claims.get("scp")))
+        single = claims.get("tenant")
+        named = ([single] if isinstance(single, str) else []) + _strings(claims.get("tenants"))
+        tenants = frozenset(named)
+        wildcard = ALL_TENANTS in tenants
+        if wildcard and ADMIN not in scopes:
+            raise TenantForbidden(
+                f"tenant {ALL_TENANTS!r} is for platform admins only: the token must also hold "
+                f"{ADMIN}"
+            )
         return Principal(
             subject=str(claims["sub"]),
-            scopes=frozenset(_strings(claims.get("scope")) + _strings(claims.get("scp"))),
+            scopes=scopes,
             grants=frozenset(_strings(claims.get("grants"))),
+            tenants=tenants - {ALL_TENANTS},
+            all_tenants=wildcard,
         )
 
 

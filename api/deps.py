@@ -6,7 +6,6 @@ authenticator); the aliases hand out pieces of it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Annotated, cast
 
@@ -14,20 +13,25 @@ from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
-from api.auth import ADMIN, OPERATOR, VIEWER, Authenticator, Principal, require_scope
+from api.auth import (
+    ADMIN,
+    OPERATOR,
+    TENANT_HEADER,
+    VIEWER,
+    Authenticator,
+    Principal,
+    require_scope,
+)
 from api.errors import InvalidTenant
 from api.gateway import RunGateway
 from api.ledger import LedgerGateway
 from api.listing import PageTokens
 from api.metrics import Metrics
+from api.middleware import PARSED_BODY
 from api.reads import StateReads
 from api.schemas import MAX_RUN_ID_LENGTH, RUN_ID_PATTERN
 from api.settings import ApiSettings
 from api.temporal import TemporalConnection
-
-TENANT_HEADER = "X-StellaOps-Tenant"
-# A tenant is one path component of the artifact store and part of workflow ids: keep it plain.
-TENANT_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -85,38 +89,6 @@ RunId = Annotated[
     Path(pattern=RUN_ID_PATTERN, max_length=MAX_RUN_ID_LENGTH, description="Unique run identifier"),
 ]
 
-# ----------------------------------------------------------------- tenancy
-
-TenantHeader = Annotated[
-    str | None,
-    Header(
-        alias=TENANT_HEADER,
-        description="Tenant slug (optional for single-tenant deployments)",
-    ),
-]
-
-
-def resolve_tenant(
-    settings: ApiSettings, header: str | None, body_tenant: str | None = None
-) -> str:
-    """The request's tenant: the header, else the body's `tenantId`, else the default."""
-    tenant = header or body_tenant or settings.default_tenant
-    if header and body_tenant and header != body_tenant:
-        raise InvalidTenant(f"tenantId {body_tenant!r} does not match {TENANT_HEADER} {header!r}")
-    if not TENANT_PATTERN.match(tenant):
-        raise InvalidTenant(
-            f"tenant {tenant!r} is not a valid slug (letters, digits, '-' and '_', at most 63)"
-        )
-    return tenant
-
-
-async def _tenant(settings: SettingsDep, header: TenantHeader = None) -> str:
-    return resolve_tenant(settings, header)
-
-
-Tenant = Annotated[str, Depends(_tenant)]
-
-
 # ----------------------------------------------------------------- auth
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT carrying taskrunner.* scopes")
@@ -127,6 +99,45 @@ async def _principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     return services.auth.authenticate(credentials.credentials if credentials else None)
+
+
+# ----------------------------------------------------------------- tenancy
+
+TenantHeader = Annotated[
+    str | None,
+    Header(
+        alias=TENANT_HEADER,
+        description="Tenant slug: one of the token's tenants (optional for a token that holds "
+        "exactly one)",
+    ),
+]
+
+
+def body_tenant(request: Request) -> str | None:
+    """The JSON body's `tenantId`, from the body `api.middleware.JsonBody` parsed (once)."""
+    parsed = getattr(request.state, PARSED_BODY, None)
+    tenant = parsed.get("tenantId") if isinstance(parsed, dict) else None
+    return tenant if isinstance(tenant, str) else None
+
+
+async def _tenant(
+    request: Request,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Depends(_principal)],
+    header: TenantHeader = None,
+) -> str:
+    """The one place a request's tenant is decided; routes and idempotency keys both use it.
+
+    The header names it, else the body's `tenantId` (POST /runs); the two must agree. What is
+    named must be one of the token's tenants (`Principal.tenant_for`).
+    """
+    named_in_body = body_tenant(request)
+    if header is not None and named_in_body is not None and header != named_in_body:
+        raise InvalidTenant(f"tenantId {named_in_body!r} does not match {TENANT_HEADER} {header!r}")
+    return principal.tenant_for(header or named_in_body, settings.default_tenant)
+
+
+Tenant = Annotated[str, Depends(_tenant)]
 
 
 def _scoped(scope: str) -> object:

@@ -51,6 +51,12 @@ class InvalidTenant(InvalidRequest):
     code = "invalid_tenant"
 
 
+class TenantRequired(InvalidRequest):
+    """The token holds several tenants (or all of them) and the request named none."""
+
+    code = "tenant_required"
+
+
 class Unauthenticated(ApiError):
     status = 401
     code = "unauthenticated"
@@ -66,6 +72,18 @@ class Unauthenticated(ApiError):
 class Forbidden(ApiError):
     status = 403
     code = "forbidden"
+
+
+class TenantForbidden(Forbidden):
+    """The request names a tenant the token does not hold."""
+
+    code = "tenant_forbidden"
+
+
+class TenantClaimMissing(Forbidden):
+    """The token holds no tenant at all (no `tenant` or `tenants` claim): no tenant route."""
+
+    code = "tenant_claim_missing"
 
 
 class NotFound(ApiError):

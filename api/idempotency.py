@@ -1,6 +1,8 @@
 """Idempotency-Key: a POST sent again with the same key gets the first answer again.
 
-The key is scoped by tenant and kept in the tenant's ledger workflow (`workflows.ledger`) for
+The key is scoped by tenant (the request's, as `api.deps.Tenant` decided it from the token, the
+header and the body: so a key can only be replayed in a tenant the caller holds) and kept in the
+tenant's ledger workflow (`workflows.ledger`) for
 `idempotency_ttl_seconds` (24 h or more). A request is identified by its fingerprint: SHA-256 of
 method, path, tenant, the caller's subject and the canonical JSON of its body. The caller is part
 of it because what a POST does depends on who sends it (a decision counts for the token's
@@ -42,7 +44,7 @@ from fastapi.routing import APIRoute
 from temporalio.service import RPCError
 
 from api.auth import Principal, require_scope
-from api.deps import Ledger, SettingsDep, TenantHeader, _principal, resolve_tenant
+from api.deps import Ledger, SettingsDep, Tenant, _principal
 from api.errors import (
     ApiError,
     IdempotencyConflict,
@@ -194,7 +196,7 @@ def idempotent(scope: str) -> Any:
         settings: SettingsDep,
         ledger: Ledger,
         principal: Annotated[Principal, Depends(_principal)],
-        tenant_header: TenantHeader = None,
+        tenant: Tenant,
         key: Annotated[
             str | None,
             Header(
@@ -212,7 +214,6 @@ def idempotent(scope: str) -> Any:
                 f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable ASCII characters, no spaces"
             )
         body = await request.body()
-        tenant = resolve_tenant(settings, tenant_header, _body_tenant(body))
         fp = fingerprint(request.method, request.url.path, tenant, principal.subject, body)
         now = datetime.now(UTC)
         existing = await ledger.recall(tenant, key)
@@ -234,16 +235,6 @@ def idempotent(scope: str) -> Any:
         return held
 
     return Depends(claim)
-
-
-def _body_tenant(body: bytes) -> str | None:
-    """The body's `tenantId`, which names the tenant when the header does not (POST /runs)."""
-    try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    tenant = parsed.get("tenantId") if isinstance(parsed, dict) else None
-    return tenant if isinstance(tenant, str) else None
 
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]

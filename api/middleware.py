@@ -8,6 +8,8 @@ no exception handler claimed: a 500 `internal_error` envelope, logged with the t
 them, whether the size is announced (`Content-Length`) or not (chunked).
 
 `JsonBody`, innermost: a JSON body that repeats a key in any object is a 400 `malformed_json`.
+It is also where the body is parsed for what the API reads before the route does (the tenant a
+POST /runs names): the parsed document is kept in the request's state as `PARSED_BODY`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from api.metrics import Metrics
 from api.tracing import new_trace_id, set_trace_id
 
 log = structlog.get_logger("taskrunner.api")
+
+# The key, in the request's state (`request.state`), of the JSON body as JsonBody parsed it.
+PARSED_BODY = "parsed_json_body"
 
 
 class RequestContext:
@@ -165,7 +170,8 @@ class JsonBody:
         body = b"".join(chunks)
         if body:
             try:
-                json.loads(body, object_pairs_hook=_no_duplicates)
+                parsed = json.loads(body, object_pairs_hook=_no_duplicates)
+                scope.setdefault("state", {})[PARSED_BODY] = parsed
             except DuplicateKey as exc:
                 problem = errors.MalformedJson(
                     f"malformed JSON body: duplicate key {exc.args[0]!r}"

@@ -21,9 +21,7 @@ from api.deps import (
     SettingsDep,
     TemporalClient,
     Tenant,
-    TenantHeader,
     Viewer,
-    resolve_tenant,
 )
 from api.errors import documented
 from api.gateway import STEPS_PAGE
@@ -82,11 +80,11 @@ async def create_pack_run(
     response: Response,
     runs: Runs,
     ledger: Ledger,
-    tenant_header: TenantHeader = None,
+    tenant: Tenant,
 ) -> RunStateResponse:
     """The run gets the tenant's webhooks as registered now; later registrations apply to later
-    runs."""
-    tenant = resolve_tenant(settings, tenant_header, body.tenantId)
+    runs. The tenant is the header's or the body's `tenantId` (they must agree), one of the
+    token's tenants."""
     compiled = await run_in_threadpool(
         partial(compile_manifest, ceilings=settings.ceilings()), body.manifest, body.inputs
     )

@@ -24,13 +24,34 @@ OPERATOR = "taskrunner.operator"
 RUNS = "/v1/task-runner/runs"
 
 
-def token(*scopes: str, sub: str = "user:alice", secret: str = SECRET, **claims: Any) -> str:
+DEFAULT_TENANT = "default"
+TENANT_HEADER = "X-StellaOps-Tenant"
+
+
+def token(
+    *scopes: str,
+    sub: str = "user:alice",
+    secret: str = SECRET,
+    tenant: str | None = DEFAULT_TENANT,
+    **claims: Any,
+) -> str:
+    """A token of `sub` holding `scopes`, for the one `tenant` (None: no `tenant` claim; pass
+    `tenants=[...]` for several)."""
     payload = {"sub": sub, "exp": int(time.time()) + 600, "scope": " ".join(scopes), **claims}
+    if tenant is not None:
+        payload["tenant"] = tenant
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
 def bearer(*scopes: str, **claims: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(*scopes, **claims)}"}
+
+
+def in_tenant(tenant: str, /, *scopes: str, **claims: Any) -> dict[str, str]:
+    """Headers of a caller naming `tenant` in the header, with a token issued for that tenant
+    alone (unless `claims` say otherwise, e.g. `tenant=None, tenants=[...]`)."""
+    claims.setdefault("tenant", tenant)
+    return {TENANT_HEADER: tenant, **bearer(*scopes, **claims)}
 
 
 # Operators who may pass the example packs' gates (grant `packs.approve`).

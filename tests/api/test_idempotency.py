@@ -21,6 +21,7 @@ from tests.api.support import (
     bearer,
     create_run,
     error_code,
+    in_tenant,
     run_url,
     status_is,
     wait_for_run,
@@ -36,6 +37,7 @@ from workflows.contract.ledger import (
 from workflows.run_book import iso
 
 REPLAY = "idempotent-replay"
+APPROVER_ROLE = ("taskrunner.operator",)
 
 
 def keyed(key: str, headers: dict[str, str] = APPROVER, **more: str) -> dict[str, str]:
@@ -94,7 +96,9 @@ class TestCreateRun:
         ids = set()
         for tenant in (unique("acme"), unique("globex")):
             response = await http.post(
-                RUNS, json=body, headers=keyed(key, **{"X-StellaOps-Tenant": tenant})
+                RUNS,
+                json=body,
+                headers=keyed(key, in_tenant(tenant, *APPROVER_ROLE, grants=["packs.approve"])),
             )
             assert response.status_code == 201 and REPLAY not in response.headers
             ids.add(response.json()["runId"])
@@ -167,7 +171,9 @@ class TestCreateRun:
             RUNS,
             content=body,
             headers=keyed(
-                key, **{"X-StellaOps-Tenant": tenant, "Content-Type": "application/json"}
+                key,
+                in_tenant(tenant, *APPROVER_ROLE, grants=["packs.approve"]),
+                **{"Content-Type": "application/json"},
             ),
         )
         assert response.status_code == 409
@@ -216,7 +222,7 @@ class TestApproveAndCancel:
 
 class TestRegisterWebhook:
     async def test_registration_retry_registers_once(self, http: httpx.AsyncClient) -> None:
-        admin = {"X-StellaOps-Tenant": unique("hooks"), **bearer("taskrunner.admin")}
+        admin = in_tenant(unique("hooks"), "taskrunner.admin")
         body: dict[str, Any] = {
             "url": "https://hooks.example.com/x",
             "events": ["run.completed"],

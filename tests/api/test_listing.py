@@ -18,6 +18,7 @@ from tests.api.support import (
     bearer,
     create_run,
     error_code,
+    in_tenant,
     run_url,
     status_is,
     wait_for_run,
@@ -26,7 +27,11 @@ from tests.helpers import unique
 
 
 def tenant_headers(tenant: str, base: dict[str, str]) -> dict[str, str]:
-    return {"X-StellaOps-Tenant": tenant, **base}
+    """`base`'s role (READER or APPROVER) acting in `tenant`, with a token issued for it."""
+    if base is APPROVER:
+        return in_tenant(tenant, "taskrunner.operator", grants=["packs.approve"])
+    assert base is READER
+    return in_tenant(tenant, "taskrunner.viewer")
 
 
 async def listing(

@@ -1,6 +1,7 @@
 """Every route the app serves (found in its own OpenAPI document) against every role: no token,
-viewer, operator, admin, and a valid token for the wrong tenant. Each route's designed minimum
-is in ROUTES; a route the table does not know fails the test until someone decides what it
+viewer, operator, admin (each with a token issued for the tenant it names), and a run of
+another tenant (tests/api/test_tenancy.py holds the route by token-tenancy matrix). Each
+route's designed minimum is in ROUTES; a route the table does not know fails the test until someone decides what it
 needs. Below the minimum is 401 (no token) or 403; at or above it, never 401/403; a run of
 another tenant is 404."""
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from tests.api.packs import ECHO, GATED
-from tests.api.support import OPERATOR, VIEWER, bearer, create_run, status_is, wait_for_run
+from tests.api.support import OPERATOR, VIEWER, create_run, in_tenant, status_is, wait_for_run
 
 ADMIN = "taskrunner.admin"
 PREFIX = "/v1/task-runner"
@@ -42,12 +43,24 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): PUBLIC,
 }
 RANK = {VIEWER: 1, OPERATOR: 2, ADMIN: 3}
-ROLES: dict[str, dict[str, str]] = {
-    "no token": {},
-    "viewer": bearer(VIEWER),
-    "operator": bearer(OPERATOR, grants=["packs.approve"]),
-    "admin": bearer(ADMIN, grants=["packs.approve"]),
+ROLE_CLAIMS: dict[str, tuple[tuple[str, ...], dict[str, Any]] | None] = {
+    "no token": None,
+    "viewer": ((VIEWER,), {}),
+    "operator": ((OPERATOR,), {"grants": ["packs.approve"]}),
+    "admin": ((ADMIN,), {"grants": ["packs.approve"]}),
 }
+ROLES = list(ROLE_CLAIMS)
+
+
+def as_role(role: str, tenant: str) -> dict[str, str]:
+    """Headers of `role` acting in `tenant`, with a token issued for that tenant."""
+    spec = ROLE_CLAIMS[role]
+    if spec is None:
+        return {"X-StellaOps-Tenant": tenant}
+    scopes, claims = spec
+    return in_tenant(tenant, *scopes, **claims)
+
+
 ROLE_RANK = {"no token": 0, "viewer": 1, "operator": 2, "admin": 3}
 
 
@@ -73,7 +86,7 @@ class World:
 
 @pytest.fixture(scope="module")
 async def world(stack: Any) -> AsyncIterator[World]:
-    headers = {"X-StellaOps-Tenant": TENANT, **ROLES["operator"]}
+    headers = as_role("operator", TENANT)
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
         created = await create_run(http, GATED, headers=headers)
         await wait_for_run(http, created["runId"], status_is("awaiting-approval"), headers=headers)
@@ -140,11 +153,11 @@ class TestEveryRouteEveryRole:
                         http,
                         ECHO,
                         inputs={"who": "x"},
-                        headers={"X-StellaOps-Tenant": TENANT, **ROLES["operator"]},
+                        headers=as_role("operator", TENANT),
                     )
                 )["runId"]
             method, url, body = request_for(route, world, throwaway_run=throwaway)
-            headers = {"X-StellaOps-Tenant": TENANT, **ROLES[role]}
+            headers = as_role(role, TENANT)
             response = await http.request(method, url, json=body, headers=headers)
             status = response.status_code
             if status >= 500:
@@ -173,15 +186,13 @@ class TestEveryRouteEveryRole:
             if "{runId}" not in route[1] or ROLE_RANK[role] < RANK[minimum]:
                 continue
             method, url, body = request_for(route, world)
-            headers = {"X-StellaOps-Tenant": OTHER, **ROLES[role]}
+            headers = as_role(role, OTHER)
             response = await http.request(method, url, json=body, headers=headers)
             if response.status_code != 404 or response.json()["error"]["code"] != "run_not_found":
                 problems.append((route, response.status_code, response.text[:200]))
         assert not problems, problems
         # Listing in the other tenant does not show the run either.
-        listing = await http.get(
-            f"{PREFIX}/runs", headers={"X-StellaOps-Tenant": OTHER, **ROLES[role]}
-        )
+        listing = await http.get(f"{PREFIX}/runs", headers=as_role(role, OTHER))
         assert listing.status_code == 200
         assert world.run_id not in listing.text
 
@@ -192,14 +203,16 @@ class TestApprovalGrants:
     ) -> None:
         decision = {"decision": "approved", "planHash": world.plan_hash}
         url = f"{PREFIX}/runs/{world.run_id}/approvals/release-manager"
-        for headers in (bearer(OPERATOR), bearer(ADMIN), bearer(OPERATOR, grants=["other"])):
-            response = await http.post(
-                url, json=decision, headers={"X-StellaOps-Tenant": TENANT, **headers}
-            )
+        for headers in (
+            in_tenant(TENANT, OPERATOR),
+            in_tenant(TENANT, ADMIN),
+            in_tenant(TENANT, OPERATOR, grants=["other"]),
+        ):
+            response = await http.post(url, json=decision, headers=headers)
             assert response.status_code == 403, response.text
             assert "packs.approve" in response.json()["error"]["message"]
         state = await http.get(
             f"{PREFIX}/runs/{world.run_id}",
-            headers={"X-StellaOps-Tenant": TENANT, **ROLES["viewer"]},
+            headers=as_role("viewer", TENANT),
         )
         assert state.json()["status"] == "awaiting-approval"  # none of them got through

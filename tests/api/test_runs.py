@@ -14,6 +14,7 @@ from tests.api.support import (
     bearer,
     create_run,
     error_code,
+    in_tenant,
     run_url,
     status_is,
     wait_for_run,
@@ -67,10 +68,11 @@ class TestCreateRun:
         # builtin:build is no executor this worker has: the run is created all the same, and
         # fails at that step saying why. Its tenant comes from the body's tenantId.
         body = contract_example(RUNS, "create-run")
-        response = await http.post(RUNS, json=body, headers=OPERATOR_ONLY)
+        prod = bearer("taskrunner.operator", tenant="tenant-prod")
+        response = await http.post(RUNS, json=body, headers=prod)
         assert response.status_code == 201, response.text
         assert response.json()["tenant"] == "tenant-prod"
-        tenant = {"X-StellaOps-Tenant": "tenant-prod", **READER}
+        tenant = in_tenant("tenant-prod", "taskrunner.viewer")
         state = await wait_for_run(http, body["runId"], status_is("failed"), headers=tenant)
         steps = {s["stepId"]: s for s in state["steps"]}
         assert steps["build"]["status"] == "Failed"
@@ -114,7 +116,9 @@ class TestCreateRun:
         response = await http.post(
             RUNS,
             json={"manifest": ECHO, "inputs": {"who": "x"}, "tenantId": "acme"},
-            headers={"X-StellaOps-Tenant": "globex", **OPERATOR_ONLY},
+            headers=in_tenant(
+                "globex", "taskrunner.operator", tenant=None, tenants=["acme", "globex"]
+            ),
         )
         assert response.status_code == 400
         assert error_code(response) == "invalid_tenant"

@@ -22,10 +22,11 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import checks
 from schemathesis.core.failures import FailureGroup
 
-from tests.api.support import bearer
+from tests.api.support import bearer, in_tenant
 
 EXAMPLES = int(os.environ.get("TASKRUNNER_SCHEMATHESIS_EXAMPLES", "25"))
 HEADERS = bearer("taskrunner.admin", grants=["packs.approve"])
+
 CHECKS = [
     checks.not_a_server_error,
     checks.status_code_conformance,
@@ -36,6 +37,8 @@ CHECKS = [
 # Webhooks are registered in a tenant no run lives in, so nothing is ever delivered to the
 # random URLs generated for them, and they are deleted afterwards.
 HOOK_TENANT = "fuzz-webhooks"
+# The webhook operations run as an admin of HOOK_TENANT, with a token issued for it.
+HOOK_HEADERS = in_tenant(HOOK_TENANT, "taskrunner.admin", grants=["packs.approve"])
 MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
 # Streaming a followed log waits for the run to end; a random run id is a 404 anyway.
 SKIP_QUERY = {"streamRunLogs": {"follow": False}}
@@ -86,7 +89,7 @@ def fuzz(document: dict[str, Any], base_url: str) -> list[str]:
             operation = result.ok()
             headers = HEADERS
             if "/webhooks" in operation.path:
-                headers = {**HEADERS, "X-StellaOps-Tenant": HOOK_TENANT}
+                headers = HOOK_HEADERS
             for mode in MODES:
                 found += check_operation(operation, mode, base_url, session, headers)
     return found
@@ -95,7 +98,7 @@ def fuzz(document: dict[str, Any], base_url: str) -> list[str]:
 async def test_no_server_errors_and_no_schema_violations(http: httpx.AsyncClient) -> None:
     document = (await http.get("/openapi.json")).json()
     failures = await asyncio.to_thread(fuzz, document, str(http.base_url).rstrip("/"))
-    hooks = {**HEADERS, "X-StellaOps-Tenant": HOOK_TENANT}
+    hooks = HOOK_HEADERS
     for hook in (await http.get("/v1/task-runner/webhooks", headers=hooks)).json()["webhooks"]:
         await http.delete(f"/v1/task-runner/webhooks/{hook['id']}", headers=hooks)
     assert not failures, "\n".join(failures)

@@ -16,6 +16,7 @@ from tests.api.support import (
     bearer,
     create_run,
     error_code,
+    in_tenant,
     run_url,
     status_is,
     token,
@@ -73,7 +74,12 @@ class TestScopes:
     async def test_scp_list_and_admin(self, http: httpx.AsyncClient) -> None:
         scp = authorization(
             jwt.encode(
-                {"sub": "svc:bot", "exp": int(time.time()) + 60, "scp": ["taskrunner.operator"]},
+                {
+                    "sub": "svc:bot",
+                    "exp": int(time.time()) + 60,
+                    "scp": ["taskrunner.operator"],
+                    "tenant": "default",
+                },
                 SECRET,
                 algorithm="HS256",
             )
@@ -94,8 +100,11 @@ class TestScopes:
 
 class TestTenancy:
     async def test_another_tenants_run_is_not_found(self, http: httpx.AsyncClient) -> None:
-        acme = {"X-StellaOps-Tenant": "acme", **APPROVER}
-        globex = {"X-StellaOps-Tenant": "globex", **APPROVER}
+        # Each tenant's operator holds a token issued for that tenant alone.
+        acme = in_tenant("acme", "taskrunner.operator", grants=["packs.approve"])
+        globex = in_tenant(
+            "globex", "taskrunner.operator", sub="user:gus", grants=["packs.approve"]
+        )
         created = await create_run(http, GATED, headers=acme)
         run_id = created["runId"]
         assert created["tenant"] == "acme"

@@ -20,11 +20,10 @@ from api.app import create_app
 from cli.settings import DevSettings
 from tests.api.packs import ECHO
 from tests.api.support import (
-    APPROVER,
-    READER,
     bearer,
     create_run,
     error_code,
+    in_tenant,
     serve,
     status_is,
     wait_for_run,
@@ -38,8 +37,17 @@ ADMIN = bearer("taskrunner.admin")
 SECRET = "a-receivers-secret-" + "z" * 12
 
 
-def as_tenant(tenant: str, headers: dict[str, str]) -> dict[str, str]:
-    return {"X-StellaOps-Tenant": tenant, **headers}
+ROLES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "admin": (("taskrunner.admin",), {}),
+    "approver": (("taskrunner.operator",), {"grants": ["packs.approve"]}),
+    "reader": (("taskrunner.viewer",), {}),
+}
+
+
+def as_tenant(tenant: str, role: str) -> dict[str, str]:
+    """Headers of `role` acting in `tenant`, with a token issued for that tenant."""
+    scopes, claims = ROLES[role]
+    return in_tenant(tenant, *scopes, **claims)
 
 
 def registration(url: str = "https://hooks.example.com/taskrunner", **overrides: Any) -> Any:
@@ -102,7 +110,7 @@ def tenant() -> Iterator[str]:
 
 class TestRegisterWebhook:
     async def test_register_list_delete(self, http: httpx.AsyncClient, tenant: str) -> None:
-        headers = as_tenant(tenant, ADMIN)
+        headers = as_tenant(tenant, "admin")
         assert (await http.get(WEBHOOKS, headers=headers)).json() == {"webhooks": []}
         response = await http.post(WEBHOOKS, json=registration(), headers=headers)
         assert response.status_code == 201, response.text
@@ -116,7 +124,7 @@ class TestRegisterWebhook:
         assert listed.json() == {"webhooks": [hook]}
         assert SECRET not in listed.text
         # Another tenant has its own (empty) list.
-        other = await http.get(WEBHOOKS, headers=as_tenant(unique("other"), ADMIN))
+        other = await http.get(WEBHOOKS, headers=as_tenant(unique("other"), "admin"))
         assert other.json() == {"webhooks": []}
 
         gone = await http.delete(f"{WEBHOOKS}/{hook['id']}", headers=headers)
@@ -130,7 +138,7 @@ class TestRegisterWebhook:
         self, http: httpx.AsyncClient, tenant: str
     ) -> None:
         response = await http.delete(
-            f"{WEBHOOKS}/wh-0123456789abcdef", headers=as_tenant(tenant, ADMIN)
+            f"{WEBHOOKS}/wh-0123456789abcdef", headers=as_tenant(tenant, "admin")
         )
         assert response.status_code == 404
         assert error_code(response) == "webhook_not_found"
@@ -138,7 +146,7 @@ class TestRegisterWebhook:
     async def test_invalid_registrations_are_400(
         self, http: httpx.AsyncClient, tenant: str
     ) -> None:
-        headers = as_tenant(tenant, ADMIN)
+        headers = as_tenant(tenant, "admin")
         for body, field in (
             (registration(url="ftp://hooks.example.com/x"), "url"),
             (registration(url="https:///no-host"), "url"),
@@ -157,8 +165,8 @@ class TestRegisterWebhook:
         assert (await http.get(WEBHOOKS, headers=headers)).json() == {"webhooks": []}
 
     async def test_admins_only(self, http: httpx.AsyncClient, tenant: str) -> None:
-        for headers in (APPROVER, READER):
-            scoped = as_tenant(tenant, headers)
+        for role in ("approver", "reader"):
+            scoped = as_tenant(tenant, role)
             assert (
                 await http.post(WEBHOOKS, json=registration(), headers=scoped)
             ).status_code == 403
@@ -184,11 +192,13 @@ class TestSecretsAtRest:
     async def test_the_secret_is_in_no_history_as_plaintext(
         self, http: httpx.AsyncClient, tenant: str, dev_env: WorkflowEnvironment
     ) -> None:
-        headers = as_tenant(tenant, ADMIN)
+        headers = as_tenant(tenant, "admin")
         # An event this run never has: nothing is delivered (to a host that is not there).
         body = registration(events=["run.failed"])
         hook = (await http.post(WEBHOOKS, json=body, headers=headers)).json()
-        run = await create_run(http, ECHO, inputs={"who": "x"}, headers=as_tenant(tenant, APPROVER))
+        run = await create_run(
+            http, ECHO, inputs={"who": "x"}, headers=as_tenant(tenant, "approver")
+        )
 
         ledger = dev_env.client.get_workflow_handle(ledger_workflow_id(tenant))
         ledger_texts = payload_texts((await ledger.fetch_history()).to_json())
@@ -207,20 +217,20 @@ class TestRunsTakeTheWebhooksOfTheirStart:
         self, http: httpx.AsyncClient, tenant: str, dev_env: WorkflowEnvironment
     ) -> None:
         with Receiver() as receiver:
-            headers = as_tenant(tenant, ADMIN)
+            headers = as_tenant(tenant, "admin")
             before = await create_run(
-                http, ECHO, inputs={"who": "x"}, headers=as_tenant(tenant, APPROVER)
+                http, ECHO, inputs={"who": "x"}, headers=as_tenant(tenant, "approver")
             )
             await wait_for_run(
-                http, before["runId"], status_is("succeeded"), headers=as_tenant(tenant, READER)
+                http, before["runId"], status_is("succeeded"), headers=as_tenant(tenant, "reader")
             )
             body = registration(url=receiver.url, events=["run.completed"])
             hook = (await http.post(WEBHOOKS, json=body, headers=headers)).json()
             after = await create_run(
-                http, ECHO, inputs={"who": "y"}, headers=as_tenant(tenant, APPROVER)
+                http, ECHO, inputs={"who": "y"}, headers=as_tenant(tenant, "approver")
             )
             await wait_for_run(
-                http, after["runId"], status_is("succeeded"), headers=as_tenant(tenant, READER)
+                http, after["runId"], status_is("succeeded"), headers=as_tenant(tenant, "reader")
             )
             handle = dev_env.client.get_workflow_handle(workflow_id(tenant, after["runId"]))
             await handle.result()  # the run ends once its deliveries are done

@@ -60,7 +60,7 @@ def env(stack: Any, tenant: str) -> dict[str, str]:
     return {
         **keep,
         "TASKRUNNER_URL": stack.url,
-        "TASKRUNNER_TOKEN": token(OPERATOR, grants=["packs.approve"]),
+        "TASKRUNNER_TOKEN": token(OPERATOR, grants=["packs.approve"], tenant=tenant),
         "TASKRUNNER_TENANT": tenant,
     }
 
@@ -242,19 +242,28 @@ class TestApproveAndCancel:
 
 
 class TestErrors:
-    async def test_errors_are_one_line_with_exit_1(self, taskrunner: Cli) -> None:
+    async def test_errors_are_one_line_with_exit_1(
+        self, taskrunner: Cli, env: dict[str, str]
+    ) -> None:
         missing = await taskrunner("runs", "show", "no-such-run")
         assert missing.code == 1
         assert missing.err == "taskrunner: error: run 'no-such-run' not found (404 run_not_found)\n"
         anonymous = await taskrunner("runs", "list", TASKRUNNER_TOKEN="")
         assert anonymous.code == 1 and "(401 unauthenticated)" in anonymous.err
         viewer = await taskrunner(
-            "runs", "cancel", "x", TASKRUNNER_TOKEN=token("taskrunner.viewer")
+            "runs",
+            "cancel",
+            "x",
+            TASKRUNNER_TOKEN=token("taskrunner.viewer", tenant=env["TASKRUNNER_TENANT"]),
         )
         assert viewer.code == 1 and "(403 forbidden)" in viewer.err
+        elsewhere = await taskrunner(
+            "runs", "list", TASKRUNNER_TOKEN=token("taskrunner.viewer", tenant="another-tenant")
+        )
+        assert elsewhere.code == 1 and "(403 tenant_forbidden)" in elsewhere.err
         nowhere = await taskrunner("runs", "list", TASKRUNNER_URL="http://127.0.0.1:9")
         assert nowhere.code == 1 and "cannot reach the API at http://127.0.0.1:9" in nowhere.err
-        for result in (missing, anonymous, viewer, nowhere):
+        for result in (missing, anonymous, viewer, elsewhere, nowhere):
             assert "Traceback" not in result.err and result.out == ""
 
 
