@@ -25,7 +25,6 @@ from typing import Any
 
 import httpx
 import pytest
-from activities.signing import ApprovalToken, mint_token
 
 from tests.api.packs import ECHO, GATED
 from tests.api.support import (
@@ -41,6 +40,7 @@ from tests.api.support import (
     wait_for_run,
 )
 from tests.helpers import unique
+from workflows.contract.signing import ApprovalToken, mint_token
 
 ADMIN = "taskrunner.admin"
 PREFIX = "/v1/task-runner"
