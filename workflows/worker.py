@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.artifacts import ArtifactStore
+from activities.netpolicy import TargetPolicy
 from activities.registry import Registry
 from activities.sandbox.host import host_sandbox
 from activities.sandbox.runner import CommandRunner, SandboxSettings
@@ -51,6 +52,9 @@ def build_worker(
         settings.public_url,
         link_ttl_seconds=settings.approval_link_ttl_seconds,
         timeout_seconds=settings.webhook_timeout_seconds,
+        targets=TargetPolicy.build(
+            settings.webhook_allow_private_targets, [settings.temporal_address]
+        ),
     )
     return Worker(
         client,
@@ -88,6 +92,9 @@ def command_runner(settings: WorkerSettings) -> CommandRunner:
             disk_mib=settings.sandbox_disk_mib,
             tmp_mib=settings.sandbox_tmp_mib,
             bwrap=settings.sandbox_bwrap,
+            egress=TargetPolicy.build(
+                settings.sandbox_egress_allow_internal, [settings.temporal_address]
+            ),
         )
     )
 

@@ -34,6 +34,7 @@ import httpx
 from pydantic import Field, model_validator
 
 from activities.executor import ExecutorContext, Params, StepFailed, parse_params
+from activities.sandbox.egress import host_allowed
 from compiler.plan import Sandbox
 
 BODY_CHARS = 64 * 1024
@@ -67,30 +68,8 @@ def egress_allowed(url: httpx.URL, sandbox: Sandbox) -> bool:
     """Whether the sandbox lets a request go to `url`'s host (always, when it is open)."""
     if sandbox.mode == "open":
         return True
-    host = url.host.lower().rstrip(".")
     port = url.port or _DEFAULT_PORTS.get(url.scheme)
-    for entry in sandbox.egressAllowlist:
-        pattern, entry_port = _split_entry(entry)
-        if entry_port is not None and entry_port != port:
-            continue
-        if host == pattern:
-            return True
-        if pattern.startswith("*.") and host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
-            return True
-    return False
-
-
-def _split_entry(entry: str) -> tuple[str, int | None]:
-    text = entry.strip().lower()
-    port: str | None = None
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else None
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host = text
-    return host.rstrip("."), int(port) if port and port.isdigit() else None
+    return host_allowed(url.host, port, sandbox.egressAllowlist)
 
 
 async def http(params: dict[str, Any], ctx: ExecutorContext) -> dict[str, Any]:

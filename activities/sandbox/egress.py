@@ -12,9 +12,10 @@ one sandbox that has it bound can connect.
 
 The proxy speaks HTTP/1.1 `CONNECT host:port` (TLS and any other TCP protocol tunnelled) and
 absolute-form requests (`GET http://host:port/path`, plain HTTP). It checks each target against
-the allowlist before it connects, resolves names itself (the sandbox has no DNS), answers
-`403` to anything else and records the refusal: a step that then fails is reported as
-`egress-denied`.
+the allowlist and the operator's target policy (`activities/netpolicy.py`: no internal
+addresses unless allowed, never the Temporal frontend) before it connects, resolves names itself
+(the sandbox has no DNS) and connects to the address it checked, answers `403` to anything else
+and records the refusal: a step that then fails is reported as `egress-denied`.
 
 Allowlist entries: an exact host (`api.example.com`, `10.0.0.5`), a host with a port
 (`api.example.com:8443`, `[::1]:8080`), or a wildcard (`*.example.com`: any subdomain, not
@@ -28,6 +29,8 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from activities.netpolicy import TargetPolicy, TargetRefused
 
 MAX_HEAD_BYTES = 64 * 1024
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -68,6 +71,7 @@ class EgressProxy:
 
     socket_path: Path
     allowlist: tuple[str, ...]
+    policy: TargetPolicy = field(default_factory=TargetPolicy)
     denied: list[str] = field(default_factory=list)
     allowed: list[str] = field(default_factory=list)
     _server: asyncio.AbstractServer | None = None
@@ -127,8 +131,14 @@ class EgressProxy:
             self.denied.append(label)
             return await _answer(writer, 403, "Forbidden: not in sandbox.egressAllowlist")
         try:
+            addresses = await self.policy.resolve(host, port)
+        except TargetRefused as exc:
+            self.denied.append(f"{label} ({exc})")
+            return await _answer(writer, 403, "Forbidden: refused by the operator's policy")
+        try:
+            # To the address just checked, not the name: it cannot resolve elsewhere now.
             up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(host.strip("[]"), port), CONNECT_TIMEOUT_SECONDS
+                asyncio.open_connection(addresses[0], port), CONNECT_TIMEOUT_SECONDS
             )
         except (OSError, TimeoutError):
             return await _answer(writer, 502, "Bad Gateway")

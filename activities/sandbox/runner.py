@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from activities.netpolicy import TargetPolicy
 from activities.sandbox.cgroups import CgroupUnavailable, Limits, StepCgroup
 from activities.sandbox.egress import EgressProxy
 from activities.sandbox.host import HostSandbox, host_sandbox, system_binds
@@ -86,6 +87,8 @@ class SandboxSettings:
     disk_mib: int = 1024
     tmp_mib: int = 64
     bwrap: str | None = None
+    egress: TargetPolicy = field(default_factory=TargetPolicy)
+    """Where the egress proxy may connect besides the allowlist's say (internal addresses)."""
 
 
 @dataclass
@@ -171,7 +174,11 @@ class CommandRunner:
         sockets = tempfile.mkdtemp(prefix="tr-egress-")
         try:
             if sandbox.mode == "sealed" and sandbox.egressAllowlist:
-                proxy = EgressProxy(Path(sockets) / "proxy.sock", tuple(sandbox.egressAllowlist))
+                proxy = EgressProxy(
+                    Path(sockets) / "proxy.sock",
+                    tuple(sandbox.egressAllowlist),
+                    self.settings.egress,
+                )
                 await proxy.__aenter__()
             return await self._run_sandboxed(
                 argv,

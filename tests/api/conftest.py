@@ -39,6 +39,7 @@ def api_settings(
         auth_enabled=True,
         jwt_hs256_secret=SECRET,
         signing_key=SIGNING_KEY,
+        webhook_allow_private_targets=True,  # the tests' receivers are on loopback
         logs_poll_seconds=0.1,
         query_timeout_seconds=10,
     )

@@ -68,7 +68,7 @@ async def test_bot_approves_a_gate_by_signal(dev_env: WorkflowEnvironment, tmp_p
                     break
             await asyncio.sleep(0.1)
         tq = unique("tq")
-        settings = WorkerSettings(signing_key=KEY)
+        settings = WorkerSettings(signing_key=KEY, webhook_allow_private_targets=True)
         async with worker_for(dev_env.client, tmp_path / "data", tq, settings=settings):
             hook = WebhookRef(
                 id="chat",
