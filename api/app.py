@@ -15,7 +15,7 @@ from api.deps import Services, signing_key
 from api.gateway import transient
 from api.listing import PageTokens
 from api.metrics import Metrics
-from api.middleware import BodyLimit, JsonBody, RequestContext
+from api.middleware import BodyLimit, HeadAsGet, JsonBody, RequestContext
 from api.reads import StateReads
 from api.routes import (
     approvals,
@@ -92,6 +92,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     errors.install(app)
     idempotency.install(app)
     # Added last = runs first: every request, the 413s included, gets a trace id and a timing.
+    app.add_middleware(HeadAsGet)
     app.add_middleware(JsonBody)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=services.metrics)

@@ -7,9 +7,13 @@ no exception handler claimed: a 500 `internal_error` envelope, logged with the t
 `BodyLimit`: request bodies larger than the cap are refused with 413 before any route reads
 them, whether the size is announced (`Content-Length`) or not (chunked).
 
-`JsonBody`, innermost: a JSON body that repeats a key in any object is a 400 `malformed_json`.
+`JsonBody`: a JSON body that repeats a key in any object, or holds a lone UTF-16 surrogate
+(`"\\ud800"`, valid JSON but no Unicode text), is a 400 `malformed_json`.
 It is also where the body is parsed for what the API reads before the route does (the tenant a
 POST /runs names): the parsed document is kept in the request's state as `PARSED_BODY`.
+
+`HeadAsGet`, innermost: `HEAD` on a `GET` route answers as the `GET` would, without the body
+(FastAPI routes answer only the methods they declare, and HTTP says HEAD goes with GET).
 """
 
 from __future__ import annotations
@@ -125,6 +129,35 @@ class DuplicateKey(ValueError):
     pass
 
 
+def lone_surrogate_at(value: Any, path: str = "body") -> str | None:
+    """The path of the first string (value or key) in `value` that holds a lone UTF-16
+    surrogate, or None. JSON may escape one (`"\\udc00"`), but it is no Unicode text: it can
+    be neither hashed as UTF-8 nor stored, so it is refused at the door."""
+    if isinstance(value, str):
+        return path if _has_surrogate(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _has_surrogate(key):
+                return f"{path} (a key)"
+            found = lone_surrogate_at(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = lone_surrogate_at(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
@@ -169,6 +202,7 @@ class JsonBody:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         if body:
+            problem: errors.MalformedJson | None = None
             try:
                 parsed = json.loads(body, object_pairs_hook=_no_duplicates)
                 scope.setdefault("state", {})[PARSED_BODY] = parsed
@@ -176,10 +210,18 @@ class JsonBody:
                 problem = errors.MalformedJson(
                     f"malformed JSON body: duplicate key {exc.args[0]!r}"
                 )
-                await errors.error_response(problem)(scope, receive, send)
-                return
             except (ValueError, RecursionError):
                 pass  # not JSON (or too deep to read): the route answers that
+            else:
+                where = lone_surrogate_at(parsed)
+                if where is not None:
+                    problem = errors.MalformedJson(
+                        f"malformed JSON body: {where} holds a lone UTF-16 surrogate "
+                        "(a \\uD800-\\uDFFF escape without its pair), which is not Unicode text"
+                    )
+            if problem is not None:
+                await errors.error_response(problem)(scope, receive, send)
+                return
         replayed = False
 
         async def replay() -> MutableMapping[str, Any]:
@@ -190,3 +232,36 @@ class JsonBody:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class _HeadDone(Exception):
+    """Raised into the app once a HEAD response's headers are out: the body is not wanted."""
+
+
+class HeadAsGet:
+    """Serves `HEAD` as `GET` and sends the headers only. A streamed body (a log stream) is
+    stopped after its first chunk, so a HEAD never holds a connection open."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await send(message)
+            elif message["type"] == "http.response.body":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                raise _HeadDone
+
+        try:
+            await self.app({**scope, "method": "GET"}, receive, headers_only)
+        except _HeadDone:
+            pass
+        except BaseExceptionGroup as group:  # a streamed response sends from a task group
+            rest = group.subgroup(lambda exc: not isinstance(exc, _HeadDone | BaseExceptionGroup))
+            if rest is not None:
+                raise rest from None

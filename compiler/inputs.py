@@ -43,6 +43,18 @@ def type_matches(kind: str, value: Any) -> bool:
     return False
 
 
+_SURROGATE = "holds a lone UTF-16 surrogate (\\uD800-\\uDFFF without its pair), not Unicode text"
+
+
+def _is_text(text: str) -> bool:
+    """Whether `text` is Unicode text, which a lone surrogate (from a JSON escape) is not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def json_problem(value: Any, path: str) -> ErrorDetail | None:
     """Why `value` cannot go into a plan, or None: it must be plain JSON (no NaN or infinity,
     string keys only), nested no deeper than a manifest may be (the loader's MAX_NESTING).
@@ -59,12 +71,16 @@ def json_problem(value: Any, path: str) -> ErrorDetail | None:
             for key, inner in item.items():
                 if not isinstance(key, str):
                     return ErrorDetail(where, f"object keys must be strings, got {key!r}")
+                if not _is_text(key):
+                    return ErrorDetail(where, _SURROGATE)
                 stack.append((inner, f"{where}.{key}", depth + 1))
         elif isinstance(item, list):
             stack.extend((inner, f"{where}[{i}]", depth + 1) for i, inner in enumerate(item))
         elif isinstance(item, float):
             if not math.isfinite(item):
                 return ErrorDetail(where, "NaN and infinity are not allowed")
+        elif isinstance(item, str) and not _is_text(item):
+            return ErrorDetail(where, _SURROGATE)
         elif item is not None and not isinstance(item, str | int):
             return ErrorDetail(where, f"{type(item).__name__} is not a JSON value")
     return None
@@ -117,7 +133,10 @@ def resolve_inputs(
         return {}, [ErrorDetail("inputs", "must be an object of input names to values")]
     by_name = {d.name: d for d in declared}
     for name in given:
-        if name not in by_name:
+        if not _is_text(name):
+            shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
+            errors.append(ErrorDetail(f"inputs.{shown}", f"the name {_SURROGATE}"))
+        elif name not in by_name:
             known = ", ".join(sorted(by_name)) or "none"
             errors.append(ErrorDetail(f"inputs.{name}", f"unknown input (declared: {known})"))
     values: dict[str, Any] = {}

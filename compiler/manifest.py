@@ -43,6 +43,19 @@ class Metadata(Strict):
 
     _version_text = field_validator("version", mode="before")(_text)
 
+    @field_validator("name")
+    @classmethod
+    def _listable(cls, name: str) -> str:
+        # Runs are listed by pack name in a Temporal visibility query, whose string literals
+        # cannot carry these reliably (quotes at either end are trimmed, backslashes doubled).
+        bad = sorted({c for c in name if c in "'\"\\" or ord(c) < 0x20 or ord(c) == 0x7F})
+        if bad:
+            raise ValueError(
+                "a pack name may not hold quotes, backslashes or control characters "
+                f"(found {', '.join(repr(c) for c in bad)})"
+            )
+        return name
+
 
 class InputDef(Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import httpx
 
-from tests.api.packs import ECHO
-from tests.api.support import APPROVER, READER, RUNS, error_code
+from tests.api.packs import ECHO, GATED
+from tests.api.support import APPROVER, READER, RUNS, create_run, error_code, run_url
+from tests.helpers import unique
 
 SIMULATIONS = "/v1/task-runner/simulations"
 MIB = 1024 * 1024
@@ -68,6 +71,70 @@ class TestRequestBodies:
         )
         assert response.status_code == 400
         assert response.json()["error"]["message"].startswith("body.inputs:")
+
+
+class TestLoneSurrogates:
+    """`"\\ud800"` is valid JSON but not Unicode text: it cannot be hashed or stored."""
+
+    LONE_VALUE = b'{"manifest": %s, "inputs": {"who": "x\\ud800y"}%s}'
+    LONE_KEY = b'{"manifest": %s, "inputs": {"who": "x", "\\udc00": 1}%s}'
+
+    async def post(self, http: httpx.AsyncClient, url: str, template: bytes) -> httpx.Response:
+        run_id = b', "runId": "%s"' % unique("run").encode() if url == RUNS else b""
+        body = template % (json.dumps(ECHO).encode(), run_id)
+        return await http.post(
+            url, content=body, headers={"Content-Type": "application/json", **APPROVER}
+        )
+
+    async def test_in_an_input_value_is_400(self, http: httpx.AsyncClient) -> None:
+        for url in (SIMULATIONS, RUNS):
+            response = await self.post(http, url, self.LONE_VALUE)
+            assert response.status_code == 400, (url, response.text)
+            assert error_code(response) == "malformed_json"
+            assert "body.inputs.who" in response.json()["error"]["message"]
+
+    async def test_in_an_input_key_is_400(self, http: httpx.AsyncClient) -> None:
+        for url in (SIMULATIONS, RUNS):
+            response = await self.post(http, url, self.LONE_KEY)
+            assert response.status_code == 400, (url, response.text)
+            assert error_code(response) == "malformed_json"
+            assert "surrogate" in response.json()["error"]["message"]
+
+    async def test_a_surrogate_pair_is_text(self, http: httpx.AsyncClient) -> None:
+        # The escaped pair of U+1F600 is one character, and welcome.
+        body = b'{"manifest": %s, "inputs": {"who": "\\ud83d\\ude00"}}' % json.dumps(ECHO).encode()
+        response = await http.post(
+            SIMULATIONS, content=body, headers={"Content-Type": "application/json", **READER}
+        )
+        assert response.status_code == 200, response.text
+
+
+class TestHead:
+    async def test_head_answers_like_get_without_a_body(self, http: httpx.AsyncClient) -> None:
+        created = await create_run(http, ECHO, inputs={"who": "head"})
+        for url in (RUNS, run_url(created["runId"]), "/healthz", "/openapi.json"):
+            got = await http.get(url, headers=READER)
+            head = await http.head(url, headers=READER)
+            assert head.status_code == got.status_code == 200, url
+            assert head.content == b""
+            assert head.headers["content-type"] == got.headers["content-type"]
+
+    async def test_head_of_a_followed_log_stream_returns(self, http: httpx.AsyncClient) -> None:
+        created = await create_run(http, GATED)  # waits at its gate: a GET would stream on
+        url = f"{run_url(created['runId'])}/logs"
+        head = await asyncio.wait_for(
+            http.head(url, params={"follow": "true"}, headers=READER), timeout=10
+        )
+        assert head.status_code == 200
+        assert head.content == b""
+
+    async def test_head_of_a_missing_run_is_404(self, http: httpx.AsyncClient) -> None:
+        head = await http.head(run_url("no-such-run"), headers=READER)
+        assert head.status_code == 404
+
+    async def test_head_on_a_post_only_route_is_still_405(self, http: httpx.AsyncClient) -> None:
+        head = await http.head(SIMULATIONS, headers=READER)
+        assert head.status_code == 405
 
 
 class TestRouting:

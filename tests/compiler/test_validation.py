@@ -52,6 +52,27 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, str, str]] = [
         "metadata",
         "required",
     ),
+    (
+        "pack name with a quote",
+        manifest(metadata={"name": "it's", "version": "1"}),
+        None,
+        "metadata.name",
+        "quotes, backslashes",
+    ),
+    (
+        "pack name with a backslash",
+        manifest(metadata={"name": "a\\b", "version": "1"}),
+        None,
+        "metadata.name",
+        "quotes, backslashes",
+    ),
+    (
+        "lone surrogate in an input value",
+        manifest(INPUTS),
+        {"target": "x\ud800"},
+        "inputs.target",
+        "surrogate",
+    ),
     ("unknown top-level key", manifest(extra=1), None, "extra", "unknown key"),
     ("unknown spec key", manifest({"stepz": []}), None, "spec.stepz", "unknown key"),
     (
