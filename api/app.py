@@ -36,8 +36,10 @@ API_VERSION = "0.1.0-draft"
 DESCRIPTION = """\
 Create, watch and steer runs of declarative task packs; each run is a durable Temporal workflow.
 
-Every request may name its tenant in `X-StellaOps-Tenant`. Errors use the envelope
-`{"error": {"code", "message", "traceId"}}`; manifest errors are
+A token names its tenants (`tenant`, or `tenants` as a list; `*` for a platform admin, who also
+holds taskrunner.admin). `X-StellaOps-Tenant` names the tenant a request acts in and must be one
+of the token's (403 tenant_forbidden); a token with one tenant may leave it out.
+Errors use the envelope `{"error": {"code", "message", "traceId"}}`; manifest errors are
 `{"errors": [{"path", "message"}]}`.
 Scopes: taskrunner.viewer reads, taskrunner.operator creates, approves and cancels,
 taskrunner.admin does everything.
@@ -59,7 +61,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     services = Services(
         settings=settings,
         temporal=TemporalConnection(settings),
-        metrics=Metrics(),
+        metrics=Metrics(tenant_labels=settings.metrics_tenant_labels),
         auth=Authenticator(settings),
         page_tokens=PageTokens(signing_key(settings)),
         reads=StateReads(

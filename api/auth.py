@@ -40,6 +40,8 @@ from api.settings import ApiSettings
 VIEWER = "taskrunner.viewer"
 OPERATOR = "taskrunner.operator"
 ADMIN = "taskrunner.admin"
+# Reads /metrics when it is labelled by tenant, and nothing else (for a Prometheus scraper).
+METRICS = "taskrunner.metrics"
 SCOPES = {
     VIEWER: "Read-only access to runs and logs",
     OPERATOR: "Create runs and apply approvals",

@@ -172,7 +172,7 @@ class RunGateway:
             )
         except WorkflowAlreadyStartedError:
             raise errors.RunAlreadyExists(run_id) from None
-        self.metrics.runs_started.labels(tenant=tenant).inc()
+        self.metrics.run_started(tenant)
         try:
             first: RunStateSnapshot = await handle.query(
                 QUERY_STATE,

@@ -4,6 +4,11 @@ Each app has its own registry (two apps in one process, as in the tests, never s
 Runs finishing are counted as this process observes them (a `state` read that finds a run ended
 for the first time), so the counter is a lower bound across replicas; Temporal's own metrics are
 the authority on workflow completions.
+
+Tenant names are not in the metrics unless the operator opts in (`metrics_tenant_labels`,
+TASKRUNNER_METRICS_TENANT_LABELS=true): a tenant's name can itself be confidential (a customer),
+and `/metrics` is scraped by whoever runs Prometheus. With the opt-in and auth on, `/metrics`
+asks for a token (see `api/routes/health.py`).
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ __all__ = ["CONTENT_TYPE", "Metrics"]
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, tenant_labels: bool = False) -> None:
         self.registry = CollectorRegistry()
+        self.tenant_labels = tenant_labels
         self.runs_started = Counter(
             "taskrunner_runs_started",
-            "Runs started through the API.",
-            ["tenant"],
+            "Runs started through the API" + (", by tenant." if tenant_labels else "."),
+            ["tenant"] if tenant_labels else [],
             registry=self.registry,
         )
         self.runs_finished = Counter(
@@ -49,6 +55,12 @@ class Metrics:
             registry=self.registry,
         )
         self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def run_started(self, tenant: str) -> None:
+        if self.tenant_labels:
+            self.runs_started.labels(tenant=tenant).inc()
+        else:
+            self.runs_started.inc()
 
     def observe_run(self, workflow_id: str, status: str) -> None:
         """Count a run as finished the first time it is seen in a terminal status."""

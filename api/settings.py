@@ -23,6 +23,11 @@ class ApiSettings(SharedSettings):
     )
     jwt_audience: str | None = Field(default=None, description="Expected `aud` claim, if any.")
     jwt_issuer: str | None = Field(default=None, description="Expected `iss` claim, if any.")
+    metrics_tenant_labels: bool = Field(
+        default=False,
+        description="Label /metrics by tenant (names every tenant; /metrics then needs a "
+        "taskrunner.metrics or platform-admin token when auth is on).",
+    )
     query_timeout_seconds: float = Field(
         default=10.0,
         gt=0,

@@ -1,11 +1,14 @@
-"""Health: liveness, readiness (Temporal reachable) and Prometheus metrics. No token needed."""
+"""Health: liveness, readiness (Temporal reachable) and Prometheus metrics. No token needed,
+except for metrics labelled by tenant (see `metrics`)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.security.utils import get_authorization_scheme_param
 
+from api.auth import METRICS
 from api.deps import ServicesDep
-from api.errors import TemporalUnavailable
+from api.errors import Forbidden, TemporalUnavailable
 from api.metrics import CONTENT_TYPE
 from api.schemas import HealthStatus
 
@@ -37,5 +40,16 @@ async def readyz(services: ServicesDep) -> HealthStatus:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
 )
-async def metrics(services: ServicesDep) -> Response:
+async def metrics(services: ServicesDep, request: Request) -> Response:
+    """Open to any scraper while it names no tenant (the default). Labelled by tenant
+    (TASKRUNNER_METRICS_TENANT_LABELS=true) with auth on, it names every tenant, so it needs a
+    token holding `taskrunner.metrics` (a scraper's: it opens nothing else) or a platform
+    admin's (`*` with taskrunner.admin)."""
+    if services.metrics.tenant_labels and services.auth.enabled:
+        scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+        principal = services.auth.authenticate(token if scheme.lower() == "bearer" else None)
+        if not (METRICS in principal.scopes or principal.all_tenants):
+            raise Forbidden(
+                f"metrics labelled by tenant need the {METRICS} scope or a platform admin's token"
+            )
     return Response(services.metrics.render(), media_type=CONTENT_TYPE)

@@ -99,3 +99,40 @@ class TestCompose:
         script = setup["command"][0]
         assert "$$SEARCH_ATTRIBUTES" in script
         assert 'search-attribute create --name "$$name" --type "$$type"' in script
+
+
+def published(service: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """(host address or None for every interface, host port) of each port `service` publishes,
+    in the short ("[ip:]host:container") or the long ({published, host_ip}) syntax."""
+    out: list[tuple[str | None, str]] = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out.append((port.get("host_ip"), str(port.get("published", ""))))
+            continue
+        parts = str(port).split("/")[0].rsplit(":", 2)
+        if len(parts) == 3:
+            out.append((parts[0], parts[1]))
+        elif len(parts) == 2:
+            out.append((None, parts[0]))
+        else:  # a container port alone: Docker picks a host port on every interface
+            out.append((None, ""))
+    return out
+
+
+class TestExposure:
+    def test_temporal_and_its_ui_only_on_the_hosts_loopback(
+        self, services: dict[str, dict[str, Any]]
+    ) -> None:
+        # Whoever reaches the frontend can signal approvals and cancels past the API's tokens.
+        assert published(services["temporal"]) == [("127.0.0.1", "7233")]
+        assert published(services["temporal-ui"]) == [("127.0.0.1", "8233")]
+
+    def test_only_the_api_is_published_beyond_the_host(
+        self, services: dict[str, dict[str, Any]]
+    ) -> None:
+        for name, service in services.items():
+            for address, port in published(service):
+                if name == "api":
+                    continue
+                assert address == "127.0.0.1", (name, port)
+        assert services["api"]["environment"]["TASKRUNNER_AUTH_ENABLED"] == "true"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -11,7 +12,18 @@ import pytest
 from api.app import create_app
 from api.settings import ApiSettings
 from tests.api.packs import ECHO
-from tests.api.support import RUNS, create_run, error_code, run_url, serve, status_is, wait_for_run
+from tests.api.support import (
+    RUNS,
+    bearer,
+    create_run,
+    error_code,
+    in_tenant,
+    run_url,
+    serve,
+    status_is,
+    wait_for_run,
+)
+from tests.helpers import unique
 
 
 def closed_port() -> int:
@@ -60,7 +72,8 @@ class TestHealth:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
         text = response.text
-        assert 'taskrunner_runs_started_total{tenant="default"}' in text
+        # No tenant names unless the operator opts in (TestTenantLabelledMetrics).
+        assert "taskrunner_runs_started_total " in text and "tenant=" not in text
         assert 'taskrunner_runs_finished_total{status="succeeded"}' in text
         assert "# TYPE taskrunner_approvals_decided_total counter" in text
         assert (
@@ -97,3 +110,35 @@ class TestWithoutTemporal:
         assert response.status_code == 500
         assert error_code(response) == "internal_error"
         assert "secret" not in response.text and "Traceback" not in response.text
+
+
+class TestTenantLabelledMetrics:
+    async def test_opted_in_metrics_name_tenants_and_need_a_token(
+        self, stack: Any, api_settings: Any
+    ) -> None:
+        settings = api_settings.model_copy(update={"metrics_tenant_labels": True})
+        with serve(create_app(settings)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                tenant = unique("metrics")
+                headers = in_tenant(tenant, "taskrunner.operator")
+                response = await http.post(
+                    RUNS, json={"manifest": ECHO, "inputs": {"who": "x"}}, headers=headers
+                )
+                assert response.status_code == 201, response.text
+                assert (await http.get("/metrics")).status_code == 401
+                # A tenant's own admin may not read every tenant's name.
+                for refused in (headers, bearer("taskrunner.admin", tenant=tenant)):
+                    response = await http.get("/metrics", headers=refused)
+                    assert response.status_code == 403, response.text
+                    assert error_code(response) == "forbidden"
+                scraper = bearer("taskrunner.metrics", sub="svc:prometheus", tenant=None)
+                platform = bearer("taskrunner.admin", sub="svc:platform", tenant="*")
+                for allowed in (scraper, platform):
+                    response = await http.get("/metrics", headers=allowed)
+                    assert response.status_code == 200
+                    assert (
+                        f'taskrunner_runs_started_total{{tenant="{tenant}"}} 1.0' in response.text
+                    )
+                # The scraper's token opens nothing else.
+                response = await http.get(RUNS, headers=scraper)
+                assert response.status_code == 403
