@@ -20,6 +20,7 @@ from api.reads import StateReads
 from api.routes import (
     approvals,
     artifacts,
+    evidence,
     health,
     logs,
     metadata,
@@ -29,6 +30,7 @@ from api.routes import (
 )
 from api.settings import ApiSettings
 from api.temporal import TemporalConnection
+from workflows.contract.service_key import load_service_key
 
 log = structlog.get_logger("taskrunner.api")
 
@@ -49,6 +51,10 @@ TAGS = [
     {"name": "Runs", "description": "Pack run lifecycle management"},
     {"name": "Logs", "description": "Run log streaming"},
     {"name": "Artifacts", "description": "Run artifact management"},
+    {
+        "name": "Evidence",
+        "description": "Signed evidence bundles of runs, and the key to check them",
+    },
     {"name": "Approvals", "description": "Approval gate decisions, and signed approval links"},
     {"name": "Webhooks", "description": "Where a tenant's run events are delivered"},
     {"name": "Metadata", "description": "Service metadata and discovery"},
@@ -57,7 +63,8 @@ TAGS = [
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
-    """The API for `settings`. Raises `api.auth.AuthConfigError` when auth cannot work."""
+    """The API for `settings`. Raises `api.auth.AuthConfigError` when auth cannot work, and
+    `ServiceKeyError` when the configured service key cannot be read."""
     services = Services(
         settings=settings,
         temporal=TemporalConnection(settings),
@@ -70,6 +77,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             patience=settings.read_patience_seconds,
             transient=transient,
         ),
+        service_key=load_service_key(settings.service_key, settings.service_key_file),
     )
 
     @asynccontextmanager
@@ -98,6 +106,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(JsonBody)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=services.metrics)
-    for module in (simulations, runs, logs, artifacts, approvals, webhooks, metadata, health):
+    for module in (
+        simulations,
+        runs,
+        logs,
+        artifacts,
+        evidence,
+        approvals,
+        webhooks,
+        metadata,
+        health,
+    ):
         app.include_router(module.router)
     return app

@@ -32,6 +32,7 @@ from api.reads import StateReads
 from api.schemas import MAX_RUN_ID_LENGTH, RUN_ID_PATTERN
 from api.settings import ApiSettings
 from api.temporal import TemporalConnection
+from workflows.contract.service_key import ServiceKey
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Services:
     auth: Authenticator
     reads: StateReads = field(default_factory=StateReads)
     page_tokens: PageTokens = field(default_factory=lambda: PageTokens(None))
+    service_key: ServiceKey | None = None
+    """The Ed25519 key evidence bundles are signed with (workflows.contract.service_key)."""
 
 
 async def _services(request: Request) -> Services:

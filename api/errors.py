@@ -192,6 +192,17 @@ class SigningKeyMissing(ApiError):
         super().__init__(f"{feature} need a signing key: set TASKRUNNER_SIGNING_KEY")
 
 
+class ServiceKeyMissing(ApiError):
+    status = 503
+    code = "service_key_missing"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "evidence bundles need the service's Ed25519 key: set TASKRUNNER_SERVICE_KEY_FILE "
+            "(`taskrunner keys generate FILE` makes one)"
+        )
+
+
 # ----------------------------------------------------------------- idempotency
 
 

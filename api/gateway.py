@@ -55,6 +55,7 @@ from workflows.contract.state import (
     ApprovalOutcome,
     ApprovalSignal,
     CancelSignal,
+    LogEntry,
     LogsPage,
     LogsQuery,
     PackRunInput,
@@ -256,6 +257,44 @@ class RunGateway:
                 QUERY_ARTIFACTS, result_type=list[RunArtifact], rpc_timeout=self.timeout
             )
         return records
+
+    async def run_input(self, tenant: str, run_id: str) -> PackRunInput:
+        """What the run was started with (plan, planHash, meta), read from its first history event.
+
+        The first event of its latest execution: a run that continued-as-new carries its plan and
+        meta along. Needs no worker to answer.
+        """
+        handle = self._handle(tenant, run_id)
+        async with self._run(handle, run_id):
+            async for event in handle.fetch_history_events(rpc_timeout=self.timeout):
+                started = event.workflow_execution_started_event_attributes
+                decoded = await self.client.data_converter.decode(
+                    started.input.payloads, [PackRunInput]
+                )
+                run_input: PackRunInput = decoded[0]
+                if run_input.meta.tenant != tenant:
+                    raise errors.RunNotFound(run_id)
+                return run_input
+        raise errors.RunNotFound(run_id)
+
+    async def full_state(self, tenant: str, run_id: str) -> RunStateSnapshot:
+        """The run's state with every step (paged through), outputs left out."""
+        first = await self.state(tenant, run_id)
+        steps = list(first.steps)
+        while len(steps) < first.totalSteps:
+            page = await self.state(tenant, run_id, steps_offset=len(steps))
+            if not page.steps:
+                break
+            steps.extend(page.steps)
+        return first.model_copy(update={"steps": steps})
+
+    async def all_logs(self, tenant: str, run_id: str) -> list[LogEntry]:
+        entries: list[LogEntry] = []
+        while True:
+            page = await self.logs(tenant, run_id, len(entries))
+            entries.extend(page.entries)
+            if len(page.entries) < LOGS_PAGE:
+                return entries
 
     # ----------------------------------------------------------------- act
 

@@ -214,6 +214,10 @@ class RunStateResponse(Schema):
     )
     outputs: dict[str, Any] | None = None
     error: str | None = None
+    logChainHead: str | None = Field(
+        default=None,
+        description="Hash of the last log entry; it commits to the whole log (see evidence)",
+    )
 
 
 class CancelResponse(Schema):
@@ -247,6 +251,10 @@ class RunLogEntry(Schema):
     message: str
     stepId: str | None = None
     metadata: dict[str, str] | None = None
+    hash: str | None = Field(
+        default=None,
+        description="sha256 over the previous entry's hash and this entry's JCS form (RFC 8785)",
+    )
 
 
 class RunArtifact(Schema):
@@ -387,6 +395,7 @@ def run_state(snapshot: RunStateSnapshot) -> RunStateResponse:
         approvals=[RunApproval.model_validate(a.model_dump()) for a in snapshot.approvals],
         outputs=snapshot.outputs or None,
         error=snapshot.error,
+        logChainHead=snapshot.logChainHead,
     )
 
 

@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "cli.service_commands",
     "cli.client_commands",
     "cli.db_commands",
+    "cli.evidence_commands",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

@@ -125,10 +125,11 @@ def _logging(settings: S) -> S:
 def _app(settings: ApiSettings) -> FastAPI:
     from api.app import create_app
     from api.auth import AuthConfigError
+    from workflows.contract.service_key import ServiceKeyError
 
     try:
         return create_app(settings)
-    except AuthConfigError as exc:
+    except (AuthConfigError, ServiceKeyError) as exc:
         raise CliError(str(exc)) from None
 
 
@@ -147,6 +148,8 @@ def dev_command(args: argparse.Namespace) -> int:
             "temporal_address": f"127.0.0.1:{port}",
             "data_dir": data_dir,
             "signing_key": base.signing_key or dev_signing_key(data_dir),
+            "service_key_file": base.service_key_file
+            or (None if base.service_key else dev_service_key(data_dir)),
             "api_port": api_port,
             # Signed approval links point at this API, whichever port it was given.
             "public_url": base.public_url or f"http://127.0.0.1:{api_port}",
@@ -180,6 +183,17 @@ def dev_signing_key(data_dir: Path) -> str:
     with os.fdopen(descriptor, "w") as file:
         file.write(key + "\n")
     return key
+
+
+def dev_service_key(data_dir: Path) -> Path:
+    """The embedded service's Ed25519 key file (evidence bundles), made once beside the signing
+    key so bundles signed before a restart verify against the key served after it."""
+    from workflows.contract.service_key import ServiceKeyError, ensure_service_key
+
+    try:
+        return ensure_service_key(data_dir)
+    except ServiceKeyError as exc:
+        raise CliError(f"{exc}; delete it to make a new one") from None
 
 
 def temporal_binary() -> Path:
@@ -375,6 +389,8 @@ def _banner(settings: DevSettings) -> None:
         f"  Signing key  {settings.data_dir / SIGNING_KEY_FILE} (approval links, webhook secrets)"
         if _key_from_file(settings)
         else "  Signing key  TASKRUNNER_SIGNING_KEY (approval links, webhook secrets)",
+        f"  Service key  {settings.service_key_file or 'TASKRUNNER_SERVICE_KEY'} (Ed25519: "
+        "evidence bundles; `taskrunner keys` prints its public half)",
         "",
         "  !! AUTH IS OFF: anyone who can reach the API can start, approve and cancel runs.",
         "  !! This is the single-user development service; see README.md for a real deployment.",

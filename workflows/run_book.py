@@ -14,6 +14,7 @@ from typing import Any
 from compiler import plan as p
 from workflows.contract.activities import ArtifactRecord
 from workflows.contract.initial import approval_states, step_state, step_states
+from workflows.contract.log_chain import GENESIS, entry_hash
 from workflows.contract.refusals import Refusal
 from workflows.contract.state import (
     ApprovalDecisionRecord,
@@ -87,11 +88,29 @@ class RunBook:
                 self._add(state)
             self.approvals = {a.approvalId: a for a in carried.approvals}
             self.logs = list(carried.logs)
+            if any(entry.hash is None for entry in self.logs):
+                # Carried by a run that began before the log was chained: chain it from the start.
+                entries, self.logs = self.logs, []
+                for entry in entries:
+                    self._chain(entry)
             self.artifacts = list(carried.artifacts)
             self.cancel_requested = carried.cancelRequested
             self.next_step_index = carried.nextStepIndex
 
     # ----------------------------------------------------------------- clock and log
+
+    def _chain(self, entry: LogEntry) -> LogEntry:
+        """Append `entry` to the log with its chain hash (contract.log_chain)."""
+        previous = self.logs[-1].hash if self.logs else None
+        chained = entry.model_copy(
+            update={"hash": entry_hash(previous or GENESIS, entry.model_dump(mode="json"))}
+        )
+        self.logs.append(chained)
+        return chained
+
+    @property
+    def log_chain_head(self) -> str:
+        return (self.logs[-1].hash if self.logs else None) or GENESIS
 
     def stamp(self) -> str:
         return iso(self._now())
@@ -114,7 +133,7 @@ class RunBook:
             stepId=step_id,
             metadata={k: str(v) for k, v in metadata.items() if v is not None},
         )
-        self.logs.append(entry)
+        entry = self._chain(entry)
         for listener in self.listeners:
             listener(entry)
         return entry
@@ -133,7 +152,7 @@ class RunBook:
             if state.stepId in self.steps:
                 self.steps[state.stepId] = state
         for entry in logs:
-            self.logs.append(entry.model_copy(update={"sequence": len(self.logs) + 1}))
+            self._chain(entry.model_copy(update={"sequence": len(self.logs) + 1}))
         self.artifacts.extend(artifacts)
         self.updated_at = self.stamp()
 
@@ -344,6 +363,8 @@ class RunBook:
             approvals=list(self.approvals.values()),
             outputs=self.outputs,
             error=self.error,
+            logChainHead=self.log_chain_head,
+            logEntries=len(self.logs),
         )
 
     def ordered_steps(self) -> list[StepState]:

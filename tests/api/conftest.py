@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from cli.settings import DevSettings
-from tests.api.support import SECRET, SIGNING_KEY, serve
+from tests.api.support import SECRET, SERVICE_KEY, SIGNING_KEY, serve
 from tests.helpers import unique, worker_for
 
 
@@ -40,6 +40,7 @@ def api_settings(
         jwt_hs256_secret=SECRET,
         signing_key=SIGNING_KEY,
         webhook_allow_private_targets=True,  # the tests' receivers are on loopback
+        service_key=SERVICE_KEY,
         logs_poll_seconds=0.1,
         query_timeout_seconds=10,
     )

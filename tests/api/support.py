@@ -16,9 +16,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from tests.helpers import unique
+from workflows.contract.service_key import generate_private_pem
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 SIGNING_KEY = "test-signing-key-for-links-and-webhook-secrets-0123"
+# The service's Ed25519 key (evidence bundles), made fresh for the session.
+SERVICE_KEY = generate_private_pem().decode()
 VIEWER = "taskrunner.viewer"
 OPERATOR = "taskrunner.operator"
 RUNS = "/v1/task-runner/runs"

@@ -32,12 +32,14 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/runs/{runId}/logs"): VIEWER,
     ("GET", "/runs/{runId}/artifacts"): VIEWER,
     ("GET", "/runs/{runId}/artifacts/{name}"): VIEWER,
+    ("GET", "/runs/{runId}/evidence"): VIEWER,
     ("POST", "/runs/{runId}/approvals/{approvalId}"): OPERATOR,
     ("POST", "/approvals/{token}"): PUBLIC,  # a signed link carries its own authority
     ("POST", "/webhooks"): ADMIN,
     ("GET", "/webhooks"): ADMIN,
     ("DELETE", "/webhooks/{webhookId}"): ADMIN,
     ("GET", "/.well-known/openapi"): PUBLIC,
+    ("GET", "/.well-known/taskrunner/keys"): PUBLIC,  # a public key, for auditors without accounts
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,

@@ -45,6 +45,14 @@ class SharedSettings(BaseSettings):
         default=None,
         description="Key for signed approval links and webhook secrets (API and workers alike).",
     )
+    service_key: str | None = Field(
+        default=None,
+        description="PEM of the service's Ed25519 private key (signs evidence bundles).",
+    )
+    service_key_file: Path | None = Field(
+        default=None,
+        description="File holding that PEM instead (`taskrunner dev`: DATA_DIR/service-key.pem).",
+    )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
     log_format: str = Field(default="console", description="console or json.")
 

@@ -83,6 +83,8 @@ class LogEntry(Model):
     message: str
     stepId: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    hash: str | None = None
+    """Chain hash over the previous entry's hash and this entry (contract.log_chain)."""
 
 
 class WebhookRef(Model):
@@ -138,6 +140,9 @@ class RunStateSnapshot(Model):
     error: str | None = None
     totalSteps: int = 0
     """All steps of the run; `steps` holds the page the query asked for."""
+    logChainHead: str | None = None
+    """The hash of the last log entry: commits to the whole log (contract.log_chain)."""
+    logEntries: int = 0
 
 
 class RunResult(Model):
