@@ -279,10 +279,10 @@ class RunGateway:
 
     async def full_state(self, tenant: str, run_id: str) -> RunStateSnapshot:
         """The run's state with every step (paged through), outputs left out."""
-        first = await self.state(tenant, run_id)
+        first = (await self.state(tenant, run_id)).snapshot
         steps = list(first.steps)
         while len(steps) < first.totalSteps:
-            page = await self.state(tenant, run_id, steps_offset=len(steps))
+            page = (await self.state(tenant, run_id, steps_offset=len(steps))).snapshot
             if not page.steps:
                 break
             steps.extend(page.steps)
