@@ -101,6 +101,22 @@ class PolicyInfo(Schema):
     retryCount: int | None = None
 
 
+class QuorumGroup(Schema):
+    grant: str
+    requiredApprovals: int
+
+
+class ApprovalInfo(Schema):
+    approvalId: str
+    requiredApprovals: int = Field(description="Distinct people who must approve")
+    grants: list[str] = Field(description="Grants every approver must hold")
+    allowRequester: bool = Field(description="Whether the run's requester may decide")
+    quorum: list[QuorumGroup] = Field(description="Seats only holders of a grant can fill")
+    missing: list[str] = Field(description="What the gate still needs, e.g. `1 holder of X`")
+    expiresAfterSeconds: int | None = None
+    onExpiry: Literal["reject", "approve"]
+
+
 class SimulationStep(Schema):
     id: str
     templateId: str
@@ -137,6 +153,10 @@ class SimulationResponse(Schema):
     steps: list[SimulationStep]
     outputs: list[SimulationOutput]
     hasPendingApprovals: bool = Field(description="Whether the plan contains approval gates")
+    approvals: list[ApprovalInfo] = Field(
+        default_factory=list,
+        description="Each approval of the pack: who may decide it and what it needs",
+    )
     historyEstimate: int | None = Field(
         default=None, description="Events the largest workflow history of the run would hold"
     )
@@ -177,18 +197,35 @@ class RunStateStep(Schema):
 
 
 class ApprovalDecisionRecord(Schema):
-    actorId: str
+    actorId: str = Field(description="The identity the decision was counted for")
     decision: Decision
     summary: str | None = None
     decidedAt: str
+    via: Literal["rest", "signal", "link"] | None = Field(
+        default=None, description="How the decision arrived"
+    )
+    seat: str | None = Field(
+        default=None, description="The quorum grant whose seat this approval fills, if any"
+    )
+    statedActorId: str | None = Field(
+        default=None,
+        description="A link user's own name for themselves: a comment, never the identity",
+    )
 
 
 class RunApproval(Schema):
     approvalId: str
     stepId: str | None = None
-    status: Literal["waiting", "pending", "approved", "rejected", "expired"]
+    status: Literal["waiting", "pending", "approved", "rejected", "expired", "cancelled"]
     grants: list[str]
     requiredApprovals: int
+    allowRequester: bool | None = Field(
+        default=None, description="Whether the run's requester may decide"
+    )
+    quorum: list[QuorumGroup] = Field(default_factory=list)
+    missing: list[str] = Field(
+        default_factory=list, description="What the gate still needs, e.g. `1 holder of X`"
+    )
     message: str | None = None
     requestedAt: str | None = None
     expiresAt: str | None = None

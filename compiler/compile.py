@@ -158,6 +158,8 @@ class _Builder:
         self._check_unique("spec.secrets", [s.name for s in spec.secrets], "name", "secret")
         self._check_unique("spec.approvals", [a.id for a in spec.approvals], "id", "approval")
         self._check_unique("spec.policies", [x.id for x in spec.policies], "id", "policy")
+        for index, approval in enumerate(spec.approvals):
+            self._check_quorum(approval, f"spec.approvals[{index}]")
         self._check_unique("spec.outputs", [o.name for o in spec.outputs], "name", "output")
         for index, defn in enumerate(spec.inputs):
             self.errors.extend(check_schema(defn, f"spec.inputs[{index}].schema"))
@@ -189,10 +191,15 @@ class _Builder:
                 p.ApprovalSpec(
                     id=a.id,
                     grants=tuple(a.grants),
-                    requiredApprovals=a.requiredApprovals,
+                    requiredApprovals=_required_approvals(a),
                     expiresAfterSeconds=a.expiresAfterSeconds,
                     onExpiry=a.onExpiry,
                     message=a.message,
+                    allowRequester=a.allowRequester,
+                    quorum=tuple(
+                        p.QuorumGroup(grant=g.grant, requiredApprovals=g.requiredApprovals)
+                        for g in a.quorum
+                    ),
                 )
                 for a in spec.approvals
             ),
@@ -209,6 +216,19 @@ class _Builder:
             steps=tuple(steps),
             outputs=tuple(outputs),
         )
+
+    def _check_quorum(self, approval: m.Approval, path: str) -> None:
+        """Each grant once; `requiredApprovals`, when written, leaves room for every seat."""
+        self._check_unique(
+            f"{path}.quorum", [g.grant for g in approval.quorum], "grant", "quorum grant"
+        )
+        seats = sum(g.requiredApprovals for g in approval.quorum)
+        if "requiredApprovals" in approval.model_fields_set and approval.requiredApprovals < seats:
+            self.error(
+                f"{path}.requiredApprovals",
+                f"{approval.requiredApprovals} is fewer than the quorum's {seats} seats "
+                "(each seat is a distinct person); omit it to require exactly the seats",
+            )
 
     def _check_unique(self, path: str, names: list[str], key: str, what: str) -> None:
         first: dict[str, int] = {}
@@ -558,3 +578,11 @@ def _children(step: m.Step, path: str) -> list[tuple[str, m.Step]]:
 
 
 __all__ = ["CompiledPlan", "build_plan", "compile_manifest", "load_manifest"]
+
+
+def _required_approvals(approval: m.Approval) -> int:
+    """Distinct approvers the gate needs: as written, else at least one per quorum seat."""
+    seats = sum(g.requiredApprovals for g in approval.quorum)
+    if "requiredApprovals" in approval.model_fields_set:
+        return approval.requiredApprovals
+    return max(approval.requiredApprovals, seats)

@@ -71,6 +71,13 @@ class SecretDef(Strict):
     description: str | None = None
 
 
+class QuorumGroup(Strict):
+    """Seats of an approval that only holders of one grant can fill, each a distinct person."""
+
+    grant: str = Field(min_length=1, max_length=200)
+    requiredApprovals: int = Field(default=1, ge=1, le=100)
+
+
 class Approval(Strict):
     id: str = Field(pattern=STEP_ID_PATTERN)
     grants: list[str] = Field(default_factory=list)
@@ -78,6 +85,8 @@ class Approval(Strict):
     expiresAfterSeconds: int | None = Field(default=None, ge=1)
     onExpiry: Literal["reject", "approve"] = "reject"
     message: str | None = None
+    allowRequester: bool = False
+    quorum: list[QuorumGroup] = Field(default_factory=list, max_length=20)
 
 
 class Policy(Strict):

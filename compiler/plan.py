@@ -54,6 +54,11 @@ class Slo(Frozen):
     maxQueueDepth: int | None = None
 
 
+class QuorumGroup(Frozen):
+    grant: str
+    requiredApprovals: int = 1
+
+
 class ApprovalSpec(Frozen):
     id: str
     grants: tuple[str, ...] = ()
@@ -61,6 +66,12 @@ class ApprovalSpec(Frozen):
     expiresAfterSeconds: int | None = None
     onExpiry: Literal["reject", "approve"] = "reject"
     message: str | None = None
+    allowRequester: bool = True
+    """Whether the run's requester may decide. True when absent: plans compiled before the key
+    existed (running histories) keep the behaviour they started with; the compiler always writes
+    it, defaulting to False."""
+    quorum: tuple[QuorumGroup, ...] = ()
+    """Seats per grant, each filled by a distinct person; `requiredApprovals` is at least their sum."""
 
 
 class PolicySpec(Frozen):

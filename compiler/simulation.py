@@ -32,6 +32,7 @@ from compiler.expressions import (
     strip_braces,
 )
 from compiler.history import estimate_history
+from compiler.quorum import count_seats
 
 SimulationStatus = Literal[
     "Pending", "Skipped", "RequiresApproval", "RequiresPolicy", "WillIterate", "WillBranch"
@@ -72,6 +73,24 @@ class PolicyInfo(TypedDict):
     policyVersion: str
     failureAction: str
     retryCount: int
+
+
+class QuorumInfo(TypedDict):
+    grant: str
+    requiredApprovals: int
+
+
+class ApprovalInfo(TypedDict):
+    """Who may decide an approval and what it needs; at plan time every seat is still missing."""
+
+    approvalId: str
+    requiredApprovals: int
+    grants: list[str]
+    allowRequester: bool
+    quorum: list[QuorumInfo]
+    missing: list[str]
+    expiresAfterSeconds: NotRequired[int]
+    onExpiry: str
 
 
 class SimulationStep(TypedDict):
@@ -120,9 +139,28 @@ class SimulationResponse(TypedDict):
     steps: list[SimulationStep]
     outputs: list[SimulationOutput]
     hasPendingApprovals: bool
+    approvals: list[ApprovalInfo]
     historyEstimate: int
     historyEvents: int
     warnings: list[str]
+
+
+def approval_info(spec: p.ApprovalSpec) -> ApprovalInfo:
+    """Who may decide an approval and what it needs before anyone has voted."""
+    info: ApprovalInfo = {
+        "approvalId": spec.id,
+        "requiredApprovals": spec.requiredApprovals,
+        "grants": list(spec.grants),
+        "allowRequester": spec.allowRequester,
+        "quorum": [
+            {"grant": g.grant, "requiredApprovals": g.requiredApprovals} for g in spec.quorum
+        ],
+        "missing": count_seats(spec, ()).describe_missing(),
+        "onExpiry": spec.onExpiry,
+    }
+    if spec.expiresAfterSeconds is not None:
+        info["expiresAfterSeconds"] = spec.expiresAfterSeconds
+    return info
 
 
 class _Unknown:
@@ -172,6 +210,7 @@ def simulate(
         "steps": steps,
         "outputs": [_output(o) for o in plan.outputs],
         "hasPendingApprovals": sim.waits_for_approval,
+        "approvals": [approval_info(a) for a in plan.approvals],
         "historyEstimate": estimate.largest,
         "historyEvents": estimate.total,
         "warnings": sim.warnings + estimate.warnings,

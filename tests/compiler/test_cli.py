@@ -249,6 +249,7 @@ def test_simulate_json_is_the_simulation_response(capsys: pytest.CaptureFixture[
         "steps",
         "outputs",
         "hasPendingApprovals",
+        "approvals",
         "historyEstimate",
         "historyEvents",
         "warnings",

@@ -170,6 +170,17 @@ def test_contract_create_run_example() -> None:
         ],
         "outputs": [],
         "hasPendingApprovals": True,
+        "approvals": [
+            {
+                "approvalId": "security-review",
+                "requiredApprovals": 1,
+                "grants": ["packs.approve"],
+                "allowRequester": False,
+                "quorum": [],
+                "missing": ["1 more approver"],
+                "onExpiry": "reject",
+            }
+        ],
         "historyEstimate": 5 + 6 + 5 + 6,
         "historyEvents": 5 + 6 + 5 + 6,
         "warnings": [],
