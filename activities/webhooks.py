@@ -10,15 +10,19 @@ permanent refusal by the receiver. Each request carries:
 - `X-TaskRunner-Event` and `X-TaskRunner-Delivery` (an id stable across retries).
 
 A `gate.awaiting` event also gets two signed one-time links, `links.approve` and
-`links.reject`, that apply the decision without a bearer token.
+`links.reject`, that apply the decision without a bearer token. They are minted for the webhook
+(`webhook:<id>`): whoever holds them decides once, as that identity, so a receiver fills at most
+one seat of a quorum. They are derived from the delivery, not the attempt, so a delivery and its
+retries carry the very same links.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import secrets as random_secrets
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -63,8 +67,11 @@ class WebhookActivities:
     def activities(self) -> list[Callable[..., Any]]:
         return [self.deliver_webhook]
 
-    def links(self, event: dict[str, Any], key: bytes) -> dict[str, str]:
-        expires = int(self.clock()) + self.link_ttl_seconds
+    def links(self, req: WebhookDelivery, event: dict[str, Any], key: bytes) -> dict[str, str]:
+        # Everything here comes from the delivery (its id, the event's own time), never from the
+        # attempt, so every retry carries the same two links.
+        expires = _epoch(event.get("timestamp"), default=int(self.clock())) + self.link_ttl_seconds
+        nonce = hashlib.sha256(req.deliveryId.encode()).hexdigest()[:16]
         out = {}
         for verb, decision in (("approve", "approved"), ("reject", "rejected")):
             token = ApprovalToken(
@@ -74,7 +81,8 @@ class WebhookActivities:
                 planHash=str(event["planHash"]),
                 decision=decision,  # type: ignore[arg-type]
                 expiresAt=expires,
-                nonce=random_secrets.token_hex(8),
+                nonce=nonce,
+                subject=f"webhook:{req.webhookId}",
             )
             out[verb] = f"{self.public_url}/v1/task-runner/approvals/{mint_token(key, token)}"
         return out
@@ -119,7 +127,7 @@ class WebhookActivities:
             raise ApplicationError(str(exc), type=PERMANENT, non_retryable=True) from None
         event = dict(req.event)
         if event.get("eventType") == "gate.awaiting" and event.get("approvalId"):
-            event["links"] = self.links(event, self.key)
+            event["links"] = self.links(req, event, self.key)
         body = json.dumps(event, sort_keys=True, separators=(",", ":")).encode()
         stamp = str(int(self.clock()))
         headers = {
@@ -151,3 +159,11 @@ class WebhookActivities:
                 non_retryable=True,
             )
         return DeliveryResult(status=response.status_code, attempt=attempt)
+
+
+def _epoch(stamp: Any, *, default: int) -> int:
+    """Unix seconds of an RFC 3339 timestamp (the event's), or `default` when there is none."""
+    try:
+        return int(datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return default

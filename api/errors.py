@@ -147,6 +147,30 @@ class DuplicateApprover(ApprovalConflict):
     code = "duplicate_approver"
 
 
+class ApprovalExpired(ApprovalConflict):
+    """Decided at or after the approval's `expiresAt`: the deadline's outcome stands."""
+
+    code = "approval_expired"
+
+
+class ExpiredByPerson(ApprovalConflict):
+    """`expired` sent as a decision: only the deadline's timer says that."""
+
+    code = "expired_by_person"
+
+
+class NoOpenSeat(ApprovalConflict):
+    """An approval whose remaining quorum seats need grants the decider does not hold."""
+
+    code = "no_open_seat"
+
+
+class RequesterNotAllowed(Forbidden):
+    """The run's requester deciding an approval that says `allowRequester: false`."""
+
+    code = "requester_not_allowed"
+
+
 class WebhookNotFound(NotFound):
     code = "webhook_not_found"
 

@@ -89,6 +89,14 @@ def refusal_error(code: Refusal) -> type[errors.ApiError]:
             return errors.DuplicateApprover
         case Refusal.TOKEN_ALREADY_USED:
             return errors.LinkAlreadyUsed
+        case Refusal.APPROVAL_EXPIRED:
+            return errors.ApprovalExpired
+        case Refusal.EXPIRED_BY_PERSON:
+            return errors.ExpiredByPerson
+        case Refusal.REQUESTER_NOT_ALLOWED:
+            return errors.RequesterNotAllowed
+        case Refusal.NO_OPEN_SEAT:
+            return errors.NoOpenSeat
         case _:
             assert_never(code)
 

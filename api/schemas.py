@@ -331,16 +331,24 @@ class ApprovalLinkRequest(Request):
     actorId: str | None = Field(
         default=None,
         max_length=256,
-        description="Who decides (recorded with the decision); default `link:<token id>`",
+        description=(
+            "A name the link user gives themselves, kept as a comment only: the vote counts for "
+            "the identity the link was minted for"
+        ),
     )
     summary: str | None = Field(default=None, max_length=4000, description="Why")
 
 
 class ApprovalDecisionResponse(Schema):
     status: Decision
-    resumed: bool = Field(description="Whether the run was resumed (true for approved decisions)")
+    resumed: bool = Field(
+        description="Whether the run moved on past the gate (true once the approval is granted)"
+    )
     approvals: int | None = Field(default=None, description="Approvals counted so far")
     requiredApprovals: int | None = None
+    missing: list[str] = Field(
+        default_factory=list, description="What the gate still needs, e.g. `1 holder of X`"
+    )
 
 
 # ---------------------------------------------------------------- webhooks

@@ -71,7 +71,7 @@ class ApprovalSpec(Frozen):
     existed (running histories) keep the behaviour they started with; the compiler always writes
     it, defaulting to False."""
     quorum: tuple[QuorumGroup, ...] = ()
-    """Seats per grant, each filled by a distinct person; `requiredApprovals` is at least their sum."""
+    """Seats per grant, each filled by a distinct person; `requiredApprovals` covers them all."""
 
 
 class PolicySpec(Frozen):

@@ -70,12 +70,12 @@ def count_seats(spec: ApprovalSpec, voters: Sequence[Voter]) -> Seats:
                     return True
         return False
 
-    for person in range(len(people)):
-        augment(person, set())
+    for index in range(len(people)):
+        augment(index, set())
     seat_of: dict[str, str | None] = {}
-    for slot, person in enumerate(holder):
-        if person is not None:
-            seat_of[people[person].actor] = slots[slot]
+    for slot, sitting in enumerate(holder):
+        if sitting is not None:
+            seat_of[people[sitting].actor] = slots[slot]
     open_seats = max(spec.requiredApprovals - len(slots), 0)
     others = [v.actor for v in people if v.actor not in seat_of][:open_seats]
     for actor in others:

@@ -47,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.contract.names import CHUNK_WORKFLOW_TYPE
     from workflows.contract.state import ChunkInput, ChunkResult, Decision
-    from workflows.run_book import RunBook, iso
+    from workflows.run_book import TIMER, RunBook, iso
 
 POLICY_TIMEOUT = timedelta(seconds=60)
 
@@ -495,6 +495,7 @@ class Interpreter:
         approval.stepId = rid
         approval.requestedAt = iso(now)
         approval.message = message or spec.message
+        approval.missing = book.seats(approval).describe_missing()
         timeout = None
         if spec.expiresAfterSeconds:
             timeout = timedelta(seconds=spec.expiresAfterSeconds)
@@ -516,7 +517,7 @@ class Interpreter:
         try:
             await workflow.wait_condition(lambda: approval.status != "pending", timeout=timeout)
         except TimeoutError:
-            book.settle(approval, "expired", approvalId=approval_id, actorId="timer")
+            book.settle(approval, "expired", approvalId=approval_id, actorId=TIMER)
         except asyncio.CancelledError:
             # The run is being cancelled; its ending refreshes what operators see. (No `finally`:
             # when a worker evicts a cached run, nothing here may touch the workflow clock.)

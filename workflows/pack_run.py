@@ -58,10 +58,17 @@ with workflow.unsafe.imports_passed_through():
         RunStateSnapshot,
         RunStatus,
         StateQuery,
+        Via,
         WebhookRef,
     )
     from workflows.interpreter import Frame, Interpreter
     from workflows.run_book import RunBook
+
+PATCH_APPROVAL_RULES = "approval-rules-v2"
+"""Decisions refused at or past the deadline, `expired` only from the timer, requester and
+quorum seats checked, refusals logged from updates too."""
+PATCH_ENDED_RUNS = "ended-runs-close-gates"
+"""A run that ends cancelled or failed cancels its open approvals and logs its cut-off steps."""
 
 CAPTURE_TIMEOUT = timedelta(minutes=5)
 WEBHOOK_ATTEMPT_TIMEOUT = timedelta(seconds=30)
@@ -179,7 +186,10 @@ class PackRun:
         book = self.book
         book.artifacts.extend(self.interp.object_outputs())
         await self._capture_files()
-        book.close_open_steps("run-failed" if not ok else "not-reached")
+        loud = workflow.patched(PATCH_ENDED_RUNS)
+        book.close_open_steps("run-failed" if not ok else "not-reached", loud=loud and not ok)
+        if loud and not ok:
+            book.cancel_open_approvals("run-failed")
         if ok:
             book.set_status("succeeded")
             book.log("run.completed", "Run completed.")
@@ -194,7 +204,10 @@ class PackRun:
 
     async def _end_cancelled(self) -> RunResult:
         book = self.book
-        book.close_open_steps("cancelled")
+        loud = workflow.patched(PATCH_ENDED_RUNS)
+        book.close_open_steps("cancelled", loud=loud)
+        if loud:
+            book.cancel_open_approvals("run-cancelled")
         book.set_status("cancelled")
         book.log("run.cancelled", "Run cancelled.", level="warn")
         result = await self._close()
@@ -352,10 +365,11 @@ class PackRun:
             lines = []
             for step_id, approval_id in sorted(gates.items()):
                 approval = book.approvals[approval_id]
-                votes = sum(1 for d in approval.decisions if d.decision == "approved")
+                seats = book.seats(approval)
+                needs = f"; needs {', '.join(approval.missing)}" if approval.missing else ""
                 lines.append(
                     f"Waiting for approval **{approval_id}** at step `{step_id}` "
-                    f"({votes} of {approval.requiredApprovals}); send the `approval` signal with "
+                    f"({seats.filled} of {seats.required}{needs}); send the `approval` signal with "
                     # In backticks, so the Web UI's Markdown keeps the quotes straight and the
                     # payload can be pasted into its signal dialog as it is.
                     f'`{{"approvalId": "{approval_id}", "decision": "approved", '
@@ -395,33 +409,33 @@ class PackRun:
                 + ")",
                 level="warn",
                 error="InvalidPayload",
+                via="signal",
             )
             return
-        problem = self.book.check_decision(decision)
-        if problem is not None:
-            self.book.log(
-                "gate.decision-refused",
-                f"Decision refused: {problem[1]}",
-                level="warn",
-                approvalId=decision.approvalId,
-                actorId=decision.actorId,
-                error=problem[0].value,
-            )
-            return
-        self.book.apply_decision(decision)
-        self._refresh()
+        # Whatever the payload claims, a signal is a signal: it cannot pass for a link's vote.
+        self._decide(decision, "signal")
 
     @workflow.update(name=UPDATE_DECIDE_APPROVAL)
     def decide_approval(self, decision: ApprovalSignal) -> ApprovalOutcome:
-        outcome = self.book.apply_decision(decision)
+        # No validator: a refused decision is written to the run log (who, why, when), which a
+        # validator cannot do; the update then fails with the refusal's code.
+        return self._decide(decision, "link" if decision.tokenId is not None else "rest")
+
+    def _decide(self, decision: ApprovalSignal, via: Via) -> ApprovalOutcome:
+        book = self.book
+        # Histories recorded before these rules (the deadline, `expired` as the timer's word only,
+        # the requester, quorum seats) replay under the rules they were recorded with.
+        strict = workflow.patched(PATCH_APPROVAL_RULES)
+        problem = book.check_decision(decision, workflow.now(), strict=strict)
+        if problem is not None:
+            outcome = book.refuse(decision, problem[0], problem[1], via if strict else None)
+            if via == "signal":
+                return outcome
+            # The update fails with the refusal's code (the API's 4xx); the log entry stays.
+            raise ApplicationError(problem[1], type=problem[0].value, non_retryable=True)
+        outcome = book.apply_decision(decision, via if strict else None)
         self._refresh()
         return outcome
-
-    @decide_approval.validator
-    def _check_decision(self, decision: ApprovalSignal) -> None:
-        problem = self.book.check_decision(decision)
-        if problem is not None:
-            raise ApplicationError(problem[1], type=problem[0].value, non_retryable=True)
 
     @workflow.signal(name=SIGNAL_CANCEL)
     def cancel(self, request: CancelSignal | None = None) -> None:

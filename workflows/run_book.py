@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from compiler import plan as p
+from compiler.quorum import Seats, Voter, count_seats
 from workflows.contract.activities import ArtifactRecord
 from workflows.contract.initial import approval_states, step_state, step_states
 from workflows.contract.log_chain import GENESIS, entry_hash
@@ -32,10 +33,14 @@ from workflows.contract.state import (
     StateQuery,
     StepState,
     StepStatus,
+    Via,
 )
 
 DECIDED = frozenset({"approved", "rejected", "expired"})
 ANONYMOUS = "anonymous"
+"""The actor of auth-off dev mode: exempt from `allowRequester`, so one person can try a pack."""
+TIMER = "timer"
+"""Who settles an approval when its deadline passes: never a person."""
 TERMINAL_STEP = frozenset({"Succeeded", "Failed", "Skipped"})
 
 _EVENT_FOR_STATUS: dict[str, tuple[str, LogLevel, str]] = {
@@ -234,18 +239,49 @@ class RunBook:
                 self.transition(child, "Skipped", reason=reason, quiet=True)
             stack.extend(self.children.get(child, ()))
 
-    def close_open_steps(self, reason: str) -> None:
-        """At the end of a run: steps never started are Skipped; ones cut off mid-way are Failed."""
+    def close_open_steps(self, reason: str, *, loud: bool = False) -> None:
+        """At the end of a run: steps never started are Skipped; ones cut off mid-way are Failed.
+
+        `loud`: a step that had begun (running, waiting at a gate, waiting to retry) gets its own
+        `step.failed` / `step.skipped` entry with the reason; steps never reached stay quiet so a
+        cancelled map of thousands does not log thousands of lines.
+        """
         for state in self.steps.values():
+            begun = state.lastTransitionAt is not None
             if state.status == "Pending":
-                self.transition(state.stepId, "Skipped", reason=reason, quiet=True)
+                self.transition(state.stepId, "Skipped", reason=reason, quiet=not (loud and begun))
             elif state.status == "Running":
-                self.transition(state.stepId, "Failed", reason=reason, quiet=True)
+                self.transition(state.stepId, "Failed", reason=reason, quiet=not loud)
+
+    def cancel_open_approvals(self, reason: str) -> None:
+        """A run that ended without them: its open approvals can no longer be decided."""
+        for approval in self.approvals.values():
+            if approval.status == "pending":
+                approval.status = "cancelled"
+                approval.missing = []
+                self.log(
+                    "gate.cancelled",
+                    f"Approval cancelled: {approval.approvalId} ({reason})",
+                    level="warn",
+                    step_id=approval.stepId,
+                    approvalId=approval.approvalId,
+                    reason=reason,
+                )
+            elif approval.status == "waiting":
+                approval.status = "cancelled"
+                approval.missing = []
 
     # ----------------------------------------------------------------- approvals
 
-    def check_decision(self, decision: ApprovalSignal) -> tuple[Refusal, str] | None:
-        """Why a decision cannot be applied, as (refusal code, message); None when it can."""
+    def check_decision(
+        self, decision: ApprovalSignal, now: datetime | None = None, *, strict: bool = True
+    ) -> tuple[Refusal, str] | None:
+        """Why a decision cannot be applied, as (refusal code, message); None when it can.
+
+        `now`: when the workflow handles it; at or past the approval's `expiresAt` it is refused
+        whatever order the timer and the decision reached the worker in. `strict` off keeps the
+        rules that running histories were recorded under (see PackRun's patch).
+        """
         if decision.planHash != self.plan_hash:
             return (
                 Refusal.PLAN_HASH_MISMATCH,
@@ -261,7 +297,7 @@ class RunBook:
                 Refusal.TOKEN_ALREADY_USED,
                 f"this approval link was already used on {approval.approvalId!r}",
             )
-        if approval.status in DECIDED:
+        if approval.status in DECIDED or approval.status == "cancelled":
             return (
                 Refusal.APPROVAL_ALREADY_DECIDED,
                 f"approval {approval.approvalId!r} is already {approval.status}",
@@ -272,38 +308,127 @@ class RunBook:
                 f"approval {approval.approvalId!r} is not awaiting a decision yet",
             )
         actor = decision.actorId or ANONYMOUS
+        if strict:
+            if (
+                approval.expiresAt is not None
+                and now is not None
+                and iso(now) >= approval.expiresAt
+            ):
+                return (
+                    Refusal.APPROVAL_EXPIRED,
+                    f"approval {approval.approvalId!r} expired at {approval.expiresAt}; "
+                    "the deadline's outcome stands",
+                )
+            if decision.decision == "expired":
+                return (
+                    Refusal.EXPIRED_BY_PERSON,
+                    "`expired` is the deadline's outcome, not a decision anyone can send: "
+                    "approve or reject",
+                )
+            spec = self.plan.approval(approval.approvalId)
+            requester = self.meta.actor
+            if (
+                spec is not None
+                and not spec.allowRequester
+                and requester not in (None, ANONYMOUS)
+                and actor == requester
+            ):
+                return (
+                    Refusal.REQUESTER_NOT_ALLOWED,
+                    f"{actor} requested this run, and approval {approval.approvalId!r} may not be "
+                    "decided by the run's requester (allowRequester: false)",
+                )
         if any(d.actorId == actor for d in approval.decisions):
             return (
                 Refusal.DUPLICATE_APPROVER,
                 f"{actor} has already decided on {approval.approvalId!r}",
             )
+        if strict and decision.decision == "approved":
+            spec = self.plan.approval(approval.approvalId)
+            if spec is not None and spec.quorum:
+                before = self.seats(approval)
+                voters = [*self._voters(approval), Voter(actor, frozenset(decision.grants))]
+                if count_seats(spec, voters).filled <= before.filled:
+                    return (
+                        Refusal.NO_OPEN_SEAT,
+                        f"approval {approval.approvalId!r} still needs "
+                        f"{', '.join(before.describe_missing())}; {actor} holds none of the "
+                        "grants of its open seats",
+                    )
         return None
 
-    def apply_decision(self, decision: ApprovalSignal) -> ApprovalOutcome:
+    def _voters(self, approval: ApprovalState) -> list[Voter]:
+        return [
+            Voter(d.actorId, frozenset(d.grants))
+            for d in approval.decisions
+            if d.decision == "approved"
+        ]
+
+    def seats(self, approval: ApprovalState) -> Seats:
+        spec = self.plan.approval(approval.approvalId)
+        if spec is None:  # carried from a plan that no longer names it: count as before
+            spec = p.ApprovalSpec(
+                id=approval.approvalId, requiredApprovals=approval.requiredApprovals
+            )
+        return count_seats(spec, self._voters(approval))
+
+    def refuse(
+        self, decision: ApprovalSignal, code: Refusal, message: str, via: Via | None
+    ) -> ApprovalOutcome:
+        """Log a refused decision (who, why, how it came; the entry's time says when)."""
+        self.log(
+            "gate.decision-refused",
+            f"Decision refused: {message}",
+            level="warn",
+            step_id=(a.stepId if (a := self.approvals.get(decision.approvalId)) else None),
+            approvalId=decision.approvalId,
+            actorId=decision.actorId or ANONYMOUS,
+            decision=decision.decision,
+            via=via,
+            error=code.value,
+            reason=message,
+            statedActorId=decision.statedActorId,
+        )
+        return ApprovalOutcome(
+            status=decision.decision, resumed=False, refused=code, reason=message
+        )
+
+    def apply_decision(self, decision: ApprovalSignal, via: Via | None = None) -> ApprovalOutcome:
         """Record a decision (already checked) and settle the approval when it is final."""
         approval = self.approvals[decision.approvalId]
         actor = decision.actorId or ANONYMOUS
-        approval.decisions.append(
-            ApprovalDecisionRecord(
-                actorId=actor,
-                decision=decision.decision,
-                summary=decision.summary,
-                decidedAt=self.stamp(),
-                tokenId=decision.tokenId,
-            )
+        record = ApprovalDecisionRecord(
+            actorId=actor,
+            decision=decision.decision,
+            summary=decision.summary,
+            decidedAt=self.stamp(),
+            tokenId=decision.tokenId,
+            via=via,
+            grants=list(decision.grants),
+            statedActorId=decision.statedActorId,
         )
-        approvers = len({d.actorId for d in approval.decisions if d.decision == "approved"})
+        approval.decisions.append(record)
+        seats = self.seats(approval)
+        if decision.decision == "approved":
+            record.seat = seats.seat_of.get(actor)
+        approval.missing = seats.describe_missing()
         meta: dict[str, Any] = {
             "approvalId": approval.approvalId,
             "actorId": actor,
             "summary": decision.summary,
+            "via": via,
+            "seat": record.seat,
+            "tokenId": decision.tokenId,
+            "statedActorId": decision.statedActorId,
         }
-        if decision.decision == "approved" and approvers < approval.requiredApprovals:
+        if decision.decision == "approved" and not seats.complete:
             self.log(
                 "gate.vote",
-                f"Approval {approvers} of {approval.requiredApprovals} "
-                f"for {approval.approvalId} by {actor}",
+                f"Approval {seats.filled} of {seats.required} "
+                f"for {approval.approvalId} by {actor}"
+                + (f"; still needs {', '.join(approval.missing)}" if approval.missing else ""),
                 step_id=approval.stepId,
+                missing="; ".join(approval.missing) or None,
                 **meta,
             )
         else:
@@ -311,12 +436,14 @@ class RunBook:
         return ApprovalOutcome(
             status=decision.decision,
             resumed=approval.status == "approved",
-            approvals=approvers,
-            requiredApprovals=approval.requiredApprovals,
+            approvals=seats.filled,
+            requiredApprovals=seats.required,
+            missing=approval.missing,
         )
 
     def settle(self, approval: ApprovalState, status: Decision, **meta: Any) -> None:
         approval.status = status
+        approval.missing = []
         verb = {"approved": "Approved", "rejected": "Rejected", "expired": "Expired"}[status]
         level: LogLevel = "info" if status == "approved" else "warn"
         self.log(

@@ -60,6 +60,16 @@ async def apply_approval_decision(
     missing = principal.missing_grants(approval.grants)
     if missing:
         raise Forbidden(f"deciding {approvalId!r} needs the grants: {', '.join(missing)}")
+    seat_grants = [g.grant for g in approval.quorum]
+    held = [g for g in seat_grants if not principal.missing_grants([g])]
+    open_seats = approval.requiredApprovals - sum(g.requiredApprovals for g in approval.quorum)
+    if seat_grants and not held and open_seats <= 0:
+        # Every seat is reserved for a grant: someone holding none of them has no say at all.
+        raise Forbidden(
+            f"deciding {approvalId!r} needs one of the grants: {', '.join(seat_grants)}"
+        )
+    # The workflow has the last word (the deadline, the requester, duplicates, seats): a refusal
+    # comes back as a 4xx and stays in the run's log.
     outcome = await runs.decide(
         tenant,
         runId,
@@ -69,6 +79,8 @@ async def apply_approval_decision(
             planHash=body.planHash,
             actorId=actor,
             summary=body.summary,
+            via="rest",
+            grants=held,
         ),
     )
     return approval_outcome(outcome)
@@ -112,9 +124,13 @@ async def apply_approval_link(
             approvalId=claims.approvalId,
             decision=claims.decision,
             planHash=claims.planHash,
-            actorId=body.actorId or f"link:{claims.token_id}",
+            # The vote counts for whom the link was minted for, never for a name in the body:
+            # a link holder typing "user:bob" must not fill bob's seat.
+            actorId=claims.identity,
+            statedActorId=body.actorId,
             summary=body.summary,
             tokenId=claims.token_id,
+            via="link",
         ),
     )
     return approval_outcome(outcome)

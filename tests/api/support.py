@@ -60,6 +60,8 @@ def in_tenant(tenant: str, /, *scopes: str, **claims: Any) -> dict[str, str]:
 # Operators who may pass the example packs' gates (grant `packs.approve`).
 APPROVER = bearer(OPERATOR, grants=["packs.approve"])
 READER = bearer(VIEWER)
+# Who starts runs: another person than APPROVER, since an approval's requester may not decide it.
+REQUESTER = bearer(OPERATOR, sub="user:rita")
 
 
 @contextmanager
@@ -100,7 +102,7 @@ async def create_run(
     body: dict[str, Any] = {"manifest": manifest, "runId": run_id or unique("run")}
     if inputs is not None:
         body["inputs"] = inputs
-    response = await http.post(RUNS, json=body, headers=headers or APPROVER)
+    response = await http.post(RUNS, json=body, headers=headers or REQUESTER)
     assert response.status_code == 201, response.text
     result: dict[str, Any] = response.json()
     return result

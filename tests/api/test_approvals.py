@@ -101,6 +101,7 @@ class TestApplyApprovalDecision:
             "resumed": False,
             "approvals": 1,
             "requiredApprovals": 2,
+            "missing": ["1 more approver"],
         }
         again = await http.post(decide_url(state["runId"]), json=body, headers=APPROVER)
         assert again.status_code == 409

@@ -13,7 +13,9 @@ from cli.settings import DevSettings
 from tests.api.packs import GATED, replaced
 from tests.api.support import (
     APPROVER,
+    READER,
     SIGNING_KEY,
+    bearer,
     create_run,
     error_code,
     run_url,
@@ -93,25 +95,54 @@ class TestApplyApprovalLink:
     async def test_a_used_link_counts_once_toward_a_quorum(self, http: httpx.AsyncClient) -> None:
         # The gate stays open after the first vote: only the token id stops a second one.
         state = await waiting_run(http, QUORUM)
-        token = link(state)
+        token = link(state, subject="webhook:hook-1")
         first = await http.post(f"{LINKS}/{token}", json={"actorId": "user:ann"})
         assert first.json() == {
             "status": "approved",
             "resumed": False,
             "approvals": 1,
             "requiredApprovals": 2,
+            "missing": ["1 more approver"],
         }
         for body in ({"actorId": "user:ben"}, {}, None):
             response = await http.post(f"{LINKS}/{token}", json=body)
             assert response.status_code == 409, body
             assert error_code(response) == "link_already_used"
-        second = await http.post(f"{LINKS}/{link(state)}", json={"actorId": "user:ben"})
-        assert second.json()["resumed"] is True
+
+    async def test_one_link_holder_fills_one_seat_whatever_name_it_gives(
+        self, http: httpx.AsyncClient
+    ) -> None:
+        # Issue #10 (b): fresh links (as each webhook retry minted them) with made-up names filled
+        # a 2-of-2 gate as "user:alice" and "user:bob", and the real bob was then refused.
+        state = await waiting_run(http, QUORUM)
+        first = await http.post(
+            f"{LINKS}/{link(state, subject='webhook:hook-1')}", json={"actorId": "user:alice"}
+        )
+        assert first.status_code == 200, first.text
+        again = await http.post(
+            f"{LINKS}/{link(state, subject='webhook:hook-1')}", json={"actorId": "user:bob"}
+        )
+        assert (again.status_code, error_code(again)) == (409, "duplicate_approver")
+        bob = bearer("taskrunner.operator", sub="user:bob", grants=["packs.approve"])
+        body = {"decision": "approved", "planHash": state["planHash"]}
+        real = await http.post(
+            f"{run_url(state['runId'])}/approvals/{GATE}", json=body, headers=bob
+        )
+        assert real.status_code == 200, real.text
+        assert real.json()["resumed"] is True
         done = await wait_for_run(http, state["runId"], status_is("succeeded"))
-        assert [d["actorId"] for d in done["approvals"][0]["decisions"]] == [
-            "user:ann",
-            "user:ben",
+        decisions = done["approvals"][0]["decisions"]
+        assert [(d["actorId"], d["via"]) for d in decisions] == [
+            ("webhook:hook-1", "link"),
+            ("user:bob", "rest"),
         ]
+        assert decisions[0]["statedActorId"] == "user:alice"
+        logs = (await http.get(f"{run_url(state['runId'])}/logs", headers=READER)).text
+        refused = [line for line in logs.splitlines() if "gate.decision-refused" in line]
+        assert len(refused) == 1
+        assert '"error":"DuplicateApprover"' in refused[0]
+        assert '"actorId":"webhook:hook-1"' in refused[0]
+        assert '"via":"link"' in refused[0]
 
     async def test_reject_link_fails_the_gate(self, http: httpx.AsyncClient) -> None:
         state = await waiting_run(http)

@@ -10,7 +10,14 @@ from collections.abc import Iterable, Iterator
 from typing import assert_never
 
 from compiler import plan as p
-from workflows.contract.state import ApprovalState, RunMeta, RunStateSnapshot, StepState
+from compiler.quorum import count_seats
+from workflows.contract.state import (
+    ApprovalState,
+    QuorumSeats,
+    RunMeta,
+    RunStateSnapshot,
+    StepState,
+)
 
 
 def step_state(
@@ -61,6 +68,11 @@ def approval_states(plan: p.Plan) -> list[ApprovalState]:
             grants=list(a.grants),
             requiredApprovals=a.requiredApprovals,
             message=a.message,
+            allowRequester=a.allowRequester,
+            quorum=[
+                QuorumSeats(grant=g.grant, requiredApprovals=g.requiredApprovals) for g in a.quorum
+            ],
+            missing=count_seats(a, ()).describe_missing(),
         )
         for a in plan.approvals
     ]

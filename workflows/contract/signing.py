@@ -18,6 +18,8 @@ from typing import Literal
 from cryptography.fernet import Fernet, InvalidToken
 
 TokenDecision = Literal["approved", "rejected"]
+UNBOUND_LINK = "link:unbound"
+"""The one identity every link minted without a subject counts for."""
 
 
 class TokenInvalid(Exception):
@@ -42,11 +44,22 @@ class ApprovalToken:
     expiresAt: int
     """Unix seconds."""
     nonce: str
+    subject: str = ""
+    """Whom the link was minted for: its vote counts for this identity, whoever holds the link.
+    Empty in links minted before identities were bound (they all share one seat)."""
+
+    @property
+    def identity(self) -> str:
+        """The actor a decision made with this link is counted for."""
+        return self.subject or UNBOUND_LINK
 
     @property
     def token_id(self) -> str:
         """A short stable id for the token, recorded with the decision it makes."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        claims = asdict(self)
+        if not self.subject:
+            del claims["subject"]  # the id an unbound link had when it was minted
+        return hashlib.sha256(json.dumps(claims, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _b64(data: bytes) -> str:
@@ -62,7 +75,10 @@ def _mac(key: bytes, body: bytes) -> bytes:
 
 
 def mint_token(key: bytes, token: ApprovalToken) -> str:
-    body = json.dumps(asdict(token), sort_keys=True, separators=(",", ":")).encode()
+    claims = asdict(token)
+    if not token.subject:
+        del claims["subject"]
+    body = json.dumps(claims, sort_keys=True, separators=(",", ":")).encode()
     return f"{_b64(body)}.{_b64(_mac(key, body))}"
 
 

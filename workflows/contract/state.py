@@ -16,6 +16,8 @@ from workflows.contract.activities import ArtifactRecord
 RunStatus = Literal["pending", "running", "awaiting-approval", "succeeded", "failed", "cancelled"]
 StepStatus = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"]
 Decision = Literal["approved", "rejected", "expired"]
+Via = Literal["rest", "signal", "link"]
+ApprovalStatus = Literal["waiting", "pending", "approved", "rejected", "expired", "cancelled"]
 LogLevel = Literal["debug", "info", "warn", "error"]
 TERMINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 FINAL_STATE_STEPS = 1000
@@ -56,23 +58,40 @@ class StepState(Model):
 
 class ApprovalDecisionRecord(Model):
     actorId: str
+    """The identity the decision is counted for: a token's subject, or a link's own identity."""
     decision: Decision
     summary: str | None = None
     decidedAt: str
     tokenId: str | None = None
     """The signed approval link the decision came through, if any (a link is single use)."""
+    via: Via | None = None
+    grants: list[str] = Field(default_factory=list)
+    """The quorum grants the decider held: which seats they could fill."""
+    seat: str | None = None
+    """The quorum grant whose seat this approval fills when it was counted (None: an open seat)."""
+    statedActorId: str | None = None
+    """What a link user called themselves: kept as a comment, never counted."""
+
+
+class QuorumSeats(Model):
+    grant: str
+    requiredApprovals: int = 1
 
 
 class ApprovalState(Model):
     approvalId: str
     stepId: str | None = None
-    status: Literal["waiting", "pending", "approved", "rejected", "expired"] = "waiting"
+    status: ApprovalStatus = "waiting"
     grants: list[str] = Field(default_factory=list)
     requiredApprovals: int = 1
     message: str | None = None
     requestedAt: str | None = None
     expiresAt: str | None = None
     decisions: list[ApprovalDecisionRecord] = Field(default_factory=list)
+    allowRequester: bool | None = None
+    quorum: list[QuorumSeats] = Field(default_factory=list)
+    missing: list[str] = Field(default_factory=list)
+    """What the approval still needs (`1 holder of security.approve`) while it is open."""
 
 
 class LogEntry(Model):
@@ -204,6 +223,11 @@ class ApprovalSignal(Model):
     summary: str | None = None
     tokenId: str | None = None
     """Set when the decision comes through a signed approval link: its `token_id`."""
+    via: Via | None = None
+    """How the decision arrived; the `approval` signal always records `signal`, whatever it says."""
+    grants: list[str] = Field(default_factory=list)
+    """Quorum grants the decider holds, as the API found them in the token (none for links)."""
+    statedActorId: str | None = None
 
 
 class ApprovalOutcome(Model):
@@ -213,6 +237,7 @@ class ApprovalOutcome(Model):
     resumed: bool
     approvals: int = 0
     requiredApprovals: int = 1
+    missing: list[str] = Field(default_factory=list)
 
 
 class CancelSignal(Model):
