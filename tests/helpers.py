@@ -61,6 +61,7 @@ async def start_pack(
     run_id: str | None = None,
     tenant: str = "default",
     search_attributes: bool = True,
+    actor: str = "test",
     **meta: Any,
 ) -> WorkflowHandle[Any, Any]:
     compiled = compile_manifest(manifest, inputs)
@@ -71,7 +72,7 @@ async def start_pack(
         meta=RunMeta(
             runId=run_id,
             tenant=tenant,
-            actor="test",
+            actor=actor,
             requestedAt=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             searchAttributes=search_attributes,
             **meta,
