@@ -20,8 +20,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from tests.helpers import logs_of, start_pack, state_of, unique, wait_for, worker_for
-from workflows.names import SIGNAL_APPROVAL, UPDATE_DECIDE_APPROVAL
-from workflows.state import ApprovalOutcome, ApprovalSignal, LogEntry, RunStateSnapshot
+from workflows.contract.names import SIGNAL_APPROVAL, UPDATE_DECIDE_APPROVAL
+from workflows.contract.state import ApprovalOutcome, ApprovalSignal, LogEntry, RunStateSnapshot
 from workflows.worker import WORKFLOWS
 
 PACK = """
