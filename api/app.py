@@ -3,6 +3,7 @@ error handlers, middleware and the routers. Nothing is built at import time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -89,6 +90,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 "cancel runs. Only for a private, single-user service.",
             )
         await services.temporal.open()
+        app.state.loop = asyncio.get_running_loop()
         yield
 
     app = FastAPI(
@@ -99,6 +101,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.loop = None
     errors.install(app)
     idempotency.install(app)
     # Added last = runs first: every request, the 413s included, gets a trace id and a timing.
@@ -119,3 +122,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
     ):
         app.include_router(module.router)
     return app
+
+
+SHUTDOWN_GRACE_SECONDS = 5
+"""How long a stopping server waits for requests still being answered before it cancels them."""
+
+
+def stop_streams(app: FastAPI) -> None:
+    """From any thread, a signal handler too: open log streams end now, each with a last line
+    saying so, so a stopping server's wait for its connections ends promptly."""
+    loop: asyncio.AbstractEventLoop | None = app.state.loop
+    if loop is not None and not loop.is_closed():
+        loop.call_soon_threadsafe(app.state.services.stopping.set)

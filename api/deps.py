@@ -6,6 +6,7 @@ authenticator); the aliases hand out pieces of it.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated, cast
 
@@ -42,6 +43,8 @@ class Services:
     metrics: Metrics
     auth: Authenticator
     reads: StateReads = field(default_factory=StateReads)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server starts shutting down: open log streams end (see api.app.stop_streams)."""
     page_tokens: PageTokens = field(default_factory=lambda: PageTokens(None))
     service_key: ServiceKey | None = None
     """The Ed25519 key evidence bundles are signed with (workflows.contract.service_key)."""

@@ -29,6 +29,16 @@ from cli.main import EXIT_ERROR, EXIT_OK, CliError, Subcommands
 DEFAULT_URL = "http://127.0.0.1:8080"
 API = "/v1/task-runner"
 POLL_SECONDS = 0.5
+RESUME_FOR_SECONDS = 300.0
+"""`--follow`, `--watch` and `--wait` keep trying an API or run they cannot reach this long."""
+RETRY_SECONDS = 1.0
+
+
+class Unreachable(CliError):
+    """The API, or the run through it, did not answer for now (a restart, a worker outage): a
+    follower tries again rather than end as if the run had."""
+
+
 STEPS_PAGE = 2000
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -150,6 +160,8 @@ class Api:
 
         try:
             response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach the API at {self.url}: {exc}") from None
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach the API at {self.url}: {exc}") from None
         self.check(response)
@@ -166,6 +178,8 @@ class Api:
                     response.read()
                     self.check(response)
                 yield from response.iter_lines()
+        except httpx.TransportError as exc:
+            raise Unreachable(f"lost the API at {self.url}: {exc}") from None
         except httpx.HTTPError as exc:
             raise CliError(f"lost the API at {self.url}: {exc}") from None
 
@@ -187,9 +201,10 @@ class Api:
                 ]
             )
         error = body.get("error") if isinstance(body, dict) else None
+        kind = Unreachable if response.status_code in (502, 503, 504) else CliError
         if isinstance(error, dict) and "message" in error:
-            raise CliError(f"{error['message']} ({response.status_code} {error.get('code', '')})")
-        raise CliError(f"the API answered {response.status_code} {response.reason_phrase}")
+            raise kind(f"{error['message']} ({response.status_code} {error.get('code', '')})")
+        raise kind(f"the API answered {response.status_code} {response.reason_phrase}")
 
     def state(self, run_id: str) -> dict[str, Any]:
         state: dict[str, Any] = self.call(
@@ -261,12 +276,51 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def logs_command(args: argparse.Namespace) -> int:
+    """Print the log; with `--follow`, until the run ends, picking up where it left off (`after`)
+    when the stream is cut short (an API restart, the run unreadable for a while)."""
     api = Api(args)
-    params = {"follow": "true"} if args.follow else {}
-    for line in api.stream_lines(f"/runs/{args.run_id}/logs", params):
-        if line.strip():
-            print(log_line(json.loads(line)), flush=True)
-    return EXIT_OK
+    after = 0
+    retrying = Retrying()
+    while True:
+        params: dict[str, Any] = {"after": after}
+        if args.follow:
+            params["follow"] = "true"
+        try:
+            for line in api.stream_lines(f"/runs/{args.run_id}/logs", params):
+                if not line.strip():
+                    continue
+                item = json.loads(line)
+                if "sequence" not in item and isinstance(item.get("error"), dict):
+                    # The stream's own last line: it ended before the run did.
+                    error = item["error"]
+                    after = int(error.get("resumeAfter", after))
+                    raise Unreachable(f"{error.get('message')} ({error.get('code')})")
+                after = item["sequence"]
+                retrying.reset()
+                print(log_line(item), flush=True)
+            return EXIT_OK
+        except Unreachable as exc:
+            if not args.follow:
+                raise
+            retrying.wait(exc, f"resuming after entry {after}")
+
+
+class Retrying:
+    """A follower's patience: tries again every RETRY_SECONDS for RESUME_FOR_SECONDS in a row."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def reset(self) -> None:
+        self.since = None
+
+    def wait(self, problem: Exception, doing: str) -> None:
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since > RESUME_FOR_SECONDS:
+            raise CliError(f"gave up after {RESUME_FOR_SECONDS:g}s: {problem}") from None
+        print(f"taskrunner: {problem}; {doing}", file=sys.stderr, flush=True)
+        time.sleep(RETRY_SECONDS)
 
 
 def approve_command(args: argparse.Namespace) -> int:
@@ -359,8 +413,14 @@ def follow(api: Api, run_id: str, out: TextIO) -> int:
     drawn = 0
     seen: dict[str, tuple[str, str | None]] = {}
     status = ""
+    retrying = Retrying()
     while True:
-        state = api.state(run_id)
+        try:
+            state = api.state(run_id)
+        except Unreachable as exc:
+            retrying.wait(exc, "trying again")
+            continue
+        retrying.reset()
         if live:
             height = shutil.get_terminal_size().lines
             lines = render(state, marks, max_lines=max(height - 1, 5))

@@ -23,6 +23,7 @@ import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
 from cli.main import EXIT_ERROR, EXIT_OK, CliError, Subcommands
@@ -97,17 +98,27 @@ def worker_command(args: argparse.Namespace) -> int:
 def api_command(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.app import SHUTDOWN_GRACE_SECONDS, stop_streams
     from api.settings import get_api_settings
 
     settings = _logging(get_api_settings())
     app = _app(settings)
-    uvicorn.run(
-        app,
-        host=args.host or settings.api_host,
-        port=args.port or settings.api_port,
-        log_config=None,  # records go to the one pipeline configure_logging set up
-        access_log=False,  # the API logs each request itself, with its trace id
-    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            stop_streams(app)  # or the server would wait on followed logs until their runs end
+            super().handle_exit(sig, frame)
+
+    Server(
+        uvicorn.Config(
+            app,
+            host=args.host or settings.api_host,
+            port=args.port or settings.api_port,
+            log_config=None,  # records go to the one pipeline configure_logging set up
+            access_log=False,  # the API logs each request itself, with its trace id
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        )
+    ).run()
     return EXIT_OK
 
 
@@ -273,6 +284,9 @@ async def _dev(settings: DevSettings) -> int:
                 f"taskrunner dev: the {failed} stopped unexpectedly; shutting down", file=sys.stderr
             )
         stop.set()
+        from api.app import stop_streams
+
+        stop_streams(app)
         api.should_exit = True
         for task, result in zip(
             (worker_task, api_task),
@@ -357,6 +371,8 @@ def _die_with_parent() -> None:
 def _api_server(app: FastAPI, settings: DevSettings) -> uvicorn.Server:
     import uvicorn
 
+    from api.app import SHUTDOWN_GRACE_SECONDS
+
     class Server(uvicorn.Server):
         # Without uvicorn's own signal handling: `dev` stops all three parts on one signal,
         # and uvicorn's habit of re-raising the signal once it has shut down would cut that short.
@@ -365,7 +381,12 @@ def _api_server(app: FastAPI, settings: DevSettings) -> uvicorn.Server:
             yield
 
     config = uvicorn.Config(
-        app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
     return Server(config)
 
