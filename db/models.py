@@ -94,3 +94,26 @@ class Webhook(Base):
     created_by: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (Index("ix_webhooks_tenant_created_at", "tenant", "created_at"),)
+
+
+class PackVersion(Base):
+    """One published version of a tenant's pack (the registry). Immutable but for `status`:
+    the manifest, its digest and signature never change once written."""
+
+    __tablename__ = "pack_versions"
+
+    tenant: Mapped[str] = mapped_column(String(TENANT_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(71))
+    """`sha256:` and 64 hex digits of the manifest's bytes."""
+    manifest: Mapped[str] = mapped_column(Text)
+    signature: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The DSSE envelope it was published with, if any."""
+    signed_by: Mapped[str | None] = mapped_column(String(128))
+    """Key id of the trusted key that verified the signature."""
+    status: Mapped[str] = mapped_column(String(16))
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_by: Mapped[str | None] = mapped_column(String(255))
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status_changed_by: Mapped[str | None] = mapped_column(String(255))
