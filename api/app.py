@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import errors, idempotency
 from api.auth import Authenticator
@@ -93,7 +94,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.loop = asyncio.get_running_loop()
         yield
 
-    app = FastAPI(
+    # /docs (Swagger UI) from assets shipped in the fastapi-offline package, served under
+    # /docs/static: FastAPI's default page loads them from a CDN and is blank offline. No
+    # /redoc: its page still fetches a logo from Redocly's CDN.
+    app = FastAPIOffline(
+        static_url="/docs/static",
+        redoc_url=None,
         title="TaskRunner API",
         version=API_VERSION,
         description=DESCRIPTION,
