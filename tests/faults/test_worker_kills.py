@@ -58,6 +58,23 @@ async def note_succeeded(
                 seen.setdefault(step.stepId, lines.count(step.stepId))
 
 
+async def progress(
+    handles: list[WorkflowHandle[Any, Any]], data_dir: Path, noted: list[dict[str, int]]
+) -> None:
+    """Wait until a step succeeds that had not at the last look: a kill then lands mid-run
+    however slowly a loaded machine starts the worker (a fixed pause could kill it before any
+    step ran, or after every one had)."""
+    before = sum(len(seen) for seen in noted)
+    deadline = asyncio.get_running_loop().time() + 60
+    await asyncio.sleep(1.0)
+    while True:
+        await note_succeeded(handles, data_dir, noted)
+        if sum(len(seen) for seen in noted) > before:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "no step succeeded for 60 s"
+        await asyncio.sleep(0.3)
+
+
 class TestWorkerKilledRepeatedly:
     async def test_runs_complete_and_succeeded_steps_never_rerun(
         self, dev_env: WorkflowEnvironment, tmp_path: Path
@@ -78,8 +95,7 @@ class TestWorkerKilledRepeatedly:
             )
             for kill in range(KILLS):
                 # Let the (new) worker make progress, then note what has succeeded and kill it.
-                await asyncio.sleep(2.5 if kill == 0 else 3.5)
-                await note_succeeded(handles, tmp_path, noted)
+                await progress(handles, tmp_path, noted)
                 if kill == 0:
                     at_first_kill = sum(len(seen) for seen in noted)
                 worker.kill()
