@@ -3,10 +3,14 @@
 - compile: load + validate + plan + hash, and simulate, of generated 1,000- and 10,000-step packs
   (bench/compile_bench.py);
 - runtime, on the embedded dev server (the venv's `temporal` binary) with workers in this
-  process: 50 concurrent 10-step `builtin:noop` runs against the hand-written `BaselineSteps`
-  workflow, and a map over 10,000 items (bench/workflow_bench.py);
-- API, with a worker and the API (uvicorn, auth off) each in a process of its own, driven over
-  HTTP on 127.0.0.1: approval latency and read latency (bench/api_bench.py).
+  process: 50 and 1,000 concurrent 10-step `builtin:noop` runs against the hand-written
+  `BaselineSteps` workflow, and a map over 10,000 items (bench/workflow_bench.py);
+- history: events per step of a sequence, a parallel block, a map of 100 and a gate against the
+  baseline (bench/history_bench.py);
+- reads, against a worker and the API each in a process of their own: `GET /runs/{id}` p50/p99
+  with 50 readers while 0, 200 and 1,000 runs wait at gates, beside `/healthz`, a raw describe
+  and a raw query under the same readers (bench/read_bench.py);
+- API, likewise: approval latency and read latency (bench/api_bench.py).
 
 Each figure that has a target says whether it met it. The machine is part of the result: the
 numbers mean little without it, and the load average says whether something else was running.
@@ -30,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import api_bench, compile_bench, workflow_bench
+from bench import api_bench, compile_bench, history_bench, read_bench, workflow_bench
 from bench.service import service
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
@@ -160,7 +164,7 @@ def api_rows(f: api_bench.ApiFigures, readers: int) -> list[Row]:
             "GET run, finished, first read, p50",
             f.finished_first_read.pct(50),
             "ms",
-            note=f"p95 {f.finished_first_read.pct(95):.0f} ms; {gates} at once, each a replay",
+            note=f"p95 {f.finished_first_read.pct(95):.0f} ms; {gates} at once, from the result",
         ),
     ]
 
@@ -171,10 +175,24 @@ async def runtime_and_api(args: argparse.Namespace) -> list[Row]:
     try:
         client = env.client
         figures = await workflow_bench.overhead(client, args.runs, args.steps, args.rounds)
+        if args.big_runs:
+            # Issue #12: 1,000 concurrent runs, once each side (a round takes minutes).
+            for figure in await workflow_bench.overhead(client, args.big_runs, args.steps, 1):
+                figure.name = f"{figure.name}, {args.big_runs:,} at once"
+                figures.append(figure)
         if args.map_items:
             figures += await workflow_bench.fanout(client, args.map_items)
         rows += runtime_rows(figures)
+        rows += [
+            Row("history", f.name, f.value, f.unit, f.target, f.met, f.note)
+            for f in await history_bench.measure(client)
+        ]
         address = client.service_client.config.target_host
+        if args.waiting:
+            reads = await read_bench.measure(
+                client, address, args.waiting, args.readers, args.read_seconds
+            )
+            rows += [Row("reads", f.name, f.value, f.unit, f.target, f.met, f.note) for f in reads]
         data_dir = Path(tempfile.mkdtemp(prefix="bench-api-"))
         with service(address, f"bench-api-{uuid.uuid4().hex[:6]}", data_dir) as svc:
             api = await api_bench.measure(
@@ -218,7 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--big-runs", type=int, default=1000, help="0 skips the large batch")
     parser.add_argument("--map-items", type=int, default=10_000)
+    parser.add_argument(
+        "--waiting", type=int, nargs="*", default=[0, 200, 1000], help="runs at gates for reads"
+    )
+    parser.add_argument("--read-seconds", type=float, default=10, help="per kind of read")
     parser.add_argument("--gates", type=int, default=30)
     parser.add_argument("--readers", type=int, default=50)
     parser.add_argument("--requests", type=int, default=20, help="GETs per reader")
