@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
 
 from compiler.ceilings import Ceilings
 
@@ -92,9 +93,16 @@ class SharedSettings(BaseSettings):
 
 
 async def connect(settings: SharedSettings) -> Client:
-    """A client with the pydantic data converter, as every part of TaskRunner uses."""
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
+    """A client with the pydantic data converter, as every part of TaskRunner uses.
+
+    How to authenticate to Temporal comes from Temporal's own client configuration, read by the
+    SDK (`temporalio.envconfig`) as the Temporal CLI and every SDK read it: `TEMPORAL_TLS_*`
+    (a client certificate for an mTLS frontend, the server's CA, its name), `TEMPORAL_API_KEY`
+    (a token for the frontend's JWT authorizer) and gRPC metadata, from the environment or a
+    `temporal.toml` profile (`TEMPORAL_PROFILE`, `TEMPORAL_CONFIG_FILE`). Where and which
+    namespace stay the settings' (which read `TEMPORAL_ADDRESS`/`TEMPORAL_NAMESPACE` too).
+    """
+    config = ClientConfig.load_client_connect_config()
+    config["target_host"] = settings.temporal_address
+    config["namespace"] = settings.temporal_namespace
+    return await Client.connect(**config, data_converter=pydantic_data_converter)
