@@ -178,15 +178,20 @@ class StepCgroup:
     def pids(self) -> list[int]:
         return [int(p) for p in _read(self.procs_folder / "cgroup.procs").split() if p.isdigit()]
 
-    def kill_all(self) -> None:
-        """SIGKILL every process in the group, until none is left (or 5 s have passed)."""
+    def kill_all(self, spare: frozenset[int] = frozenset()) -> None:
+        """SIGKILL every process in the group but `spare`, until none is left (or 5 s passed).
+
+        Sparing bubblewrap's own process lets it reap the sandbox's init, which reaps the rest
+        as its PID namespace dies; killed first, it would leave them as zombies of the host's
+        init, holding the group until that init gets round to reaping.
+        """
         kill_file = self.procs_folder / "cgroup.kill"
-        if self.version == "v2" and kill_file.exists():
+        if self.version == "v2" and not spare and kill_file.exists():
             with contextlib.suppress(OSError):
                 _write(kill_file, "1")
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            pids = self.pids()
+            pids = [pid for pid in self.pids() if pid not in spare]
             if not pids:
                 return
             for pid in pids:
@@ -200,7 +205,7 @@ class StepCgroup:
             return
         self.kill_all()
         for folder in self.folders:
-            for _ in range(100):
+            for _ in range(250):
                 try:
                     folder.rmdir()
                     break
@@ -320,6 +325,7 @@ def _setup_v2(point: Path, root: str, own: str) -> CgroupV2:
         _write(parent / "cgroup.subtree_control", enable)
     except OSError as exc:
         raise CgroupUnavailable(f"cannot create {parent}: {exc}") from None
+    _remove_stale(parent)
     return CgroupV2(parent)
 
 
@@ -341,7 +347,16 @@ def _setup_v1(mounts: dict[str, tuple[Path, str]], own: dict[str, str]) -> Cgrou
         except OSError as exc:
             raise CgroupUnavailable(f"cannot create {parent}: {exc}") from None
         parents[ctrl] = parent
+    for parent in parents.values():
+        _remove_stale(parent)
     return CgroupV1(parents)
+
+
+def _remove_stale(parent: Path) -> None:
+    """Remove empty step groups a killed worker left behind (rmdir fails on a busy one)."""
+    for folder in parent.glob("step-*"):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def detect() -> CgroupBackend:

@@ -238,7 +238,9 @@ class CommandRunner:
             args += ["--perms", "0444", "--ro-bind-data", str(forwarder_fd), _FORWARDER]
             command = [self.host.python, "-I", "-S", _FORWARDER, str(PROXY_PORT), _PROXY_SOCKET,
                        "--", *command]  # fmt: skip
-        args += ["--chdir", inside_cwd, "--", *command]
+        # The sandbox's root is bwrap's own tmpfs: read-only once everything is mounted, so the
+        # workspace and /tmp are the only writable places.
+        args += ["--remount-ro", "/", "--chdir", inside_cwd, "--", *command]
         return args
 
     async def _run_sandboxed(
@@ -294,19 +296,17 @@ class CommandRunner:
         try:
             await self._watch(proc, group, sandbox, timeout, workspace, disk_bytes, result)
         except BaseException:
-            await asyncio.shield(asyncio.to_thread(group.kill_all))
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await asyncio.shield(proc.wait())
+            # Cancelled: shielded, so a second cancellation cannot leave processes running.
+            await asyncio.shield(_end(proc, group))
             raise
-        await asyncio.to_thread(group.kill_all)
+        await _end(proc, group)
         assert proc.returncode is not None
         result.returncode = proc.returncode
         usage = group.usage()
         result.cpu_seconds = usage.cpu_seconds
         if proxy is not None:
             result.denied = list(proxy.denied)
-        if result.limit is None and result.returncode != 0:
+        if result.limit is None:
             result.limit, result.detail = _classify(
                 result.returncode,
                 usage.oom_kills,
@@ -356,8 +356,7 @@ class CommandRunner:
                         f"disk limit ({self.settings.disk_mib} MiB)"
                     )
             if result.limit is not None:
-                await asyncio.to_thread(group.kill_all)
-                await proc.wait()
+                await _end(proc, group)
                 return
 
     async def _run_bare(
@@ -414,6 +413,19 @@ class CommandRunner:
         return result
 
 
+async def _end(proc: asyncio.subprocess.Process, group: StepCgroup) -> None:
+    """Kill every process of the step; bubblewrap's own last (see `StepCgroup.kill_all`)."""
+    if proc.returncode is None:
+        await asyncio.to_thread(group.kill_all, frozenset({proc.pid}))
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    await asyncio.to_thread(group.kill_all)
+
+
 def _classify(
     returncode: int,
     oom_kills: int,
@@ -423,13 +435,24 @@ def _classify(
     denied: list[str],
     settings: SandboxSettings,
 ) -> tuple[str | None, str]:
-    """The limit behind a failed command, from what the cgroup and the proxy saw."""
+    """The limit a command broke, from what the cgroup and the proxy saw.
+
+    A process killed for memory or a fork refused breaks a limit even when the command shrugs
+    it off (a shell's `wait` does not report its children's deaths); an egress refusal only
+    counts when the command then failed, since tools often probe for hosts they can do without.
+    """
     signum = returncode - 128 if returncode > 128 else -returncode if returncode < 0 else 0
     if oom_kills:
         return MEMORY_LIMIT, (
             f"the step's processes needed more than sandbox.memoryLimitMiB "
             f"({sandbox.memoryLimitMiB} MiB); the kernel killed {oom_kills} of them"
         )
+    if pids_refused:
+        return PIDS_LIMIT, (
+            f"the step tried to run more than {settings.pids_max} processes at once"
+        )
+    if returncode == 0:
+        return None, ""
     if signum == signal.SIGXCPU or cpu_seconds >= sandbox.quotaSeconds:
         return CPU_TIME_LIMIT, (
             f"the step's processes used {cpu_seconds:.1f}s of CPU time, reaching "
@@ -442,10 +465,6 @@ def _classify(
             "the egress proxy refused "
             + ", ".join(sorted(set(denied))[:5])
             + ": not in sandbox.egressAllowlist"
-        )
-    if pids_refused:
-        return PIDS_LIMIT, (
-            f"the step tried to run more than {settings.pids_max} processes at once"
         )
     return None, ""
 
