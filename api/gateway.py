@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, assert_never
+from typing import Any, TypeVar, assert_never
 
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowHistoryEventFilterType,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
+    QueryRejectCondition,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -107,6 +111,44 @@ def transient(exc: BaseException) -> bool:
     if isinstance(exc, errors.ApiError):
         return isinstance(exc, errors.TemporalUnavailable)
     return not (isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND)
+
+
+Q = TypeVar("Q")
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A run Temporal ended (terminate, execution timeout) without the run's own ending."""
+
+    reason: str
+    at: str | None = None
+
+
+def ended_outside(state: RunStateSnapshot, ended: Ended) -> RunStateSnapshot:
+    """The state of a run Temporal cut off, as it truly stands: failed, with the reason; its open
+    approvals cancelled (nobody can decide them any more) and its open steps closed."""
+    approvals = [
+        a.model_copy(update={"status": "cancelled", "missing": []})
+        if a.status in ("pending", "waiting")
+        else a
+        for a in state.approvals
+    ]
+    steps = []
+    for step in state.steps:
+        if step.status == "Running":
+            step = step.model_copy(update={"status": "Failed", "statusReason": "run-terminated"})
+        elif step.status == "Pending":
+            step = step.model_copy(update={"status": "Skipped", "statusReason": "run-terminated"})
+        steps.append(step)
+    return state.model_copy(
+        update={
+            "status": "failed",
+            "error": ended.reason,
+            "approvals": approvals,
+            "steps": steps,
+            "updatedAt": ended.at or state.updatedAt,
+        }
+    )
 
 
 def now_iso() -> str:
@@ -210,13 +252,13 @@ class RunGateway:
                     finished = await self._finished_state(handle, steps_offset, steps_limit)
                     if finished is not None:
                         return finished
-                answer: RunStateSnapshot = await handle.query(
+                answer, ended = await self._query(
+                    handle,
                     QUERY_STATE,
                     StateQuery(stepsOffset=steps_offset, stepsLimit=steps_limit),
-                    result_type=RunStateSnapshot,
-                    rpc_timeout=self.timeout,
+                    RunStateSnapshot,
                 )
-            return answer
+            return answer if ended is None else ended_outside(answer, ended)
 
         read = await self.reads.read(handle.id, page, fetch)
         if read.snapshot.tenant != tenant:  # cannot happen with tenant-scoped ids; never leak
@@ -246,16 +288,96 @@ class RunGateway:
         page: RunStateSnapshot = state.model_copy(update={"steps": state.steps[steps_offset:end]})
         return page
 
-    async def logs(self, tenant: str, run_id: str, after: int) -> LogsPage:
+    async def logs(
+        self, tenant: str, run_id: str, after: int, *, final_entry: bool = True
+    ) -> LogsPage:
+        """A page of the run's log. A run ended by Temporal (terminated, timed out) never wrote
+        its own ending: the page says `finished`, and (`final_entry`) the log ends with a
+        `run.failed` entry giving the reason, one past the run's last."""
         handle = self._handle(tenant, run_id)
         async with self._run(handle, run_id):
-            page: LogsPage = await handle.query(
-                QUERY_LOGS,
-                LogsQuery(after=after, limit=LOGS_PAGE),
-                result_type=LogsPage,
-                rpc_timeout=self.timeout,
+            page, ended = await self._query(
+                handle, QUERY_LOGS, LogsQuery(after=after, limit=LOGS_PAGE), LogsPage
             )
-        return page
+            if ended is None:
+                return page
+            page = page.model_copy(update={"finished": True})
+            if not final_entry or len(page.entries) >= LOGS_PAGE:
+                return page
+            last = page.entries[-1].sequence if page.entries else None
+            if last is None and after > 0:
+                # Caught up: `after` is the run's last entry, or the ending was already read.
+                previous, _ = await self._query(
+                    handle, QUERY_LOGS, LogsQuery(after=after - 1, limit=1), LogsPage
+                )
+                last = after if [e.sequence for e in previous.entries] == [after] else None
+            if last is None:
+                return page
+            entry = LogEntry(
+                sequence=last + 1,
+                timestamp=ended.at or now_iso(),
+                level="error",
+                eventType="run.failed",
+                message=f"Run failed: {ended.reason}.",
+                metadata={"reason": ended.reason, "endedBy": "temporal"},
+            )
+            return page.model_copy(
+                update={"entries": [*page.entries, entry], "nextSequence": entry.sequence}
+            )
+
+    async def _query(
+        self, handle: WorkflowHandle[Any, Any], name: str, arg: Any, result_type: type[Q]
+    ) -> tuple[Q, Ended | None]:
+        """Query a run; with it, why Temporal ended it when the run did not end itself.
+
+        A terminated or timed-out run still answers queries (a worker replays its history) with
+        the state it had when it was cut off: `awaiting-approval`, say. Asking the server to
+        refuse queries of executions that did not complete cleanly costs nothing for the others.
+        """
+        try:
+            answer: Q = await handle.query(
+                name,
+                arg,
+                result_type=result_type,
+                rpc_timeout=self.timeout,
+                reject_condition=QueryRejectCondition.NOT_COMPLETED_CLEANLY,
+            )
+            return answer, None
+        except WorkflowQueryRejectedError as exc:
+            status = exc.status
+        answer = await handle.query(name, arg, result_type=result_type, rpc_timeout=self.timeout)
+        if status == WorkflowExecutionStatus.CANCELED:  # the run handled Temporal's cancel itself
+            return answer, None
+        return answer, await self._ended(handle, status)
+
+    async def _ended(
+        self, handle: WorkflowHandle[Any, Any], status: WorkflowExecutionStatus | None
+    ) -> Ended:
+        """Why and when Temporal ended a run, from its close event."""
+        reason = {
+            WorkflowExecutionStatus.TERMINATED: "terminated in Temporal",
+            WorkflowExecutionStatus.TIMED_OUT: "timed out in Temporal (workflow execution timeout)",
+        }.get(status or WorkflowExecutionStatus.FAILED, "failed in Temporal")
+        at: str | None = None
+        async for event in handle.fetch_history_events(
+            event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT, rpc_timeout=self.timeout
+        ):
+            at = (
+                event.event_time.ToDatetime(tzinfo=UTC)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")
+            )
+            if event.HasField("workflow_execution_terminated_event_attributes"):
+                attrs = event.workflow_execution_terminated_event_attributes
+                if attrs.reason:
+                    reason += f": {attrs.reason}"
+                if attrs.identity:
+                    reason += f" (by {attrs.identity})"
+            elif event.HasField("workflow_execution_failed_event_attributes"):
+                message = event.workflow_execution_failed_event_attributes.failure.message
+                if message:
+                    reason += f": {message}"
+        return Ended(reason=reason, at=at)
 
     async def artifacts(self, tenant: str, run_id: str) -> list[RunArtifact]:
         handle = self._handle(tenant, run_id)
@@ -299,7 +421,7 @@ class RunGateway:
     async def all_logs(self, tenant: str, run_id: str) -> list[LogEntry]:
         entries: list[LogEntry] = []
         while True:
-            page = await self.logs(tenant, run_id, len(entries))
+            page = await self.logs(tenant, run_id, len(entries), final_entry=False)
             entries.extend(page.entries)
             if len(page.entries) < LOGS_PAGE:
                 return entries

@@ -388,13 +388,17 @@ def render(state: dict[str, Any], marks: dict[str, str], max_lines: int | None =
     hidden = state.get("totalSteps", len(tree)) - len(tree)
     footer = []
     for approval in state.get("approvals", []):
-        if approval["status"] == "pending":
+        # A run that has ended (even one Temporal cut off) offers no decision to make.
+        if approval["status"] == "pending" and state["status"] not in TERMINAL:
             votes = sum(1 for d in approval.get("decisions", []) if d["decision"] == "approved")
+            needs = f", needs {', '.join(approval['missing'])}" if approval.get("missing") else ""
             footer.append(
                 f"  waiting for approval {approval['approvalId']} "
-                f"({votes} of {approval['requiredApprovals']}): "
+                f"({votes} of {approval['requiredApprovals']}{needs}): "
                 f"taskrunner runs approve {state['runId']} {approval['approvalId']}"
             )
+        elif approval["status"] == "cancelled" and approval.get("stepId"):
+            footer.append(f"  approval {approval['approvalId']} cancelled: the run ended")
     if state.get("error"):
         footer.append(f"  error: {state['error']}")
     if max_lines is not None and len(lines) + len(tree) + len(footer) + 1 > max_lines:

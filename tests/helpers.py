@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ async def start_pack(
     tenant: str = "default",
     search_attributes: bool = True,
     actor: str = "test",
+    execution_timeout: timedelta | None = None,
     **meta: Any,
 ) -> WorkflowHandle[Any, Any]:
     compiled = compile_manifest(manifest, inputs)
@@ -84,6 +85,7 @@ async def start_pack(
         id=workflow_id(tenant, run_id),
         task_queue=task_queue,
         result_type=RunResult,
+        execution_timeout=execution_timeout,
     )
 
 

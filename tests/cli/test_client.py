@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from cli.client_commands import ASCII_SYMBOLS, SYMBOLS, render
 from tests.api.packs import ECHO, GATED, SLOW
 from tests.api.support import OPERATOR, token
 from tests.helpers import unique
+from workflows.contract.names import workflow_id
 
 FAILING = """
 apiVersion: stellaops.io/pack.v1
@@ -208,14 +210,24 @@ class TestReadCommands:
 
 
 class TestApproveAndCancel:
-    async def test_approve_fetches_the_plan_hash(self, taskrunner: Cli, tmp_path: Path) -> None:
+    async def test_approve_fetches_the_plan_hash(
+        self, taskrunner: Cli, tmp_path: Path, tenant: str
+    ) -> None:
         run_id = (await taskrunner("runs", "create", pack_file(tmp_path, GATED))).out.strip()
         waiting = await until(taskrunner, ["runs", "show", run_id], "awaiting-approval")
         assert "⏸ approve-release" in waiting.out
         assert f"taskrunner runs approve {run_id} release-manager" in waiting.out
 
+        # Someone else than the requester: the pack's approval does not allow self-approval.
+        approver = token(OPERATOR, sub="user:bob", grants=["packs.approve"], tenant=tenant)
         approved = await taskrunner(
-            "runs", "approve", run_id, "release-manager", "--summary", "ship it"
+            "runs",
+            "approve",
+            run_id,
+            "release-manager",
+            "--summary",
+            "ship it",
+            TASKRUNNER_TOKEN=approver,
         )
         assert approved.code == 0, approved
         assert approved.out == "release-manager: approved (1 of 1); the run resumes\n"
@@ -224,10 +236,42 @@ class TestApproveAndCancel:
         again = await taskrunner("runs", "approve", run_id, "release-manager")
         assert again.code == 1 and "(409 " in again.err and "Traceback" not in again.err
 
-    async def test_reject_fails_the_run(self, taskrunner: Cli, tmp_path: Path) -> None:
+    async def test_the_requester_cannot_approve_their_own_run(
+        self, taskrunner: Cli, tmp_path: Path
+    ) -> None:
         run_id = (await taskrunner("runs", "create", pack_file(tmp_path, GATED))).out.strip()
         await until(taskrunner, ["runs", "show", run_id], "awaiting-approval")
-        rejected = await taskrunner("runs", "approve", run_id, "release-manager", "--reject")
+        own = await taskrunner("runs", "approve", run_id, "release-manager")
+        assert own.code == 1 and "(403 " in own.err and "requested this run" in own.err
+        logs = await taskrunner("runs", "logs", run_id)
+        assert "gate.decision-refused" in logs.out
+
+    async def test_a_run_terminated_in_temporal_has_ended_for_the_cli(
+        self, taskrunner: Cli, tmp_path: Path, tenant: str, dev_env: WorkflowEnvironment
+    ) -> None:
+        run_id = (await taskrunner("runs", "create", pack_file(tmp_path, GATED))).out.strip()
+        await until(taskrunner, ["runs", "show", run_id], "awaiting-approval")
+        watch = asyncio.create_task(taskrunner("runs", "show", run_id, "--watch"))
+        follow = asyncio.create_task(taskrunner("runs", "logs", run_id, "--follow"))
+        await asyncio.sleep(1)
+        handle = dev_env.client.get_workflow_handle(workflow_id(tenant, run_id))
+        await handle.terminate(reason="stuck")
+        watched, followed = await asyncio.wait_for(asyncio.gather(watch, follow), timeout=60)
+        assert watched.code == 1 and watched.out.rstrip().endswith(f"run {run_id}: failed")
+        assert followed.code == 0 and "run.failed" in followed.out.splitlines()[-1]
+        shown = await taskrunner("runs", "show", run_id)
+        assert shown.code == 1
+        assert "terminated in Temporal: stuck" in shown.out
+        assert "taskrunner runs approve" not in shown.out
+        assert "approval release-manager cancelled" in shown.out
+
+    async def test_reject_fails_the_run(self, taskrunner: Cli, tmp_path: Path, tenant: str) -> None:
+        run_id = (await taskrunner("runs", "create", pack_file(tmp_path, GATED))).out.strip()
+        await until(taskrunner, ["runs", "show", run_id], "awaiting-approval")
+        approver = token(OPERATOR, sub="user:bob", grants=["packs.approve"], tenant=tenant)
+        rejected = await taskrunner(
+            "runs", "approve", run_id, "release-manager", "--reject", TASKRUNNER_TOKEN=approver
+        )
         assert rejected.out.startswith("release-manager: rejected")
         failed = await until(taskrunner, ["runs", "show", run_id], "  failed")
         assert failed.code == 1
