@@ -105,7 +105,9 @@ class TestTenancy:
         globex = in_tenant(
             "globex", "taskrunner.operator", sub="user:gus", grants=["packs.approve"]
         )
-        created = await create_run(http, GATED, headers=acme)
+        # Another person of acme starts it: a run's requester may not decide its gate.
+        requester = in_tenant("acme", "taskrunner.operator", sub="user:rita")
+        created = await create_run(http, GATED, headers=requester)
         run_id = created["runId"]
         assert created["tenant"] == "acme"
         state = await wait_for_run(http, run_id, status_is("awaiting-approval"), headers=acme)

@@ -51,6 +51,11 @@ WRONG_HASH = "sha256:" + "0" * 64
 KINDS = ("own", "other", "multi", "star", "none")
 
 
+def requester() -> dict[str, str]:
+    """ACME's person who starts the runs (a run's requester may not decide its gates)."""
+    return {TENANT_HEADER: ACME, **bearer(OPERATOR, sub=f"user:rita@{ACME}", tenant=ACME)}
+
+
 def token_for(kind: str, role: str) -> dict[str, str]:
     """The bearer header of token `kind` holding `role` (and the example gates' grant)."""
     if kind == "own":
@@ -77,8 +82,8 @@ class World:
 async def world(stack: Any) -> AsyncIterator[World]:
     own = {TENANT_HEADER: ACME, **token_for("own", OPERATOR)}
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
-        gated = await create_run(http, GATED, headers=own)
-        echo = await create_run(http, ECHO, inputs={"who": "x"}, headers=own)
+        gated = await create_run(http, GATED, headers=requester())
+        echo = await create_run(http, ECHO, inputs={"who": "x"}, headers=requester())
         await wait_for_run(http, gated["runId"], status_is("awaiting-approval"), headers=own)
         await wait_for_run(http, echo["runId"], status_is("succeeded"), headers=own)
         # Visibility trails a run by a moment: the listing must show both before the matrix.
@@ -120,6 +125,7 @@ ROUTES = [
     Route("logs", VIEWER, "GET", "/runs/{waiting}/logs"),
     Route("logs follow", VIEWER, "GET", "/runs/{finished}/logs?follow=true"),
     Route("artifacts", VIEWER, "GET", "/runs/{finished}/artifacts"),
+    Route("evidence", VIEWER, "GET", "/runs/{finished}/evidence"),
     Route(
         "artifact file",
         VIEWER,
@@ -268,7 +274,7 @@ class TestTheGlobexBypass:
         self, http: httpx.AsyncClient
     ) -> None:
         acme = {TENANT_HEADER: ACME, **token_for("own", OPERATOR)}
-        created = await create_run(http, GATED, headers=acme)
+        created = await create_run(http, GATED, headers=requester())
         run_id = created["runId"]
         await wait_for_run(http, run_id, status_is("awaiting-approval"), headers=acme)
         # Mallory holds a genuine operator token with the gate's grant, for GLOBEX only, and
@@ -355,8 +361,13 @@ class TestSignedLinks:
         run_id = unique("run")
         acme = {TENANT_HEADER: ACME, **token_for("own", OPERATOR)}
         globex = {TENANT_HEADER: GLOBEX, **token_for("other", OPERATOR)}
-        ours = await create_run(http, GATED, run_id=run_id, headers=acme)
-        await create_run(http, GATED, run_id=run_id, headers=globex)
+        ours = await create_run(http, GATED, run_id=run_id, headers=requester())
+        await create_run(
+            http,
+            GATED,
+            run_id=run_id,
+            headers={TENANT_HEADER: GLOBEX, **bearer(OPERATOR, sub="user:gil", tenant=GLOBEX)},
+        )
         for headers in (acme, globex):
             await wait_for_run(http, run_id, status_is("awaiting-approval"), headers=headers)
         link = mint_token(
