@@ -379,10 +379,7 @@ class CommandRunner:
                 path = Path(folder) / name
                 path.write_bytes(data)
                 path.chmod(0o600)
-            command = [
-                folder + arg[len(FILES_DIR) :] if arg.startswith(FILES_DIR + "/") else arg
-                for arg in argv
-            ]
+            command = [arg.replace(FILES_DIR + "/", folder + "/") for arg in argv]
             proc = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=subprocess.DEVNULL,
