@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from api.settings import ApiSettings
 
 SQLITE_FILE = "taskrunner.db"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
@@ -38,7 +37,16 @@ class DatabaseConfigError(ValueError):
     """The database URL cannot work (an unknown database or driver)."""
 
 
-def database_url(settings: ApiSettings) -> str:
+class DatabaseSettings(Protocol):
+    """What the URL comes from (`api.settings.ApiSettings` has both)."""
+
+    @property
+    def database_url(self) -> str | None: ...
+    @property
+    def data_dir(self) -> Path: ...
+
+
+def database_url(settings: DatabaseSettings) -> str:
     """The configured URL, or SQLite in the data dir (`var/taskrunner.db` by default)."""
     if settings.database_url:
         return settings.database_url

@@ -5,15 +5,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from api.settings import ApiSettings
 from db.engine import Database, database_url
 from db.models import Base
 
 target_metadata = Base.metadata
+
+
+class FromEnvironment:
+    """The API's two settings that name the database, read as `api.settings` reads them."""
+
+    def __init__(self) -> None:
+        self.database_url = os.environ.get("TASKRUNNER_DATABASE_URL") or None
+        self.data_dir = Path(os.environ.get("TASKRUNNER_DATA_DIR", "var"))
 
 
 def run_migrations(connection: Connection) -> None:
@@ -29,7 +38,7 @@ def run_migrations(connection: Connection) -> None:
 
 
 async def run_from_command_line() -> None:
-    database = Database(database_url(ApiSettings()))
+    database = Database(database_url(FromEnvironment()))
     try:
         async with database.engine.begin() as connection:
             await connection.run_sync(run_migrations)
