@@ -1,5 +1,5 @@
-"""The app factory: `create_app(settings)` wires settings, the one Temporal client, auth, metrics,
-error handlers, middleware and the routers. Nothing is built at import time."""
+"""The app factory: `create_app(settings)` wires settings, the one Temporal client, the database,
+auth, metrics, error handlers, middleware and the routers. Nothing is built at import time."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 
 from api import errors, idempotency
 from api.auth import Authenticator
+from api.database import ApiDatabase
 from api.deps import Services, signing_key
 from api.gateway import transient
 from api.listing import PageTokens
@@ -70,6 +71,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     services = Services(
         settings=settings,
         temporal=TemporalConnection(settings),
+        database=ApiDatabase.from_settings(settings),
         metrics=Metrics(tenant_labels=settings.metrics_tenant_labels),
         auth=Authenticator(settings),
         page_tokens=PageTokens(signing_key(settings)),
@@ -90,9 +92,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 warning="AUTH IS OFF: anyone who can reach this port can start, approve and "
                 "cancel runs. Only for a private, single-user service.",
             )
+        await services.database.open()
         await services.temporal.open()
         app.state.loop = asyncio.get_running_loop()
-        yield
+        try:
+            yield
+        finally:
+            await services.database.close()
 
     # /docs (Swagger UI) from assets shipped in the fastapi-offline package, served under
     # /docs/static: FastAPI's default page loads them from a CDN and is blank offline. No

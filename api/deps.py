@@ -23,9 +23,9 @@ from api.auth import (
     Principal,
     require_scope,
 )
+from api.database import ApiDatabase
 from api.errors import InvalidTenant
 from api.gateway import RunGateway
-from api.ledger import LedgerGateway
 from api.listing import PageTokens
 from api.metrics import Metrics
 from api.middleware import PARSED_BODY
@@ -40,6 +40,7 @@ from workflows.contract.service_key import ServiceKey
 class Services:
     settings: ApiSettings
     temporal: TemporalConnection
+    database: ApiDatabase
     metrics: Metrics
     auth: Authenticator
     reads: StateReads = field(default_factory=StateReads)
@@ -83,11 +84,11 @@ async def _runs(client: TemporalClient, services: ServicesDep) -> RunGateway:
 Runs = Annotated[RunGateway, Depends(_runs)]
 
 
-async def _ledger(client: TemporalClient, services: ServicesDep) -> LedgerGateway:
-    return LedgerGateway(client, services.settings)
+async def _database(services: ServicesDep) -> ApiDatabase:
+    return services.database
 
 
-Ledger = Annotated[LedgerGateway, Depends(_ledger)]
+DatabaseDep = Annotated[ApiDatabase, Depends(_database)]
 
 
 RunId = Annotated[

@@ -238,11 +238,6 @@ class IdempotencyInProgress(Conflict):
     code = "idempotency_in_progress"
 
 
-class IdempotencyStoreFull(ApiError):
-    status = 503
-    code = "idempotency_store_full"
-
-
 class PayloadTooLarge(ApiError):
     status = 413
     code = "payload_too_large"
@@ -255,6 +250,11 @@ class TemporalUnavailable(ApiError):
     def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
         # Worth trying again: a worker or the server was busy or away for a moment.
         super().__init__(message, headers={"Retry-After": "2", **(headers or {})})
+
+
+class DatabaseUnavailable(ApiError):
+    status = 503
+    code = "database_unavailable"
 
 
 class InternalError(ApiError):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, assert_never
 
+from temporalio.api.common.v1 import Payloads, WorkflowExecution
+from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
@@ -33,7 +35,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import errors
-from api.listing import MEMO_CREATED_AT, MEMO_RUN_ID
+from api.listing import MEMO_CREATED_AT, MEMO_REQUEST, MEMO_RUN_ID
 from api.metrics import Metrics
 from api.reads import Read, StateReads
 from api.schemas import RunArtifact
@@ -182,8 +184,11 @@ class RunGateway:
         run_id: str,
         actor: str,
         webhooks: Sequence[WebhookRef] = (),
+        request_token: str | None = None,
     ) -> RunStateSnapshot:
-        """Start a run. `webhooks`: the tenant's registrations now; the run keeps these."""
+        """Start a run. `webhooks`: the tenant's registrations now; the run keeps these.
+        `request_token`: the Idempotency-Key's identity of the request, kept in the run's memo
+        so a retry of the request recognises the run as its own (`started_by`)."""
         plan = compiled.plan
         meta = RunMeta(
             runId=run_id,
@@ -195,6 +200,9 @@ class RunGateway:
             webhooks=list(webhooks),
         )
         pack = f"{plan.pack.name}@{plan.pack.version}"
+        memo = {MEMO_RUN_ID: run_id, MEMO_CREATED_AT: meta.requestedAt}
+        if request_token is not None:
+            memo[MEMO_REQUEST] = request_token
         try:
             handle = await self.client.start_workflow(
                 WORKFLOW_TYPE,
@@ -213,7 +221,7 @@ class RunGateway:
                     ]
                 ),
                 # What the run listing shows without parsing the workflow id.
-                memo={MEMO_RUN_ID: run_id, MEMO_CREATED_AT: meta.requestedAt},
+                memo=memo,
                 static_summary=f"pack {pack} run {run_id}",
                 static_details=(
                     f"tenant: {tenant}\n\nplan hash: {compiled.plan_hash}\n\n"
@@ -235,6 +243,14 @@ class RunGateway:
         except (RPCError, RPCTimeoutOrCancelledError):
             initial = initial_state(plan, compiled.plan_hash, meta)
             return initial.model_copy(update={"steps": initial.steps[:STEPS_PAGE]})
+
+    async def started_by(self, tenant: str, run_id: str, request_token: str) -> bool:
+        """Whether the run was started by the request with this Idempotency-Key identity."""
+        handle = self._handle(tenant, run_id)
+        async with self._run(handle, run_id):
+            description = await handle.describe(rpc_timeout=self.timeout)
+            memo = await description.memo()
+        return memo.get(MEMO_REQUEST) == request_token
 
     # ----------------------------------------------------------------- read
 
@@ -428,7 +444,17 @@ class RunGateway:
 
     # ----------------------------------------------------------------- act
 
-    async def decide(self, tenant: str, run_id: str, decision: ApprovalSignal) -> ApprovalOutcome:
+    async def decide(
+        self,
+        tenant: str,
+        run_id: str,
+        decision: ApprovalSignal,
+        *,
+        update_id: str | None = None,
+    ) -> ApprovalOutcome:
+        """`update_id`: Temporal's own identity of the decision (derived from an
+        Idempotency-Key): a decision sent again with it gets the first outcome, never a
+        second vote."""
         handle = self._handle(tenant, run_id)
         try:
             async with self._run(handle, run_id, acting=True):
@@ -436,6 +462,7 @@ class RunGateway:
                     outcome: ApprovalOutcome = await handle.execute_update(
                         UPDATE_DECIDE_APPROVAL,
                         decision,
+                        id=update_id,
                         result_type=ApprovalOutcome,
                         rpc_timeout=self.timeout,
                     )
@@ -447,11 +474,37 @@ class RunGateway:
         self.metrics.approvals_decided.labels(decision=outcome.status).inc()
         return outcome
 
-    async def cancel(self, tenant: str, run_id: str, request: CancelSignal) -> None:
+    async def cancel(
+        self, tenant: str, run_id: str, request: CancelSignal, *, request_id: str | None = None
+    ) -> None:
+        """`request_id`: Temporal's own identity of the signal (derived from an
+        Idempotency-Key): Temporal drops a signal whose request id it has seen."""
         handle = self._handle(tenant, run_id)
         async with self._run(handle, run_id, acting=True):
             with self.reads.writing(handle.id):
-                await handle.signal(SIGNAL_CANCEL, request, rpc_timeout=self.timeout)
+                if request_id is None:
+                    await handle.signal(SIGNAL_CANCEL, request, rpc_timeout=self.timeout)
+                else:
+                    await self._signal_once(handle, SIGNAL_CANCEL, request, request_id)
+
+    async def _signal_once(
+        self, handle: WorkflowHandle[Any, Any], name: str, arg: Any, request_id: str
+    ) -> None:
+        # The SDK's handle.signal makes up a fresh request id each call; the service call takes
+        # ours, so a repeat of the same request is one signal.
+        payloads = await self.client.data_converter.encode([arg])
+        await self.client.workflow_service.signal_workflow_execution(
+            SignalWorkflowExecutionRequest(
+                namespace=self.client.namespace,
+                workflow_execution=WorkflowExecution(workflow_id=handle.id),
+                signal_name=name,
+                input=Payloads(payloads=payloads),
+                identity=self.client.identity,
+                request_id=request_id,
+            ),
+            retry=True,
+            timeout=self.timeout,
+        )
 
     # ----------------------------------------------------------------- errors
 

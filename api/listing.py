@@ -52,6 +52,8 @@ _UNQUOTABLE = frozenset("'\"\\\n\r\t")
 
 MEMO_RUN_ID = "runId"
 MEMO_CREATED_AT = "createdAt"
+MEMO_REQUEST = "idempotencyToken"
+"""The identity of the keyed request that started the run (see api.idempotency)."""
 
 
 class InvalidPageToken(InvalidRequest):

@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-
 SQLITE_FILE = "taskrunner.db"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}

@@ -10,7 +10,7 @@ takers never both win). A row past `expires_at` is replaced by whoever comes nex
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -72,6 +72,8 @@ class KeyRecord:
     locked_until: datetime | None
     run_id: str | None
     response: StoredResponse | None
+    taken_over: bool = False
+    """Returned by `claim` to the request that took a lapsed claim over."""
 
     def lapsed(self, now: datetime) -> bool:
         """An unanswered claim whose request is taken for dead."""
@@ -192,7 +194,7 @@ class IdempotencyStore:
                 fresh = await session.get(IdempotencyKey, (tenant, key), populate_existing=True)
                 return existing if fresh is None else _record(fresh)
             await session.refresh(row)
-            return _record(row)
+            return replace(_record(row), taken_over="response_status" not in changes)
 
     async def complete(
         self, tenant: str, key: str, holder: str, response: StoredResponse

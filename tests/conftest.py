@@ -8,7 +8,6 @@ too (SQLite otherwise).
 
 from __future__ import annotations
 
-import os
 import sysconfig
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,13 +17,11 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from tests.postgres import PostgresServer
+from tests.postgres import DATABASES, PostgresServer
 from workflows.contract.names import SEARCH_ATTRIBUTES
 
 if TYPE_CHECKING:
     from db.engine import Database
-
-DATABASES = ("sqlite", "postgresql")
 
 
 def server_binary(name: str) -> str:
@@ -86,14 +83,3 @@ async def database(database_url: str) -> AsyncIterator[Database]:
     await upgrade(db)
     yield db
     await db.dispose()
-
-
-def api_database_url(tmp: Path, request: pytest.FixtureRequest) -> str:
-    """The database of the tests' API stack: TASKRUNNER_TEST_DATABASE picks it."""
-    kind = os.environ.get("TASKRUNNER_TEST_DATABASE", "sqlite")
-    if kind == "postgresql":
-        server: PostgresServer = request.getfixturevalue("postgres")
-        return server.create_database("api")
-    if kind != "sqlite":
-        raise RuntimeError(f"TASKRUNNER_TEST_DATABASE={kind!r}: use sqlite or postgresql")
-    return f"sqlite+aiosqlite:///{tmp / 'taskrunner.db'}"

@@ -23,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
+DATABASES = ("sqlite", "postgresql")
+"""The kinds of database the API runs on, each test of the database on both."""
 USER = "taskrunner"
 START_TIMEOUT = 30.0
 

@@ -22,13 +22,12 @@ from activities.sandbox.runner import CommandRunner, SandboxSettings
 from activities.step_activities import StepActivities
 from activities.webhooks import WebhookActivities
 from workflows.contract.settings import connect
-from workflows.ledger import TaskRunnerLedger
 from workflows.pack_run import PackRun, PackRunMapChunk
 from workflows.settings import WorkerSettings
 
 log = structlog.get_logger("taskrunner.worker")
 
-WORKFLOWS: Sequence[type] = (PackRun, PackRunMapChunk, TaskRunnerLedger)
+WORKFLOWS: Sequence[type] = (PackRun, PackRunMapChunk)
 
 
 def build_worker(

@@ -19,7 +19,7 @@ from api.errors import (
     SigningKeyMissing,
     documented,
 )
-from api.idempotency import IdempotentRoute, idempotent
+from api.idempotency import Claim, IdempotentRoute, idempotent
 from api.routes import PREFIX
 from api.schemas import (
     ApprovalDecisionRequest,
@@ -32,7 +32,7 @@ from workflows.contract.signing import TokenBadSignature, TokenExpired, TokenInv
 from workflows.contract.state import ApprovalSignal
 
 router = APIRouter(prefix=PREFIX, tags=["Approvals"], route_class=IdempotentRoute)
-Idempotent = Annotated[object, idempotent(OPERATOR)]
+Idempotent = Annotated[Claim | None, idempotent(OPERATOR)]
 
 
 @router.post(
@@ -82,6 +82,8 @@ async def apply_approval_decision(
             via="rest",
             grants=held,
         ),
+        # Temporal's own identity of this decision: a retry under the key is never a 2nd vote.
+        update_id=idempotency.token if idempotency else None,
     )
     return approval_outcome(outcome)
 

@@ -1,5 +1,5 @@
-"""Health: liveness, readiness (Temporal reachable) and Prometheus metrics. No token needed,
-except for metrics labelled by tenant (see `metrics`)."""
+"""Health: liveness, readiness (Temporal and the database reachable) and Prometheus metrics. No
+token needed, except for metrics labelled by tenant (see `metrics`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 
 from api.auth import METRICS
 from api.deps import ServicesDep
-from api.errors import Forbidden, TemporalUnavailable
+from api.errors import DatabaseUnavailable, Forbidden, TemporalUnavailable
 from api.metrics import CONTENT_TYPE
 from api.schemas import HealthStatus
 
@@ -23,13 +23,16 @@ async def healthz() -> HealthStatus:
 @router.get(
     "/readyz",
     operation_id="getReadiness",
-    summary="Temporal is reachable",
-    responses={503: {"description": "Temporal is not reachable"}},
+    summary="Temporal and the database are reachable",
+    responses={503: {"description": "Temporal or the database is not reachable"}},
 )
 async def readyz(services: ServicesDep) -> HealthStatus:
     problem = await services.temporal.ready()
     if problem is not None:
         raise TemporalUnavailable(problem)
+    problem = await services.database.ready()
+    if problem is not None:
+        raise DatabaseUnavailable(problem)
     return HealthStatus(status="ready")
 
 

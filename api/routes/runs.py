@@ -12,8 +12,9 @@ from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import OPERATOR
+from api.database import available
 from api.deps import (
-    Ledger,
+    DatabaseDep,
     Operator,
     RunId,
     Runs,
@@ -23,9 +24,9 @@ from api.deps import (
     Tenant,
     Viewer,
 )
-from api.errors import documented
+from api.errors import RunAlreadyExists, RunFinished, documented
 from api.gateway import STEPS_PAGE
-from api.idempotency import IdempotentRoute, idempotent
+from api.idempotency import REPLAY_HEADER, Claim, IdempotentRoute, idempotent
 from api.listing import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -37,6 +38,7 @@ from api.listing import (
 )
 from api.routes import PREFIX
 from api.schemas import (
+    MAX_RUN_ID_LENGTH,
     PLAN_HASH_PATTERN,
     CancelResponse,
     CreateRunRequest,
@@ -49,7 +51,7 @@ from compiler import compile_manifest
 from workflows.contract.state import CancelSignal, WebhookRef
 
 router = APIRouter(prefix=PREFIX, tags=["Runs"], route_class=IdempotentRoute)
-Idempotent = Annotated[object, idempotent(OPERATOR)]
+Idempotent = Annotated[Claim | None, idempotent(OPERATOR)]
 
 LOCATION: dict[str, Any] = {
     "headers": {"Location": {"description": "URL of the run", "schema": {"type": "string"}}}
@@ -64,6 +66,18 @@ def new_run_id() -> str:
     return f"run-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
 
 
+def reserve_run_id(body: Any) -> str | None:
+    """The run id a keyed create fixes with its claim, before the start: the body's, or a new
+    one (a body whose runId is no run id fails validation, and starts nothing)."""
+    given = body.get("runId") if isinstance(body, dict) else None
+    if given is None:
+        return new_run_id()
+    return given if isinstance(given, str) and len(given) <= MAX_RUN_ID_LENGTH else None
+
+
+IdempotentCreate = Annotated[Claim | None, idempotent(OPERATOR, reserve=reserve_run_id)]
+
+
 @router.post(
     "/runs",
     status_code=201,
@@ -74,12 +88,12 @@ def new_run_id() -> str:
 )
 async def create_pack_run(
     principal: Operator,
-    idempotency: Idempotent,
+    idempotency: IdempotentCreate,
     settings: SettingsDep,
     body: CreateRunRequest,
     response: Response,
     runs: Runs,
-    ledger: Ledger,
+    database: DatabaseDep,
     tenant: Tenant,
 ) -> RunStateResponse:
     """The run gets the tenant's webhooks as registered now; later registrations apply to later
@@ -88,14 +102,32 @@ async def create_pack_run(
     compiled = await run_in_threadpool(
         partial(compile_manifest, ceilings=settings.ceilings()), body.manifest, body.inputs
     )
-    run_id = body.runId or new_run_id()
+    claim = idempotency
+    # Under an Idempotency-Key the run id was fixed with the key's claim, before this start.
+    run_id = (claim.run_id if claim else None) or body.runId or new_run_id()
+    with available():
+        registered = await database.webhooks.list(tenant)
     webhooks = [
-        WebhookRef(id=w.id, url=w.url, events=w.events, secretCiphertext=w.secretCiphertext)
-        for w in await ledger.webhooks(tenant)
+        WebhookRef(id=w.id, url=w.url, events=w.events, secretCiphertext=w.secret_ciphertext)
+        for w in registered
     ]
-    snapshot = await runs.start(
-        compiled, tenant=tenant, run_id=run_id, actor=principal.subject, webhooks=webhooks
-    )
+    token = claim.token if claim else None
+    try:
+        snapshot = await runs.start(
+            compiled,
+            tenant=tenant,
+            run_id=run_id,
+            actor=principal.subject,
+            webhooks=webhooks,
+            request_token=token,
+        )
+    except RunAlreadyExists:
+        # A retry of a keyed create whose first attempt started the run but could not record
+        # its answer: that run is the answer, never a second one.
+        if token is None or not await runs.started_by(tenant, run_id, token):
+            raise
+        snapshot = (await runs.state(tenant, run_id)).snapshot
+        response.headers[REPLAY_HEADER] = "true"
     response.headers["Location"] = run_location(settings, run_id)
     return run_state(snapshot)
 
@@ -218,6 +250,19 @@ async def cancel_run(
     settings: SettingsDep,
     response: Response,
 ) -> CancelResponse:
-    await runs.cancel(tenant, runId, CancelSignal(actorId=principal.subject))
+    try:
+        await runs.cancel(
+            tenant,
+            runId,
+            CancelSignal(actorId=principal.subject),
+            request_id=idempotency.token if idempotency else None,
+        )
+    except RunFinished:
+        # A retry of a keyed cancel whose answer was lost, the run since ended by it: 202 again.
+        if idempotency is None or not idempotency.taken_over:
+            raise
+        ended = (await runs.state(tenant, runId, steps_limit=0)).snapshot
+        if ended.status != "cancelled":
+            raise
     response.headers["Location"] = run_location(settings, runId)
     return CancelResponse()

@@ -1,39 +1,62 @@
-"""Webhooks: a tenant's registrations, kept in its ledger workflow with the secret encrypted.
+"""Webhooks: a tenant's registrations, kept in the database (`db.webhooks`) with the secret
+encrypted.
 
 A run takes the tenant's webhooks as they are when it starts (they travel in its input, secrets
-as ciphertext); registering or deleting one changes what later runs deliver, not running ones.
+as ciphertext, so workers never read the database); registering or deleting one changes what
+later runs deliver, not running ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Response
 
 from api.auth import ADMIN
-from api.deps import Admin, Ledger, SettingsDep, Tenant, signing_key
-from api.errors import InvalidRequest, SigningKeyMissing, documented
-from api.idempotency import IdempotentRoute, idempotent
+from api.database import available
+from api.deps import Admin, DatabaseDep, SettingsDep, Tenant, signing_key
+from api.errors import (
+    InvalidRequest,
+    SigningKeyMissing,
+    TooManyWebhooks,
+    WebhookExists,
+    WebhookNotFound,
+    documented,
+)
+from api.idempotency import Claim, IdempotentRoute, idempotent
 from api.routes import PREFIX
 from api.schemas import Webhook, WebhookList, WebhookRequest
-from workflows.contract.ledger import WebhookRegistration
+from db import webhooks as store
 from workflows.contract.signing import encrypt_secret
 
 router = APIRouter(prefix=PREFIX, tags=["Webhooks"], route_class=IdempotentRoute)
-Idempotent = Annotated[object, idempotent(ADMIN)]
+Idempotent = Annotated[Claim | None, idempotent(ADMIN)]
 WebhookId = Annotated[str, Path(pattern=r"^wh-[a-f0-9]{16}$", description="Webhook id")]
 
 
-def public(registration: WebhookRegistration) -> Webhook:
+def public(registration: store.Registration) -> Webhook:
     """What callers see of a registration: never its secret, in any form."""
     return Webhook(
         id=registration.id,
         url=registration.url,
         events=registration.events,
-        createdAt=registration.createdAt,
+        createdAt=_stamp(registration.created_at),
     )
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def webhook_id(claim: Claim | None) -> str:
+    """A new id; under an Idempotency-Key, the key's: a retry never registers a second one."""
+    if claim is None:
+        return f"wh-{secrets.token_hex(8)}"
+    return "wh-" + hashlib.sha256(claim.token.encode()).hexdigest()[:16]
 
 
 def checked_url(url: str) -> str:
@@ -62,7 +85,7 @@ async def register_webhook(
     idempotency: Idempotent,
     tenant: Tenant,
     body: WebhookRequest,
-    ledger: Ledger,
+    database: DatabaseDep,
     settings: SettingsDep,
 ) -> Webhook:
     """Deliveries of the events named go to `url`, signed with `secret` (which is never shown
@@ -70,14 +93,26 @@ async def register_webhook(
     key = signing_key(settings)
     if key is None:
         raise SigningKeyMissing("webhooks")
-    registration = WebhookRegistration(
-        id=f"wh-{secrets.token_hex(8)}",
+    registration = store.Registration(
+        id=webhook_id(idempotency),
+        tenant=tenant,
         url=checked_url(body.url),
         events=list(dict.fromkeys(body.events)),
-        secretCiphertext=encrypt_secret(key, body.secret),
-        createdBy=principal.subject,
+        secret_ciphertext=encrypt_secret(key, body.secret),
+        created_at=datetime.now(UTC),
+        created_by=principal.subject,
     )
-    return public(await ledger.register_webhook(tenant, registration))
+    with available():
+        try:
+            return public(await database.webhooks.add(registration))
+        except store.TooManyWebhooks as exc:
+            raise TooManyWebhooks(str(exc)) from None
+        except store.WebhookExists:
+            # Only a retry under the same Idempotency-Key makes an id taken: its registration.
+            existing = await database.webhooks.get(tenant, registration.id)
+            if idempotency is None or existing is None:
+                raise WebhookExists(f"webhook {registration.id!r} exists") from None
+            return public(existing)
 
 
 @router.get(
@@ -87,8 +122,10 @@ async def register_webhook(
     response_model_exclude_none=True,
     responses=documented(400, 401, 403, 503),
 )
-async def list_webhooks(principal: Admin, tenant: Tenant, ledger: Ledger) -> WebhookList:
-    return WebhookList(webhooks=[public(w) for w in await ledger.webhooks(tenant)])
+async def list_webhooks(principal: Admin, tenant: Tenant, database: DatabaseDep) -> WebhookList:
+    with available():
+        registered = await database.webhooks.list(tenant)
+    return WebhookList(webhooks=[public(w) for w in registered])
 
 
 @router.delete(
@@ -100,7 +137,10 @@ async def list_webhooks(principal: Admin, tenant: Tenant, ledger: Ledger) -> Web
     responses=documented(400, 401, 403, 404, 503),
 )
 async def delete_webhook(
-    principal: Admin, tenant: Tenant, webhookId: WebhookId, ledger: Ledger
+    principal: Admin, tenant: Tenant, webhookId: WebhookId, database: DatabaseDep
 ) -> Response:
-    await ledger.delete_webhook(tenant, webhookId)
+    with available():
+        deleted = await database.webhooks.delete(tenant, webhookId)
+    if not deleted:
+        raise WebhookNotFound(f"no webhook {webhookId!r}")
     return Response(status_code=204)

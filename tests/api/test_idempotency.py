@@ -1,19 +1,27 @@
 """Idempotency-Key on POST /runs, approvals, cancel and webhooks: a retry gets the first answer
-again (Idempotent-Replay: true) and does nothing; another request under the key is a 409."""
+again (Idempotent-Replay: true) and does nothing; another request under the key is a 409. The
+keys live in the database: the tests of the database's part run on SQLite and on PostgreSQL
+(`any_http`), among them the race of many identical requests (one run) and an answer the
+database refuses to record (still one run, one vote)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from temporalio.client import WithStartWorkflowOperation
-from temporalio.common import WorkflowIDConflictPolicy
+from sqlalchemy import text
 from temporalio.testing import WorkflowEnvironment
 
 from api.idempotency import fingerprint
-from cli.settings import DevSettings
+from db.engine import Database
+from db.idempotency import IdempotencyStore
 from tests.api.packs import ECHO, GATED, SLOW
 from tests.api.support import (
     APPROVER,
@@ -27,17 +35,91 @@ from tests.api.support import (
     wait_for_run,
 )
 from tests.helpers import unique
-from workflows.contract.ledger import (
-    LEDGER_WORKFLOW_TYPE,
-    UPDATE_REMEMBER,
-    IdempotencyRecord,
-    LedgerInput,
-    ledger_workflow_id,
-)
-from workflows.run_book import iso
+from workflows.contract.names import SA_TENANT, workflow_id
+
+if TYPE_CHECKING:
+    from tests.api.conftest import Stack
 
 REPLAY = "idempotent-replay"
 APPROVER_ROLE = ("taskrunner.operator",)
+FAIL_PREFIX = "fail-record-"
+
+SQLITE_TRIGGER = f"""
+CREATE TRIGGER IF NOT EXISTS fail_record BEFORE UPDATE OF response_status ON idempotency_keys
+WHEN NEW.response_status IS NOT NULL AND NEW.key LIKE '{FAIL_PREFIX}%'
+BEGIN SELECT RAISE(ABORT, 'injected: the answer cannot be recorded'); END
+"""
+POSTGRES_TRIGGER = (
+    f"""
+CREATE OR REPLACE FUNCTION fail_record() RETURNS trigger AS $$
+BEGIN
+  IF NEW.response_status IS NOT NULL AND NEW.key LIKE '{FAIL_PREFIX}%' THEN
+    RAISE EXCEPTION 'injected: the answer cannot be recorded';
+  END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql
+""",
+    "DROP TRIGGER IF EXISTS fail_record ON idempotency_keys",
+    """CREATE TRIGGER fail_record BEFORE UPDATE ON idempotency_keys
+FOR EACH ROW EXECUTE FUNCTION fail_record()""",
+)
+
+
+@asynccontextmanager
+async def database_of(stack: Stack) -> AsyncIterator[Database]:
+    assert stack.settings.database_url is not None
+    database = Database(stack.settings.database_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+@asynccontextmanager
+async def failing_records(stack: Stack) -> AsyncIterator[None]:
+    """While open, the database refuses to record an answer for keys starting FAIL_PREFIX."""
+    async with database_of(stack) as database:
+        statements = (SQLITE_TRIGGER,) if database.is_sqlite else POSTGRES_TRIGGER
+        async with database.engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+        try:
+            yield
+        finally:
+            async with database.engine.begin() as conn:
+                if database.is_sqlite:
+                    await conn.execute(text("DROP TRIGGER IF EXISTS fail_record"))
+                else:
+                    await conn.execute(text(POSTGRES_TRIGGER[1]))
+
+
+async def stored(stack: Stack, tenant: str, key: str) -> int | None:
+    """The status recorded for the key (None: no answer recorded)."""
+    async with database_of(stack) as database:
+        record = await IdempotencyStore(database).get(tenant, key)
+    return None if record is None or record.response is None else record.response.status
+
+
+async def runs_of(env: WorkflowEnvironment, tenant: str) -> set[str]:
+    """Every run of the tenant Temporal has, from its visibility (which trails by a moment: read
+    until it shows runs, then once more a second later)."""
+
+    async def listed() -> set[str]:
+        query = f"{SA_TENANT.name} = '{tenant}'"
+        return {w.id async for w in env.client.list_workflows(query)}
+
+    deadline = time.monotonic() + 15
+    found = await listed()
+    while not found and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        found = await listed()
+    await asyncio.sleep(1)
+    prefix = workflow_id(tenant, "")
+    return {found.removeprefix(prefix) for found in await listed()}
+
+
+def as_approver(tenant: str) -> dict[str, str]:
+    return in_tenant(tenant, *APPROVER_ROLE, grants=["packs.approve"])
 
 
 def keyed(key: str, headers: dict[str, str] = APPROVER, **more: str) -> dict[str, str]:
@@ -142,32 +224,22 @@ class TestCreateRun:
         assert plain.status_code == keyed_.status_code == 400, keyed_.text[:300]
 
     async def test_a_key_in_use_is_409_in_progress(
-        self, http: httpx.AsyncClient, dev_env: WorkflowEnvironment, api_settings: DevSettings
+        self, any_http: httpx.AsyncClient, any_stack: Stack
     ) -> None:
-        # Plant what a request still being served leaves in the ledger: its claim.
+        # Plant what a request still being served leaves in the database: its claim.
         tenant, key = unique("busy"), unique("key")
         body = b'{"manifest": "x"}'
-        now = datetime.now(UTC)
-        claim = IdempotencyRecord(
-            key=key,
-            fingerprint=fingerprint("POST", RUNS, tenant, "user:alice", body),
-            expiresAt=iso(now + timedelta(hours=24)),
-            holder="another-request",
-            lockedUntil=iso(now + timedelta(minutes=5)),
-        )
-        await dev_env.client.execute_update_with_start_workflow(
-            UPDATE_REMEMBER,
-            claim,
-            start_workflow_operation=WithStartWorkflowOperation(
-                LEDGER_WORKFLOW_TYPE,
-                LedgerInput(tenant=tenant),
-                id=ledger_workflow_id(tenant),
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                task_queue=api_settings.task_queue,
-            ),
-            result_type=IdempotencyRecord,
-        )
-        response = await http.post(
+        async with database_of(any_stack) as database:
+            await IdempotencyStore(database).claim(
+                tenant,
+                key,
+                fingerprint=fingerprint("POST", RUNS, tenant, "user:alice", body),
+                holder="another-request",
+                now=datetime.now(UTC),
+                lock_for=timedelta(minutes=5),
+                keep_for=timedelta(hours=24),
+            )
+        response = await any_http.post(
             RUNS,
             content=body,
             headers=keyed(
@@ -179,6 +251,109 @@ class TestCreateRun:
         assert response.status_code == 409
         assert error_code(response) == "idempotency_in_progress"
         assert response.headers["retry-after"] == "1"
+
+
+class TestAtAnyConcurrency:
+    async def test_many_concurrent_identical_keyed_creates_start_one_run(
+        self, any_http: httpx.AsyncClient, dev_env: WorkflowEnvironment
+    ) -> None:
+        tenant, key = unique("race"), unique("key")
+        headers = keyed(key, as_approver(tenant))
+        body = {"manifest": ECHO, "inputs": {"who": "x"}}
+        answers = await asyncio.gather(
+            *(any_http.post(RUNS, json=body, headers=headers) for _ in range(40))
+        )
+        statuses = Counter(a.status_code for a in answers)
+        assert set(statuses) <= {201, 409}, statuses
+        assert statuses[201] >= 1
+        busy = [a for a in answers if a.status_code == 409]
+        assert all(error_code(a) == "idempotency_in_progress" for a in busy)
+        run_ids = {a.json()["runId"] for a in answers if a.status_code == 201}
+        assert len(run_ids) == 1
+        # The ones told to wait get the same run once the first answer is recorded.
+        again = await any_http.post(RUNS, json=body, headers=headers)
+        same = again.json()["runId"]
+        assert (again.status_code, again.headers[REPLAY], {same}) == (201, "true", run_ids)
+        assert await runs_of(dev_env, tenant) == run_ids
+
+    async def test_distinct_keys_at_once_each_start_their_run(
+        self, any_http: httpx.AsyncClient, dev_env: WorkflowEnvironment
+    ) -> None:
+        tenant = unique("many")
+        body = {"manifest": ECHO, "inputs": {"who": "x"}}
+        keys = [unique("key") for _ in range(30)]
+        answers = await asyncio.gather(
+            *(any_http.post(RUNS, json=body, headers=keyed(k, as_approver(tenant))) for k in keys)
+        )
+        assert [a.status_code for a in answers] == [201] * len(keys), [
+            a.text[:200] for a in answers if a.status_code != 201
+        ]
+        run_ids = {a.json()["runId"] for a in answers}
+        assert len(run_ids) == len(keys)
+        assert await runs_of(dev_env, tenant) == run_ids
+
+
+class TestWhenTheAnswerCannotBeRecorded:
+    """The database refuses to record the answer (a trigger, really raising in the database,
+    for keys starting `fail-record-`): the work still answers, and a retry with the key finds
+    that work instead of doing it again."""
+
+    async def test_a_create_answers_its_run_and_the_retry_finds_it(
+        self, any_http: httpx.AsyncClient, any_stack: Stack, dev_env: WorkflowEnvironment
+    ) -> None:
+        tenant, key = unique("lost"), unique("fail-record")
+        headers = keyed(key, as_approver(tenant))
+        body = {"manifest": ECHO, "inputs": {"who": "x"}}
+        async with failing_records(any_stack):
+            first = await any_http.post(RUNS, json=body, headers=headers)
+            assert first.status_code == 201, first.text
+            run_id = first.json()["runId"]
+            assert await stored(any_stack, tenant, key) is None  # nothing was recorded
+            retry = await any_http.post(RUNS, json=body, headers=headers)
+            assert retry.status_code == 201, retry.text
+            assert (retry.json()["runId"], retry.headers[REPLAY]) == (run_id, "true")
+        # Recording works again: the next retry records, the one after replays the record.
+        third = await any_http.post(RUNS, json=body, headers=headers)
+        assert (third.status_code, third.json()["runId"]) == (201, run_id)
+        assert await stored(any_stack, tenant, key) == 201
+        fourth = await any_http.post(RUNS, json=body, headers=headers)
+        assert third.headers[REPLAY] == fourth.headers[REPLAY] == "true"
+        assert (fourth.status_code, fourth.content) == (third.status_code, third.content)
+        assert await runs_of(dev_env, tenant) == {run_id}
+
+    async def test_an_approval_is_one_vote_however_often_it_is_retried(
+        self, any_http: httpx.AsyncClient, any_stack: Stack
+    ) -> None:
+        created = await create_run(any_http, GATED)
+        state = await wait_for_run(any_http, created["runId"], status_is("awaiting-approval"))
+        url = f"{run_url(state['runId'])}/approvals/release-manager"
+        body = {"decision": "approved", "planHash": state["planHash"]}
+        key = unique("fail-record")
+        async with failing_records(any_stack):
+            first = await any_http.post(url, json=body, headers=keyed(key))
+            assert first.status_code == 200, first.text
+            # The same update id again: Temporal answers with the first outcome, no 2nd vote
+            # (without the key, the same approver again is a 409).
+            retry = await any_http.post(url, json=body, headers=keyed(key))
+            assert retry.status_code == 200, retry.text
+            assert retry.json() == first.json()
+        done = await wait_for_run(any_http, state["runId"], status_is("succeeded"))
+        assert len(done["approvals"][0]["decisions"]) == 1
+
+    async def test_a_cancel_retried_after_its_run_ended_is_still_202(
+        self, any_http: httpx.AsyncClient, any_stack: Stack
+    ) -> None:
+        created = await create_run(any_http, SLOW)
+        url = f"{run_url(created['runId'])}/cancel"
+        key = unique("fail-record")
+        async with failing_records(any_stack):
+            first = await any_http.post(url, headers=keyed(key))
+            assert first.status_code == 202, first.text
+            await wait_for_run(any_http, created["runId"], status_is("cancelled"))
+            retry = await any_http.post(url, headers=keyed(key))
+            assert retry.status_code == 202, retry.text
+        unkeyed = await any_http.post(url, headers=APPROVER)
+        assert (unkeyed.status_code, error_code(unkeyed)) == (409, "run_finished")
 
 
 class TestApproveAndCancel:

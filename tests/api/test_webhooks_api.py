@@ -1,5 +1,6 @@
-"""POST/GET/DELETE /webhooks: a tenant's registrations, secrets encrypted wherever Temporal keeps
-them, and runs taking the registrations of the moment they start."""
+"""POST/GET/DELETE /webhooks: a tenant's registrations in the database (SQLite and PostgreSQL),
+secrets encrypted in the database and in every run's history, and runs taking the registrations
+of the moment they start."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -29,8 +30,10 @@ from tests.api.support import (
     wait_for_run,
 )
 from tests.helpers import unique
-from workflows.contract.ledger import ledger_workflow_id
 from workflows.contract.names import workflow_id
+
+if TYPE_CHECKING:
+    from tests.api.conftest import Stack
 
 WEBHOOKS = "/v1/task-runner/webhooks"
 ADMIN = bearer("taskrunner.admin")
@@ -109,7 +112,8 @@ def tenant() -> Iterator[str]:
 
 
 class TestRegisterWebhook:
-    async def test_register_list_delete(self, http: httpx.AsyncClient, tenant: str) -> None:
+    async def test_register_list_delete(self, any_http: httpx.AsyncClient, tenant: str) -> None:
+        http = any_http
         headers = as_tenant(tenant, "admin")
         assert (await http.get(WEBHOOKS, headers=headers)).json() == {"webhooks": []}
         response = await http.post(WEBHOOKS, json=registration(), headers=headers)
@@ -189,27 +193,42 @@ class TestRegisterWebhook:
 
 
 class TestSecretsAtRest:
-    async def test_the_secret_is_in_no_history_as_plaintext(
-        self, http: httpx.AsyncClient, tenant: str, dev_env: WorkflowEnvironment
+    async def test_the_secret_is_neither_in_the_database_nor_in_a_history_as_plaintext(
+        self, any_stack: Stack, tenant: str, dev_env: WorkflowEnvironment
     ) -> None:
+        from sqlalchemy import text
+
+        from db.engine import Database
+        from workflows.contract.signing import decrypt_secret
+
         headers = as_tenant(tenant, "admin")
         # An event this run never has: nothing is delivered (to a host that is not there).
         body = registration(events=["run.failed"])
-        hook = (await http.post(WEBHOOKS, json=body, headers=headers)).json()
-        run = await create_run(
-            http, ECHO, inputs={"who": "x"}, headers=as_tenant(tenant, "approver")
-        )
-
-        ledger = dev_env.client.get_workflow_handle(ledger_workflow_id(tenant))
-        ledger_texts = payload_texts((await ledger.fetch_history()).to_json())
-        assert any(hook["id"] in text for text in ledger_texts)  # the scan sees payloads
-        assert not any(SECRET in text for text in ledger_texts)
+        async with httpx.AsyncClient(base_url=any_stack.url, timeout=30) as http:
+            hook = (await http.post(WEBHOOKS, json=body, headers=headers)).json()
+            run = await create_run(
+                http, ECHO, inputs={"who": "x"}, headers=as_tenant(tenant, "approver")
+            )
+            assert any_stack.settings.database_url is not None
+            database = Database(any_stack.settings.database_url)
+            try:
+                async with database.engine.connect() as conn:
+                    rows = (
+                        await conn.execute(
+                            text("SELECT * FROM webhooks WHERE tenant = :t"), {"t": tenant}
+                        )
+                    ).all()
+            finally:
+                await database.dispose()
+            assert len(rows) == 1 and rows[0].id == hook["id"]
+            assert not any(SECRET in str(value) for value in rows[0])
+            key = (any_stack.settings.signing_key or "").encode()
+            assert decrypt_secret(key, rows[0].secret_ciphertext) == SECRET
 
         handle = dev_env.client.get_workflow_handle(workflow_id(tenant, run["runId"]))
         run_texts = payload_texts((await handle.fetch_history()).to_json())
         assert any(hook["id"] in text and "secretCiphertext" in text for text in run_texts)
         assert not any(SECRET in text for text in run_texts)
-        await http.delete(f"{WEBHOOKS}/{hook['id']}", headers=headers)
 
 
 class TestRunsTakeTheWebhooksOfTheirStart:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.api.conftest import api_settings, http, stack
+from tests.api.conftest import api_settings, http, stack, stacks
 
-__all__ = ["api_settings", "http", "stack"]
+__all__ = ["api_settings", "http", "stack", "stacks"]

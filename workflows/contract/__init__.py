@@ -10,7 +10,6 @@ holds the rule); only the worker entry point, `workflows.worker`, wires workflow
 - `refusals`: why a run refuses an approval decision.
 - `signing`: the signed approval-link token and webhook signatures (pure code, no clock).
 - `artifacts`: where a run's files live, for the worker that writes and the API that serves them.
-- `ledger`: the tenant ledger workflow's names and records.
 - `service_key`: the service's Ed25519 key (evidence bundles; any payload the service signs).
 - `log_chain`: the hash chain over a run's log entries (the workflow writes it, verifiers redo it).
 
