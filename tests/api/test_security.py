@@ -134,8 +134,12 @@ class TestTenancy:
         # The same run id is free in another tenant.
         other = await create_run(http, ECHO, inputs={"who": "x"}, run_id=run_id, headers=globex)
         assert other["tenant"] == "globex"
+        # Decided by another acme operator than the run's requester (allowRequester: false).
+        acme_approver = in_tenant(
+            "acme", "taskrunner.operator", sub="user:amy", grants=["packs.approve"]
+        )
         response = await http.post(
-            run_url(run_id) + "/approvals/release-manager", json=decision, headers=acme
+            run_url(run_id) + "/approvals/release-manager", json=decision, headers=acme_approver
         )
         assert response.status_code == 200
         await wait_for_run(http, run_id, status_is("succeeded"), headers=acme)
