@@ -6,20 +6,23 @@ the API serves captured files from the same folders.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from workflows.contract.activities import ArtifactRecord
 from workflows.contract.artifacts import (
     ARTIFACTS,
+    LOGS,
     SCRATCH,
     WORKSPACE,
     UnsafePathError,
     check_name,
+    log_segment_name,
     run_folder,
 )
 
@@ -92,6 +95,23 @@ class ArtifactStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         return self._record(name, target)
+
+    def write_log_segment(self, tenant: str, run_id: str, entries: list[dict[str, Any]]) -> str:
+        """Store log entries (in sequence order) as one NDJSON file in the run's `logs/`
+        folder; returns its `storedPath`. Writing the same entries again gives the same file."""
+        folder = self.run_dir(tenant, run_id) / LOGS
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / log_segment_name(entries[0]["sequence"], entries[-1]["sequence"])
+        data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.relative(target)
 
     def write_text(self, tenant: str, run_id: str, name: str, text: str) -> ArtifactRecord:
         return self.write_bytes(tenant, run_id, name, text.encode())

@@ -55,15 +55,18 @@ from workflows.contract.activities import (
     EVALUATE_POLICY,
     RUN_STEP,
     STEP_FAILED,
+    STORE_LOG_SEGMENT,
     ArtifactRecord,
     CaptureRequest,
     CaptureResult,
+    LogSegmentWrite,
     PolicyRequest,
     PolicyResult,
     RunStepRequest,
     RunStepResult,
 )
 from workflows.contract.artifacts import UnsafePathError, check_name
+from workflows.contract.state import LogSegment
 
 HEARTBEAT_SECONDS = 1.0
 TIMEOUT_GRACE_SECONDS = 5.0
@@ -98,7 +101,7 @@ class StepActivities:
 
     def activities(self) -> list[Callable[..., Any]]:
         """The bound activity methods, for `Worker(activities=...)`."""
-        return [self.run_step, self.evaluate_policy, self.capture_outputs]
+        return [self.run_step, self.evaluate_policy, self.capture_outputs, self.store_log_segment]
 
     @activity.defn(name=RUN_STEP)
     async def run_step(self, req: RunStepRequest) -> RunStepResult:
@@ -210,6 +213,16 @@ class StepActivities:
             ) from None
         verdict = "passed" if passed else "failed"
         return PolicyResult(passed=passed, detail=f"{label} {verdict}: condition {req.condition!r}")
+
+    @activity.defn(name=STORE_LOG_SEGMENT)
+    async def store_log_segment(self, req: LogSegmentWrite) -> LogSegment:
+        """Page a run's older log entries out of the workflow into the artifact store."""
+        stored = await asyncio.to_thread(
+            self.store.write_log_segment, req.tenant, req.runId, req.entries
+        )
+        return LogSegment(
+            first=req.entries[0]["sequence"], last=req.entries[-1]["sequence"], storedPath=stored
+        )
 
     @activity.defn(name=CAPTURE_OUTPUTS)
     async def capture_outputs(self, req: CaptureRequest) -> CaptureResult:

@@ -257,6 +257,13 @@ class DatabaseUnavailable(ApiError):
     code = "database_unavailable"
 
 
+class LogsUnavailable(ApiError):
+    """Log entries a run paged out to the artifact store that this API cannot read."""
+
+    status = 503
+    code = "logs_unavailable"
+
+
 class InternalError(ApiError):
     def __init__(self) -> None:
         super().__init__("An unexpected error occurred")

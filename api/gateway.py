@@ -7,6 +7,7 @@ tenant's run is simply not found.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from api.schemas import RunArtifact
 from api.settings import ApiSettings
 from compiler import CompiledPlan
 from compiler.plan import walk
+from workflows.contract.artifacts import stored_file
 from workflows.contract.initial import initial_state
 from workflows.contract.names import (
     QUERY_ARTIFACTS,
@@ -62,6 +64,7 @@ from workflows.contract.state import (
     ApprovalSignal,
     CancelSignal,
     LogEntry,
+    LogSegment,
     LogsPage,
     LogsQuery,
     PackRunInput,
@@ -309,12 +312,13 @@ class RunGateway:
     ) -> LogsPage:
         """A page of the run's log. A run ended by Temporal (terminated, timed out) never wrote
         its own ending: the page says `finished`, and (`final_entry`) the log ends with a
-        `run.failed` entry giving the reason, one past the run's last."""
+        `run.failed` entry giving the reason, one past the run's last.
+
+        Entries the run paged out to the artifact store (a long run keeps only its recent ones)
+        are read from there, so the log comes back whole and in order."""
         handle = self._handle(tenant, run_id)
         async with self._run(handle, run_id):
-            page, ended = await self._query(
-                handle, QUERY_LOGS, LogsQuery(after=after, limit=LOGS_PAGE), LogsPage
-            )
+            page, ended = await self._logs_page(handle, tenant, run_id, after)
             if ended is None:
                 return page
             page = page.model_copy(update={"finished": True})
@@ -340,6 +344,27 @@ class RunGateway:
             return page.model_copy(
                 update={"entries": [*page.entries, entry], "nextSequence": entry.sequence}
             )
+
+    async def _logs_page(
+        self, handle: WorkflowHandle[Any, Any], tenant: str, run_id: str, after: int
+    ) -> tuple[LogsPage, Ended | None]:
+        """Up to LOGS_PAGE entries after `after`, from the run or from its stored segments."""
+        entries: list[LogEntry] = []
+        while True:
+            page, ended = await self._query(
+                handle, QUERY_LOGS, LogsQuery(after=after, limit=LOGS_PAGE - len(entries)), LogsPage
+            )
+            if not page.segments:
+                entries += page.entries
+                last = entries[-1].sequence if entries else after
+                return page.model_copy(update={"entries": entries, "nextSequence": last}), ended
+            stored = await asyncio.to_thread(
+                self._stored_logs, tenant, run_id, page.segments, after, LOGS_PAGE - len(entries)
+            )
+            entries += stored
+            after = stored[-1].sequence
+            if len(entries) >= LOGS_PAGE:
+                return LogsPage(entries=entries, nextSequence=after, finished=False), ended
 
     async def _query(
         self, handle: WorkflowHandle[Any, Any], name: str, arg: Any, result_type: type[Q]
@@ -394,6 +419,30 @@ class RunGateway:
                 if message:
                     reason += f": {message}"
         return Ended(reason=reason, at=at)
+
+    def _stored_logs(
+        self, tenant: str, run_id: str, segments: list[LogSegment], after: int, limit: int
+    ) -> list[LogEntry]:
+        """Entries after `after` from paged-out segments, in order, at most `limit`."""
+        entries: list[LogEntry] = []
+        for segment in segments:
+            path = stored_file(self.settings.data_dir, tenant, run_id, segment.storedPath)
+            if path is None:
+                raise errors.LogsUnavailable(
+                    f"log entries {segment.first}..{segment.last} of run {run_id!r} are in the "
+                    f"artifact store ({segment.storedPath}), which this API cannot read: is its "
+                    "data directory the workers'?"
+                )
+            with path.open() as lines:
+                for line in lines:
+                    entry = LogEntry.model_validate_json(line)
+                    if entry.sequence > after:
+                        entries.append(entry)
+                        if len(entries) >= limit:
+                            return entries
+        if not entries:
+            raise errors.LogsUnavailable(f"the stored log of run {run_id!r} ends early")
+        return entries
 
     async def artifacts(self, tenant: str, run_id: str) -> list[RunArtifact]:
         handle = self._handle(tenant, run_id)

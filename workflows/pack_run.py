@@ -22,10 +22,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contract.activities import (
         CAPTURE_OUTPUTS,
         DELIVER_WEBHOOK,
+        STORE_LOG_SEGMENT,
         ArtifactRecord,
         CaptureRequest,
         CaptureResult,
         DeliveryResult,
+        LogSegmentWrite,
         WebhookDelivery,
     )
     from workflows.contract.names import (
@@ -51,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         ChunkInput,
         ChunkResult,
         LogEntry,
+        LogSegment,
         LogsPage,
         LogsQuery,
         PackRunInput,
@@ -74,6 +77,8 @@ CAPTURE_TIMEOUT = timedelta(minutes=5)
 WEBHOOK_ATTEMPT_TIMEOUT = timedelta(seconds=30)
 WEBHOOK_GIVE_UP_AFTER = timedelta(hours=1)
 WEBHOOK_ATTEMPTS = 10
+LOG_PAGE_TIMEOUT = timedelta(seconds=30)
+PATCH_LOG_PAGING = "page-logs-out"
 CARRY_LIMIT_BYTES = 1_500_000
 """Temporal refuses payloads over 2 MB; carried state stays well below that."""
 
@@ -97,6 +102,7 @@ class PackRun:
         self._task: asyncio.Task[Any] | None = None
         self._temporal_cancel = False
         self._carry_warned = False
+        self._paging_warned = False
         self._deliveries: list[asyncio.Task[None]] = []
         if run_input.meta.webhooks:
             self.book.listeners.append(self._on_log)
@@ -153,7 +159,17 @@ class PackRun:
                 for rest in steps[book.next_step_index :]:
                     self.interp.skip(rest, frame, "previous-step-failed")
                 return False
-            if book.next_step_index < len(steps) and self._should_continue_as_new():
+            if book.next_step_index >= len(steps):
+                break
+            moving_on = self._should_continue_as_new()
+            if (
+                book.logs
+                and (moving_on or len(book.logs) >= book.meta.logsKeptInRun)
+                # New commands (a local activity): only for runs that started with this code.
+                and workflow.patched(PATCH_LOG_PAGING)
+            ):
+                await self._page_out_logs()
+            if moving_on:
                 carried = book.carry()
                 if len(carried.model_dump_json()) > CARRY_LIMIT_BYTES:
                     # Too big to pass on in one payload: this history still has headroom (the
@@ -174,6 +190,31 @@ class PackRun:
                     )
                 )
         return True
+
+    async def _page_out_logs(self) -> None:
+        """Move the log entries the workflow holds to the artifact store, so neither this
+        history's memory nor the state carried across continue-as-new grows with the log."""
+        book = self.book
+        entries = [e.model_dump(mode="json") for e in book.logs]
+        try:
+            segment = await workflow.execute_local_activity(
+                STORE_LOG_SEGMENT,
+                LogSegmentWrite(runId=book.meta.runId, tenant=book.meta.tenant, entries=entries),
+                result_type=LogSegment,
+                start_to_close_timeout=LOG_PAGE_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary="page out log entries",
+            )
+        except ActivityError as exc:  # the entries stay here: nothing is lost, only kept longer
+            if not self._paging_warned:
+                self._paging_warned = True
+                book.log(
+                    "run.logs-kept",
+                    f"Log entries could not be paged out to the artifact store: {exc.cause or exc}",
+                    level="warn",
+                )
+            return
+        book.paged_out(segment)
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()

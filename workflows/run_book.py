@@ -26,6 +26,7 @@ from workflows.contract.state import (
     Decision,
     LogEntry,
     LogLevel,
+    LogSegment,
     LogsPage,
     RunMeta,
     RunStateSnapshot,
@@ -41,6 +42,7 @@ ANONYMOUS = "anonymous"
 """The actor of auth-off dev mode: exempt from `allowRequester`, so one person can try a pack."""
 TIMER = "timer"
 """Who settles an approval when its deadline passes: never a person."""
+SEGMENTS_PER_PAGE = 20
 TERMINAL_STEP = frozenset({"Succeeded", "Failed", "Skipped"})
 
 _EVENT_FOR_STATUS: dict[str, tuple[str, LogLevel, str]] = {
@@ -79,6 +81,12 @@ class RunBook:
         self.children: dict[str, list[str]] = {}
         self.approvals: dict[str, ApprovalState] = {a.approvalId: a for a in approval_states(plan)}
         self.logs: list[LogEntry] = []
+        """The entries kept in the workflow: those after `paged_through`."""
+        self.log_segments: list[LogSegment] = []
+        self.paged_through = 0
+        """Entries 1..paged_through are in the artifact store (`log_segments`)."""
+        self.paged_head: str | None = None
+        """The chain hash of entry `paged_through`, which the next entry chains from."""
         self.listeners: list[Callable[[LogEntry], None]] = []
         self.artifacts: list[ArtifactRecord] = []
         self.outputs: dict[str, Any] = {}
@@ -93,6 +101,9 @@ class RunBook:
                 self._add(state)
             self.approvals = {a.approvalId: a for a in carried.approvals}
             self.logs = list(carried.logs)
+            self.log_segments = list(carried.logSegments)
+            self.paged_through = carried.logsPagedThrough
+            self.paged_head = carried.logsPagedHead
             if any(entry.hash is None for entry in self.logs):
                 # Carried by a run that began before the log was chained: chain it from the start.
                 entries, self.logs = self.logs, []
@@ -106,7 +117,7 @@ class RunBook:
 
     def _chain(self, entry: LogEntry) -> LogEntry:
         """Append `entry` to the log with its chain hash (contract.log_chain)."""
-        previous = self.logs[-1].hash if self.logs else None
+        previous = self.logs[-1].hash if self.logs else self.paged_head
         chained = entry.model_copy(
             update={"hash": entry_hash(previous or GENESIS, entry.model_dump(mode="json"))}
         )
@@ -115,7 +126,7 @@ class RunBook:
 
     @property
     def log_chain_head(self) -> str:
-        return (self.logs[-1].hash if self.logs else None) or GENESIS
+        return (self.logs[-1].hash if self.logs else self.paged_head) or GENESIS
 
     def stamp(self) -> str:
         return iso(self._now())
@@ -130,7 +141,7 @@ class RunBook:
         **metadata: Any,
     ) -> LogEntry:
         entry = LogEntry(
-            sequence=len(self.logs) + 1,
+            sequence=self.paged_through + len(self.logs) + 1,
             timestamp=self.stamp(),
             level=level,
             eventType=event,
@@ -157,7 +168,8 @@ class RunBook:
             if state.stepId in self.steps:
                 self.steps[state.stepId] = state
         for entry in logs:
-            self._chain(entry.model_copy(update={"sequence": len(self.logs) + 1}))
+            sequence = self.paged_through + len(self.logs) + 1
+            self._chain(entry.model_copy(update={"sequence": sequence}))
         self.artifacts.extend(artifacts)
         self.updated_at = self.stamp()
 
@@ -491,7 +503,7 @@ class RunBook:
             outputs=self.outputs,
             error=self.error,
             logChainHead=self.log_chain_head,
-            logEntries=len(self.logs),
+            logEntries=self.paged_through + len(self.logs),
         )
 
     def ordered_steps(self) -> list[StepState]:
@@ -506,10 +518,24 @@ class RunBook:
 
     def logs_page(self, after: int, limit: int, finished: bool) -> LogsPage:
         limit = max(1, min(limit, 5000))
-        # Sequences are 1..n with no gaps, so `after` is also the list index to start at.
-        entries = self.logs[max(after, 0) : max(after, 0) + limit]
-        next_seq = entries[-1].sequence if entries else max(after, 0)
+        after = max(after, 0)
+        if after < self.paged_through:
+            # Older than what the workflow keeps: say where the API finds them.
+            segments = [s for s in self.log_segments if s.last > after][:SEGMENTS_PER_PAGE]
+            return LogsPage(entries=[], nextSequence=after, finished=False, segments=segments)
+        # Sequences are gap-free, so `after` less what was paged out is the index to start at.
+        start = after - self.paged_through
+        entries = self.logs[start : start + limit]
+        next_seq = entries[-1].sequence if entries else after
         return LogsPage(entries=entries, nextSequence=next_seq, finished=finished)
+
+    def paged_out(self, segment: LogSegment) -> None:
+        """Entries up to `segment.last` are in the artifact store now: drop them here."""
+        self.log_segments.append(segment)
+        last = next(e for e in self.logs if e.sequence == segment.last)
+        self.logs = [e for e in self.logs if e.sequence > segment.last]
+        self.paged_through = segment.last
+        self.paged_head = last.hash
 
     def carry(self) -> CarriedState:
         return CarriedState(
@@ -520,6 +546,9 @@ class RunBook:
             steps=list(self.steps.values()),
             approvals=list(self.approvals.values()),
             logs=self.logs,
+            logSegments=self.log_segments,
+            logsPagedThrough=self.paged_through,
+            logsPagedHead=self.paged_head,
             artifacts=self.artifacts,
             cancelRequested=self.cancel_requested,
         )

@@ -12,6 +12,7 @@ RUN_STEP = "run_step"
 EVALUATE_POLICY = "evaluate_policy"
 CAPTURE_OUTPUTS = "capture_outputs"
 DELIVER_WEBHOOK = "deliver_webhook"
+STORE_LOG_SEGMENT = "store_log_segment"
 STEP_FAILED = "StepFailed"
 """ApplicationError type for a step that failed for good; `details[0]` is the step's outputs."""
 
@@ -73,6 +74,15 @@ class CaptureRequest(Wire):
 
 class CaptureResult(Wire):
     artifacts: list[ArtifactRecord] = Field(default_factory=list)
+
+
+class LogSegmentWrite(Wire):
+    """Log entries of a run to page out to the artifact store, in sequence order (as dicts: the
+    contract's LogEntry, which lives in workflows.contract.state)."""
+
+    runId: str
+    tenant: str
+    entries: list[dict[str, Any]]
 
 
 class WebhookDelivery(Wire):

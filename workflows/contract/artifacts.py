@@ -6,6 +6,7 @@ Under the store's root (the `data_dir` setting):
     runs/<tenant>/<runId>/workspace/         the shell executor's default working directory
     runs/<tenant>/<runId>/artifacts/<name>   captured files, stdout/stderr of shell steps, ...
     runs/<tenant>/<runId>/scratch/           executors' temporary files (removed after use)
+    runs/<tenant>/<runId>/logs/<first>-<last>.ndjson   log entries paged out of the workflow
 
 `ArtifactRecord.storedPath` is the path relative to the root, so the root can move (or be
 mounted elsewhere by the API) without rewriting run state. Tenants, run ids and artifact names
@@ -20,6 +21,7 @@ RUNS = "runs"
 WORKSPACE = "workspace"
 ARTIFACTS = "artifacts"
 SCRATCH = "scratch"
+LOGS = "logs"
 
 _MAX_NAME_BYTES = 255
 
@@ -46,6 +48,11 @@ def check_name(name: str, what: str = "artifact name") -> str:
 def run_folder(root: Path, tenant: str, run_id: str) -> Path:
     """The folder of one run's files under a (resolved) store root."""
     return root / RUNS / check_name(tenant, "tenant") / check_name(run_id, "run id")
+
+
+def log_segment_name(first: int, last: int) -> str:
+    """The file of log entries `first..last` in the run's `logs/` folder (sorts in order)."""
+    return f"{first:012d}-{last:012d}.ndjson"
 
 
 def stored_file(root: Path, tenant: str, run_id: str, stored_path: str) -> Path | None:

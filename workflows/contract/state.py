@@ -128,6 +128,9 @@ class RunMeta(Model):
     searchAttributes: bool = True
     continueAsNewAfterEvents: int | None = None
     """Continue-as-new past this history length even before Temporal suggests it (for tests)."""
+    logsKeptInRun: int = 1000
+    """Past this many log entries in the workflow, older ones are paged out to the artifact store
+    at the next step boundary (and all of them before continuing as new)."""
     webhooks: list[WebhookRef] = Field(default_factory=list)
     """The tenant's webhooks when the run started; each gets the events it asked for."""
 
@@ -200,7 +203,8 @@ class ChunkResult(Model):
 
 
 class CarriedState(Model):
-    """What a run carries across continue-as-new."""
+    """What a run carries across continue-as-new. Log entries older than `logsPagedThrough` are
+    in the artifact store (`logSegments`), not here."""
 
     status: RunStatus
     createdAt: str
@@ -209,6 +213,9 @@ class CarriedState(Model):
     steps: list[StepState]
     approvals: list[ApprovalState]
     logs: list[LogEntry]
+    logSegments: list[LogSegment] = Field(default_factory=list)
+    logsPagedThrough: int = 0
+    logsPagedHead: str | None = None
     artifacts: list[ArtifactRecord]
     cancelRequested: bool = False
 
@@ -258,10 +265,22 @@ class LogsQuery(Model):
     limit: int = 1000
 
 
+class LogSegment(Model):
+    """Log entries `first..last` of a run, paged out of the workflow to the artifact store (one
+    NDJSON file, `storedPath` relative to the store's root), so carried state stays bounded."""
+
+    first: int
+    last: int
+    storedPath: str
+
+
 class LogsPage(Model):
     entries: list[LogEntry]
     nextSequence: int
     finished: bool
+    segments: list[LogSegment] = Field(default_factory=list)
+    """When `after` is older than what the run keeps: the segments holding the next entries
+    (`entries` is empty then); the API reads them from the artifact store."""
 
 
 PackRunInput.model_rebuild()
