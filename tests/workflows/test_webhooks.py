@@ -41,7 +41,7 @@ spec:
 class Receiver:
     """A webhook receiver on loopback that records what it was sent."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, fail_first: int = 0) -> None:
         self.port = port
         self.received: list[tuple[dict[str, str], bytes]] = []
         received = self.received
@@ -50,7 +50,8 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
+                # The first `fail_first` requests are answered 503, so they are retried.
+                self.send_response(503 if len(received) <= fail_first else 204)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -75,8 +76,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def receiver(port: int) -> Iterator[Receiver]:
-    rec = Receiver(port)
+def receiver(port: int, fail_first: int = 0) -> Iterator[Receiver]:
+    rec = Receiver(port, fail_first)
     try:
         yield rec
     finally:
@@ -174,3 +175,23 @@ class TestDeliveries:
                 assert [e["eventType"] for e in rec.events()] == ["run.completed"]
             delivered = [e for e in await logs_of(handle) if e.eventType == "webhook.delivered"]
             assert int(delivered[0].metadata["attempts"]) >= 2
+
+    async def test_retries_carry_the_same_links_minted_for_the_webhook(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        # Issue #10 (b): each retry minted fresh links, and each fresh link was another vote.
+        client = dev_env.client
+        tq = unique("tq")
+        port = free_port()
+        with receiver(port, fail_first=2) as rec:
+            async with worker_for(client, tmp_path, tq, settings=settings()):
+                handle = await start_pack(
+                    client, tq, GATED, webhooks=[hook(port, ["gate.awaiting"])]
+                )
+                await until(lambda: len(rec.received) >= 3)
+                attempts = [e["links"] for e in rec.events()]
+                assert len(attempts) == 3 and attempts[0] == attempts[1] == attempts[2]
+                for verb, decision in (("approve", "approved"), ("reject", "rejected")):
+                    token = verify_token(KEY.encode(), attempts[0][verb].rsplit("/", 1)[1], now=0)
+                    assert (token.decision, token.identity) == (decision, "webhook:bot")
+                await handle.cancel()
