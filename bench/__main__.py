@@ -10,7 +10,9 @@
 - reads, against a worker and the API each in a process of their own: `GET /runs/{id}` p50/p99
   with 50 readers while 0, 200 and 1,000 runs wait at gates, beside `/healthz`, a raw describe
   and a raw query under the same readers (bench/read_bench.py);
-- API, likewise: approval latency and read latency (bench/api_bench.py).
+- API, likewise: approval latency and read latency (bench/api_bench.py);
+- sandbox: the start-up cost of running a step's command in the sandbox against a bare
+  subprocess, as a ratio (bench/sandbox_bench.py).
 
 Each figure that has a target says whether it met it. The machine is part of the result: the
 numbers mean little without it, and the load average says whether something else was running.
@@ -34,7 +36,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import api_bench, compile_bench, history_bench, read_bench, workflow_bench
+from bench import (
+    api_bench,
+    compile_bench,
+    history_bench,
+    read_bench,
+    sandbox_bench,
+    workflow_bench,
+)
 from bench.service import service
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
@@ -245,13 +254,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gates", type=int, default=30)
     parser.add_argument("--readers", type=int, default=50)
     parser.add_argument("--requests", type=int, default=20, help="GETs per reader")
+    parser.add_argument(
+        "--sandbox-rounds", type=int, default=40, help="sandbox start-up rounds (0 skips)"
+    )
+    parser.add_argument("--only", choices=["sandbox"], help="run only this benchmark (quick look)")
     args = parser.parse_args(argv)
 
     began = time.monotonic()
     info = machine()
     info["bytecode"] = compile_bytecode()
-    rows = compile_rows(args.sizes, args.repeat)
-    rows += asyncio.run(runtime_and_api(args))
+    rows: list[Row] = []
+    if args.only is None:
+        rows += compile_rows(args.sizes, args.repeat)
+    if args.sandbox_rounds:
+        rows += [
+            Row("sandbox", f.name, f.value, f.unit, f.target, f.met, f.note)
+            for f in asyncio.run(sandbox_bench.measure(args.sandbox_rounds))
+        ]
+    if args.only is None:
+        rows += asyncio.run(runtime_and_api(args))
     seconds = time.monotonic() - began
     print(render(rows, info, seconds))
     args.json.parent.mkdir(parents=True, exist_ok=True)
