@@ -199,7 +199,9 @@ class Authenticator:
             raise Unauthenticated(f"invalid token: {exc}", invalid_token=True) from None
         scopes = frozenset(_strings(claims.get("scope")) + _strings(claims.get("scp")))
         single = claims.get("tenant")
-        named = ([single] if isinstance(single, str) else []) + _strings(claims.get("tenants"))
+        # `tenant` is one slug (never split on spaces); issuers that put a list there mean a list.
+        named = [single] if isinstance(single, str) else _strings(single)
+        named += _strings(claims.get("tenants"))
         tenants = frozenset(named)
         wildcard = ALL_TENANTS in tenants
         if wildcard and ADMIN not in scopes:

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from api.auth import AuthConfigError, Authenticator
-from api.errors import Unauthenticated
+from api.errors import TenantForbidden, Unauthenticated
 from api.settings import ApiSettings
 from tests.api.support import SECRET
 
@@ -79,3 +79,34 @@ class TestAuthenticator:
         principal = Authenticator(ApiSettings(auth_enabled=False)).authenticate(None)
         assert principal.subject == "anonymous"
         assert principal.has_scope("taskrunner.admin") and principal.missing_grants(["x"]) == []
+
+
+class TestTenantClaims:
+    def test_tenant_and_tenants_add_up(self) -> None:
+        auth = Authenticator(ApiSettings(jwt_hs256_secret=SECRET))
+        principal = auth.authenticate(
+            jwt.encode(claims(tenant="acme", tenants="globex initech"), SECRET, algorithm="HS256")
+        )
+        assert principal.tenants == {"acme", "globex", "initech"} and not principal.all_tenants
+        listed = auth.authenticate(
+            jwt.encode(claims(tenant=["acme", "globex"]), SECRET, algorithm="HS256")
+        )
+        assert listed.tenants == {"acme", "globex"}
+        # A `tenant` with a space is one (invalid) name, not two tenants.
+        spaced = auth.authenticate(
+            jwt.encode(claims(tenant="acme globex"), SECRET, algorithm="HS256")
+        )
+        assert spaced.tenants == {"acme globex"}
+
+    def test_star_is_every_tenant_for_an_admin_only(self) -> None:
+        auth = Authenticator(ApiSettings(jwt_hs256_secret=SECRET))
+        admin = auth.authenticate(
+            jwt.encode(claims(scope="taskrunner.admin", tenants=["*"]), SECRET, algorithm="HS256")
+        )
+        assert admin.all_tenants and admin.tenant_for("anyone", "default") == "anyone"
+        with pytest.raises(TenantForbidden, match="platform admins"):
+            auth.authenticate(
+                jwt.encode(
+                    claims(scope="taskrunner.operator", tenant="*"), SECRET, algorithm="HS256"
+                )
+            )
