@@ -33,6 +33,7 @@ from api.routes import (
 )
 from api.settings import ApiSettings
 from api.temporal import TemporalConnection
+from compiler.executors import ExecutorCatalog
 from workflows.contract.service_key import load_service_key
 
 log = structlog.get_logger("taskrunner.api")
@@ -65,10 +66,24 @@ TAGS = [
 ]
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
+def installed_executors() -> ExecutorCatalog:
+    """The executors installed beside the API (builtins and `taskrunner.executors` entry
+    points) with their parameter schemas. The API and the worker are one installation (one
+    image), so these are the executors the worker runs; only this catalog, as data, crosses
+    from `activities` into the API."""
+    from activities.registry import Registry
+
+    return Registry().catalog()
+
+
+def create_app(settings: ApiSettings, *, executors: ExecutorCatalog | None = None) -> FastAPI:
     """The API for `settings`. Raises `api.auth.AuthConfigError` when auth cannot work, and
-    `ServiceKeyError` when the configured service key cannot be read."""
+    `ServiceKeyError` when the configured service key cannot be read.
+
+    `executors` is the catalog packs are checked against at compile time (an unknown `uses`
+    or a wrong `with` is a 400); by default the installed ones (`installed_executors`)."""
     services = Services(
+        executors=installed_executors() if executors is None else executors,
         settings=settings,
         temporal=TemporalConnection(settings),
         database=ApiDatabase.from_settings(settings),

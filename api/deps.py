@@ -7,8 +7,10 @@ authenticator); the aliases hand out pieces of it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, cast
+from functools import partial
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -33,6 +35,9 @@ from api.reads import StateReads
 from api.schemas import MAX_RUN_ID_LENGTH, RUN_ID_PATTERN
 from api.settings import ApiSettings
 from api.temporal import TemporalConnection
+from compiler import compile_manifest
+from compiler.compile import CompiledPlan
+from compiler.executors import ExecutorCatalog
 from workflows.contract.service_key import ServiceKey
 
 
@@ -49,6 +54,9 @@ class Services:
     page_tokens: PageTokens = field(default_factory=lambda: PageTokens(None))
     service_key: ServiceKey | None = None
     """The Ed25519 key evidence bundles are signed with (workflows.contract.service_key)."""
+    executors: ExecutorCatalog | None = None
+    """The executors the service runs, with their parameter schemas: packs are checked
+    against it at compile time (None: not checked, an unknown executor fails when it runs)."""
 
 
 async def _services(request: Request) -> Services:
@@ -63,6 +71,20 @@ async def _settings(services: ServicesDep) -> ApiSettings:
 
 
 SettingsDep = Annotated[ApiSettings, Depends(_settings)]
+
+Compile = Callable[[str, Mapping[str, Any] | None], CompiledPlan]
+
+
+async def _compiler(services: ServicesDep) -> Compile:
+    """`compile_manifest` with the operator's ceilings and the service's executor catalog."""
+    return partial(
+        compile_manifest,
+        ceilings=services.settings.ceilings(),
+        known_executors=services.executors,
+    )
+
+
+CompileDep = Annotated[Compile, Depends(_compiler)]
 
 
 def signing_key(settings: ApiSettings) -> bytes | None:

@@ -15,6 +15,7 @@ from typing import Any
 from cli.main import EXIT_OK, CliError, Subcommands
 from compiler import ManifestError, compile_manifest, load_manifest
 from compiler.compile import build_plan
+from compiler.executors import ExecutorCatalog
 from compiler.hashing import plan_document
 from compiler.loader import MAX_MANIFEST_BYTES, load_yaml
 from compiler.plan import walk
@@ -62,6 +63,22 @@ def _pack_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE|JSON",
         help="input values: a JSON object, or a JSON or YAML file holding one",
     )
+    parser.add_argument(
+        "--any-executor",
+        action="store_true",
+        help="do not check `uses` and `with` against the executors installed here (for a pack "
+        "meant for a service with executors this machine lacks)",
+    )
+
+
+def executors(args: argparse.Namespace) -> ExecutorCatalog | None:
+    """The executors installed here (builtins and entry points), the catalog `uses` and `with`
+    are checked against, as the API checks them against the service's."""
+    if args.any_executor:
+        return None
+    from activities.registry import Registry
+
+    return Registry().catalog()
 
 
 def validate_command(args: argparse.Namespace) -> int:
@@ -70,7 +87,7 @@ def validate_command(args: argparse.Namespace) -> int:
     manifest = load_manifest(text)
     note = ""
     try:
-        plan = build_plan(manifest, inputs)
+        plan = build_plan(manifest, inputs, known_executors=executors(args))
         note = f", {len(walk(plan.steps))} steps"
     except ManifestError as exc:
         errors = exc.errors
@@ -86,14 +103,18 @@ def validate_command(args: argparse.Namespace) -> int:
 
 
 def plan_command(args: argparse.Namespace) -> int:
-    compiled = compile_manifest(read_pack(args.pack), read_inputs(args.inputs))
+    compiled = compile_manifest(
+        read_pack(args.pack), read_inputs(args.inputs), known_executors=executors(args)
+    )
     print(f"planHash: {compiled.plan_hash}")
     print(json.dumps(plan_document(compiled.plan), indent=2, ensure_ascii=False))
     return EXIT_OK
 
 
 def simulate_command(args: argparse.Namespace) -> int:
-    compiled = compile_manifest(read_pack(args.pack), read_inputs(args.inputs))
+    compiled = compile_manifest(
+        read_pack(args.pack), read_inputs(args.inputs), known_executors=executors(args)
+    )
     result = simulate(compiled.plan, compiled.plan_hash)
     if args.output == "table":
         print(render_table(result))

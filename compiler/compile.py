@@ -14,6 +14,7 @@ from compiler import manifest as m
 from compiler import plan as p
 from compiler.ceilings import Ceilings, check_ceilings
 from compiler.errors import ErrorDetail, ManifestError, join_path
+from compiler.executors import ExecutorCatalog, check_run
 from compiler.expressions import (
     ExpressionError,
     Reference,
@@ -60,14 +61,16 @@ def compile_manifest(
     text: str | bytes,
     inputs: Mapping[str, Any] | None = None,
     *,
-    known_executors: Collection[str] | None = None,
+    known_executors: Collection[str] | ExecutorCatalog | None = None,
     max_bytes: int = MAX_MANIFEST_BYTES,
     ceilings: Ceilings | None = None,
 ) -> CompiledPlan:
     """Compile a manifest with its inputs into a plan and its hash.
 
-    `known_executors`, when given, makes an unknown `uses` a validation error; without it an
-    unknown executor is only found when the step runs. `ceilings`, when given, refuses a
+    `known_executors`, when given, makes an unknown `uses` a validation error (with a "did you
+    mean"); given as an executor catalog (`uses` → JSON Schema of its `with`, see
+    `compiler.executors`), each step's `with` is checked too. Without it an unknown executor
+    is only found when the step runs. `ceilings`, when given, refuses a
     sandbox or step timeout above the operator's ceilings (see `compiler.ceilings`).
     """
     manifest = load_manifest(text, max_bytes=max_bytes)
@@ -79,7 +82,7 @@ def build_plan(
     manifest: m.Manifest,
     inputs: Mapping[str, Any] | None = None,
     *,
-    known_executors: Collection[str] | None = None,
+    known_executors: Collection[str] | ExecutorCatalog | None = None,
     ceilings: Ceilings | None = None,
 ) -> p.Plan:
     if ceilings is not None:
@@ -133,10 +136,16 @@ class _Scope:
 
 
 class _Builder:
-    def __init__(self, manifest: m.Manifest, known_executors: Collection[str] | None) -> None:
+    def __init__(
+        self, manifest: m.Manifest, known_executors: Collection[str] | ExecutorCatalog | None
+    ) -> None:
         self.manifest = manifest
         self.spec = manifest.spec
-        self.known_executors = known_executors
+        self.known_executors: ExecutorCatalog | None = (
+            known_executors
+            if known_executors is None or isinstance(known_executors, Mapping)
+            else dict.fromkeys(known_executors)
+        )
         self.errors: list[ErrorDetail] = []
         self.step_paths: dict[str, str] = {}
         # Ids of the steps that run before the point being built. One mutable set, grown and
@@ -282,7 +291,7 @@ class _Builder:
 
         if step.run is not None:
             run = step.run
-            self._check_uses(run.uses, f"{path}.run.uses")
+            self._check_run(run, f"{path}.run")
             with_scope = _Scope(scope.iteration_vars, allow_secrets=True)
             secrets = self._templates(run.with_, f"{path}.run.with", with_scope)
             retries = run.retries
@@ -462,10 +471,9 @@ class _Builder:
             own + ids,
         )
 
-    def _check_uses(self, uses: str, path: str) -> None:
-        if self.known_executors is not None and uses not in self.known_executors:
-            known = ", ".join(sorted(self.known_executors))
-            self.error(path, f"unknown executor {uses!r} (known: {known})")
+    def _check_run(self, run: m.RunBody, path: str) -> None:
+        if self.known_executors is not None:
+            self.errors.extend(check_run(self.known_executors, run.uses, run.with_, path))
 
     def _output(self, out: m.Output, path: str, scope: _Scope) -> p.OutputSpec:
         expression = None

@@ -133,7 +133,7 @@ def resolve_inputs(
         return {}, [ErrorDetail("inputs", "must be an object of input names to values")]
     by_name = {d.name: d for d in declared}
     for name in given:
-        if not _is_text(name):
+        if isinstance(name, str) and not _is_text(name):
             shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
             errors.append(ErrorDetail(f"inputs.{shown}", f"the name {_SURROGATE}"))
         elif name not in by_name:

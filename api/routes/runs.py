@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
@@ -14,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import OPERATOR
 from api.database import available
 from api.deps import (
+    CompileDep,
     DatabaseDep,
     Operator,
     RunId,
@@ -47,7 +47,6 @@ from api.schemas import (
     run_state,
 )
 from api.settings import ApiSettings
-from compiler import compile_manifest
 from workflows.contract.state import CancelSignal, WebhookRef
 
 router = APIRouter(prefix=PREFIX, tags=["Runs"], route_class=IdempotentRoute)
@@ -90,6 +89,7 @@ async def create_pack_run(
     principal: Operator,
     idempotency: IdempotentCreate,
     settings: SettingsDep,
+    compile_pack: CompileDep,
     body: CreateRunRequest,
     response: Response,
     runs: Runs,
@@ -99,9 +99,7 @@ async def create_pack_run(
     """The run gets the tenant's webhooks as registered now; later registrations apply to later
     runs. The tenant is the header's or the body's `tenantId` (they must agree), one of the
     token's tenants."""
-    compiled = await run_in_threadpool(
-        partial(compile_manifest, ceilings=settings.ceilings()), body.manifest, body.inputs
-    )
+    compiled = await run_in_threadpool(compile_pack, body.manifest, body.inputs)
     claim = idempotency
     # Under an Idempotency-Key the run id was fixed with the key's claim, before this start.
     run_id = (claim.run_id if claim else None) or body.runId or new_run_id()

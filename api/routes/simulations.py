@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SettingsDep, Tenant, Viewer
+from api.deps import CompileDep, Tenant, Viewer
 from api.errors import documented
 from api.routes import PREFIX
 from api.schemas import SimulationRequest, SimulationResponse
-from compiler import compile_manifest
 from compiler.simulation import simulate
 
 router = APIRouter(prefix=PREFIX, tags=["Simulations"])
@@ -25,11 +22,9 @@ router = APIRouter(prefix=PREFIX, tags=["Simulations"])
     responses=documented(400, 401, 403, 413, plan_errors=True),
 )
 async def simulate_task_pack(
-    principal: Viewer, tenant: Tenant, settings: SettingsDep, body: SimulationRequest
+    principal: Viewer, tenant: Tenant, compile_pack: CompileDep, body: SimulationRequest
 ) -> SimulationResponse:
     # Compiling a large manifest is CPU work: off the event loop.
-    compiled = await run_in_threadpool(
-        partial(compile_manifest, ceilings=settings.ceilings()), body.manifest, body.inputs
-    )
+    compiled = await run_in_threadpool(compile_pack, body.manifest, body.inputs)
     result = await run_in_threadpool(simulate, compiled.plan, compiled.plan_hash)
     return SimulationResponse.model_validate(result)

@@ -107,3 +107,52 @@ def test_register_programmatically() -> None:
     assert registry.get("custom:inline") is custom
     with pytest.raises(ValueError, match="must start with"):
         registry.register("inline", custom)
+
+
+DECLARING_PLUGIN = """
+from pydantic import BaseModel, ConfigDict
+
+class ScanParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    target: str
+    depth: int = 1
+
+async def scan(params, ctx):
+    return {"findings": 0}
+
+scan.params = ScanParams
+
+async def build(params, ctx):
+    return {}
+
+build.params_schema = {"type": "object", "properties": {"ref": {"type": "string"}}}
+
+async def free(params, ctx):
+    return {}
+"""
+
+
+def test_catalog_has_builtin_and_declared_schemas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = _module(tmp_path, monkeypatch, DECLARING_PLUGIN)
+    eps = [
+        # Named with its prefix, an entry point provides what packs call a builtin.
+        EntryPoint(name="builtin:scanner", value=f"{module}:scan", group=ENTRY_POINT_GROUP),
+        EntryPoint(name="build", value=f"{module}:build", group=ENTRY_POINT_GROUP),
+        EntryPoint(name="free", value=f"{module}:free", group=ENTRY_POINT_GROUP),
+        EntryPoint(name="broken", value=f"{module}:nothing", group=ENTRY_POINT_GROUP),
+    ]
+    catalog = Registry(entry_points=eps).catalog()
+    assert catalog["builtin:sleep"] is not None
+    assert catalog["builtin:sleep"]["required"] == ["seconds"]
+    assert catalog["builtin:echo"] is None  # takes any `with`
+    scanner = catalog["builtin:scanner"]
+    assert scanner is not None and scanner["required"] == ["target"]
+    assert scanner["additionalProperties"] is False
+    assert catalog["custom:build"] == {
+        "type": "object",
+        "properties": {"ref": {"type": "string"}},
+    }
+    assert catalog["custom:free"] is None
+    assert catalog["custom:broken"] is None  # listed: its steps fail when they run, as before

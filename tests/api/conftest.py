@@ -19,7 +19,7 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from api.app import create_app
+from api.app import create_app, installed_executors
 from cli.settings import DevSettings
 from tests.api.support import SECRET, SERVICE_KEY, SIGNING_KEY, serve
 from tests.helpers import unique, worker_for
@@ -133,4 +133,24 @@ async def any_stack(request: pytest.FixtureRequest, stacks: StackOn) -> Stack:
 @pytest.fixture
 async def any_http(any_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=any_stack.url, timeout=30) as client:
+        yield client
+
+
+# The executors the contract's example packs use: an operator who installs them (a package of
+# `taskrunner.executors` entry points) gets an API that takes those packs.
+CONTRACT_EXECUTORS = ("builtin:scanner", "builtin:build", "builtin:deploy")
+
+
+@pytest.fixture(scope="session")
+async def contract_stack(stack: Stack) -> AsyncIterator[Stack]:
+    """A second API on the same worker whose catalog also names the contract's executors (the
+    worker itself does not have them, so their steps fail when they run)."""
+    catalog = {**installed_executors(), **dict.fromkeys(CONTRACT_EXECUTORS)}
+    with serve(create_app(stack.settings, executors=catalog)) as url:
+        yield Stack(url, stack.settings)
+
+
+@pytest.fixture
+async def contract_http(contract_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=contract_stack.url, timeout=30) as client:
         yield client

@@ -62,14 +62,24 @@ class TestCreateRun:
         assert re.fullmatch(r"run-\d{8}-[0-9a-f]{8}", run_id)
         assert response.headers["location"].endswith(f"/runs/{run_id}")
 
-    async def test_contract_example_is_created_and_fails_at_its_unknown_executor(
+    async def test_contract_example_is_refused_without_its_executors(
         self, http: httpx.AsyncClient
     ) -> None:
-        # builtin:build is no executor this worker has: the run is created all the same, and
-        # fails at that step saying why. Its tenant comes from the body's tenantId.
         body = contract_example(RUNS, "create-run")
         prod = bearer("taskrunner.operator", tenant="tenant-prod")
         response = await http.post(RUNS, json=body, headers=prod)
+        assert response.status_code == 400, response.text
+        paths = [e["path"] for e in response.json()["errors"]]
+        assert "spec.steps[0].run.uses" in paths  # builtin:build, before anything runs
+
+    async def test_contract_example_fails_at_an_executor_the_worker_lacks(
+        self, http: httpx.AsyncClient, contract_http: httpx.AsyncClient
+    ) -> None:
+        # The API's catalog names builtin:build but this worker has no such executor: the run
+        # is created, and fails at that step saying why. Its tenant comes from the body.
+        body = contract_example(RUNS, "create-run")
+        prod = bearer("taskrunner.operator", tenant="tenant-prod")
+        response = await contract_http.post(RUNS, json=body, headers=prod)
         assert response.status_code == 201, response.text
         assert response.json()["tenant"] == "tenant-prod"
         tenant = in_tenant("tenant-prod", "taskrunner.viewer")

@@ -11,9 +11,31 @@ SIMULATIONS = "/v1/task-runner/simulations"
 
 
 class TestSimulate:
-    async def test_contract_example_simulates(self, http: httpx.AsyncClient) -> None:
+    async def test_contract_example_needs_its_executor(self, http: httpx.AsyncClient) -> None:
         body = contract_example(SIMULATIONS, "basic-simulation")
         response = await http.post(SIMULATIONS, json=body, headers=READER)
+        assert response.status_code == 400, response.text
+        [error] = response.json()["errors"]
+        assert error["path"] == "spec.steps[0].run.uses"
+        assert "unknown executor 'builtin:scanner'" in error["message"]
+        assert "docs/executors.md" in error["message"]
+
+    async def test_misspelt_executor_and_wrong_with_are_400(self, http: httpx.AsyncClient) -> None:
+        pack = ECHO.replace('uses: "builtin:noop"', 'uses: "builtin:sleep", with: {second: 1}')
+        pack = pack.replace('"builtin:echo"', '"builtin:ecoh"')
+        response = await http.post(
+            SIMULATIONS, json={"manifest": pack, "inputs": {"who": "x"}}, headers=READER
+        )
+        assert response.status_code == 400, response.text
+        errors = {e["path"]: e["message"] for e in response.json()["errors"]}
+        assert "did you mean 'builtin:echo'?" in errors["spec.steps[0].run.uses"]
+        assert "did you mean 'seconds'?" in errors["spec.steps[1].run.with"]
+
+    async def test_contract_example_simulates_where_installed(
+        self, contract_http: httpx.AsyncClient
+    ) -> None:
+        body = contract_example(SIMULATIONS, "basic-simulation")
+        response = await contract_http.post(SIMULATIONS, json=body, headers=READER)
         assert response.status_code == 200, response.text
         result = response.json()
         assert result["planHash"].startswith("sha256:") and len(result["planHash"]) == 71

@@ -27,7 +27,7 @@ def invoke(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, st
 
 
 def test_script_simulates_a_pack(taskrunner: CliRunner) -> None:
-    result = taskrunner("simulate", CREATE_RUN)
+    result = taskrunner("simulate", CREATE_RUN, "--any-executor")
     assert result.returncode == EXIT_OK, result.stderr
     body = json.loads(result.stdout)
     assert body["hasPendingApprovals"] is True
@@ -58,7 +58,12 @@ def test_script_reports_other_errors_in_one_line_with_exit_1(taskrunner: CliRunn
 
 def test_script_plan_reads_stdin_and_inline_inputs(taskrunner: CliRunner) -> None:
     result = taskrunner(
-        "plan", "-", "--inputs", '{"target": "x"}', stdin=example("contract/basic-simulation.yaml")
+        "plan",
+        "-",
+        "--any-executor",
+        "--inputs",
+        '{"target": "x"}',
+        stdin=example("contract/basic-simulation.yaml"),
     )
     assert result.returncode == EXIT_OK, result.stderr
     first, rest = result.stdout.split("\n", 1)
@@ -86,8 +91,25 @@ def test_module_entry_point_works_too(root: Path) -> None:
 # ------------------------------------------------------------------ in process
 
 
+def test_contract_example_needs_its_executors(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = invoke(capsys, "simulate", BASIC, "-i", '{"target": "t"}')
+    assert (code, out) == (EXIT_INVALID, "")
+    assert err.startswith("spec.steps[0].run.uses: unknown executor 'builtin:scanner'")
+    assert "docs/executors.md" in err
+
+
+def test_misspelt_executor_is_caught_with_a_suggestion(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(example("run.yaml").replace("uses: builtin:echo", "uses: builtin:ecoh"))
+    code, _, err = invoke(capsys, "validate", str(pack))
+    assert code == EXIT_INVALID
+    assert "did you mean 'builtin:echo'?" in err
+
+
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
-    assert invoke(capsys, "validate", CREATE_RUN) == (
+    assert invoke(capsys, "validate", CREATE_RUN, "--any-executor") == (
         EXIT_OK,
         "valid: deploy-app 2.0.0, 3 steps\n",
         "",
@@ -97,19 +119,19 @@ def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
 def test_validate_without_inputs_does_not_ask_for_required_ones(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, out, _ = invoke(capsys, "validate", BASIC)
+    code, out, _ = invoke(capsys, "validate", BASIC, "--any-executor")
     assert (code, out) == (EXIT_OK, "valid: scan-deploy 1.0.0, inputs not checked\n")
 
 
 def test_validate_with_inputs_checks_them(capsys: pytest.CaptureFixture[str]) -> None:
-    assert invoke(capsys, "validate", BASIC, "--inputs", "{}") == (
+    assert invoke(capsys, "validate", BASIC, "--any-executor", "--inputs", "{}") == (
         EXIT_INVALID,
         "",
         "inputs.target: required input is missing\n",
     )
-    assert invoke(capsys, "validate", BASIC, "-i", '{"target": "t", "x": 1}')[2] == (
-        "inputs.x: unknown input (declared: target)\n"
-    )
+    assert invoke(capsys, "validate", BASIC, "--any-executor", "-i", '{"target": "t", "x": 1}')[
+        2
+    ] == ("inputs.x: unknown input (declared: target)\n")
 
 
 def test_validate_keeps_manifest_errors_when_inputs_are_not_given(
@@ -183,7 +205,7 @@ def test_yaml_errors_have_no_path(capsys: pytest.CaptureFixture[str], tmp_path: 
 
 
 def test_plan_output(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = invoke(capsys, "plan", CREATE_RUN)
+    code, out, _ = invoke(capsys, "plan", CREATE_RUN, "--any-executor")
     assert code == EXIT_OK
     first, rest = out.split("\n", 1)
     assert re.fullmatch(r"planHash: sha256:[a-f0-9]{64}", first)
@@ -198,7 +220,7 @@ def test_inputs_from_a_file(
 ) -> None:
     given = tmp_path / f"inputs{suffix}"
     given.write_text('{"target": "from-file"}' if suffix == ".json" else "target: from-file\n")
-    code, out, _ = invoke(capsys, "plan", BASIC, "--inputs", str(given))
+    code, out, _ = invoke(capsys, "plan", BASIC, "--any-executor", "--inputs", str(given))
     assert code == EXIT_OK
     assert json.loads(out.split("\n", 1)[1])["inputs"] == {"target": "from-file"}
 
@@ -214,7 +236,7 @@ def test_inputs_from_a_file(
 def test_bad_inputs_are_exit_1(
     capsys: pytest.CaptureFixture[str], value: str, message: str
 ) -> None:
-    code, out, err = invoke(capsys, "simulate", BASIC, "--inputs", value)
+    code, out, err = invoke(capsys, "simulate", BASIC, "--any-executor", "--inputs", value)
     assert (code, out) == (EXIT_ERROR, "")
     assert err.startswith(f"taskrunner: error: {message}")
     assert len(err.splitlines()) == 1
@@ -233,14 +255,16 @@ def test_bad_inputs_files(
 ) -> None:
     given = tmp_path / "inputs.yaml"
     given.write_text(content)
-    code, _, err = invoke(capsys, "simulate", BASIC, "-i", str(given))
+    code, _, err = invoke(capsys, "simulate", BASIC, "--any-executor", "-i", str(given))
     assert code == EXIT_ERROR
     assert message in err
     assert len(err.splitlines()) == 1
 
 
 def test_simulate_json_is_the_simulation_response(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = invoke(capsys, "simulate", BASIC, "-i", '{"target": "t"}', "--output", "json")
+    code, out, _ = invoke(
+        capsys, "simulate", BASIC, "--any-executor", "-i", '{"target": "t"}', "--output", "json"
+    )
     body = json.loads(out)
     assert code == EXIT_OK
     assert set(body) == {
@@ -306,7 +330,7 @@ def test_usage_errors_are_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
         main(["simulate"])
     assert info.value.code == EXIT_ERROR
     with pytest.raises(SystemExit) as info:
-        main(["simulate", BASIC, "--output", "yaml"])
+        main(["simulate", BASIC, "--any-executor", "--output", "yaml"])
     assert info.value.code == EXIT_ERROR
     with pytest.raises(SystemExit) as info:
         main([])
@@ -326,12 +350,12 @@ def test_unexpected_errors_are_one_line(
 ) -> None:
     import cli.pack_commands
 
-    def explode(*_: object) -> None:
+    def explode(*_: object, **__: object) -> None:
         raise RuntimeError("boom\nsecond line")
 
     monkeypatch.setattr(cli.pack_commands, "compile_manifest", explode)
     monkeypatch.delenv("TASKRUNNER_DEBUG", raising=False)
-    code, _, err = invoke(capsys, "plan", BASIC)
+    code, _, err = invoke(capsys, "plan", BASIC, "--any-executor")
     assert code == EXIT_ERROR
     assert err == "taskrunner: error: RuntimeError: boom (set TASKRUNNER_DEBUG=1 for a traceback)\n"
 

@@ -860,3 +860,66 @@ def test_dates_and_numbers_are_read_as_the_author_wrote_them() -> None:
     assert load_manifest(text).metadata.version == "2024-01-01"
     text = dump(manifest()).replace("version: 1.0.0", "version: 1.5")
     assert load_manifest(text).metadata.version == "1.5"
+
+
+CATALOG = {
+    "builtin:echo": None,
+    "builtin:sleep": {
+        "type": "object",
+        "properties": {"seconds": {"type": "number", "minimum": 0}},
+        "required": ["seconds"],
+        "additionalProperties": False,
+    },
+}
+
+
+class TestExecutorCatalog:
+    def test_a_misspelt_executor_is_refused_with_a_suggestion(self) -> None:
+        text = dump(manifest({"steps": [{"id": "a", "run": {"uses": "builtin:ecoh"}}]}))
+        [(path, message)] = errors_of_with(text, CATALOG)
+        assert path == "spec.steps[0].run.uses"
+        assert "did you mean 'builtin:echo'?" in message
+
+    def test_an_unrelated_executor_gets_no_suggestion(self) -> None:
+        text = dump(manifest({"steps": [{"id": "a", "run": {"uses": "builtin:scanner"}}]}))
+        [(path, message)] = errors_of_with(text, CATALOG)
+        assert path == "spec.steps[0].run.uses"
+        assert "did you mean" not in message
+        assert "docs/executors.md" in message
+
+    def test_with_is_checked_against_the_schema(self) -> None:
+        steps = [
+            {"id": "a", "run": {"uses": "builtin:sleep", "with": {"second": 1}}},
+            {"id": "b", "run": {"uses": "builtin:sleep", "with": {"seconds": "soon"}}},
+            {"id": "c", "run": {"uses": "builtin:sleep", "with": {"seconds": -1}}},
+        ]
+        found = errors_of_with(dump(manifest({"steps": steps})), CATALOG)
+        paths = [p for p, _ in found]
+        assert "spec.steps[0].run.with" in paths
+        assert any("did you mean 'seconds'?" in m for _, m in found)
+        assert "spec.steps[1].run.with.seconds" in paths
+        assert "spec.steps[2].run.with.seconds" in paths
+
+    def test_an_expression_value_is_left_to_run_time(self) -> None:
+        pack = manifest(
+            {
+                "inputs": [{"name": "n", "type": "number"}],
+                "steps": [
+                    {
+                        "id": "a",
+                        "run": {"uses": "builtin:sleep", "with": {"seconds": "{{ inputs.n }}"}},
+                    }
+                ],
+            }
+        )
+        compile_manifest(dump(pack), {"n": 1}, known_executors=CATALOG)
+
+    def test_any_with_for_an_executor_without_a_schema(self) -> None:
+        pack = manifest({"steps": [echo("a", anything=[1, 2], goes={"x": 1})]})
+        compile_manifest(dump(pack), known_executors=CATALOG)
+
+
+def errors_of_with(text: str, catalog: Any) -> list[tuple[str, str]]:
+    with pytest.raises(ManifestError) as info:
+        compile_manifest(text, known_executors=catalog)
+    return [(e.path, e.message) for e in info.value.errors]
