@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean browser
+.PHONY: run test test-postgresql lint bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# `make test` runs the database's own tests (tests/db, idempotency, webhooks) on SQLite and on
+# PostgreSQL, and the rest of the API's on SQLite; this runs all of the API's on PostgreSQL.
+test-postgresql: $(STAMP) browser
+	TASKRUNNER_TEST_DATABASE=postgresql $(BIN)/python -m pytest -q tests/api tests/cli tests/db
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,5 +1,5 @@
 """Database commands: `taskrunner db upgrade` (the migrations; compose runs it before the API
-starts) and `taskrunner db current`.
+starts), `taskrunner db current`, and `taskrunner db import-ledger` (cli/ledger_import.py).
 
 The database is TASKRUNNER_DATABASE_URL's (SQLite in the data dir when unset); see db/.
 """
@@ -39,6 +39,9 @@ def register(subcommands: Subcommands) -> None:
         "current", help="print the schema revision of the database and of this code"
     )
     current.set_defaults(handler=current_command)
+    from cli import ledger_import
+
+    ledger_import.register(commands)
 
 
 def upgrade_command(args: argparse.Namespace) -> int:

@@ -396,6 +396,12 @@ def _key_from_file(settings: DevSettings) -> bool:
     return path.is_file() and path.read_text().strip() == settings.signing_key
 
 
+def _database_shown(settings: DevSettings) -> str:
+    from db.engine import database_url, redacted
+
+    return redacted(database_url(settings))
+
+
 def _banner(settings: DevSettings) -> None:
     api = f"http://{settings.api_host}:{settings.api_port}"
     lines = [
@@ -407,6 +413,7 @@ def _banner(settings: DevSettings) -> None:
         f"  Temporal     {settings.temporal_address} (namespace {settings.temporal_namespace}, "
         f"task queue {settings.task_queue})",
         f"  Data         {settings.data_dir} (runs persist in {settings.dev_db_file})",
+        f"  Database     {_database_shown(settings)} (idempotency keys, webhooks)",
         f"  Signing key  {settings.data_dir / SIGNING_KEY_FILE} (approval links, webhook secrets)"
         if _key_from_file(settings)
         else "  Signing key  TASKRUNNER_SIGNING_KEY (approval links, webhook secrets)",

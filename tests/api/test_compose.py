@@ -38,6 +38,8 @@ class TestCompose:
             "temporal",
             "temporal-setup",
             "temporal-ui",
+            "taskrunner-db",
+            "taskrunner-migrate",
             "api",
             "worker",
         }
@@ -82,11 +84,43 @@ class TestCompose:
         }
         assert conditions(services["temporal-setup"]) == {"temporal": "service_healthy"}
         assert conditions(services["temporal-ui"]) == {"temporal": "service_healthy"}
-        for name in ("api", "worker"):
-            assert conditions(services[name]) == {
-                "temporal": "service_healthy",
-                "temporal-setup": "service_completed_successfully",
-            }
+        assert conditions(services["worker"]) == {
+            "temporal": "service_healthy",
+            "temporal-setup": "service_completed_successfully",
+        }
+        # The API's database is migrated before the API starts.
+        assert conditions(services["api"]) == {
+            "temporal": "service_healthy",
+            "temporal-setup": "service_completed_successfully",
+            "taskrunner-migrate": "service_completed_successfully",
+        }
+        assert conditions(services["taskrunner-migrate"]) == {
+            "taskrunner-db": "service_completed_successfully"
+        }
+        assert conditions(services["taskrunner-db"]) == {"postgresql": "service_healthy"}
+
+    def test_the_api_has_its_own_database_migrated_by_the_project_image(
+        self, services: dict[str, dict[str, Any]]
+    ) -> None:
+        from sqlalchemy.engine import make_url
+
+        migrate, api = services["taskrunner-migrate"], services["api"]
+        assert migrate["command"] == ["db", "upgrade"]
+        assert migrate["build"] == api["build"] == "."
+        assert not migrate.get("ports")
+        url = api["environment"]["TASKRUNNER_DATABASE_URL"]
+        assert migrate["environment"]["TASKRUNNER_DATABASE_URL"] == url
+        assert "TASKRUNNER_DATABASE_URL" not in services["worker"]["environment"]
+        parsed = make_url(url.replace("${TASKRUNNER_DB_PASSWORD:-taskrunner}", "pw"))
+        assert (parsed.drivername, parsed.host, parsed.database) == (
+            "postgresql+asyncpg",
+            "postgresql",
+            "taskrunner",
+        )
+        # Beside Temporal's two databases, on the same server, created by the one-shot job.
+        script = services["taskrunner-db"]["command"][0]
+        assert "CREATE DATABASE taskrunner OWNER taskrunner" in script
+        assert services["taskrunner-db"]["environment"]["PGHOST"] == "postgresql"
 
     def test_registers_the_workflows_search_attributes(
         self, services: dict[str, dict[str, Any]]
