@@ -403,6 +403,8 @@ def _database_shown(settings: DevSettings) -> str:
 
 
 def _banner(settings: DevSettings) -> None:
+    from workflows.worker import sandbox_lines
+
     api = f"http://{settings.api_host}:{settings.api_port}"
     lines = [
         "",
@@ -419,6 +421,9 @@ def _banner(settings: DevSettings) -> None:
         else "  Signing key  TASKRUNNER_SIGNING_KEY (approval links, webhook secrets)",
         f"  Service key  {settings.service_key_file or 'TASKRUNNER_SERVICE_KEY'} (Ed25519: "
         "evidence bundles; `taskrunner keys` prints its public half)",
+        "",
+        "  Step sandbox (what this host gives the commands steps run):",
+        *(f"    {line}" for line in sandbox_lines(settings)),
         "",
         "  !! AUTH IS OFF: anyone who can reach the API can start, approve and cancel runs.",
         "  !! This is the single-user development service; see README.md for a real deployment.",

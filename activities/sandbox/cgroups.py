@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -359,12 +360,28 @@ def _remove_stale(parent: Path) -> None:
             folder.rmdir()
 
 
+def _remount_writable(points: list[Path]) -> None:
+    """Container runtimes mount the container's own cgroup read-only; a worker given
+    CAP_SYS_ADMIN (docker-compose.yml) makes it writable, which only affects its own namespace."""
+    for point in points:
+        if os.access(point, os.W_OK) and not os.statvfs(point).f_flag & os.ST_RDONLY:
+            continue
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                ["mount", "-o", "remount,rw", str(point)], capture_output=True, timeout=10
+            )
+
+
 def detect() -> CgroupBackend:
     """The cgroup backend this host gives: v2 when its controllers are delegated, else v1.
 
     Raises CgroupUnavailable, saying what is missing, when neither can be created and written.
     """
     v1_mounts, v2_mount = _mounts()
+    if os.geteuid() == 0:
+        _remount_writable(
+            sorted({p for p, _ in v1_mounts.values()} | ({v2_mount[0]} if v2_mount else set()))
+        )
     own = _own_paths()
     problems: list[str] = []
     if v2_mount is not None and "" in own:

@@ -170,3 +170,17 @@ class TestExposure:
                     continue
                 assert address == "127.0.0.1", (name, port)
         assert services["api"]["environment"]["TASKRUNNER_AUTH_ENABLED"] == "true"
+
+
+def test_the_worker_gets_what_the_sandbox_needs_and_no_more(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    worker = services["worker"]
+    assert worker["cap_drop"] == ["ALL"]
+    assert "SYS_ADMIN" in worker["cap_add"] and "NET_ADMIN" not in worker["cap_add"]
+    assert not worker.get("privileged", False)
+    assert "apparmor=unconfined" in worker["security_opt"]
+    assert not any(o.startswith("seccomp") for o in worker["security_opt"])  # Docker's default
+    assert worker["cgroup"] == "private"
+    api = services["api"]
+    assert "cap_add" not in api and api.get("user") != "root"  # the API never runs steps
