@@ -421,8 +421,11 @@ class RunBook:
         )
         approval.decisions.append(record)
         seats = self.seats(approval)
-        if decision.decision == "approved":
-            record.seat = seats.seat_of.get(actor)
+        for counted in approval.decisions:
+            # The matching may move an earlier voter to another seat to make room: show where
+            # each one sits now.
+            if counted.decision == "approved":
+                counted.seat = seats.seat_of.get(counted.actorId)
         approval.missing = seats.describe_missing()
         meta: dict[str, Any] = {
             "approvalId": approval.approvalId,

@@ -68,7 +68,8 @@ class ApprovalDecisionRecord(Model):
     grants: list[str] = Field(default_factory=list)
     """The quorum grants the decider held: which seats they could fill."""
     seat: str | None = None
-    """The quorum grant whose seat this approval fills when it was counted (None: an open seat)."""
+    """The quorum grant whose seat this approval fills (None: an open seat). Seats are matched
+    anew at each vote, so an earlier voter may move to make room for a later one."""
     statedActorId: str | None = None
     """What a link user called themselves: kept as a comment, never counted."""
 
