@@ -14,7 +14,9 @@ response text cut to 64 KiB characters, with `bodyTruncated`; and `json`, the pa
 the whole body is JSON and no longer than that. A longer body is stored as the artifact
 `<stepId>.body` (at most 16 MiB is read).
 
-When the sandbox is sealed, a request may only go to a host in `sandbox.egressAllowlist`. An
+When the sandbox is sealed, a request may only go to a host in `sandbox.egressAllowlist`, and
+only to an address the operator's target policy allows (no loopback, link-local or private
+address unless `TASKRUNNER_SANDBOX_EGRESS_ALLOW_INTERNAL`; never the Temporal frontend). An
 entry is an exact host (`api.example.com`, `10.0.0.5`), a host with a port
 (`api.example.com:8443`), or a wildcard (`*.example.com`: any subdomain, not `example.com`
 itself). Every request is checked before it connects, redirects included. Proxy settings in
@@ -34,6 +36,7 @@ import httpx
 from pydantic import Field, model_validator
 
 from activities.executor import ExecutorContext, Params, StepFailed, parse_params
+from activities.netpolicy import TargetRefused
 from activities.sandbox.egress import host_allowed
 from compiler.plan import Sandbox
 
@@ -86,9 +89,17 @@ async def http(params: dict[str, Any], ctx: ExecutorContext) -> dict[str, Any]:
     async def check_egress(request: httpx.Request) -> None:
         if not egress_allowed(request.url, ctx.sandbox):
             raise EgressRefused(
-                f"{ctx.uses}: egress to {request.url.host!r} refused: the sandbox is sealed "
-                "and the host is not in sandbox.egressAllowlist"
+                f"{ctx.uses}: egress-denied: egress to {request.url.host!r} refused: the "
+                "sandbox is sealed and the host is not in sandbox.egressAllowlist"
             )
+        if ctx.sandbox.mode == "sealed":
+            # The operator's target policy too: an allowlist entry is the pack author's word,
+            # and must not point the worker at its own network (metadata service, Temporal).
+            port = request.url.port or _DEFAULT_PORTS[request.url.scheme]
+            try:
+                await ctx.commands.settings.egress.resolve(request.url.host, port)
+            except TargetRefused as exc:
+                raise EgressRefused(f"{ctx.uses}: egress-denied: {exc}") from None
 
     timeout = min(args.timeoutSeconds, ctx.timeout_seconds)
     try:

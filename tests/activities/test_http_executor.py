@@ -11,13 +11,35 @@ import pytest
 
 from activities.builtins.http import BODY_CHARS, EgressRefused, egress_allowed, http
 from activities.executor import StepFailed
+from activities.netpolicy import TargetPolicy
+from activities.sandbox.runner import CommandRunner, SandboxSettings
 from compiler.plan import Sandbox
 
 OPEN = Sandbox(mode="open")
 
 
+# The test server is on loopback: the operator's opt-in to internal targets.
+INTERNAL_ALLOWED = CommandRunner(SandboxSettings(egress=TargetPolicy(allow_internal=True)))
+
+
 def ctx_for(make_ctx: Any, sandbox: Sandbox = OPEN, **kwargs: Any) -> Any:
+    kwargs.setdefault("runner", INTERNAL_ALLOWED)
     return make_ctx(uses="builtin:http", step_id="call", sandbox=sandbox, **kwargs)
+
+
+async def test_sealed_refuses_internal_addresses_unless_the_operator_allows(
+    make_ctx: Any, http_server: Any
+) -> None:
+    sealed = Sandbox(mode="sealed", egressAllowlist=("127.0.0.1", "169.254.169.254"))
+    strict = CommandRunner(SandboxSettings())
+    with pytest.raises(EgressRefused, match=r"egress-denied: .*internal address"):
+        await http({"url": f"{http_server.base}/json"}, ctx_for(make_ctx, sealed, runner=strict))
+    with pytest.raises(EgressRefused, match="internal address"):
+        await http(
+            {"url": "http://169.254.169.254/latest/meta-data/"},
+            ctx_for(make_ctx, sealed, runner=strict),
+        )
+    assert http_server.recorder.requests == []
 
 
 async def test_get_json(make_ctx: Any, http_server: Any) -> None:
