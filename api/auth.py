@@ -29,6 +29,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from api.errors import (
     Forbidden,
+    InsufficientScope,
     InvalidTenant,
     TenantClaimMissing,
     TenantForbidden,
@@ -220,7 +221,7 @@ class Authenticator:
 
 def require_scope(principal: Principal, scope: str) -> Principal:
     if not principal.has_scope(scope):
-        raise Forbidden(f"this operation needs the {scope} scope")
+        raise InsufficientScope(scope)
     return principal
 
 

@@ -74,6 +74,22 @@ class Forbidden(ApiError):
     code = "forbidden"
 
 
+class InsufficientScope(Forbidden):
+    """The token holds none of the scopes that would allow the operation (RFC 6750 names it)."""
+
+    code = "insufficient_scope"
+
+    def __init__(self, scope: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"this operation needs the {scope} scope",
+            headers={
+                "WWW-Authenticate": (
+                    f'Bearer realm="taskrunner", error="insufficient_scope", scope="{scope}"'
+                )
+            },
+        )
+
+
 class TenantForbidden(Forbidden):
     """The request names a tenant the token does not hold."""
 

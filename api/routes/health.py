@@ -8,7 +8,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 
 from api.auth import METRICS
 from api.deps import ServicesDep
-from api.errors import DatabaseUnavailable, Forbidden, TemporalUnavailable
+from api.errors import DatabaseUnavailable, InsufficientScope, TemporalUnavailable
 from api.metrics import CONTENT_TYPE
 from api.schemas import HealthStatus
 
@@ -52,7 +52,8 @@ async def metrics(services: ServicesDep, request: Request) -> Response:
         scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
         principal = services.auth.authenticate(token if scheme.lower() == "bearer" else None)
         if not (METRICS in principal.scopes or principal.all_tenants):
-            raise Forbidden(
-                f"metrics labelled by tenant need the {METRICS} scope or a platform admin's token"
+            raise InsufficientScope(
+                METRICS,
+                f"metrics labelled by tenant need the {METRICS} scope or a platform admin's token",
             )
     return Response(services.metrics.render(), media_type=CONTENT_TYPE)

@@ -130,7 +130,7 @@ class TestTenantLabelledMetrics:
                 for refused in (headers, bearer("taskrunner.admin", tenant=tenant)):
                     response = await http.get("/metrics", headers=refused)
                     assert response.status_code == 403, response.text
-                    assert error_code(response) == "forbidden"
+                    assert error_code(response) == "insufficient_scope"
                 scraper = bearer("taskrunner.metrics", sub="svc:prometheus", tenant=None)
                 platform = bearer("taskrunner.admin", sub="svc:platform", tenant="*")
                 for allowed in (scraper, platform):

@@ -138,7 +138,7 @@ class TestCreateRun:
             RUNS, json={"manifest": ECHO, "inputs": {"who": "x"}}, headers=READER
         )
         assert response.status_code == 403
-        assert error_code(response) == "forbidden"
+        assert error_code(response) == "insufficient_scope"
 
 
 class TestGetRunState:

@@ -112,4 +112,5 @@ class TestSimulate:
     async def test_a_token_without_taskrunner_scopes_is_403(self, http: httpx.AsyncClient) -> None:
         response = await http.post(SIMULATIONS, json={"manifest": ECHO}, headers=bearer("openid"))
         assert response.status_code == 403
-        assert error_code(response) == "forbidden"
+        assert error_code(response) == "insufficient_scope"
+        assert 'error="insufficient_scope"' in response.headers["www-authenticate"]

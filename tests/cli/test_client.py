@@ -300,7 +300,7 @@ class TestErrors:
             "x",
             TASKRUNNER_TOKEN=token("taskrunner.viewer", tenant=env["TASKRUNNER_TENANT"]),
         )
-        assert viewer.code == 1 and "(403 forbidden)" in viewer.err
+        assert viewer.code == 1 and "(403 insufficient_scope)" in viewer.err
         elsewhere = await taskrunner(
             "runs", "list", TASKRUNNER_TOKEN=token("taskrunner.viewer", tenant="another-tenant")
         )
