@@ -372,6 +372,7 @@ WEBHOOK_EVENTS = (
     "gate.approved",
     "gate.rejected",
     "gate.expired",
+    "gate.cancelled",
     "gate.decision-refused",
     "policy.passed",
     "policy.failed",

@@ -335,7 +335,8 @@ def approve_command(args: argparse.Namespace) -> int:
     if outcome.get("requiredApprovals"):
         tally = f" ({outcome.get('approvals', 0)} of {outcome['requiredApprovals']})"
     resumed = "; the run resumes" if outcome.get("resumed") else ""
-    print(f"{args.approval_id}: {outcome['status']}{tally}{resumed}")
+    needs = f"; still needs {', '.join(outcome['missing'])}" if outcome.get("missing") else ""
+    print(f"{args.approval_id}: {outcome['status']}{tally}{resumed}{needs}")
     return EXIT_OK
 
 
