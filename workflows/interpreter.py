@@ -76,6 +76,15 @@ class StepFailure(Exception):
         self.reason = reason
 
 
+def chunk_plan(plan: p.Plan, template: p.PlanStep) -> p.Plan:
+    """The plan a map's chunks get: without the inputs neither the template nor a policy names.
+    A large map's items are usually such an input; every chunk's input (and the parent's history,
+    once per chunk) would carry all of them again."""
+    named = template.model_dump_json() + "".join(q.model_dump_json() for q in plan.policies)
+    kept = {name: value for name, value in plan.inputs.items() if name in named}
+    return plan.model_copy(update={"inputs": kept})
+
+
 def has_gate(step: p.PlanStep) -> bool:
     """Whether a subtree waits for people: such a map cannot move into child workflows."""
     return any(
@@ -322,10 +331,12 @@ class Interpreter:
     async def _map(self, step: p.MapStep, frame: Frame, rid: str) -> bool:
         items = self._items(step.items, frame)
         self.book.transition(rid, "Running", items=len(items))
-        self._register_iterations((step.step,), rid, len(items))
         if self.fan_out and len(items) > MAP_INLINE_LIMIT and not has_gate(step.step):
+            # Iterations are registered a chunk at a time, as each chunk starts: registering
+            # 100,000 at once would hold one workflow task for seconds.
             ok, outputs = await self._map_in_chunks(step, frame, rid, items)
         else:
+            self._register_iterations((step.step,), rid, len(items))
             ok, outputs = await self.map_iterations(
                 step.step, frame, rid, items, 0, step.maxParallel, step.continueOnError
             )
@@ -358,11 +369,14 @@ class Interpreter:
         stopped = False
         visible = self.visible_steps(frame)
         parent_id = workflow.info().workflow_id
+        plan = chunk_plan(self.plan, step.step)
 
         async def one(number: int, chunk: list[Any]) -> bool:
             nonlocal stopped
             start = number * MAP_CHUNK_SIZE
             async with gate:
+                for index in range(start, start + len(chunk)):
+                    self.book.register_tree((step.step,), f"{rid}[{index}]::", rid, templated=True)
                 if stopped:
                     for index in range(start, start + len(chunk)):
                         sub = frame.child(f"{rid}[{index}]::", {})
@@ -371,7 +385,7 @@ class Interpreter:
                 result: ChunkResult = await workflow.execute_child_workflow(
                     CHUNK_WORKFLOW_TYPE,
                     ChunkInput(
-                        plan=self.plan,
+                        plan=plan,
                         planHash=self.book.plan_hash,
                         meta=self.meta,
                         mapStepId=rid,
@@ -387,7 +401,9 @@ class Interpreter:
                     result_type=ChunkResult,
                     static_summary=f"{rid}: items {start}..{start + len(chunk) - 1}",
                 )
-            self.book.merge(result.steps, result.logs, result.artifacts)
+            self.book.merge(
+                result.steps, result.logs, result.artifacts, result.succeeded, result.succeededAt
+            )
             counts: dict[str, int] = {}
             for state in result.steps:
                 if state.parentId == rid:

@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         RunStateSnapshot,
         RunStatus,
         StateQuery,
+        StepState,
         Via,
         WebhookRef,
     )
@@ -536,10 +537,25 @@ class PackRunMapChunk:
         )
         # Per-item started/completed entries stay here; the parent logs one summary per chunk, so
         # its history and log do not grow by two entries per item. Problems travel back.
+        plain = [s for s in book.steps.values() if _plain_success(s)]
         return ChunkResult(
-            steps=list(book.steps.values()),
+            steps=[s for s in book.steps.values() if not _plain_success(s)],
             logs=[entry for entry in book.logs if entry.level in ("warn", "error")],
             outputs=outputs,
             failed=not ok,
             artifacts=book.artifacts,
+            succeeded=[s.stepId for s in plain],
+            succeededAt=book.stamp() if plain else None,
         )
+
+
+def _plain_success(state: StepState) -> bool:
+    """A step whose whole story is "succeeded at the first attempt": its id says enough."""
+    return (
+        state.status == "Succeeded"
+        and state.attempts == 1
+        and not state.outputs
+        and state.statusReason is None
+        and state.nextAttemptAt is None
+        and state.enabled
+    )

@@ -7,7 +7,8 @@ state and log never disagree. Timestamps come from the clock the workflow hands 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +80,8 @@ class RunBook:
         self.updated_at = stamp
         self.steps: dict[str, StepState] = {}
         self.children: dict[str, list[str]] = {}
+        self.roots: list[str] = []
+        """The top-level steps, in order: where a walk of the tree starts."""
         self.approvals: dict[str, ApprovalState] = {a.approvalId: a for a in approval_states(plan)}
         self.logs: list[LogEntry] = []
         """The entries kept in the workflow: those after `paged_through`."""
@@ -159,14 +162,25 @@ class RunBook:
         steps: Iterable[StepState],
         logs: Iterable[LogEntry],
         artifacts: Iterable[ArtifactRecord],
+        succeeded: Iterable[str] = (),
+        succeeded_at: str | None = None,
     ) -> None:
-        """Take in what a map chunk (a child workflow) did: its steps' states, logs and artifacts.
+        """Take in what a map chunk (a child workflow) did: its steps' states, logs and artifacts,
+        and the steps it only names as `succeeded` at their first attempt (at `succeeded_at`).
 
         Log entries are renumbered into this run's sequence so it stays gap-free.
         """
         for state in steps:
             if state.stepId in self.steps:
                 self.steps[state.stepId] = state
+        for step_id in succeeded:
+            known = self.steps.get(step_id)
+            if known is not None:
+                known.status = "Succeeded"
+                known.attempts = 1
+                known.lastTransitionAt = succeeded_at
+                known.statusReason = None
+                known.nextAttemptAt = None
         for entry in logs:
             sequence = self.paged_through + len(self.logs) + 1
             self._chain(entry.model_copy(update={"sequence": sequence}))
@@ -188,9 +202,11 @@ class RunBook:
         return state
 
     def _add(self, state: StepState) -> None:
-        self.steps[state.stepId] = state
         if state.parentId is not None:
             self.children.setdefault(state.parentId, []).append(state.stepId)
+        elif state.stepId not in self.steps:
+            self.roots.append(state.stepId)
+        self.steps[state.stepId] = state
 
     def register_tree(
         self,
@@ -482,12 +498,16 @@ class RunBook:
     # ----------------------------------------------------------------- read side
 
     def snapshot(self, query: StateQuery | None = None) -> RunStateSnapshot:
-        """The run's state; with a query, one page of steps, outputs only when asked for."""
-        steps = self.ordered_steps()
-        total = len(steps)
-        if query is not None:
+        """The run's state; with a query, one page of steps, outputs only when asked for.
+
+        A page walks the step tree only as far as its end: a query of a run with 100,000 steps
+        costs the page asked for, not a copy of every step."""
+        total = len(self.steps)
+        if query is None:
+            steps = self.ordered_steps()
+        else:
             end = None if query.stepsLimit is None else query.stepsOffset + query.stepsLimit
-            steps = steps[query.stepsOffset : end]
+            steps = list(itertools.islice(self._walk(), query.stepsOffset, end))
             if not query.includeOutputs:
                 steps = [s.model_copy(update={"outputs": {}}) for s in steps]
         return RunStateSnapshot(
@@ -511,13 +531,14 @@ class RunBook:
 
     def ordered_steps(self) -> list[StepState]:
         """Steps in tree order: each step followed by everything below it (iterations in order)."""
-        out: list[StepState] = []
-        stack = [s.stepId for s in reversed(self.steps.values()) if s.parentId is None]
+        return list(self._walk())
+
+    def _walk(self) -> Iterator[StepState]:
+        stack = list(reversed(self.roots))
         while stack:
             step_id = stack.pop()
-            out.append(self.steps[step_id])
+            yield self.steps[step_id]
             stack.extend(reversed(self.children.get(step_id, ())))
-        return out
 
     def logs_page(self, after: int, limit: int, finished: bool) -> LogsPage:
         limit = max(1, min(limit, 5000))

@@ -201,6 +201,11 @@ class ChunkResult(Model):
     outputs: list[Any]
     failed: bool
     artifacts: list[ArtifactRecord] = Field(default_factory=list)
+    succeeded: list[str] = Field(default_factory=list)
+    """Steps that succeeded at their first attempt with nothing else to say (no outputs, no
+    reason), by id alone: most of a large map's items, so the parent's history does not hold a
+    whole state per item. Their `lastTransitionAt` becomes `succeededAt`, the chunk's end."""
+    succeededAt: str | None = None
 
 
 class CarriedState(Model):

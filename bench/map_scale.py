@@ -1,0 +1,81 @@
+"""How far a map scales: run one map of N `builtin:noop` items and print every history's event
+count and size against the targets (each history under 10,000 events and 5 MB).
+
+Not part of `make bench` (a 100,000-item map takes long on a small machine); run it on its own:
+`python -m bench.map_scale --items 100000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from temporalio.client import Client
+
+from bench.workflow_bench import MAP_PACK, start_dev_server, start_run
+from workflows.settings import WorkerSettings
+from workflows.worker import build_worker
+
+EVENT_TARGET = 10_000
+BYTES_TARGET = 5 * 1024 * 1024
+
+
+async def history_sizes(client: Client, workflow_id: str) -> list[tuple[str, int, int]]:
+    """(workflow id, events, bytes) of the run's every history: each continued run and child."""
+    sizes = []
+    query = f"WorkflowId = '{workflow_id}' OR WorkflowId STARTS_WITH '{workflow_id}/'"
+    async for execution in client.list_workflows(query):
+        history = await client.get_workflow_handle(
+            execution.id, run_id=execution.run_id
+        ).fetch_history()
+        size = sum(event.ByteSize() for event in history.events)
+        sizes.append((execution.id, len(history.events), size))
+    return sizes
+
+
+async def measure(items: int, max_parallel: int) -> None:
+    env = await start_dev_server()
+    try:
+        client = env.client
+        settings = WorkerSettings(data_dir=Path(tempfile.mkdtemp(prefix="bench-map-")))
+        tq = f"bench-map-{uuid.uuid4().hex[:6]}"
+        manifest = MAP_PACK.replace("maxParallel: 200", f"maxParallel: {max_parallel}")
+        async with build_worker(client, settings, task_queue=tq):
+            began = time.perf_counter()
+            handle = await start_run(client, tq, manifest, {"items": list(range(items))})
+            result = await handle.result()
+            elapsed = time.perf_counter() - began
+        print(f"map of {items:,} items: {result.status} in {elapsed:.0f} s")
+        sizes = await history_sizes(client, handle.id)
+        events = max(s[1] for s in sizes)
+        size = max(s[2] for s in sizes)
+        parent = [s for s in sizes if s[0] == handle.id]
+        print(f"histories: {len(sizes)} ({len(parent)} of the run itself)")
+        print(
+            f"largest history: {events:,} events (target < {EVENT_TARGET:,}: "
+            f"{'met' if events < EVENT_TARGET else 'MISSED'}), {size / 2**20:.2f} MiB "
+            f"(target < 5 MiB: {'met' if size < BYTES_TARGET else 'MISSED'})"
+        )
+        for wid, n, b in sorted(parent, key=lambda s: -s[2])[:3]:
+            print(f"  run history {wid}: {n:,} events, {b / 2**20:.2f} MiB")
+        children = sorted((s for s in sizes if s[0] != handle.id), key=lambda s: -s[2])
+        for wid, n, b in children[:2]:
+            print(f"  largest child {wid}: {n:,} events, {b / 2**20:.2f} MiB")
+    finally:
+        await env.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--max-parallel", type=int, default=200)
+    args = parser.parse_args(argv)
+    asyncio.run(measure(args.items, args.max_parallel))
+
+
+if __name__ == "__main__":
+    main()
