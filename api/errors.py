@@ -232,6 +232,30 @@ class SigningKeyMissing(ApiError):
         super().__init__(f"{feature} need a signing key: set TASKRUNNER_SIGNING_KEY")
 
 
+class PackNotFound(NotFound):
+    code = "pack_not_found"
+
+
+class PackVersionExistsError(Conflict):
+    code = "pack_version_exists"
+
+
+class PackDisabled(Conflict):
+    code = "pack_disabled"
+
+
+class InvalidPackSignature(InvalidRequest):
+    code = "invalid_pack_signature"
+
+
+class RunNotRedrivable(Conflict):
+    code = "run_not_redrivable"
+
+
+class InvalidRedrive(InvalidRequest):
+    code = "invalid_redrive"
+
+
 class ServiceKeyMissing(ApiError):
     status = 503
     code = "service_key_missing"

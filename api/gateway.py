@@ -68,6 +68,7 @@ from workflows.contract.state import (
     LogsPage,
     LogsQuery,
     PackRunInput,
+    Redrive,
     RunMeta,
     RunResult,
     RunStateSnapshot,
@@ -188,10 +189,13 @@ class RunGateway:
         actor: str,
         webhooks: Sequence[WebhookRef] = (),
         request_token: str | None = None,
+        pack_digest: str | None = None,
+        redrive: Redrive | None = None,
     ) -> RunStateSnapshot:
         """Start a run. `webhooks`: the tenant's registrations now; the run keeps these.
         `request_token`: the Idempotency-Key's identity of the request, kept in the run's memo
-        so a retry of the request recognises the run as its own (`started_by`)."""
+        so a retry of the request recognises the run as its own (`started_by`).
+        `pack_digest`: the registered version it runs; `redrive`: what it takes over."""
         plan = compiled.plan
         meta = RunMeta(
             runId=run_id,
@@ -201,6 +205,8 @@ class RunGateway:
             heartbeatTimeoutSeconds=self.settings.heartbeat_timeout_seconds,
             activityAttempts=self.settings.activity_attempts,
             webhooks=list(webhooks),
+            packDigest=pack_digest,
+            redrive=redrive,
         )
         pack = f"{plan.pack.name}@{plan.pack.version}"
         memo = {MEMO_RUN_ID: run_id, MEMO_CREATED_AT: meta.requestedAt}
@@ -482,6 +488,20 @@ class RunGateway:
                 break
             steps.extend(page.steps)
         return first.model_copy(update={"steps": steps})
+
+    async def state_with_outputs(self, tenant: str, run_id: str) -> RunStateSnapshot:
+        """Every step with its outputs, straight from the run (what a redrive carries over)."""
+        handle = self._handle(tenant, run_id)
+        async with self._run(handle, run_id):
+            answer: RunStateSnapshot = await handle.query(
+                QUERY_STATE,
+                StateQuery(includeOutputs=True, stepsLimit=None),
+                result_type=RunStateSnapshot,
+                rpc_timeout=self.timeout,
+            )
+        if answer.tenant != tenant:
+            raise errors.RunNotFound(run_id)
+        return answer
 
     async def all_logs(self, tenant: str, run_id: str) -> list[LogEntry]:
         entries: list[LogEntry] = []

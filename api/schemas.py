@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workflows.contract.state import (
     ApprovalOutcome,
@@ -70,8 +70,28 @@ class FailurePolicy(Schema):
     continueOnError: bool
 
 
-class SimulationRequest(Request):
-    manifest: str = Field(description="Task pack manifest in YAML format")
+class PackRef(Request):
+    """A registered pack: `version` absent means its highest active version."""
+
+    name: str = Field(min_length=1, max_length=200)
+    version: str | None = Field(default=None, min_length=1, max_length=100)
+
+
+class _ManifestOrPack(Request):
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Any:
+        manifest: str | None = getattr(self, "manifest", None)
+        pack: PackRef | None = getattr(self, "pack", None)
+        if (manifest is None) == (pack is None):
+            raise ValueError("give exactly one of `manifest` and `pack`")
+        return self
+
+
+class SimulationRequest(_ManifestOrPack):
+    manifest: str | None = Field(default=None, description="Task pack manifest in YAML format")
+    pack: PackRef | None = Field(
+        default=None, description="A registered pack instead of a manifest"
+    )
     inputs: dict[str, Any] | None = Field(default=None, description="Input values for the pack")
 
 
@@ -169,11 +189,14 @@ class SimulationResponse(Schema):
 # ---------------------------------------------------------------- runs
 
 
-class CreateRunRequest(Request):
+class CreateRunRequest(_ManifestOrPack):
     runId: Annotated[str, Field(pattern=RUN_ID_PATTERN, max_length=MAX_RUN_ID_LENGTH)] | None = (
         Field(default=None, description="Optional custom run ID (auto-generated if not provided)")
     )
-    manifest: str = Field(description="Task pack manifest in YAML format")
+    manifest: str | None = Field(default=None, description="Task pack manifest in YAML format")
+    pack: PackRef | None = Field(
+        default=None, description="A registered pack (name, optional version) instead"
+    )
     inputs: dict[str, Any] | None = Field(default=None, description="Input values for the pack")
     tenantId: str | None = Field(
         default=None, description="Tenant identifier (used when X-StellaOps-Tenant is absent)"
@@ -255,6 +278,11 @@ class RunStateResponse(Schema):
         default=None,
         description="Hash of the last log entry; it commits to the whole log (see evidence)",
     )
+    packDigest: str | None = Field(
+        default=None, description="Digest of the registered pack version the run runs"
+    )
+    redriveOf: str | None = Field(default=None, description="The run this one redrives")
+    redrives: list[str] | None = Field(default=None, description="Runs that redrove this one")
 
 
 class CancelResponse(Schema):
@@ -442,6 +470,8 @@ def run_state(snapshot: RunStateSnapshot) -> RunStateResponse:
         outputs=snapshot.outputs or None,
         error=snapshot.error,
         logChainHead=snapshot.logChainHead,
+        packDigest=snapshot.packDigest,
+        redriveOf=snapshot.redriveOf,
     )
 
 
@@ -460,6 +490,68 @@ def approval_outcome(outcome: ApprovalOutcome) -> ApprovalDecisionResponse:
 
 def find_approval(snapshot: RunStateSnapshot, approval_id: str) -> ApprovalState | None:
     return next((a for a in snapshot.approvals if a.approvalId == approval_id), None)
+
+
+# ---------------------------------------------------------------- pack registry
+
+
+class PublishPackRequest(Request):
+    manifest: str = Field(description="Task pack manifest in YAML format")
+    signature: dict[str, Any] | None = Field(
+        default=None,
+        description="DSSE envelope (payloadType application/vnd.stellaops.taskrunner.pack+yaml) "
+        "whose payload is exactly the manifest, signed with Ed25519",
+    )
+
+
+class PackVersionRecord(Schema):
+    name: str
+    version: str
+    digest: str = Field(description="sha256: and 64 hex digits of the manifest's bytes")
+    publishedAt: str
+    publishedBy: str | None = None
+    status: Literal["active", "disabled"]
+    signedBy: str | None = Field(default=None, description="Key id of the trusted signing key")
+
+
+class PackVersionDetail(PackVersionRecord):
+    manifest: str
+
+
+class PackList(Schema):
+    packs: list[PackVersionRecord]
+    nextPageToken: str | None = None
+
+
+# ---------------------------------------------------------------- redrive
+
+
+class RedrivePack(Request):
+    version: str = Field(min_length=1, max_length=100)
+
+
+class RedriveRequest(Request):
+    fromStep: str | None = Field(
+        default=None, description="Top-level step to restart from (default: the first failed)"
+    )
+    inputs: dict[str, Any] | None = Field(
+        default=None, description="Inputs to change (merged over the old run's)"
+    )
+    pack: RedrivePack | None = Field(default=None, description="Another version of the pack")
+    runId: Annotated[str, Field(pattern=RUN_ID_PATTERN, max_length=MAX_RUN_ID_LENGTH)] | None = (
+        Field(default=None, description="The new run's id (generated if absent)")
+    )
+
+
+class RedrivePreview(Schema):
+    redriveOf: str
+    restartFrom: str
+    planHash: str
+    planHashChanged: bool
+    reusedSteps: list[str]
+    rerunSteps: list[str]
+    gatesLapsed: list[str] = Field(description="Gates passed before, decided again (plan changed)")
+    approvalsCarried: list[str]
 
 
 SimulationStep.model_rebuild()

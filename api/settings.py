@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field
 
@@ -11,6 +12,13 @@ from workflows.contract.settings import SharedSettings
 
 class ApiSettings(SharedSettings):
     api_host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    pack_trusted_keys_file: Path | None = Field(
+        default=None,
+        description="PEM file of the Ed25519 public keys whose pack signatures are trusted.",
+    )
+    pack_require_signatures: bool = Field(
+        default=False, description="Refuse to publish a pack without a trusted signature."
+    )
     api_port: int = Field(default=8080, description="Port the API listens on.")
     default_tenant: str = Field(default="default", description="Tenant of requests without one.")
     max_body_bytes: int = Field(default=2 * 1024 * 1024, description="Request bodies above: 413.")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -76,7 +77,10 @@ def register(subcommands: Subcommands) -> None:
     create = actions.add_parser(
         "create", parents=[common], help="start a run of a pack", description="Start a run."
     )
-    create.add_argument("pack", help="the pack's manifest: a YAML file, or - for stdin")
+    create.add_argument(
+        "pack",
+        help="the pack: a manifest file, - for stdin, or NAME[@VERSION] of a registered pack",
+    )
     create.add_argument("--inputs", help="input values: a JSON object, or a JSON or YAML file")
     create.add_argument("--run-id", help="the run's id (default: the API makes one)")
     create.add_argument(
@@ -133,6 +137,26 @@ def register(subcommands: Subcommands) -> None:
     )
     cancel.add_argument("run_id", metavar="ID")
     cancel.set_defaults(handler=cancel_command)
+
+    redrive = actions.add_parser(
+        "redrive",
+        parents=[common],
+        help="start a new run of a failed or cancelled run, reusing what succeeded",
+        description="Redrive a run: steps that succeeded before the restart point are reused; "
+        "gates carry over only if the planHash is unchanged.",
+    )
+    redrive.add_argument("run_id", metavar="ID")
+    redrive.add_argument("--from", dest="from_step", help="top-level step to restart from")
+    redrive.add_argument("--inputs", help="inputs to change: a JSON object, or a JSON/YAML file")
+    redrive.add_argument("--pack-version", help="run another version of the registered pack")
+    redrive.add_argument(
+        "--run-id", dest="new_run_id", help="the new run's id (default: the API makes one)"
+    )
+    redrive.add_argument(
+        "--dry-run", action="store_true", help="say what would be reused and re-run; start nothing"
+    )
+    redrive.add_argument("--wait", action="store_true", help="follow the new run until it ends")
+    redrive.set_defaults(handler=redrive_command)
 
 
 # ----------------------------------------------------------------- the API
@@ -217,7 +241,7 @@ class Api:
 
 
 def create_command(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"manifest": _read_pack(args.pack)}
+    body: dict[str, Any] = pack_source(args.pack)
     if args.inputs:
         body["inputs"] = _inputs(args.inputs)
     if args.run_id:
@@ -460,6 +484,48 @@ def log_line(entry: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------- inputs
+
+
+PACK_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(@(?P<version>[A-Za-z0-9][\w.+-]*))?$")
+
+
+def pack_source(value: str) -> dict[str, Any]:
+    """`{"manifest": ...}` for a file (or -), `{"pack": {name, version?}}` for NAME[@VERSION]."""
+    match = PACK_REF.match(value)
+    if value == "-" or Path(value).exists() or match is None:
+        return {"manifest": _read_pack(value)}
+    ref = {"name": match["name"]}
+    if match["version"]:
+        ref["version"] = match["version"]
+    return {"pack": ref}
+
+
+def redrive_command(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {}
+    if args.from_step:
+        body["fromStep"] = args.from_step
+    if args.inputs:
+        body["inputs"] = _inputs(args.inputs)
+    if args.pack_version:
+        body["pack"] = {"version": args.pack_version}
+    if args.new_run_id:
+        body["runId"] = args.new_run_id
+    api = Api(args)
+    params = {"dryRun": "true"} if args.dry_run else None
+    answer = api.call("POST", f"/runs/{args.run_id}/redrive", json=body, params=params)
+    if args.dry_run:
+        changed = " (changed: every gate is decided again)" if answer["planHashChanged"] else ""
+        print(f"redrive of {answer['redriveOf']} from step {answer['restartFrom']}")
+        print(f"  planHash  {answer['planHash']}{changed}")
+        print(f"  reused    {', '.join(answer['reusedSteps']) or '-'}")
+        print(f"  re-run    {', '.join(answer['rerunSteps']) or '-'}")
+        print(f"  gates decided again  {', '.join(answer['gatesLapsed']) or '-'}")
+        print(f"  approvals carried    {', '.join(answer['approvalsCarried']) or '-'}")
+        return EXIT_OK
+    if not args.wait:
+        print(answer["runId"])
+        return EXIT_OK
+    return follow(api, answer["runId"], sys.stdout)
 
 
 def _read_pack(path: str) -> str:

@@ -30,6 +30,7 @@ COMMAND_MODULES: list[str] = [
     "cli.client_commands",
     "cli.db_commands",
     "cli.evidence_commands",
+    "cli.registry_commands",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

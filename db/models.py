@@ -117,3 +117,15 @@ class PackVersion(Base):
     published_by: Mapped[str | None] = mapped_column(String(255))
     status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status_changed_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class RunRedrive(Base):
+    """A redrive: `redrive_id` is a new run that took over what `run_id` had done. Kept here
+    because the redriven run has ended, and an ended workflow takes no more changes."""
+
+    __tablename__ = "run_redrives"
+
+    tenant: Mapped[str] = mapped_column(String(TENANT_LENGTH), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    redrive_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

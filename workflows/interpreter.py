@@ -158,6 +158,16 @@ class Interpreter:
     async def run_step(self, step: p.PlanStep, frame: Frame) -> bool:
         """Run one step to a final status. Returns whether what follows may go on."""
         rid = frame.rid(step.id)
+        redrive = self.meta.redrive
+        reused = redrive.reuse.get(rid) if redrive is not None else None
+        if redrive is not None and reused is not None:
+            # A redrive: this step succeeded in the run redriven; its outputs carry over.
+            state = self.book.step(rid)
+            state.outputs = dict(reused.outputs)
+            state.attempts = reused.attempts
+            self.book.transition(rid, "Succeeded", reason="reused", redriveOf=redrive.of)
+            self._record(step, frame)
+            return True
         try:
             if step.when is not None and not evaluate_condition(step.when, self.scope(frame)):
                 self.skip(step, frame, "condition-false")

@@ -83,6 +83,9 @@ class RunBook:
         self.roots: list[str] = []
         """The top-level steps, in order: where a walk of the tree starts."""
         self.approvals: dict[str, ApprovalState] = {a.approvalId: a for a in approval_states(plan)}
+        if meta.redrive is not None:
+            # Decided approvals of the run redriven (the API sends them only for an equal planHash).
+            self.approvals.update({a.approvalId: a for a in meta.redrive.approvals})
         self.logs: list[LogEntry] = []
         """The entries kept in the workflow: those after `paged_through`."""
         self.log_segments: list[LogSegment] = []
@@ -525,6 +528,8 @@ class RunBook:
             approvals=list(self.approvals.values()),
             outputs=self.outputs,
             error=self.error,
+            redriveOf=self.meta.redrive.of if self.meta.redrive else None,
+            packDigest=self.meta.packDigest,
             logChainHead=self.log_chain_head,
             logEntries=self.paged_through + len(self.logs),
         )

@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app, installed_executors
 from cli.settings import DevSettings
-from tests.api.support import SECRET, SERVICE_KEY, SIGNING_KEY, serve
+from tests.api.support import PACK_SIGNER, SECRET, SERVICE_KEY, SIGNING_KEY, serve
 from tests.helpers import unique, worker_for
 from tests.postgres import DATABASES, PostgresServer
 
@@ -58,6 +58,12 @@ async def migrated(url: str) -> None:
         await database.dispose()
 
 
+def trusted_pack_keys(folder: Path) -> Path:
+    path = folder / "trusted-pack-keys.pem"
+    path.write_text(PACK_SIGNER.public_pem)
+    return path
+
+
 @pytest.fixture(scope="session")
 def api_settings(
     dev_env: WorkflowEnvironment,
@@ -76,6 +82,7 @@ def api_settings(
         signing_key=SIGNING_KEY,
         webhook_allow_private_targets=True,  # the tests' receivers are on loopback
         service_key=SERVICE_KEY,
+        pack_trusted_keys_file=trusted_pack_keys(tmp_path_factory.mktemp("keys")),
         logs_poll_seconds=0.1,
         query_timeout_seconds=10,
     )

@@ -16,12 +16,14 @@ import uvicorn
 from fastapi import FastAPI
 
 from tests.helpers import unique
-from workflows.contract.service_key import generate_private_pem
+from workflows.contract.service_key import generate_private_pem, parse_private_pem
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 SIGNING_KEY = "test-signing-key-for-links-and-webhook-secrets-0123"
 # The service's Ed25519 key (evidence bundles), made fresh for the session.
 SERVICE_KEY = generate_private_pem().decode()
+# A pack publisher's key that the test service trusts (TASKRUNNER_PACK_TRUSTED_KEYS_FILE).
+PACK_SIGNER = parse_private_pem(generate_private_pem(), "the test pack signer")
 VIEWER = "taskrunner.viewer"
 OPERATOR = "taskrunner.operator"
 RUNS = "/v1/task-runner/runs"

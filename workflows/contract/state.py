@@ -116,6 +116,24 @@ class WebhookRef(Model):
     secretCiphertext: str
 
 
+class ReusedStep(Model):
+    """A step a redrive does not run again: it succeeded in the run redriven, with these outputs."""
+
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    attempts: int = 1
+
+
+class Redrive(Model):
+    """What a redrive carries over from the run it redrives (set by the API, never by authors)."""
+
+    of: str
+    """The run redriven."""
+    reuse: dict[str, ReusedStep] = Field(default_factory=dict)
+    """By runtime step id: leaf steps (run steps, and gates when the planHash is unchanged)."""
+    approvals: list[ApprovalState] = Field(default_factory=list)
+    """Approvals already decided, carried over only when the planHash is unchanged."""
+
+
 class RunMeta(Model):
     """Who started a run and how it should behave; set by the API from its settings."""
 
@@ -134,6 +152,9 @@ class RunMeta(Model):
     at the next step boundary (and all of them before continuing as new)."""
     webhooks: list[WebhookRef] = Field(default_factory=list)
     """The tenant's webhooks when the run started; each gets the events it asked for."""
+    packDigest: str | None = None
+    """`sha256:` digest of the registered pack version the run was started from, if any."""
+    redrive: Redrive | None = None
 
 
 class PackRunInput(Model):
@@ -163,6 +184,8 @@ class RunStateSnapshot(Model):
     error: str | None = None
     totalSteps: int = 0
     """All steps of the run; `steps` holds the page the query asked for."""
+    redriveOf: str | None = None
+    packDigest: str | None = None
     logChainHead: str | None = None
     """The hash of the last log entry: commits to the whole log (contract.log_chain)."""
     logEntries: int = 0

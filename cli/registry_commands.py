@@ -1,0 +1,147 @@
+"""Registry commands: `taskrunner packs publish|list|show|disable|enable`, through the API.
+
+`packs publish FILE` publishes the manifest as `metadata.name@metadata.version`; with `--sign
+KEY` (an Ed25519 private key PEM, such as `taskrunner keys generate` writes) it sends a DSSE
+envelope over the manifest's exact bytes, which the service checks against the keys its
+operator trusts. `runs create NAME[@VERSION]` starts a run of a published pack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cli.main import EXIT_OK, CliError, Subcommands
+
+
+def register(subcommands: Subcommands) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", help="the API (default: TASKRUNNER_URL, else http://127.0.0.1:8080)"
+    )
+    common.add_argument("--token", help="bearer token (default: TASKRUNNER_TOKEN)")
+    common.add_argument("--tenant", help="tenant (default: TASKRUNNER_TENANT, else the API's)")
+
+    packs = subcommands.add_parser(
+        "packs",
+        help="publish and browse the pack registry",
+        description="The tenant's registry of published pack versions.",
+    )
+    actions = packs.add_subparsers(title="commands", metavar="COMMAND", dest="packs", required=True)
+
+    publish = actions.add_parser(
+        "publish", parents=[common], help="publish a manifest file as name@version"
+    )
+    publish.add_argument("file", type=Path, help="the manifest (YAML)")
+    publish.add_argument("--sign", type=Path, metavar="KEY", help="sign with this Ed25519 PEM key")
+    publish.set_defaults(handler=publish_command)
+
+    listing = actions.add_parser("list", parents=[common], help="list published versions")
+    listing.add_argument("--name", help="only this pack")
+    listing.add_argument("--json", action="store_true", help="print the records as JSON")
+    listing.set_defaults(handler=list_command)
+
+    show = actions.add_parser(
+        "show", parents=[common], help="a version's record and manifest (default: highest active)"
+    )
+    show.add_argument("ref", metavar="NAME[@VERSION]")
+    show.add_argument("--json", action="store_true", help="print the record as JSON")
+    show.set_defaults(handler=show_command)
+
+    for action in ("disable", "enable"):
+        command = actions.add_parser(
+            action, parents=[common], help=f"{action} a version (disabled: starts no new run)"
+        )
+        command.add_argument("ref", metavar="NAME@VERSION")
+        command.set_defaults(handler=status_command, action=action)
+
+
+def _api(args: argparse.Namespace) -> Any:
+    from cli.client_commands import Api
+
+    return Api(args)
+
+
+def _split(ref: str, need_version: bool = False) -> tuple[str, str | None]:
+    name, _, version = ref.partition("@")
+    if not name or (need_version and not version):
+        raise CliError(f"{ref!r}: give NAME@VERSION")
+    return name, version or None
+
+
+def publish_command(args: argparse.Namespace) -> int:
+    try:
+        manifest = args.file.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+    body: dict[str, Any] = {"manifest": manifest.decode()}
+    if args.sign:
+        from api.pack_signing import sign_pack
+        from workflows.contract.service_key import ServiceKeyError, parse_private_pem
+
+        try:
+            key = parse_private_pem(args.sign.read_bytes(), str(args.sign))
+        except OSError as exc:
+            raise CliError(f"cannot read {args.sign}: {exc.strerror}") from None
+        except ServiceKeyError as exc:
+            raise CliError(str(exc)) from None
+        body["signature"] = sign_pack(manifest, key)
+    record = _api(args).call("POST", "/packs", json=body)
+    signed = f", signed by {record['signedBy'][:16]}" if record.get("signedBy") else ""
+    print(f"{record['name']}@{record['version']} {record['digest']}{signed}")
+    return EXIT_OK
+
+
+def list_command(args: argparse.Namespace) -> int:
+    api = _api(args)
+    params: dict[str, Any] = {"pageSize": 200}
+    if args.name:
+        params["name"] = args.name
+    records: list[dict[str, Any]] = []
+    while True:
+        page = api.call("GET", "/packs", params=params)
+        records.extend(page["packs"])
+        if not page.get("nextPageToken"):
+            break
+        params["pageToken"] = page["nextPageToken"]
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return EXIT_OK
+    for r in records:
+        print(
+            f"{r['name']}@{r['version']}  {r['status']:8}  {r['digest'][:19]}  "
+            f"{r['publishedAt']}  {r.get('publishedBy') or ''}"
+        )
+    return EXIT_OK
+
+
+def show_command(args: argparse.Namespace) -> int:
+    api = _api(args)
+    name, version = _split(args.ref)
+    if version is None:
+        versions = api.call("GET", "/packs", params={"name": name, "pageSize": 200})["packs"]
+        active = [v for v in versions if v["status"] == "active"]
+        if not active:
+            raise CliError(f"no active version of pack {name!r}")
+        version = active[0]["version"]
+    record = api.call("GET", f"/packs/{name}/versions/{version}")
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return EXIT_OK
+    print(f"{record['name']}@{record['version']}  {record['status']}")
+    print(f"  digest     {record['digest']}")
+    print(f"  published  {record['publishedAt']} by {record.get('publishedBy') or '-'}")
+    if record.get("signedBy"):
+        print(f"  signed by  {record['signedBy']}")
+    print()
+    print(record["manifest"], end="" if record["manifest"].endswith("\n") else "\n")
+    return EXIT_OK
+
+
+def status_command(args: argparse.Namespace) -> int:
+    name, version = _split(args.ref, need_version=True)
+    record = _api(args).call("POST", f"/packs/{name}/versions/{version}/{args.action}")
+    print(f"{record['name']}@{record['version']} {record['status']}")
+    return EXIT_OK

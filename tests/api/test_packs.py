@@ -1,0 +1,172 @@
+"""The pack registry over REST: publish (immutable versions, signatures), list, read, disable and
+enable; runs and simulations of a registered pack by name and version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from api.pack_signing import sign_pack
+from tests.api.support import (
+    APPROVER,
+    PACK_SIGNER,
+    READER,
+    RUNS,
+    bearer,
+    error_code,
+    run_url,
+    status_is,
+    wait_for_run,
+)
+from tests.helpers import unique
+from workflows.contract.service_key import generate_private_pem, parse_private_pem
+
+PACKS = "/v1/task-runner/packs"
+ADMIN = bearer("taskrunner.admin")
+
+
+def manifest(name: str, version: str, greeting: str = "hello") -> str:
+    return f"""
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {{name: {name}, version: "{version}"}}
+spec:
+  inputs:
+    - {{name: who, type: string, required: true}}
+  steps:
+    - {{id: hello, run: {{uses: "builtin:echo", with: {{greeting: "{greeting} {{{{ inputs.who }}}}"}}}}}}
+"""
+
+
+async def publish(http: httpx.AsyncClient, text: str, **extra: Any) -> httpx.Response:
+    return await http.post(PACKS, json={"manifest": text, **extra}, headers=ADMIN)
+
+
+class TestPublishPack:
+    async def test_versions_are_immutable(self, http: httpx.AsyncClient) -> None:
+        name = unique("pk")
+        first = await publish(http, manifest(name, "1.0.0"))
+        assert first.status_code == 201, first.text
+        record = first.json()
+        assert (record["name"], record["version"], record["status"]) == (name, "1.0.0", "active")
+        assert record["digest"].startswith("sha256:") and len(record["digest"]) == 71
+        assert record["publishedBy"] == "user:alice"
+        again = await publish(http, manifest(name, "1.0.0"))
+        assert again.status_code == 200
+        assert again.json() == record
+        other = await publish(http, manifest(name, "1.0.0", greeting="hi"))
+        assert other.status_code == 409
+        assert error_code(other) == "pack_version_exists"
+
+    async def test_invalid_manifest_is_a_plan_error(self, http: httpx.AsyncClient) -> None:
+        response = await publish(http, manifest(unique("pk"), "1.0.0").replace("builtin:echo", ""))
+        assert response.status_code == 400
+        assert response.json()["errors"][0]["path"].startswith("spec.steps[0]")
+
+    async def test_publishing_takes_admin(self, http: httpx.AsyncClient) -> None:
+        for headers in (APPROVER, READER):
+            response = await http.post(
+                PACKS, json={"manifest": manifest(unique("pk"), "1.0.0")}, headers=headers
+            )
+            assert response.status_code == 403
+
+    async def test_signed_by_a_trusted_key(self, http: httpx.AsyncClient) -> None:
+        text = manifest(unique("pk"), "1.0.0")
+        signed = await publish(http, text, signature=sign_pack(text.encode(), PACK_SIGNER))
+        assert signed.status_code == 201, signed.text
+        assert signed.json()["signedBy"] == PACK_SIGNER.key_id
+
+        stranger = parse_private_pem(generate_private_pem(), "stranger")
+        text = manifest(unique("pk"), "1.0.0")
+        response = await publish(http, text, signature=sign_pack(text.encode(), stranger))
+        assert response.status_code == 400
+        assert error_code(response) == "invalid_pack_signature"
+        # A signature over other bytes than the manifest published.
+        response = await publish(
+            http, text, signature=sign_pack(text.encode() + b"\n# more", PACK_SIGNER)
+        )
+        assert error_code(response) == "invalid_pack_signature"
+        response = await publish(http, text, signature={"payload": "x"})
+        assert error_code(response) == "invalid_pack_signature"
+
+
+class TestListAndRead:
+    async def test_order_paging_and_detail(self, http: httpx.AsyncClient) -> None:
+        name = unique("pk")
+        for version in ("1.2.0", "1.10.0", "0.9.0"):
+            assert (await publish(http, manifest(name, version))).status_code == 201
+        seen: list[str] = []
+        params: dict[str, Any] = {"name": name, "pageSize": 2}
+        while True:
+            page = (await http.get(PACKS, params=params, headers=READER)).json()
+            seen += [p["version"] for p in page["packs"]]
+            if not page.get("nextPageToken"):
+                break
+            params["pageToken"] = page["nextPageToken"]
+        assert seen == ["1.10.0", "1.2.0", "0.9.0"]
+        bad = await http.get(
+            PACKS, params={"name": "other", "pageToken": params["pageToken"]}, headers=READER
+        )
+        assert bad.status_code == 400
+
+        detail = await http.get(f"{PACKS}/{name}/versions/1.2.0", headers=READER)
+        assert detail.status_code == 200
+        assert detail.json()["manifest"] == manifest(name, "1.2.0")
+        missing = await http.get(f"{PACKS}/{name}/versions/9.9.9", headers=READER)
+        assert (missing.status_code, error_code(missing)) == (404, "pack_not_found")
+
+    async def test_another_tenant_sees_nothing(self, http: httpx.AsyncClient) -> None:
+        name = unique("pk")
+        await publish(http, manifest(name, "1.0.0"))
+        other = bearer("taskrunner.viewer", tenant="globex")
+        listed = await http.get(PACKS, params={"name": name}, headers=other)
+        assert listed.json()["packs"] == []
+        response = await http.get(f"{PACKS}/{name}/versions/1.0.0", headers=other)
+        assert response.status_code == 404
+
+
+class TestRunsOfRegisteredPacks:
+    async def test_by_name_highest_active_and_disabled(self, http: httpx.AsyncClient) -> None:
+        name = unique("pk")
+        v1 = (await publish(http, manifest(name, "1.0.0", "one"))).json()
+        v2 = (await publish(http, manifest(name, "2.0.0", "two"))).json()
+
+        created = await http.post(
+            RUNS, json={"pack": {"name": name}, "inputs": {"who": "x"}}, headers=APPROVER
+        )
+        assert created.status_code == 201, created.text
+        state = await wait_for_run(http, created.json()["runId"], status_is("succeeded"))
+        assert (state["packVersion"], state["packDigest"]) == ("2.0.0", v2["digest"])
+
+        disabled = await http.post(f"{PACKS}/{name}/versions/2.0.0/disable", headers=ADMIN)
+        assert disabled.json()["status"] == "disabled"
+        refused = await http.post(
+            RUNS,
+            json={"pack": {"name": name, "version": "2.0.0"}, "inputs": {"who": "x"}},
+            headers=APPROVER,
+        )
+        assert (refused.status_code, error_code(refused)) == (409, "pack_disabled")
+        fallback = await http.post(
+            RUNS, json={"pack": {"name": name}, "inputs": {"who": "x"}}, headers=APPROVER
+        )
+        assert fallback.json()["packDigest"] == v1["digest"]
+        await http.post(f"{PACKS}/{name}/versions/2.0.0/enable", headers=ADMIN)
+
+        simulated = await http.post(
+            "/v1/task-runner/simulations",
+            json={"pack": {"name": name, "version": "1.0.0"}, "inputs": {"who": "x"}},
+            headers=READER,
+        )
+        assert simulated.status_code == 200, simulated.text
+
+    async def test_manifest_or_pack_exactly_one(self, http: httpx.AsyncClient) -> None:
+        both = await http.post(
+            RUNS, json={"pack": {"name": "x"}, "manifest": "x"}, headers=APPROVER
+        )
+        assert (both.status_code, error_code(both)) == (400, "invalid_request")
+        neither = await http.post(RUNS, json={}, headers=APPROVER)
+        assert neither.status_code == 400
+        unknown = await http.post(RUNS, json={"pack": {"name": unique("none")}}, headers=APPROVER)
+        assert (unknown.status_code, error_code(unknown)) == (404, "pack_not_found")
+        assert (await http.get(run_url("x"), headers=READER)).status_code == 404
