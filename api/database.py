@@ -25,6 +25,8 @@ from api.settings import ApiSettings
 from db.engine import Database, database_url, redacted
 from db.idempotency import IdempotencyStore
 from db.migrate import SchemaOutOfDate, check, upgrade
+from db.packs import PackStore
+from db.redrives import RedriveStore
 from db.webhooks import WebhookStore
 
 log = structlog.get_logger("taskrunner.api")
@@ -59,6 +61,8 @@ class ApiDatabase:
         self.database = Database(url)
         self.keys = IdempotencyStore(self.database)
         self.webhooks = WebhookStore(self.database)
+        self.packs = PackStore(self.database)
+        self.redrives = RedriveStore(self.database)
         self._pruner: asyncio.Task[None] | None = None
 
     @classmethod

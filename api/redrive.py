@@ -1,4 +1,4 @@
-"""Redrive: what a new run of a failed or cancelled run takes over from it, decided before it starts.
+"""Redrive: what a new run of a failed or cancelled run takes over from it, decided up front.
 
 The restart point is a top-level step of the plan: `fromStep`, or by default the top-level step
 holding the first step that failed (for a cancelled run, the first top-level step that did not

@@ -512,7 +512,13 @@ def redrive_command(args: argparse.Namespace) -> int:
         body["runId"] = args.new_run_id
     api = Api(args)
     params = {"dryRun": "true"} if args.dry_run else None
-    answer = api.call("POST", f"/runs/{args.run_id}/redrive", json=body, params=params)
+    try:
+        answer = api.call("POST", f"/runs/{args.run_id}/redrive", json=body, params=params)
+        if not args.wait or args.dry_run:
+            api.http.close()
+    except CliError:
+        api.http.close()
+        raise
     if args.dry_run:
         changed = " (changed: every gate is decided again)" if answer["planHashChanged"] else ""
         print(f"redrive of {answer['redriveOf']} from step {answer['restartFrom']}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +60,15 @@ def register(subcommands: Subcommands) -> None:
         command.set_defaults(handler=status_command, action=action)
 
 
-def _api(args: argparse.Namespace) -> Any:
+@contextmanager
+def _api(args: argparse.Namespace) -> Iterator[Any]:
     from cli.client_commands import Api
 
-    return Api(args)
+    api = Api(args)
+    try:
+        yield api
+    finally:
+        api.http.close()
 
 
 def _split(ref: str, need_version: bool = False) -> tuple[str, str | None]:
@@ -88,24 +95,25 @@ def publish_command(args: argparse.Namespace) -> int:
         except ServiceKeyError as exc:
             raise CliError(str(exc)) from None
         body["signature"] = sign_pack(manifest, key)
-    record = _api(args).call("POST", "/packs", json=body)
+    with _api(args) as api:
+        record = api.call("POST", "/packs", json=body)
     signed = f", signed by {record['signedBy'][:16]}" if record.get("signedBy") else ""
     print(f"{record['name']}@{record['version']} {record['digest']}{signed}")
     return EXIT_OK
 
 
 def list_command(args: argparse.Namespace) -> int:
-    api = _api(args)
     params: dict[str, Any] = {"pageSize": 200}
     if args.name:
         params["name"] = args.name
     records: list[dict[str, Any]] = []
-    while True:
-        page = api.call("GET", "/packs", params=params)
-        records.extend(page["packs"])
-        if not page.get("nextPageToken"):
-            break
-        params["pageToken"] = page["nextPageToken"]
+    with _api(args) as api:
+        while True:
+            page = api.call("GET", "/packs", params=params)
+            records.extend(page["packs"])
+            if not page.get("nextPageToken"):
+                break
+            params["pageToken"] = page["nextPageToken"]
     if args.json:
         print(json.dumps(records, indent=2))
         return EXIT_OK
@@ -118,7 +126,11 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def show_command(args: argparse.Namespace) -> int:
-    api = _api(args)
+    with _api(args) as api:
+        return _show(api, args)
+
+
+def _show(api: Any, args: argparse.Namespace) -> int:
     name, version = _split(args.ref)
     if version is None:
         versions = api.call("GET", "/packs", params={"name": name, "pageSize": 200})["packs"]
@@ -142,6 +154,7 @@ def show_command(args: argparse.Namespace) -> int:
 
 def status_command(args: argparse.Namespace) -> int:
     name, version = _split(args.ref, need_version=True)
-    record = _api(args).call("POST", f"/packs/{name}/versions/{version}/{args.action}")
+    with _api(args) as api:
+        record = api.call("POST", f"/packs/{name}/versions/{version}/{args.action}")
     print(f"{record['name']}@{record['version']} {record['status']}")
     return EXIT_OK

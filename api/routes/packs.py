@@ -20,7 +20,16 @@ from starlette.concurrency import run_in_threadpool
 
 from api import errors
 from api.database import ApiDatabase, available
-from api.deps import Admin, DatabaseDep, ServicesDep, SettingsDep, Tenant, Viewer
+from api.deps import (
+    Admin,
+    Compile,
+    CompileDep,
+    DatabaseDep,
+    ServicesDep,
+    SettingsDep,
+    Tenant,
+    Viewer,
+)
 from api.errors import documented
 from api.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from api.pack_signing import PackSignatureInvalid, load_trusted_keys, verify_pack
@@ -33,7 +42,6 @@ from api.schemas import (
     PublishPackRequest,
 )
 from compiler import ManifestError, load_manifest
-from compiler.compile import build_plan
 from db.packs import PackRecord, PackStatus, PackVersionExists
 
 router = APIRouter(prefix=PREFIX, tags=["Packs"])
@@ -62,14 +70,15 @@ def record_schema(record: PackRecord) -> PackVersionRecord:
     )
 
 
-def _check_manifest(text: str) -> tuple[str, str]:
+def _check_manifest(compile_pack: Compile, text: str) -> tuple[str, str]:
     """name and version of a valid manifest; ManifestError (a 400 with paths) otherwise.
 
-    Inputs are not known at publish time: a required input nobody gave yet is no error.
+    Checked as a run would compile it (ceilings, executor parameters), but inputs are not known
+    at publish time: a required input nobody gave yet is no error.
     """
     manifest = load_manifest(text)
     try:
-        build_plan(manifest, None)
+        compile_pack(text, None)
     except ManifestError as exc:
         errors_left = [e for e in exc.errors if not e.path.startswith("inputs.")]
         if errors_left:
@@ -93,10 +102,11 @@ async def publish_pack(
     tenant: Tenant,
     settings: SettingsDep,
     database: DatabaseDep,
+    compile_pack: CompileDep,
     body: PublishPackRequest,
     response: Response,
 ) -> PackVersionRecord:
-    name, version = await run_in_threadpool(partial(_check_manifest, body.manifest))
+    name, version = await run_in_threadpool(partial(_check_manifest, compile_pack, body.manifest))
     signed_by: str | None = None
     if body.signature is not None:
         try:
@@ -236,3 +246,15 @@ async def resolve_pack(database: ApiDatabase, tenant: str, ref: PackRef) -> Pack
     if record.status == "disabled":
         raise errors.PackDisabled(f"{ref.name}@{ref.version} is disabled: it starts no new run")
     return record
+
+
+async def manifest_source(
+    database: ApiDatabase, tenant: str, manifest: str | None, pack: PackRef | None
+) -> tuple[str, str | None]:
+    """The manifest a run or simulation compiles, and the registered version's digest if any.
+    The request model makes sure exactly one of `manifest` and `pack` is given."""
+    if pack is None:
+        assert manifest is not None
+        return manifest, None
+    record = await resolve_pack(database, tenant, pack)
+    return record.manifest, record.digest

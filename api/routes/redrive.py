@@ -9,21 +9,21 @@ redriven as it was.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import errors
-from api.deps import DatabaseDep, Operator, RunId, Runs, SettingsDep, Tenant
+from api.database import available
+from api.deps import CompileDep, DatabaseDep, Operator, RunId, Runs, SettingsDep, Tenant
 from api.errors import documented
 from api.redrive import RedrivePointError, decide
 from api.routes import PREFIX
 from api.routes.packs import resolve_pack
-from api.routes.runs import LOCATION, new_run_id, run_location
+from api.routes.runs import LOCATION, new_run_id, run_location, tenant_webhooks
 from api.schemas import PackRef, RedrivePreview, RedriveRequest, RunStateResponse, run_state
-from compiler import CompiledPlan, ErrorDetail, ManifestError, compile_manifest
+from compiler import CompiledPlan, ErrorDetail, ManifestError
 
 router = APIRouter(prefix=PREFIX, tags=["Runs"])
 
@@ -50,6 +50,7 @@ async def redrive_pack_run(
     runs: Runs,
     database: DatabaseDep,
     settings: SettingsDep,
+    compile_pack: CompileDep,
     response: Response,
     dryRun: Annotated[bool, Query(description="Say what would happen; start nothing")] = False,
 ) -> RunStateResponse | RedrivePreview:
@@ -72,9 +73,7 @@ async def redrive_pack_run(
         version = body.pack.version if body.pack else pack.version
         record = await resolve_pack(database, tenant, PackRef(name=pack.name, version=version))
         inputs = {**old_input.plan.inputs, **(body.inputs or {})}
-        compiled = await run_in_threadpool(
-            partial(compile_manifest, ceilings=settings.ceilings()), record.manifest, inputs
-        )
+        compiled = await run_in_threadpool(compile_pack, record.manifest, inputs)
         digest = record.digest
     try:
         decision = decide(old, compiled.plan, compiled.plan_hash, body.fromStep)
@@ -90,10 +89,11 @@ async def redrive_pack_run(
         tenant=tenant,
         run_id=run_id,
         actor=principal.subject,
-        webhooks=await current_webhooks(database, tenant),
+        webhooks=await tenant_webhooks(database, tenant),
         pack_digest=digest,
         redrive=decision.redrive,
     )
-    await database.redrives.add(tenant, runId, run_id)
+    with available():
+        await database.redrives.add(tenant, runId, run_id)
     response.headers["Location"] = run_location(settings, run_id)
     return run_state(snapshot)

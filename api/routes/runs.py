@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import OPERATOR
-from api.database import available
+from api.database import ApiDatabase, available
 from api.deps import (
     CompileDep,
     DatabaseDep,
@@ -37,6 +37,7 @@ from api.listing import (
     quotable,
 )
 from api.routes import PREFIX
+from api.routes.packs import manifest_source
 from api.schemas import (
     MAX_RUN_ID_LENGTH,
     PLAN_HASH_PATTERN,
@@ -77,6 +78,16 @@ def reserve_run_id(body: Any) -> str | None:
 IdempotentCreate = Annotated[Claim | None, idempotent(OPERATOR, reserve=reserve_run_id)]
 
 
+async def tenant_webhooks(database: ApiDatabase, tenant: str) -> list[WebhookRef]:
+    """The tenant's webhooks as registered now: a run keeps these."""
+    with available():
+        registered = await database.webhooks.list(tenant)
+    return [
+        WebhookRef(id=w.id, url=w.url, events=w.events, secretCiphertext=w.secret_ciphertext)
+        for w in registered
+    ]
+
+
 @router.post(
     "/runs",
     status_code=201,
@@ -99,16 +110,12 @@ async def create_pack_run(
     """The run gets the tenant's webhooks as registered now; later registrations apply to later
     runs. The tenant is the header's or the body's `tenantId` (they must agree), one of the
     token's tenants."""
-    compiled = await run_in_threadpool(compile_pack, body.manifest, body.inputs)
+    manifest, pack_digest = await manifest_source(database, tenant, body.manifest, body.pack)
+    compiled = await run_in_threadpool(compile_pack, manifest, body.inputs)
     claim = idempotency
     # Under an Idempotency-Key the run id was fixed with the key's claim, before this start.
     run_id = (claim.run_id if claim else None) or body.runId or new_run_id()
-    with available():
-        registered = await database.webhooks.list(tenant)
-    webhooks = [
-        WebhookRef(id=w.id, url=w.url, events=w.events, secretCiphertext=w.secret_ciphertext)
-        for w in registered
-    ]
+    webhooks = await tenant_webhooks(database, tenant)
     token = claim.token if claim else None
     try:
         snapshot = await runs.start(
@@ -118,6 +125,7 @@ async def create_pack_run(
             actor=principal.subject,
             webhooks=webhooks,
             request_token=token,
+            pack_digest=pack_digest,
         )
     except RunAlreadyExists:
         # A retry of a keyed create whose first attempt started the run but could not record
@@ -210,6 +218,7 @@ async def get_run_state(
     tenant: Tenant,
     runId: RunId,
     runs: Runs,
+    database: DatabaseDep,
     stepsOffset: Annotated[int, Query(ge=0, description="First step of the page")] = 0,
     stepsLimit: Annotated[
         int, Query(ge=1, le=STEPS_PAGE, description="Steps per page")
@@ -222,7 +231,12 @@ async def get_run_state(
     share one read of the run. During a worker outage the last known state answers, marked stale
     (`Warning`), rather than an error."""
     read = await runs.state(tenant, runId, steps_offset=stepsOffset, steps_limit=stepsLimit)
-    body = run_state(read.snapshot).model_dump_json(exclude_none=True).encode()
+    state = run_state(read.snapshot)
+    if read.snapshot.status in ("failed", "cancelled"):
+        # Only an ended run can have been redriven; the redrives are the API's own records.
+        with available():
+            state.redrives = await database.redrives.of(tenant, runId) or None
+    body = state.model_dump_json(exclude_none=True).encode()
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {"ETag": etag, "Age": str(int(read.age)), "Cache-Control": "no-cache"}
     if read.stale:

@@ -33,6 +33,12 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/runs/{runId}/artifacts"): VIEWER,
     ("GET", "/runs/{runId}/artifacts/{name}"): VIEWER,
     ("GET", "/runs/{runId}/evidence"): VIEWER,
+    ("POST", "/runs/{runId}/redrive"): OPERATOR,
+    ("POST", "/packs"): ADMIN,
+    ("GET", "/packs"): VIEWER,
+    ("GET", "/packs/{name}/versions/{version}"): VIEWER,
+    ("POST", "/packs/{name}/versions/{version}/disable"): ADMIN,
+    ("POST", "/packs/{name}/versions/{version}/enable"): ADMIN,
     ("POST", "/runs/{runId}/approvals/{approvalId}"): OPERATOR,
     ("POST", "/approvals/{token}"): PUBLIC,  # a signed link carries its own authority
     ("POST", "/webhooks"): ADMIN,
@@ -104,7 +110,7 @@ def request_for(
     run_id = throwaway_run or world.run_id
     url = (
         PREFIX + template
-        if template.startswith("/runs")
+        if template.startswith(("/runs", "/packs"))
         or template
         in (
             "/simulations",
@@ -120,6 +126,7 @@ def request_for(
         .replace("{approvalId}", "release-manager")
         .replace("{token}", "not-a-link")
         .replace("{webhookId}", "wh-does-not-exist")
+        .replace("{version}", "0.0.0")
     )
     body: Any = None
     if route == ("POST", "/simulations") or route == ("POST", "/runs"):
@@ -128,6 +135,10 @@ def request_for(
         body = {"decision": "approved", "planHash": "sha256:" + "0" * 64}
     elif route == ("POST", "/approvals/{token}"):
         body = {"decision": "approved"}
+    elif route == ("POST", "/packs"):
+        body = {"manifest": ECHO}
+    elif route == ("POST", "/runs/{runId}/redrive"):
+        body = {}
     elif route == ("POST", "/webhooks"):
         body = {"url": "http://127.0.0.1:9/hook", "events": ["run.completed"], "secret": "s" * 16}
     return method, url, body

@@ -152,6 +152,44 @@ ROUTES = [
     ),
     Route("list webhooks", ADMIN, "GET", "/webhooks"),
     Route(
+        "redrive",
+        OPERATOR,
+        "POST",
+        "/runs/{finished}/redrive",
+        {},
+        (409, "run_not_redrivable"),
+    ),
+    Route(
+        "publish pack",
+        ADMIN,
+        "POST",
+        "/packs",
+        {"manifest": ECHO, "signature": {"payload": "x"}},  # refused before anything is stored
+        (400, "invalid_pack_signature"),
+    ),
+    Route("list packs", VIEWER, "GET", "/packs"),
+    Route(
+        "pack version",
+        VIEWER,
+        "GET",
+        "/packs/no-pack/versions/0.0.0",
+        reached=(404, "pack_not_found"),
+    ),
+    Route(
+        "disable pack",
+        ADMIN,
+        "POST",
+        "/packs/no-pack/versions/0.0.0/disable",
+        reached=(404, "pack_not_found"),
+    ),
+    Route(
+        "enable pack",
+        ADMIN,
+        "POST",
+        "/packs/no-pack/versions/0.0.0/enable",
+        reached=(404, "pack_not_found"),
+    ),
+    Route(
         "delete webhook",
         ADMIN,
         "DELETE",
@@ -269,6 +307,8 @@ def _template(path: str) -> str:
         ("release-manager", "{approvalId}"),
         ("nothing.txt", "{name}"),
         ("wh-0123456789abcdef", "{webhookId}"),
+        ("no-pack", "{name}"),
+        ("0.0.0", "{version}"),
     ):
         path = path.replace(concrete, template)
     return path
