@@ -110,7 +110,7 @@ class TestRunEvidence:
         assert set(subjects) == {"report", "write.stdout", "write.stderr", "taskrunner:run-log"}
         predicate = statement["predicate"]
         assert predicate["run"]["finished"] is True
-        assert predicate["run"]["requestedBy"] == "user:alice"
+        assert predicate["run"]["requestedBy"] == "user:rita"  # create_run's requester
         assert predicate["pack"]["name"] == "api-files"
         assert predicate["planHash"] == state["planHash"]
         assert {s["stepId"]: s["status"] for s in predicate["steps"]} == {
