@@ -33,7 +33,6 @@ log = structlog.get_logger("taskrunner.api")
 
 PRUNE_EVERY = 600.0
 READY_TIMEOUT = 3.0
-RETRY_AFTER = "2"
 
 UNAVAILABLE: tuple[type[BaseException], ...] = (DBAPIError, PoolTimeout, OSError, TimeoutError)
 """What a database out of reach (or overloaded) raises: a 503, never a 500. An IntegrityError
@@ -51,9 +50,7 @@ def available() -> Iterator[None]:
         if isinstance(exc, IntegrityError):
             raise
         log.warning("database.unavailable", error=str(exc).splitlines()[0][:300])
-        raise DatabaseUnavailable(
-            "the database did not answer; retry shortly", headers={"Retry-After": RETRY_AFTER}
-        ) from None
+        raise DatabaseUnavailable("the database did not answer; retry shortly") from None
 
 
 class ApiDatabase:

@@ -296,6 +296,10 @@ class DatabaseUnavailable(ApiError):
     status = 503
     code = "database_unavailable"
 
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        # Out of reach for a moment, or its connections all busy under load: try again.
+        super().__init__(message, headers={"Retry-After": "2", **(headers or {})})
+
 
 class LogsUnavailable(ApiError):
     """Log entries a run paged out to the artifact store that this API cannot read."""

@@ -11,6 +11,9 @@
   with 50 readers while 0, 200 and 1,000 runs wait at gates, beside `/healthz`, a raw describe
   and a raw query under the same readers (bench/read_bench.py);
 - API, likewise: approval latency and read latency (bench/api_bench.py);
+- keyed creates: 200 and 1,000 `POST /runs` with an `Idempotency-Key`, 50 and 100 at once, then
+  retried: 5xx, duplicate runs, and creates/s against as many unkeyed creates, with the API's
+  database on SQLite and on PostgreSQL (bench/keyed_bench.py);
 - sandbox: the start-up cost of running a step's command in the sandbox against a bare
   subprocess, as a ratio (bench/sandbox_bench.py).
 
@@ -40,6 +43,7 @@ from bench import (
     api_bench,
     compile_bench,
     history_bench,
+    keyed_bench,
     read_bench,
     sandbox_bench,
     workflow_bench,
@@ -208,9 +212,25 @@ async def runtime_and_api(args: argparse.Namespace) -> list[Row]:
                 svc.url, gates=args.gates, readers=args.readers, requests_each=args.requests
             )
         rows += api_rows(api, args.readers)
+        if args.keyed_databases:
+            rows += await keyed_rows(client, address, args.keyed_databases)
     finally:
         await env.shutdown()
     return rows
+
+
+async def keyed_rows(client: Any, address: str, databases: list[str]) -> list[Row]:
+    figures = await keyed_bench.measure(client, address, databases)
+    return [Row("keyed", f.name, f.value, f.unit, f.target, f.met, f.note) for f in figures]
+
+
+async def keyed_only(databases: list[str]) -> list[Row]:
+    env = await workflow_bench.start_dev_server()
+    try:
+        address = env.client.service_client.config.target_host
+        return await keyed_rows(env.client, address, databases)
+    finally:
+        await env.shutdown()
 
 
 def render(rows: list[Row], info: dict[str, Any], seconds: float) -> str:
@@ -257,7 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sandbox-rounds", type=int, default=40, help="sandbox start-up rounds (0 skips)"
     )
-    parser.add_argument("--only", choices=["sandbox"], help="run only this benchmark (quick look)")
+    parser.add_argument(
+        "--keyed-databases",
+        nargs="*",
+        default=["sqlite", "postgresql"],
+        choices=["sqlite", "postgresql"],
+        help="the API's databases for the keyed-create bench (none skips it)",
+    )
+    parser.add_argument(
+        "--only", choices=["sandbox", "keyed"], help="run only this benchmark (quick look)"
+    )
     args = parser.parse_args(argv)
 
     began = time.monotonic()
@@ -266,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     if args.only is None:
         rows += compile_rows(args.sizes, args.repeat)
-    if args.sandbox_rounds:
+    if args.only == "keyed":
+        rows += asyncio.run(keyed_only(args.keyed_databases))
+    elif args.sandbox_rounds:
         rows += [
             Row("sandbox", f.name, f.value, f.unit, f.target, f.met, f.note)
             for f in asyncio.run(sandbox_bench.measure(args.sandbox_rounds))

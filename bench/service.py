@@ -60,8 +60,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def service(temporal_address: str, task_queue: str, data_dir: Path) -> Iterator[Service]:
+def service(
+    temporal_address: str, task_queue: str, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Service]:
     """A worker and the API (auth off, as `taskrunner dev` runs it) until the block ends.
+    `extra_env`: more settings (e.g. TASKRUNNER_DATABASE_URL; the API's database is SQLite in
+    `data_dir` without it).
 
     Their logs go to `worker.log` and `api.log` in `data_dir`.
     """
@@ -74,6 +78,7 @@ def service(temporal_address: str, task_queue: str, data_dir: Path) -> Iterator[
         "TASKRUNNER_AUTH_ENABLED": "false",
         "TASKRUNNER_API_HOST": "127.0.0.1",
         "TASKRUNNER_API_PORT": str(port),
+        **(extra_env or {}),
     }
     worker = _spawn([sys.executable, "-m", "workflows.worker"], env, data_dir / "worker.log")
     api = _spawn([sys.executable, "-m", "cli.main", "api"], env, data_dir / "api.log")
