@@ -81,6 +81,8 @@ def json_problem(value: Any, path: str) -> ErrorDetail | None:
                 return ErrorDetail(where, "NaN and infinity are not allowed")
         elif isinstance(item, str) and not _is_text(item):
             return ErrorDetail(where, _SURROGATE)
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > 2**53 - 1:
+            return ErrorDetail(where, "beyond ±(2^53 - 1): JSON cannot carry it exactly")
         elif item is not None and not isinstance(item, str | int):
             return ErrorDetail(where, f"{type(item).__name__} is not a JSON value")
     return None

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from compiler import compile_manifest
+from compiler import ManifestError, compile_manifest
 from compiler.hashing import canonical_json, plan_document
 from tests.compiler.packs import ROOT, dump
 
@@ -252,3 +252,50 @@ def test_same_hash_in_other_processes() -> None:
             check=True,
         )
         assert result.stdout.strip() == expected
+
+
+def test_canonical_json_is_rfc_8785() -> None:
+    # ECMAScript number forms, and keys sorted by UTF-16 code units (U+1F600 is D83D DE00, so
+    # it sorts before U+E000, where code points would put it after).
+    assert canonical_json({"\ue000": 1, "\U0001f600": 2, "n": [1.0, 1e21, 0.1, -0.0]}) == (
+        '{"n":[1,1e+21,0.1,0],"\U0001f600":2,"\ue000":1}'.encode()
+    )
+
+
+def test_plan_hash_is_sha256_of_the_rfc_8785_plan_document() -> None:
+    """What another implementation does to reproduce a planHash: RFC 8785 over the plan."""
+    import hashlib
+
+    import rfc8785
+
+    compiled = compile_manifest(PACK, {"target": "app"})
+    again = hashlib.sha256(rfc8785.dumps(plan_document(compiled.plan))).hexdigest()
+    assert compiled.plan_hash == f"sha256:{again}"
+
+
+def test_a_float_written_as_a_whole_number_hashes_as_the_integer() -> None:
+    whole = PACK.replace("flags: [a, b]", "flags: [a, b]\n          ratio: 2")
+    point = PACK.replace("flags: [a, b]", "flags: [a, b]\n          ratio: 2.0")
+    assert (
+        compile_manifest(whole, {"target": "app"}).plan_hash
+        == compile_manifest(point, {"target": "app"}).plan_hash
+    )
+
+
+def test_an_integer_json_cannot_carry_is_a_clear_error() -> None:
+    with pytest.raises(ManifestError) as info:
+        compile_manifest(PACK, {"target": "app", "count": 2**60})
+    assert [e.path for e in info.value.errors] == ["inputs.count"]
+    big = PACK.replace("flags: [a, b]", "flags: [a, b]\n          big: 99999999999999999999")
+    with pytest.raises(ManifestError, match=r"2\^53"):
+        compile_manifest(big, {"target": "app"})
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [("NO", "NO"), ("on", "on"), ("010", 10), ("12:30", "12:30"), ("0o10", 8), ("yes", "yes")],
+)
+def test_scalars_are_read_as_yaml_1_2(written: str, read: object) -> None:
+    text = PACK.replace("flags: [a, b]", f"flags: [a, b]\n          v: {written}")
+    document = plan_document(compile_manifest(text, {"target": "app"}).plan)
+    assert document["steps"][0]["with"]["v"] == read
