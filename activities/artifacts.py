@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,11 +24,7 @@ from workflows.contract.artifacts import (
     log_segment_name,
     run_folder,
 )
-
-
-def now_iso() -> str:
-    """Current UTC time as the contract writes it, e.g. `2025-12-06T10:02:00Z`."""
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+from workflows.contract.times import now_rfc3339
 
 
 class ArtifactStore:
@@ -144,5 +139,5 @@ class ArtifactStore:
             sourcePath=source_path,
             storedPath=self.relative(target),
             status="captured",
-            capturedAt=now_iso(),
+            capturedAt=now_rfc3339(),
         )

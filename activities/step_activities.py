@@ -33,7 +33,7 @@ from pydantic_core import to_jsonable_python
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.artifacts import ArtifactStore, now_iso
+from activities.artifacts import ArtifactStore
 from activities.capture import CaptureRefused, read_output
 from activities.executor import ExecutorContext, StepFailed
 from activities.masking import Masker, MaskingLogger
@@ -67,6 +67,7 @@ from workflows.contract.activities import (
 )
 from workflows.contract.artifacts import UnsafePathError, check_name
 from workflows.contract.state import LogSegment
+from workflows.contract.times import now_rfc3339
 
 HEARTBEAT_SECONDS = 1.0
 TIMEOUT_GRACE_SECONDS = 5.0
@@ -249,7 +250,7 @@ class StepActivities:
                 sourcePath=spec.path,
                 status="failed",
                 notes=mask(notes),
-                capturedAt=now_iso(),
+                capturedAt=now_rfc3339(),
             )
 
         if not spec.path:

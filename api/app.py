@@ -68,24 +68,15 @@ TAGS = [
 ]
 
 
-def installed_executors() -> ExecutorCatalog:
-    """The executors installed beside the API (builtins and `taskrunner.executors` entry
-    points) with their parameter schemas. The API and the worker are one installation (one
-    image), so these are the executors the worker runs; only this catalog, as data, crosses
-    from `activities` into the API."""
-    from activities.registry import Registry
-
-    return Registry().catalog()
-
-
 def create_app(settings: ApiSettings, *, executors: ExecutorCatalog | None = None) -> FastAPI:
     """The API for `settings`. Raises `api.auth.AuthConfigError` when auth cannot work, and
     `ServiceKeyError` when the configured service key cannot be read.
 
     `executors` is the catalog packs are checked against at compile time (an unknown `uses`
-    or a wrong `with` is a 400); by default the installed ones (`installed_executors`)."""
+    or a wrong `with` is a 400): the entry point hands in the installed ones
+    (`cli.catalog.installed_executors`); None checks no `uses` against a catalog."""
     services = Services(
-        executors=installed_executors() if executors is None else executors,
+        executors=executors,
         settings=settings,
         temporal=TemporalConnection(settings),
         database=ApiDatabase.from_settings(settings),

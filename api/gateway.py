@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any, TypeVar, assert_never
 
 from temporalio.api.common.v1 import Payloads, WorkflowExecution
@@ -75,6 +75,7 @@ from workflows.contract.state import (
     StateQuery,
     WebhookRef,
 )
+from workflows.contract.times import now_rfc3339, rfc3339
 
 # Right after a start the first workflow task may not have run; waiting longer than this for the
 # `state` query only delays the 201, so the run's initial state is built from the plan instead.
@@ -157,10 +158,6 @@ def ended_outside(state: RunStateSnapshot, ended: Ended) -> RunStateSnapshot:
     )
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class RunGateway:
     def __init__(
         self,
@@ -201,7 +198,7 @@ class RunGateway:
             runId=run_id,
             tenant=tenant,
             actor=actor,
-            requestedAt=now_iso(),
+            requestedAt=now_rfc3339(),
             heartbeatTimeoutSeconds=self.settings.heartbeat_timeout_seconds,
             activityAttempts=self.settings.activity_attempts,
             webhooks=list(webhooks),
@@ -341,7 +338,7 @@ class RunGateway:
                 return page
             entry = LogEntry(
                 sequence=last + 1,
-                timestamp=ended.at or now_iso(),
+                timestamp=ended.at or now_rfc3339(),
                 level="error",
                 eventType="run.failed",
                 message=f"Run failed: {ended.reason}.",
@@ -409,11 +406,7 @@ class RunGateway:
         async for event in handle.fetch_history_events(
             event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT, rpc_timeout=self.timeout
         ):
-            at = (
-                event.event_time.ToDatetime(tzinfo=UTC)
-                .isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z")
-            )
+            at = rfc3339(event.event_time.ToDatetime(tzinfo=UTC))
             if event.HasField("workflow_execution_terminated_event_attributes"):
                 attrs = event.workflow_execution_terminated_event_attributes
                 if attrs.reason:

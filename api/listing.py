@@ -39,6 +39,7 @@ from workflows.contract.names import (
     workflow_id,
 )
 from workflows.contract.state import TERMINAL_RUN_STATUSES
+from workflows.contract.times import rfc3339
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -118,9 +119,9 @@ def visibility_query(tenant: str, f: RunFilter) -> str:
     if f.plan_hash is not None:
         clauses.append(f"{SA_PLAN_HASH.name} = '{f.plan_hash}'")
     if f.created_after is not None:
-        clauses.append(f"StartTime > '{_rfc3339(f.created_after)}'")
+        clauses.append(f"StartTime > '{rfc3339(f.created_after, 'microseconds')}'")
     if f.created_before is not None:
-        clauses.append(f"StartTime < '{_rfc3339(f.created_before)}'")
+        clauses.append(f"StartTime < '{rfc3339(f.created_before, 'microseconds')}'")
     return " AND ".join(clauses)
 
 
@@ -131,14 +132,6 @@ def _status_clause(status: str) -> str:
         ended = ", ".join(f"'{s}'" for s in _ENDED_ABRUPTLY)
         return f"({SA_STATUS.name} = 'failed' OR ExecutionStatus IN ({ended}))"
     return f"{SA_STATUS.name} = '{status}'"
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # ----------------------------------------------------------------- page tokens
@@ -227,8 +220,8 @@ async def summary(tenant: str, execution: WorkflowExecution) -> RunSummary:
         pack=attributes.get(SA_PACK) or "",
         status=run_status(attributes.get(SA_STATUS), execution.status),
         planHash=attributes.get(SA_PLAN_HASH) or "",
-        createdAt=str(memo.get(MEMO_CREATED_AT) or _iso(execution.start_time)),
-        closedAt=_iso(execution.close_time) if execution.close_time else None,
+        createdAt=str(memo.get(MEMO_CREATED_AT) or rfc3339(execution.start_time)),
+        closedAt=rfc3339(execution.close_time) if execution.close_time else None,
     )
 
 

@@ -76,9 +76,9 @@ def executors(args: argparse.Namespace) -> ExecutorCatalog | None:
     are checked against, as the API checks them against the service's."""
     if args.any_executor:
         return None
-    from activities.registry import Registry
+    from cli.catalog import installed_executors
 
-    return Registry().catalog()
+    return installed_executors()
 
 
 def validate_command(args: argparse.Namespace) -> int:

@@ -136,10 +136,11 @@ def _logging(settings: S) -> S:
 def _app(settings: ApiSettings) -> FastAPI:
     from api.app import create_app
     from api.auth import AuthConfigError
+    from cli.catalog import installed_executors
     from workflows.contract.service_key import ServiceKeyError
 
     try:
-        return create_app(settings)
+        return create_app(settings, executors=installed_executors())
     except (AuthConfigError, ServiceKeyError) as exc:
         raise CliError(str(exc)) from None
 

@@ -135,6 +135,18 @@ class _Scope:
     any_step: bool = False
 
 
+@dataclass(frozen=True)
+class _Common:
+    """What every kind of step takes from the manifest step alike."""
+
+    id: str
+    when: str | bool | None
+    continueOnError: bool | None
+
+    def fields(self) -> dict[str, Any]:
+        return {"id": self.id, "when": self.when}
+
+
 class _Builder:
     def __init__(
         self, manifest: m.Manifest, known_executors: Collection[str] | ExecutorCatalog | None
@@ -285,163 +297,157 @@ class _Builder:
     def _step(self, step: m.Step, path: str, scope: _Scope) -> tuple[p.PlanStep, list[str]]:
         """Build one step. Returns it and the ids it makes visible to later steps."""
         when = self._condition(step.when, f"{path}.when", scope) if step.when is not None else None
-        fail = self.spec.failure
-        common: dict[str, Any] = {"id": step.id, "when": when}
-        own = [step.id]
-
+        common = _Common(step.id, when, step.continueOnError)
         if step.run is not None:
-            run = step.run
-            self._check_run(run, f"{path}.run")
-            with_scope = _Scope(scope.iteration_vars, allow_secrets=True)
-            secrets = self._templates(run.with_, f"{path}.run.with", with_scope)
-            retries = run.retries
-            return (
-                p.RunStep(
-                    **common,
-                    continueOnError=_first(step.continueOnError, fail.continueOnError),
-                    uses=run.uses,
-                    with_=run.with_,
-                    timeoutSeconds=run.timeoutSeconds or DEFAULT_RUN_TIMEOUT_SECONDS,
-                    maxAttempts=retries.maxAttempts if retries else fail.maxAttempts,
-                    backoffSeconds=retries.backoffSeconds if retries else fail.backoffSeconds,
-                    secrets=tuple(sorted(secrets)),
-                ),
-                own,
-            )
-
+            return self._run(common, step.run, path, scope), [step.id]
         if step.parallel is not None:
-            par = step.parallel
-            kids: list[p.PlanStep] = []
-            defined = list(own)
-            for index, child in enumerate(par.steps):
-                # Siblings run at the same time: none of them is "earlier" than another.
-                built, ids = self._step(child, f"{path}.parallel.steps[{index}]", scope)
-                kids.append(built)
-                defined += ids
-            return (
-                p.ParallelStep(
-                    **common,
-                    continueOnError=_first(
-                        step.continueOnError, par.continueOnError, fail.continueOnError
-                    ),
-                    steps=tuple(kids),
-                    maxParallel=par.maxParallel or len(kids),
-                ),
-                defined,
-            )
-
+            return self._parallel(common, step.parallel, path, scope)
         if step.map is not None:
-            mp = step.map
-            items: str | tuple[Any, ...]
-            if isinstance(mp.items, str):
-                items = self._expression(mp.items, f"{path}.map.items", scope)
-            else:
-                items = tuple(mp.items)
-            inner = _Scope(scope.iteration_vars | {"item", "index"})
-            template, _ = self._step(mp.step, f"{path}.map.step", inner)
-            return (
-                p.MapStep(
-                    **common,
-                    continueOnError=_first(
-                        step.continueOnError, mp.continueOnError, fail.continueOnError
-                    ),
-                    items=items,
-                    step=template,
-                    maxParallel=mp.maxParallel or DEFAULT_MAP_PARALLELISM,
-                ),
-                own,  # iteration steps are not visible outside the map
-            )
-
+            # Iteration steps are not visible outside the map.
+            return self._map(common, step.map, path, scope), [step.id]
         if step.loop is not None:
-            lp = step.loop
-            src = lp.items
-            expr = rng = static = None
-            if src.expression is not None:
-                expr = self._expression(src.expression, f"{path}.loop.items.expression", scope)
-            elif src.range is not None:
-                r = src.range
-                rng = (r.start, r.end, r.step)
-                # range(...).__len__ overflows past sys.maxsize; the arithmetic does not.
-                count = max(0, (r.end - r.start + r.step - (1 if r.step > 0 else -1)) // r.step)
-                if count > lp.maxIterations:
-                    self.error(
-                        f"{path}.loop.items.range",
-                        f"range has {count} items, more than maxIterations ({lp.maxIterations})",
-                    )
-            elif src.static is not None:
-                static = tuple(src.static)
-                if len(static) > lp.maxIterations:
-                    self.error(
-                        f"{path}.loop.items.static",
-                        f"{len(static)} items, more than maxIterations ({lp.maxIterations})",
-                    )
-            if lp.iterator == lp.index:
-                self.error(f"{path}.loop.index", "index and iterator need different names")
-            for key, name in (("iterator", lp.iterator), ("index", lp.index)):
-                if name in RESERVED_NAMES:
-                    self.error(f"{path}.loop.{key}", f"{name!r} is a reserved scope name")
-            inner = _Scope(scope.iteration_vars | {lp.iterator, lp.index})
-            body, _ = self._steps(lp.steps, f"{path}.loop.steps", inner)
-            return (
-                p.LoopStep(
-                    **common,
-                    continueOnError=_first(
-                        step.continueOnError, lp.continueOnError, fail.continueOnError
-                    ),
-                    itemsExpression=expr,
-                    itemsRange=rng,
-                    itemsStatic=static,
-                    iterator=lp.iterator,
-                    index=lp.index,
-                    maxIterations=lp.maxIterations,
-                    aggregation=lp.aggregation,
-                    steps=tuple(body),
-                ),
-                own,
-            )
-
+            return self._loop(common, step.loop, path, scope), [step.id]
         if step.conditional is not None:
-            cd = step.conditional
-            branches = []
-            defined = list(own)
-            for index, branch in enumerate(cd.branches):
-                bpath = f"{path}.conditional.branches[{index}]"
-                cond = self._condition(branch.condition, f"{bpath}.condition", scope)
-                body, ids = self._steps(branch.steps, f"{bpath}.steps", scope)
-                branches.append(p.BranchSpec(condition=cond, steps=tuple(body)))
-                defined += ids
-            else_steps, ids = self._steps(cd.else_, f"{path}.conditional.else", scope)
-            return (
-                p.ConditionalStep(
-                    **common,
-                    continueOnError=_first(step.continueOnError, fail.continueOnError),
-                    branches=tuple(branches),
-                    elseSteps=tuple(else_steps),
-                    outputUnion=cd.outputUnion,
-                ),
-                defined + ids,
-            )
-
+            return self._conditional(common, step.conditional, path, scope)
         gate = step.gate
         assert gate is not None  # the manifest model guarantees exactly one kind
         if gate.approval is not None:
-            ap = gate.approval
-            if ap.id not in self.approvals:
-                self.error(f"{path}.gate.approval.id", _unknown("approval", ap.id, self.approvals))
-            declared = self.approvals.get(ap.id)
-            return (
-                p.ApprovalGateStep(
-                    **common,
-                    continueOnError=_first(step.continueOnError, fail.continueOnError),
-                    approvalId=ap.id,
-                    message=ap.message or (declared.message if declared else None),
-                ),
-                own,
-            )
+            return self._approval_gate(common, gate.approval, path), [step.id]
+        assert gate.policy is not None
+        return self._policy_gate(common, gate.policy, f"{path}.gate.policy", scope)
 
-        pg = gate.policy
-        assert pg is not None
-        gpath = f"{path}.gate.policy"
+    def _continue_on_error(self, common: _Common, *block: bool | None) -> bool:
+        """The step's own setting, else its block's, else the pack's failure policy."""
+        return _first(common.continueOnError, *block, self.spec.failure.continueOnError)
+
+    def _run(self, common: _Common, run: m.RunBody, path: str, scope: _Scope) -> p.RunStep:
+        fail = self.spec.failure
+        self._check_run(run, f"{path}.run")
+        with_scope = _Scope(scope.iteration_vars, allow_secrets=True)
+        secrets = self._templates(run.with_, f"{path}.run.with", with_scope)
+        retries = run.retries
+        return p.RunStep(
+            **common.fields(),
+            continueOnError=self._continue_on_error(common),
+            uses=run.uses,
+            with_=run.with_,
+            timeoutSeconds=run.timeoutSeconds or DEFAULT_RUN_TIMEOUT_SECONDS,
+            maxAttempts=retries.maxAttempts if retries else fail.maxAttempts,
+            backoffSeconds=retries.backoffSeconds if retries else fail.backoffSeconds,
+            secrets=tuple(sorted(secrets)),
+        )
+
+    def _parallel(
+        self, common: _Common, par: m.ParallelBody, path: str, scope: _Scope
+    ) -> tuple[p.ParallelStep, list[str]]:
+        kids: list[p.PlanStep] = []
+        defined = [common.id]
+        for index, child in enumerate(par.steps):
+            # Siblings run at the same time: none of them is "earlier" than another.
+            built, ids = self._step(child, f"{path}.parallel.steps[{index}]", scope)
+            kids.append(built)
+            defined += ids
+        step = p.ParallelStep(
+            **common.fields(),
+            continueOnError=self._continue_on_error(common, par.continueOnError),
+            steps=tuple(kids),
+            maxParallel=par.maxParallel or len(kids),
+        )
+        return step, defined
+
+    def _map(self, common: _Common, mp: m.MapBody, path: str, scope: _Scope) -> p.MapStep:
+        items: str | tuple[Any, ...]
+        if isinstance(mp.items, str):
+            items = self._expression(mp.items, f"{path}.map.items", scope)
+        else:
+            items = tuple(mp.items)
+        inner = _Scope(scope.iteration_vars | {"item", "index"})
+        template, _ = self._step(mp.step, f"{path}.map.step", inner)
+        return p.MapStep(
+            **common.fields(),
+            continueOnError=self._continue_on_error(common, mp.continueOnError),
+            items=items,
+            step=template,
+            maxParallel=mp.maxParallel or DEFAULT_MAP_PARALLELISM,
+        )
+
+    def _loop(self, common: _Common, lp: m.LoopBody, path: str, scope: _Scope) -> p.LoopStep:
+        src = lp.items
+        expr = rng = static = None
+        if src.expression is not None:
+            expr = self._expression(src.expression, f"{path}.loop.items.expression", scope)
+        elif src.range is not None:
+            r = src.range
+            rng = (r.start, r.end, r.step)
+            # range(...).__len__ overflows past sys.maxsize; the arithmetic does not.
+            count = max(0, (r.end - r.start + r.step - (1 if r.step > 0 else -1)) // r.step)
+            if count > lp.maxIterations:
+                self.error(
+                    f"{path}.loop.items.range",
+                    f"range has {count} items, more than maxIterations ({lp.maxIterations})",
+                )
+        elif src.static is not None:
+            static = tuple(src.static)
+            if len(static) > lp.maxIterations:
+                self.error(
+                    f"{path}.loop.items.static",
+                    f"{len(static)} items, more than maxIterations ({lp.maxIterations})",
+                )
+        if lp.iterator == lp.index:
+            self.error(f"{path}.loop.index", "index and iterator need different names")
+        for key, name in (("iterator", lp.iterator), ("index", lp.index)):
+            if name in RESERVED_NAMES:
+                self.error(f"{path}.loop.{key}", f"{name!r} is a reserved scope name")
+        inner = _Scope(scope.iteration_vars | {lp.iterator, lp.index})
+        body, _ = self._steps(lp.steps, f"{path}.loop.steps", inner)
+        return p.LoopStep(
+            **common.fields(),
+            continueOnError=self._continue_on_error(common, lp.continueOnError),
+            itemsExpression=expr,
+            itemsRange=rng,
+            itemsStatic=static,
+            iterator=lp.iterator,
+            index=lp.index,
+            maxIterations=lp.maxIterations,
+            aggregation=lp.aggregation,
+            steps=tuple(body),
+        )
+
+    def _conditional(
+        self, common: _Common, cd: m.ConditionalBody, path: str, scope: _Scope
+    ) -> tuple[p.ConditionalStep, list[str]]:
+        branches = []
+        defined = [common.id]
+        for index, branch in enumerate(cd.branches):
+            bpath = f"{path}.conditional.branches[{index}]"
+            cond = self._condition(branch.condition, f"{bpath}.condition", scope)
+            body, ids = self._steps(branch.steps, f"{bpath}.steps", scope)
+            branches.append(p.BranchSpec(condition=cond, steps=tuple(body)))
+            defined += ids
+        else_steps, ids = self._steps(cd.else_, f"{path}.conditional.else", scope)
+        step = p.ConditionalStep(
+            **common.fields(),
+            continueOnError=self._continue_on_error(common),
+            branches=tuple(branches),
+            elseSteps=tuple(else_steps),
+            outputUnion=cd.outputUnion,
+        )
+        return step, defined + ids
+
+    def _approval_gate(self, common: _Common, ap: m.ApprovalGate, path: str) -> p.ApprovalGateStep:
+        if ap.id not in self.approvals:
+            self.error(f"{path}.gate.approval.id", _unknown("approval", ap.id, self.approvals))
+        declared = self.approvals.get(ap.id)
+        return p.ApprovalGateStep(
+            **common.fields(),
+            continueOnError=self._continue_on_error(common),
+            approvalId=ap.id,
+            message=ap.message or (declared.message if declared else None),
+        )
+
+    def _policy_gate(
+        self, common: _Common, pg: m.PolicyGate, gpath: str, scope: _Scope
+    ) -> tuple[p.PolicyGateStep, list[str]]:
         declared_policy = self.policies.get(pg.policy)
         if declared_policy is None:
             self.error(f"{gpath}.policy", _unknown("policy", pg.policy, self.policies))
@@ -457,19 +463,17 @@ class _Builder:
         else_steps, ids = self._steps(pg.else_, f"{gpath}.else", scope)
         if pg.else_ and pg.failureAction != "branch":
             self.error(f"{gpath}.else", "`else` steps run only with failureAction branch")
-        return (
-            p.PolicyGateStep(
-                **common,
-                continueOnError=_first(step.continueOnError, fail.continueOnError),
-                policyId=pg.policy,
-                policyVersion=pg.version or (declared_policy.version if declared_policy else "1"),
-                failureAction=pg.failureAction,
-                retryCount=pg.retryCount,
-                approvalId=pg.approvalId,
-                elseSteps=tuple(else_steps),
-            ),
-            own + ids,
+        step = p.PolicyGateStep(
+            **common.fields(),
+            continueOnError=self._continue_on_error(common),
+            policyId=pg.policy,
+            policyVersion=pg.version or (declared_policy.version if declared_policy else "1"),
+            failureAction=pg.failureAction,
+            retryCount=pg.retryCount,
+            approvalId=pg.approvalId,
+            elseSteps=tuple(else_steps),
         )
+        return step, [common.id, *ids]
 
     def _check_run(self, run: m.RunBody, path: str) -> None:
         if self.known_executors is not None:

@@ -11,14 +11,17 @@ tell a pack that fits easily from one that would need continue-as-new or a small
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, assert_never
 
 from compiler import plan as p
 
 if TYPE_CHECKING:
     from compiler.simulation import SimulationStep
+
+T = TypeVar("T")
 
 MAP_INLINE_LIMIT = 200
 MAP_CHUNK_SIZE = 500
@@ -37,16 +40,26 @@ CHILD_WORKFLOW_EVENTS = 6  # start initiated, started, completed + a workflow ta
 
 def waits_for_people(step: p.PlanStep) -> bool:
     """Whether a step or anything inside it may wait for an approval decision."""
-    return any(
-        isinstance(s, p.ApprovalGateStep)
-        or (isinstance(s, p.PolicyGateStep) and s.failureAction == "requestOverride")
-        for s in p.walk([step])
-    )
+    return any(p.may_wait_for_approval(s) for s in p.walk([step]))
 
 
 def map_runs_in_chunks(step: p.MapStep, item_count: int) -> bool:
-    """Whether a map with this many items fans out to child workflows rather than running inline."""
+    """Whether a map with this many items fans out to child workflows rather than running inline.
+
+    The workflow decides with this very function (workflows/interpreter.py), so the estimate
+    and the run cannot drift apart.
+    """
     return item_count > MAP_INLINE_LIMIT and not waits_for_people(step.step)
+
+
+def map_chunks(items: Sequence[T]) -> list[Sequence[T]]:
+    """A fanned-out map's items, `MAP_CHUNK_SIZE` to a child workflow, in order."""
+    return [items[i : i + MAP_CHUNK_SIZE] for i in range(0, len(items), MAP_CHUNK_SIZE)]
+
+
+def chunks_at_once(max_parallel: int) -> int:
+    """How many chunk workflows of one map run at a time: enough to honour `maxParallel`."""
+    return max(1, math.ceil(max_parallel / MAP_CHUNK_SIZE))
 
 
 @dataclass(frozen=True)
@@ -169,29 +182,40 @@ class _Estimator:
             return _Cost()
         step = self.by_id[sim["templateId"]]
         children = sim["children"]
-        if isinstance(step, p.RunStep):
-            events = RUN_ATTEMPT_EVENTS * step.maxAttempts
-            if step.backoffSeconds > 0:
-                events += RETRY_TIMER_EVENTS * (step.maxAttempts - 1)
-            return _events(events)
-        if isinstance(step, p.ApprovalGateStep):
-            return _events(self.approval(step.approvalId))
-        if isinstance(step, p.PolicyGateStep):
-            # The workflow waits on a durable timer between policy attempts.
-            events = POLICY_ATTEMPT_EVENTS * (step.retryCount + 1)
-            events += RETRY_TIMER_EVENTS * step.retryCount
-            if step.failureAction == "requestOverride":
-                events += self.approval(step.approvalId)
-            return _events(events) + self.sequence(children, fan_out)
-        if isinstance(step, p.ConditionalStep):
-            info = sim.get("conditionalInfo", {})
-            sizes = [b.get("stepCount", 0) for b in info.get("branches", [])]
-            sizes.append(info.get("elseStepCount", 0))
-            groups, start = [], 0
-            for size in sizes:
-                groups.append(self.sequence(children[start : start + size], fan_out))
-                start += size
-            return _worst(groups)
+        match step:
+            case p.RunStep():
+                events = RUN_ATTEMPT_EVENTS * step.maxAttempts
+                if step.backoffSeconds > 0:
+                    events += RETRY_TIMER_EVENTS * (step.maxAttempts - 1)
+                return _events(events)
+            case p.ApprovalGateStep():
+                return _events(self.approval(step.approvalId))
+            case p.PolicyGateStep():
+                # The workflow waits on a durable timer between policy attempts.
+                events = POLICY_ATTEMPT_EVENTS * (step.retryCount + 1)
+                events += RETRY_TIMER_EVENTS * step.retryCount
+                if step.failureAction == "requestOverride":
+                    events += self.approval(step.approvalId)
+                return _events(events) + self.sequence(children, fan_out)
+            case p.ConditionalStep():
+                info = sim.get("conditionalInfo", {})
+                sizes = [b.get("stepCount", 0) for b in info.get("branches", [])]
+                sizes.append(info.get("elseStepCount", 0))
+                groups, start = [], 0
+                for size in sizes:
+                    groups.append(self.sequence(children[start : start + size], fan_out))
+                    start += size
+                return _worst(groups)
+            case p.MapStep() | p.ParallelStep() | p.LoopStep():
+                return self._repeated(step, sim, fan_out)
+            case _:
+                assert_never(step)
+
+    def _repeated(
+        self, step: p.MapStep | p.ParallelStep | p.LoopStep, sim: SimulationStep, fan_out: bool
+    ) -> _Cost:
+        """Parallel, map and loop: their children, as often as they run, here or in chunks."""
+        children = sim["children"]
         count = self.iterations.get(sim["id"])
         items = len(children) if count is None else count
         if isinstance(step, p.MapStep) and fan_out and map_runs_in_chunks(step, items):
@@ -206,9 +230,9 @@ class _Estimator:
     def chunks(self, items: Sequence[_Cost]) -> _Cost:
         """A map's items run in child workflows of MAP_CHUNK_SIZE items each."""
         cost = _Cost()
-        for first in range(0, len(items), MAP_CHUNK_SIZE):
+        for slice_ in map_chunks(items):
             chunk = _events(WORKFLOW_EVENTS)
-            for item in items[first : first + MAP_CHUNK_SIZE]:
+            for item in slice_:
                 chunk = chunk + item
             cost = cost + _Cost(
                 own=CHILD_WORKFLOW_EVENTS,

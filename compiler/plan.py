@@ -6,7 +6,7 @@ defaults), never repurposed. `schemaVersion` says which shape a plan has.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -197,15 +197,32 @@ class Plan(Frozen):
 
 def children(step: PlanStep) -> list[PlanStep]:
     """Every step directly inside a step, in order (map template included)."""
-    if isinstance(step, ParallelStep | LoopStep):
-        return list(step.steps)
-    if isinstance(step, MapStep):
-        return [step.step]
-    if isinstance(step, ConditionalStep):
-        return [s for b in step.branches for s in b.steps] + list(step.elseSteps)
-    if isinstance(step, PolicyGateStep):
-        return list(step.elseSteps)
-    return []
+    match step:
+        case ParallelStep() | LoopStep():
+            return list(step.steps)
+        case MapStep():
+            return [step.step]
+        case ConditionalStep():
+            return [s for b in step.branches for s in b.steps] + list(step.elseSteps)
+        case PolicyGateStep():
+            return list(step.elseSteps)
+        case RunStep() | ApprovalGateStep():
+            return []
+        case _:
+            assert_never(step)
+
+
+def may_wait_for_approval(step: PlanStep) -> bool:
+    """Whether this step itself (not what it holds) may wait for people to decide."""
+    match step:
+        case ApprovalGateStep():
+            return True
+        case PolicyGateStep():
+            return step.failureAction == "requestOverride"
+        case RunStep() | ParallelStep() | MapStep() | LoopStep() | ConditionalStep():
+            return False
+        case _:
+            assert_never(step)
 
 
 def walk(steps: tuple[PlanStep, ...] | list[PlanStep]) -> list[PlanStep]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import Any, Literal, NotRequired, TypedDict, assert_never, cast
 
 from compiler import plan as p
 from compiler.expressions import (
@@ -329,49 +329,52 @@ class _Simulator:
             node["statusReason"] = skip
         children: list[SimulationStep] = []
 
-        if isinstance(step, p.RunStep):
-            node["uses"] = step.uses
-        elif isinstance(step, p.ApprovalGateStep):
-            node["approvalId"] = step.approvalId
-            if step.message is not None:
-                node["gateMessage"] = step.message
-            self.waits_for_approval |= skip is None
-        elif isinstance(step, p.PolicyGateStep):
-            if step.approvalId is not None:
+        match step:
+            case p.RunStep():
+                node["uses"] = step.uses
+            case p.ApprovalGateStep():
                 node["approvalId"] = step.approvalId
-            node["policyInfo"] = {
-                "policyId": step.policyId,
-                "policyVersion": step.policyVersion,
-                "failureAction": step.failureAction,
-                "retryCount": step.retryCount,
-            }
-            self.waits_for_approval |= skip is None and step.failureAction == "requestOverride"
-            children = self.sequence(step.elseSteps, prefix, known, skip)
-        elif isinstance(step, p.ParallelStep):
-            node["maxParallel"] = step.maxParallel
-            children = self.sequence(step.steps, prefix, known, skip)
-        elif isinstance(step, p.MapStep):
-            node["maxParallel"] = step.maxParallel
-            children = self.map_children(step, sid, prefix, known, skip)
-        elif isinstance(step, p.LoopStep):
-            node["loopInfo"] = {
-                "itemsExpression": _loop_source(step),
-                "iterator": step.iterator,
-                "index": step.index,
-                "maxIterations": step.maxIterations,
-                "aggregationMode": step.aggregation,
-            }
-            children = self.loop_children(step, sid, prefix, known, skip)
-        elif isinstance(step, p.ConditionalStep):
-            node["conditionalInfo"] = {
-                "branches": [
-                    {"condition": _condition_text(b.condition), "stepCount": len(b.steps)}
-                    for b in step.branches
-                ],
-                "elseStepCount": len(step.elseSteps),
-                "outputUnion": step.outputUnion,
-            }
-            children = self.branch_children(step, prefix, known, skip)
+                if step.message is not None:
+                    node["gateMessage"] = step.message
+                self.waits_for_approval |= skip is None
+            case p.PolicyGateStep():
+                if step.approvalId is not None:
+                    node["approvalId"] = step.approvalId
+                node["policyInfo"] = {
+                    "policyId": step.policyId,
+                    "policyVersion": step.policyVersion,
+                    "failureAction": step.failureAction,
+                    "retryCount": step.retryCount,
+                }
+                self.waits_for_approval |= skip is None and p.may_wait_for_approval(step)
+                children = self.sequence(step.elseSteps, prefix, known, skip)
+            case p.ParallelStep():
+                node["maxParallel"] = step.maxParallel
+                children = self.sequence(step.steps, prefix, known, skip)
+            case p.MapStep():
+                node["maxParallel"] = step.maxParallel
+                children = self.map_children(step, sid, prefix, known, skip)
+            case p.LoopStep():
+                node["loopInfo"] = {
+                    "itemsExpression": _loop_source(step),
+                    "iterator": step.iterator,
+                    "index": step.index,
+                    "maxIterations": step.maxIterations,
+                    "aggregationMode": step.aggregation,
+                }
+                children = self.loop_children(step, sid, prefix, known, skip)
+            case p.ConditionalStep():
+                node["conditionalInfo"] = {
+                    "branches": [
+                        {"condition": _condition_text(b.condition), "stepCount": len(b.steps)}
+                        for b in step.branches
+                    ],
+                    "elseStepCount": len(step.elseSteps),
+                    "outputUnion": step.outputUnion,
+                }
+                children = self.branch_children(step, prefix, known, skip)
+            case _:
+                assert_never(step)
         node["continueOnError"] = step.continueOnError
         # The info blocks follow continueOnError in the contract.
         for key in ("loopInfo", "conditionalInfo", "policyInfo"):

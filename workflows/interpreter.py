@@ -1,19 +1,19 @@
 """Step semantics: how each kind of plan step runs inside a workflow.
 
 Runs in the workflow sandbox, so it is deterministic: time from `workflow.now()`, concurrency from
-asyncio tasks the workflow loop schedules, waits on durable timers and conditions. All state
-changes go through the RunBook.
+asyncio tasks the workflow loop schedules, waits on durable timers and conditions. It reads the
+RunBook and calls it; every change of the run's state is one of its methods. Dispatch on the
+step kind is a `match` closed by `assert_never`, so a new kind is a type error until it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         references,
         render,
     )
-    from compiler.history import MAP_CHUNK_SIZE, MAP_INLINE_LIMIT
+    from compiler.history import MAP_CHUNK_SIZE, chunks_at_once, map_chunks, map_runs_in_chunks
     from workflows.contract.activities import (
         EVALUATE_POLICY,
         RUN_STEP,
@@ -47,25 +47,27 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.contract.names import CHUNK_WORKFLOW_TYPE
     from workflows.contract.state import ChunkInput, ChunkResult, Decision
-    from workflows.run_book import TIMER, RunBook, iso
+    from workflows.run_book import RunBook, StepResult
 
 POLICY_TIMEOUT = timedelta(seconds=60)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Frame:
-    """Where a step runs: the id prefix of its iteration, loop variables, and iteration results."""
+    """Where a step runs: the id prefix of its iteration and the loop variables in scope.
+
+    What the iteration's steps produced is the RunBook's (`results(prefix)`), not the frame's.
+    """
 
     prefix: str = ""
     vars: dict[str, Any] = field(default_factory=dict)
-    local: dict[str, dict[str, Any]] = field(default_factory=dict)
     parent: Frame | None = None
 
     def rid(self, step_id: str) -> str:
         return self.prefix + step_id
 
     def child(self, prefix: str, variables: dict[str, Any]) -> Frame:
-        return Frame(prefix, {**self.vars, **variables}, {}, self)
+        return Frame(prefix, {**self.vars, **variables}, self)
 
 
 class StepFailure(Exception):
@@ -85,44 +87,35 @@ def chunk_plan(plan: p.Plan, template: p.PlanStep) -> p.Plan:
     return plan.model_copy(update={"inputs": kept})
 
 
-def has_gate(step: p.PlanStep) -> bool:
-    """Whether a subtree waits for people: such a map cannot move into child workflows."""
-    return any(
-        isinstance(s, p.ApprovalGateStep)
-        or (isinstance(s, p.PolicyGateStep) and s.failureAction == "requestOverride")
-        for s in p.walk([step])
-    )
-
-
 class Interpreter:
     def __init__(
         self,
         book: RunBook,
         *,
-        results: dict[str, dict[str, Any]] | None = None,
         notify: Callable[[], None] = lambda: None,
         fan_out: bool = True,
     ) -> None:
+        """`notify`: called when a gate opens or closes. `fan_out`: whether large maps may move
+        into child workflows (not inside a chunk, which is one already)."""
         self.book = book
         self.plan = book.plan
         self.meta = book.meta
-        self.results: dict[str, dict[str, Any]] = results if results is not None else {}
         self.notify = notify
         self.fan_out = fan_out
-        self.open_gates: dict[str, str] = {}
 
     # ----------------------------------------------------------------- scope
 
-    def visible_steps(self, frame: Frame) -> dict[str, dict[str, Any]]:
-        chain: list[dict[str, dict[str, Any]]] = []
+    def visible_steps(self, frame: Frame) -> Mapping[str, StepResult]:
+        chain: list[Mapping[str, StepResult]] = []
         node: Frame | None = frame
-        while node is not None:
-            if node.local:
-                chain.append(node.local)
+        while node is not None and node.prefix:
+            local = self.book.results(node.prefix)
+            if local:
+                chain.append(local)
             node = node.parent
         if not chain:
-            return self.results
-        merged = dict(self.results)
+            return self.book.results()
+        merged = dict(self.book.results())
         for local in reversed(chain):
             merged.update(local)
         return merged
@@ -131,12 +124,7 @@ class Interpreter:
         return {"inputs": self.plan.inputs, "steps": self.visible_steps(frame), **frame.vars}
 
     def _record(self, step: p.PlanStep, frame: Frame) -> None:
-        state = self.book.step(frame.rid(step.id))
-        result = {"status": state.status, "outputs": state.outputs}
-        if frame.prefix:
-            frame.local[step.id] = result
-        else:
-            self.results[step.id] = result
+        self.book.record_result(frame.prefix, step.id)
 
     # ----------------------------------------------------------------- sequencing
 
@@ -149,10 +137,7 @@ class Interpreter:
         return True
 
     def skip(self, step: p.PlanStep, frame: Frame, reason: str) -> None:
-        rid = frame.rid(step.id)
-        if self.book.step(rid).status in ("Pending", "Running"):
-            self.book.transition(rid, "Skipped", reason=reason)
-        self.book.skip_subtree(rid, reason)
+        self.book.skip(frame.rid(step.id), reason)
         self._record(step, frame)
 
     async def run_step(self, step: p.PlanStep, frame: Frame) -> bool:
@@ -162,10 +147,7 @@ class Interpreter:
         reused = redrive.reuse.get(rid) if redrive is not None else None
         if redrive is not None and reused is not None:
             # A redrive: this step succeeded in the run redriven; its outputs carry over.
-            state = self.book.step(rid)
-            state.outputs = dict(reused.outputs)
-            state.attempts = reused.attempts
-            self.book.transition(rid, "Succeeded", reason="reused", redriveOf=redrive.of)
+            self.book.reuse(rid, reused.outputs, reused.attempts, redrive.of)
             self._record(step, frame)
             return True
         try:
@@ -174,55 +156,40 @@ class Interpreter:
                 return True
             ok = await self._dispatch(step, frame, rid)
         except StepFailure as failure:
-            self.book.transition(
-                rid, "Failed", reason=failure.reason, message=f"Step failed: {rid}: {failure}"
-            )
-            self.book.skip_subtree(rid, failure.reason)
+            self.book.fail_step(rid, failure.reason, f"Step failed: {rid}: {failure}")
             ok = False
         except ExpressionError as exc:
-            self.book.transition(
-                rid, "Failed", reason="expression-error", message=f"Step failed: {rid}: {exc}"
-            )
-            self.book.skip_subtree(rid, "expression-error")
+            self.book.fail_step(rid, "expression-error", f"Step failed: {rid}: {exc}")
             ok = False
         self._record(step, frame)
         return ok or step.continueOnError
 
     async def _dispatch(self, step: p.PlanStep, frame: Frame, rid: str) -> bool:
-        if isinstance(step, p.RunStep):
-            return await self._run(step, frame, rid)
-        if isinstance(step, p.ParallelStep):
-            return await self._parallel(step, frame, rid)
-        if isinstance(step, p.MapStep):
-            return await self._map(step, frame, rid)
-        if isinstance(step, p.LoopStep):
-            return await self._loop(step, frame, rid)
-        if isinstance(step, p.ConditionalStep):
-            return await self._conditional(step, frame, rid)
-        if isinstance(step, p.ApprovalGateStep):
-            return await self._approval_gate(step, rid)
-        return await self._policy_gate(step, frame, rid)
-
-    def _finish(
-        self, rid: str, ok: bool, outputs: dict[str, Any], reason: str | None = None
-    ) -> bool:
-        state = self.book.step(rid)
-        state.outputs = outputs
-        if ok:
-            self.book.transition(rid, "Succeeded", reason=reason)
-        else:
-            self.book.transition(rid, "Failed", reason=reason or "child-failed")
-        return ok
+        match step:
+            case p.RunStep():
+                return await self._run(step, frame, rid)
+            case p.ParallelStep():
+                return await self._parallel(step, frame, rid)
+            case p.MapStep():
+                return await self._map(step, frame, rid)
+            case p.LoopStep():
+                return await self._loop(step, frame, rid)
+            case p.ConditionalStep():
+                return await self._conditional(step, frame, rid)
+            case p.ApprovalGateStep():
+                return await self._approval_gate(step, rid)
+            case p.PolicyGateStep():
+                return await self._policy_gate(step, frame, rid)
+            case _:
+                assert_never(step)
 
     # ----------------------------------------------------------------- run
 
     async def _run(self, step: p.RunStep, frame: Frame, rid: str) -> bool:
         book = self.book
-        state = book.step(rid)
         for attempt in range(1, step.maxAttempts + 1):
-            state.attempts = attempt
             started = workflow.now()
-            book.transition(rid, "Running", attempt=attempt if attempt > 1 else None)
+            book.begin_attempt(rid, attempt)
             rendered = render(step.with_, self.scope(frame))
             request = RunStepRequest(
                 runId=self.meta.runId,
@@ -253,38 +220,23 @@ class Interpreter:
             except ActivityError as exc:
                 _reraise_cancel(exc)
                 reason, message, outputs = _activity_failure(exc)
-                state.outputs = outputs
+                book.record_outputs(rid, outputs)
                 if attempt < step.maxAttempts:
                     await self._retry_wait(
                         rid, attempt, step.maxAttempts, step.backoffSeconds, message
                     )
                     continue
-                book.transition(
-                    rid, "Failed", reason=reason, message=f"Step failed: {rid}: {message}"
-                )
+                book.fail_step(rid, reason, f"Step failed: {rid}: {message}")
                 return False
-            state.outputs = result.outputs
-            book.artifacts.extend(result.artifacts)
             elapsed = (workflow.now() - started).total_seconds()
-            book.transition(rid, "Succeeded", duration=f"{elapsed:.3f}s")
+            book.complete_attempt(rid, result.outputs, result.artifacts, duration=f"{elapsed:.3f}s")
             return True
-        return False  # unreachable: the loop returns on the last attempt
+        raise AssertionError("unreachable: the loop returns on the last attempt")
 
     async def _retry_wait(
         self, rid: str, attempt: int, max_attempts: int, backoff: int, message: str
     ) -> None:
-        book = self.book
-        book.transition(rid, "Pending", reason="retry-scheduled", quiet=True)
-        next_at = workflow.now() + timedelta(seconds=backoff)
-        book.step(rid).nextAttemptAt = iso(next_at)
-        book.log(
-            "step.retrying",
-            f"Step failed, retrying in {backoff}s: {rid} "
-            f"(attempt {attempt} of {max_attempts}): {message}",
-            level="warn",
-            step_id=rid,
-            nextAttemptAt=iso(next_at),
-        )
+        self.book.schedule_retry(rid, attempt, max_attempts, backoff, message)
         if backoff > 0:
             # A durable timer: the wait survives worker restarts and shows in history.
             await workflow.sleep(timedelta(seconds=backoff), summary=f"retry {rid}")
@@ -297,7 +249,7 @@ class Interpreter:
             [(child, frame) for child in step.steps], step.maxParallel, step.continueOnError
         )
         outputs = {c.id: self.book.step(frame.rid(c.id)).outputs for c in step.steps}
-        return self._finish(rid, ok, outputs)
+        return self.book.finish_step(rid, ok, outputs)
 
     async def _bounded(
         self, jobs: list[tuple[p.PlanStep, Frame]], limit: int, continue_on_error: bool
@@ -332,16 +284,14 @@ class Interpreter:
             )
         return value
 
-    def _register_iterations(
-        self, body: tuple[p.PlanStep, ...], rid: str, count: int, start: int = 0
-    ) -> None:
-        for index in range(start, start + count):
+    def _register_iterations(self, body: tuple[p.PlanStep, ...], rid: str, count: int) -> None:
+        for index in range(count):
             self.book.register_tree(body, f"{rid}[{index}]::", rid, templated=True)
 
     async def _map(self, step: p.MapStep, frame: Frame, rid: str) -> bool:
         items = self._items(step.items, frame)
         self.book.transition(rid, "Running", items=len(items))
-        if self.fan_out and len(items) > MAP_INLINE_LIMIT and not has_gate(step.step):
+        if self.fan_out and map_runs_in_chunks(step, len(items)):
             # Iterations are registered a chunk at a time, as each chunk starts: registering
             # 100,000 at once would hold one workflow task for seconds.
             ok, outputs = await self._map_in_chunks(step, frame, rid, items)
@@ -350,7 +300,7 @@ class Interpreter:
             ok, outputs = await self.map_iterations(
                 step.step, frame, rid, items, 0, step.maxParallel, step.continueOnError
             )
-        return self._finish(rid, ok, {"results": outputs})
+        return self.book.finish_step(rid, ok, {"results": outputs})
 
     async def map_iterations(
         self,
@@ -367,21 +317,22 @@ class Interpreter:
             for i, item in enumerate(items)
         ]
         ok = await self._bounded([(template, f) for f in frames], max_parallel, continue_on_error)
-        outputs = [f.local.get(template.id, {}).get("outputs") for f in frames]
+        outputs = [self.book.results(f.prefix).get(template.id, {}).get("outputs") for f in frames]
+        self.book.forget_results(f.prefix for f in frames)
         return ok, outputs
 
     async def _map_in_chunks(
         self, step: p.MapStep, frame: Frame, rid: str, items: list[Any]
     ) -> tuple[bool, list[Any]]:
-        chunks = [items[i : i + MAP_CHUNK_SIZE] for i in range(0, len(items), MAP_CHUNK_SIZE)]
-        gate = asyncio.Semaphore(max(1, math.ceil(step.maxParallel / MAP_CHUNK_SIZE)))
+        chunks = map_chunks(items)
+        gate = asyncio.Semaphore(chunks_at_once(step.maxParallel))
         outputs: list[Any] = [None] * len(items)
         stopped = False
         visible = self.visible_steps(frame)
         parent_id = workflow.info().workflow_id
         plan = chunk_plan(self.plan, step.step)
 
-        async def one(number: int, chunk: list[Any]) -> bool:
+        async def one(number: int, chunk: Sequence[Any]) -> bool:
             nonlocal stopped
             start = number * MAP_CHUNK_SIZE
             async with gate:
@@ -401,7 +352,7 @@ class Interpreter:
                         mapStepId=rid,
                         template=step.step,
                         startIndex=start,
-                        items=chunk,
+                        items=list(chunk),
                         vars=frame.vars,
                         visibleSteps=visible,
                         maxParallel=step.maxParallel,
@@ -463,7 +414,8 @@ class Interpreter:
         for index, item in enumerate(items):
             sub = frame.child(f"{rid}[{index}]::", {step.iterator: item, step.index: index})
             passed = await self.run_sequence(step.steps, sub)
-            outputs.append(_iteration_output(step.steps, sub))
+            outputs.append(_iteration_output(step.steps, self.book.results(sub.prefix)))
+            self.book.forget_results([sub.prefix])
             if not passed:
                 ok = False
                 if not step.continueOnError:
@@ -472,7 +424,7 @@ class Interpreter:
                         for body_step in step.steps:
                             self.skip(body_step, rest, "previous-step-failed")
                     break
-        return self._finish(rid, ok, _aggregate(step.aggregation, outputs))
+        return self.book.finish_step(rid, ok, _aggregate(step.aggregation, outputs))
 
     # ----------------------------------------------------------------- conditional
 
@@ -503,7 +455,7 @@ class Interpreter:
             for s in taken:
                 outputs.update(self.book.step(frame.rid(s.id)).outputs)
         outputs["branch"] = chosen if chosen is not None else "else"
-        return self._finish(rid, ok, outputs)
+        return self.book.finish_step(rid, ok, outputs)
 
     # ----------------------------------------------------------------- gates
 
@@ -514,42 +466,18 @@ class Interpreter:
         if approval.status in ("approved", "rejected", "expired"):
             # One decision per approval per run: a later gate naming it again reuses the decision.
             return approval.status
-        spec = self.plan.approval(approval_id)
-        assert spec is not None  # the compiler checked that every gate names a declared approval
-        now = workflow.now()
-        approval.status = "pending"
-        approval.stepId = rid
-        approval.requestedAt = iso(now)
-        approval.message = message or spec.message
-        approval.missing = book.seats(approval).describe_missing()
-        timeout = None
-        if spec.expiresAfterSeconds:
-            timeout = timedelta(seconds=spec.expiresAfterSeconds)
-            approval.expiresAt = iso(now + timeout)
-        book.transition(rid, "Pending", reason="awaiting-approval", quiet=True)
-        book.log(
-            "gate.awaiting",
-            f"Awaiting approval: {approval_id}",
-            level="warn",
-            step_id=rid,
-            approvalId=approval_id,
-            requiredApprovals=spec.requiredApprovals,
-            grants=",".join(spec.grants) or None,
-            expiresAt=approval.expiresAt,
-            gateMessage=approval.message,
-        )
-        self.open_gates[rid] = approval_id
+        approval, timeout = book.open_gate(rid, approval_id, message)
         self.notify()
         try:
             await workflow.wait_condition(lambda: approval.status != "pending", timeout=timeout)
         except TimeoutError:
-            book.settle(approval, "expired", approvalId=approval_id, actorId=TIMER)
+            book.expire(approval_id)
         except asyncio.CancelledError:
             # The run is being cancelled; its ending refreshes what operators see. (No `finally`:
             # when a worker evicts a cached run, nothing here may touch the workflow clock.)
-            self.open_gates.pop(rid, None)
+            book.close_gate(rid)
             raise
-        self.open_gates.pop(rid, None)
+        book.close_gate(rid)
         self.notify()
         return approval.status  # type: ignore[return-value]
 
@@ -571,16 +499,15 @@ class Interpreter:
         policy = self.plan.policy(step.policyId)
         assert policy is not None
         book.transition(rid, "Running")
-        state = book.step(rid)
         result = PolicyResult(passed=False)
         for attempt in range(1, step.retryCount + 2):
-            state.attempts = attempt
+            book.count_attempt(rid, attempt)
             result = await self._evaluate_policy(policy, frame, rid)
             if result.passed or attempt > step.retryCount:
                 break
             backoff = max(1, self.plan.failure.backoffSeconds)
             await self._retry_wait(rid, attempt, step.retryCount + 1, backoff, "policy not met")
-            book.transition(rid, "Running", quiet=True)
+            book.resume_attempts(rid)
         meta: dict[str, Any] = {
             "policyId": policy.id,
             "policyVersion": policy.version,
@@ -590,25 +517,25 @@ class Interpreter:
             book.log("policy.passed", f"Policy passed: {policy.id}", step_id=rid, **meta)
             for other in step.elseSteps:
                 self.skip(other, frame, "policy-passed")
-            return self._finish(rid, True, {"passed": True})
+            return book.finish_step(rid, True, {"passed": True})
         book.log("policy.failed", f"Policy failed: {policy.id}", level="warn", step_id=rid, **meta)
-        state.outputs = {"passed": False}
+        book.record_outputs(rid, {"passed": False})
         if step.failureAction != "branch":
             for other in step.elseSteps:
                 self.skip(other, frame, "branch-not-taken")
         if step.failureAction == "abort":
             raise StepFailure("policy-failed", f"policy {policy.id} failed")
         if step.failureAction == "warn":
-            return self._finish(rid, True, {"passed": False}, reason="policy-warned")
+            return book.finish_step(rid, True, {"passed": False}, reason="policy-warned")
         if step.failureAction == "requestOverride":
             assert step.approvalId is not None
             decision = await self.await_approval(
                 step.approvalId, rid, f"Policy {policy.id} failed: override to continue"
             )
-            book.step(rid).outputs = {"passed": False}
+            book.record_outputs(rid, {"passed": False})
             return self._after_decision(step.approvalId, decision, rid, "override-")
         ok = await self.run_sequence(step.elseSteps, frame)
-        return self._finish(rid, ok, {"passed": False}, reason="policy-branch")
+        return book.finish_step(rid, ok, {"passed": False}, reason="policy-branch")
 
     async def _evaluate_policy(self, policy: p.PolicySpec, frame: Frame, rid: str) -> PolicyResult:
         scope = self.scope(frame)
@@ -645,7 +572,8 @@ class Interpreter:
     # ----------------------------------------------------------------- pack outputs
 
     def object_outputs(self) -> list[ArtifactRecord]:
-        scope = {"inputs": self.plan.inputs, "steps": self.results}
+        """Evaluate the pack's object outputs (each set on the RunBook); their records."""
+        scope = {"inputs": self.plan.inputs, "steps": self.book.results()}
         records = []
         for out in self.plan.outputs:
             if out.type != "object" or out.expression is None:
@@ -653,7 +581,7 @@ class Interpreter:
             stamp = self.book.stamp()
             try:
                 value = evaluate(out.expression, scope)
-                self.book.outputs[out.name] = value
+                self.book.set_output(out.name, value)
                 records.append(
                     ArtifactRecord(
                         name=out.name,
@@ -693,10 +621,12 @@ def _activity_failure(exc: ActivityError) -> tuple[str, str, dict[str, Any]]:
     return "executor-error", str(cause or exc), {}
 
 
-def _iteration_output(body: tuple[p.PlanStep, ...], frame: Frame) -> dict[str, Any]:
+def _iteration_output(
+    body: tuple[p.PlanStep, ...], results: Mapping[str, StepResult]
+) -> dict[str, Any]:
     """An iteration's outputs: those of the last body step that succeeded."""
     for step in reversed(body):
-        result = frame.local.get(step.id)
+        result = results.get(step.id)
         if result and result["status"] == "Succeeded":
             return dict(result["outputs"])
     return {}

@@ -59,7 +59,6 @@ with workflow.unsafe.imports_passed_through():
         PackRunInput,
         RunResult,
         RunStateSnapshot,
-        RunStatus,
         StateQuery,
         StepState,
         Via,
@@ -92,42 +91,23 @@ class PackRun:
         self.book = RunBook(
             run_input.plan, run_input.planHash, run_input.meta, workflow.now, run_input.carried
         )
-        results = None
-        if run_input.carried is not None:
-            results = {
-                s.stepId: {"status": s.status, "outputs": s.outputs}
-                for s in run_input.carried.steps
-                if s.templateId is None
-            }
-        self.interp = Interpreter(self.book, results=results, notify=self._refresh)
+        self.interp = Interpreter(self.book, notify=self._refresh)
+        # The task running the plan (cancelled by the `cancel` signal) and the webhook
+        # deliveries under way: the workflow's own machinery, not the run's state.
         self._task: asyncio.Task[Any] | None = None
-        self._temporal_cancel = False
-        self._carry_warned = False
-        self._paging_warned = False
         self._deliveries: list[asyncio.Task[None]] = []
         if run_input.meta.webhooks:
-            self.book.listeners.append(self._on_log)
+            self.book.on_log(self._on_log)
 
     # ----------------------------------------------------------------- main
 
     @workflow.run
     async def run(self, run_input: PackRunInput) -> RunResult:
         book = self.book
-        plan = book.plan
         if run_input.carried is None:
-            book.register_tree(plan.steps, "", None, templated=False)
-            book.log(
-                "run.created",
-                "Run created.",
-                planHash=book.plan_hash,
-                requestedAt=book.meta.requestedAt,
-                actor=book.meta.actor,
-                pack=f"{plan.pack.name}@{plan.pack.version}",
-            )
-            book.set_status("running")
-            book.log("run.started", "Run started.")
+            book.start()
         else:
-            book.log("run.continued", "Run continued as new.", historyFrom=workflow.info().run_id)
+            book.continued(history_from=workflow.info().run_id)
         self._upsert(initial=True)
         self._refresh()
 
@@ -137,13 +117,8 @@ class PackRun:
                 raise asyncio.CancelledError
             ok = await self._interpret()
         except asyncio.CancelledError:
-            if not book.cancel_requested:
-                # Temporal's own cancel request (the Web UI's button), not our signal.
-                self._temporal_cancel = True
-                book.cancel_requested = True
-                book.log(
-                    "run.cancel-requested", "Cancellation requested through Temporal.", level="warn"
-                )
+            # Without our signal first, this is Temporal's own cancel request (the Web UI's).
+            book.request_cancel(through_temporal=True)
             return await self._end_cancelled()
         return await self._end(ok)
 
@@ -155,7 +130,7 @@ class PackRun:
             step = steps[book.next_step_index]
             self._details(f"Running step `{step.id}` ({book.next_step_index + 1} of {len(steps)})")
             ok = await self.interp.run_step(step, frame)
-            book.next_step_index += 1
+            book.advance()
             if not ok:
                 for rest in steps[book.next_step_index :]:
                     self.interp.skip(rest, frame, "previous-step-failed")
@@ -175,13 +150,7 @@ class PackRun:
                 if len(carried.model_dump_json()) > CARRY_LIMIT_BYTES:
                     # Too big to pass on in one payload: this history still has headroom (the
                     # suggestion comes far below Temporal's hard limits), so go on in it.
-                    if not self._carry_warned:
-                        self._carry_warned = True
-                        book.log(
-                            "run.continue-as-new-skipped",
-                            "Run state too large to continue as new; continuing in this history.",
-                            level="warn",
-                        )
+                    book.warn_too_large_to_carry()
                     continue
                 await self._deliveries_done()
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -207,13 +176,7 @@ class PackRun:
                 summary="page out log entries",
             )
         except ActivityError as exc:  # the entries stay here: nothing is lost, only kept longer
-            if not self._paging_warned:
-                self._paging_warned = True
-                book.log(
-                    "run.logs-kept",
-                    f"Log entries could not be paged out to the artifact store: {exc.cause or exc}",
-                    level="warn",
-                )
+            book.warn_logs_kept(f"{exc.cause or exc}")
             return
         book.paged_out(segment)
 
@@ -225,35 +188,15 @@ class PackRun:
         return info.is_continue_as_new_suggested()
 
     async def _end(self, ok: bool) -> RunResult:
-        book = self.book
-        book.artifacts.extend(self.interp.object_outputs())
+        self.book.add_artifacts(self.interp.object_outputs())
         await self._capture_files()
-        loud = workflow.patched(PATCH_ENDED_RUNS)
-        book.close_open_steps("run-failed" if not ok else "not-reached", loud=loud and not ok)
-        if loud and not ok:
-            book.cancel_open_approvals("run-failed")
-        if ok:
-            book.set_status("succeeded")
-            book.log("run.completed", "Run completed.")
-        else:
-            failed = next((s for s in book.steps.values() if s.status == "Failed"), None)
-            book.error = (
-                f"step {failed.stepId} failed ({failed.statusReason})" if failed else "failed"
-            )
-            book.set_status("failed")
-            book.log("run.failed", f"Run failed: {book.error}.", level="error")
+        self.book.end(ok, loud=workflow.patched(PATCH_ENDED_RUNS))
         return await self._close()
 
     async def _end_cancelled(self) -> RunResult:
-        book = self.book
-        loud = workflow.patched(PATCH_ENDED_RUNS)
-        book.close_open_steps("cancelled", loud=loud)
-        if loud:
-            book.cancel_open_approvals("run-cancelled")
-        book.set_status("cancelled")
-        book.log("run.cancelled", "Run cancelled.", level="warn")
+        self.book.end_cancelled(loud=workflow.patched(PATCH_ENDED_RUNS))
         result = await self._close()
-        if self._temporal_cancel:
+        if self.book.cancelled_through_temporal:
             # Re-raised so Temporal records the execution as Canceled, as the operator asked.
             raise asyncio.CancelledError
         return result
@@ -297,15 +240,7 @@ class PackRun:
                 )
                 for o in files
             ]
-        self.book.artifacts.extend(captured)
-        for record in captured:
-            self.book.log(
-                "artifact." + ("captured" if record.status == "captured" else "failed"),
-                f"Artifact {record.status}: {record.name}",
-                level="info" if record.status == "captured" else "warn",
-                storedPath=record.storedPath,
-                notes=record.notes,
-            )
+        self.book.capture(captured)
 
     # ----------------------------------------------------------------- webhooks
 
@@ -396,11 +331,9 @@ class PackRun:
     def _refresh(self) -> None:
         """Keep run status, TaskRunnerStatus and the Web UI's current details in step."""
         book = self.book
-        if book.status not in TERMINAL_RUN_STATUSES and book.status != "pending":
-            waiting: RunStatus = "awaiting-approval" if self.interp.open_gates else "running"
-            if book.set_status(waiting):
-                self._upsert()
-        gates = self.interp.open_gates
+        if book.settle_waiting():
+            self._upsert()
+        gates = book.open_gates
         if book.status in TERMINAL_RUN_STATUSES:
             self._details(f"Run **{book.status}**." + (f" {book.error}" if book.error else ""))
         elif gates:
@@ -481,19 +414,10 @@ class PackRun:
 
     @workflow.signal(name=SIGNAL_CANCEL)
     def cancel(self, request: CancelSignal | None = None) -> None:
-        book = self.book
-        if book.cancel_requested or book.status in TERMINAL_RUN_STATUSES:
-            return
-        book.cancel_requested = True
         actor = request.actorId if request else None
         reason = request.reason if request else None
-        book.log(
-            "run.cancel-requested",
-            "Cancellation requested.",
-            level="warn",
-            actor=actor,
-            reason=reason,
-        )
+        if not self.book.request_cancel(actor, reason):
+            return
         if self._task is not None:
             self._task.cancel()
 
@@ -518,14 +442,12 @@ class PackRunMapChunk:
 
     @workflow.run
     async def run(self, chunk: ChunkInput) -> ChunkResult:
-        book = RunBook(chunk.plan, chunk.planHash, chunk.meta, workflow.now)
-        book.status = "running"
-        interp = Interpreter(book, results=dict(chunk.visibleSteps), fan_out=False)
+        book = RunBook(
+            chunk.plan, chunk.planHash, chunk.meta, workflow.now, visible=chunk.visibleSteps
+        )
         rid = chunk.mapStepId
-        for offset in range(len(chunk.items)):
-            book.register_tree(
-                (chunk.template,), f"{rid}[{chunk.startIndex + offset}]::", rid, templated=True
-            )
+        book.start_chunk(chunk.template, rid, chunk.startIndex, len(chunk.items))
+        interp = Interpreter(book, fan_out=False)
         ok, outputs = await interp.map_iterations(
             chunk.template,
             Frame(vars=dict(chunk.vars)),

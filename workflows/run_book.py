@@ -1,24 +1,28 @@
-"""The run's state: one object, changed only through its methods, read by the queries.
+"""The run's state: one object, its one writer, read by the queries.
 
-Every change of a step's status goes through `transition`, which also writes the log entry, so
-state and log never disagree. Timestamps come from the clock the workflow hands in
+Every change of a step, an approval, the log or the run's status is a method here named for
+what happens (`begin_attempt`, `record_outputs`, `open_gate`, `request_cancel`, ...); the
+Interpreter and PackRun read and call, and never assign (tests/workflows/test_one_writer.py
+holds them to it). A step's status moves through `transition`, which also writes the log entry,
+so state and log never disagree. Timestamps come from the clock the workflow hands in
 (`workflow.now()`), which keeps this module deterministic.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from compiler import plan as p
 from compiler.quorum import Seats, Voter, count_seats
 from workflows.contract.activities import ArtifactRecord
-from workflows.contract.initial import approval_states, step_state, step_states
+from workflows.contract.initial import approval_states, step_states
 from workflows.contract.log_chain import GENESIS, entry_hash
 from workflows.contract.refusals import Refusal
 from workflows.contract.state import (
+    TERMINAL_RUN_STATUSES,
     ApprovalDecisionRecord,
     ApprovalOutcome,
     ApprovalSignal,
@@ -37,6 +41,7 @@ from workflows.contract.state import (
     StepStatus,
     Via,
 )
+from workflows.contract.times import rfc3339
 
 DECIDED = frozenset({"approved", "rejected", "expired"})
 ANONYMOUS = "anonymous"
@@ -54,9 +59,8 @@ _EVENT_FOR_STATUS: dict[str, tuple[str, LogLevel, str]] = {
 }
 
 
-def iso(moment: datetime) -> str:
-    """RFC 3339 in UTC with a `Z`, the form every timestamp of the contract takes."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+StepResult = dict[str, Any]
+"""What expressions see of a finished step: `{"status": ..., "outputs": {...}}`."""
 
 
 class RunBook:
@@ -69,12 +73,15 @@ class RunBook:
         meta: RunMeta,
         now: Callable[[], datetime],
         carried: CarriedState | None = None,
+        visible: Mapping[str, StepResult] | None = None,
     ) -> None:
+        """`carried`: the state a run continued as new with. `visible`: for a map chunk, the
+        parent's steps its expressions may read."""
         self.plan = plan
         self.plan_hash = plan_hash
         self.meta = meta
         self._now = now
-        stamp = iso(now())
+        stamp = rfc3339(now())
         self.status: RunStatus = "pending"
         self.created_at = meta.requestedAt or stamp
         self.updated_at = stamp
@@ -93,12 +100,20 @@ class RunBook:
         """Entries 1..paged_through are in the artifact store (`log_segments`)."""
         self.paged_head: str | None = None
         """The chain hash of entry `paged_through`, which the next entry chains from."""
-        self.listeners: list[Callable[[LogEntry], None]] = []
+        self._listeners: list[Callable[[LogEntry], None]] = []
         self.artifacts: list[ArtifactRecord] = []
         self.outputs: dict[str, Any] = {}
         self.error: str | None = None
         self.cancel_requested = False
+        self.cancelled_through_temporal = False
+        """Temporal's own cancel request (the Web UI's button), not our `cancel` signal."""
         self.next_step_index = 0
+        self.open_gates: dict[str, str] = {}
+        """Steps waiting for a decision now, with the approval each waits on."""
+        self._scopes: dict[str, dict[str, StepResult]] = {"": dict(visible or {})}
+        """What expressions see of finished steps, per iteration prefix ("" for the run's own)."""
+        self._carry_warned = False
+        self._paging_warned = False
         if carried is not None:
             self.status = carried.status
             self.created_at = carried.createdAt
@@ -118,6 +133,11 @@ class RunBook:
             self.artifacts = list(carried.artifacts)
             self.cancel_requested = carried.cancelRequested
             self.next_step_index = carried.nextStepIndex
+            self._scopes[""] = {
+                s.stepId: {"status": s.status, "outputs": s.outputs}
+                for s in carried.steps
+                if s.templateId is None
+            }
 
     # ----------------------------------------------------------------- clock and log
 
@@ -135,7 +155,7 @@ class RunBook:
         return (self.logs[-1].hash if self.logs else self.paged_head) or GENESIS
 
     def stamp(self) -> str:
-        return iso(self._now())
+        return rfc3339(self._now())
 
     def log(
         self,
@@ -156,9 +176,13 @@ class RunBook:
             metadata={k: str(v) for k, v in metadata.items() if v is not None},
         )
         entry = self._chain(entry)
-        for listener in self.listeners:
+        for listener in self._listeners:
             listener(entry)
         return entry
+
+    def on_log(self, listener: Callable[[LogEntry], None]) -> None:
+        """Call `listener` with every entry logged from now on (merged chunk entries excepted)."""
+        self._listeners.append(listener)
 
     def merge(
         self,
@@ -191,18 +215,6 @@ class RunBook:
         self.updated_at = self.stamp()
 
     # ----------------------------------------------------------------- steps
-
-    def register(
-        self,
-        step: p.PlanStep,
-        runtime_id: str,
-        *,
-        parent_id: str | None,
-        template_id: str | None,
-    ) -> StepState:
-        state = step_state(step, runtime_id, parent_id=parent_id, template_id=template_id)
-        self._add(state)
-        return state
 
     def _add(self, state: StepState) -> None:
         if state.parentId is not None:
@@ -261,6 +273,82 @@ class RunBook:
             **metadata,
         )
 
+    def begin_attempt(self, runtime_id: str, attempt: int) -> None:
+        """A run step starts its `attempt`-th try (logged, with the number after the first)."""
+        self.steps[runtime_id].attempts = attempt
+        self.transition(runtime_id, "Running", attempt=attempt if attempt > 1 else None)
+
+    def count_attempt(self, runtime_id: str, attempt: int) -> None:
+        """A step already running tries again (a policy gate's next evaluation)."""
+        self.steps[runtime_id].attempts = attempt
+
+    def reuse(
+        self, runtime_id: str, outputs: dict[str, Any], attempts: int, redrive_of: str
+    ) -> None:
+        """A redrive: the step succeeded in the run redriven, and its outputs carry over."""
+        state = self.steps[runtime_id]
+        state.outputs = dict(outputs)
+        state.attempts = attempts
+        self.transition(runtime_id, "Succeeded", reason="reused", redriveOf=redrive_of)
+
+    def record_outputs(self, runtime_id: str, outputs: dict[str, Any]) -> None:
+        """What a step produced so far, before it has its final status."""
+        self.steps[runtime_id].outputs = outputs
+
+    def complete_attempt(
+        self,
+        runtime_id: str,
+        outputs: dict[str, Any],
+        artifacts: Iterable[ArtifactRecord],
+        **meta: Any,
+    ) -> None:
+        """A run step's attempt succeeded: its outputs, the files it stored, Succeeded."""
+        self.steps[runtime_id].outputs = outputs
+        self.artifacts.extend(artifacts)
+        self.transition(runtime_id, "Succeeded", **meta)
+
+    def schedule_retry(
+        self, runtime_id: str, attempt: int, max_attempts: int, backoff: int, message: str
+    ) -> None:
+        """An attempt failed and another follows after `backoff` seconds: Pending till then."""
+        self.transition(runtime_id, "Pending", reason="retry-scheduled", quiet=True)
+        next_at = rfc3339(self._now() + timedelta(seconds=backoff))
+        self.steps[runtime_id].nextAttemptAt = next_at
+        self.log(
+            "step.retrying",
+            f"Step failed, retrying in {backoff}s: {runtime_id} "
+            f"(attempt {attempt} of {max_attempts}): {message}",
+            level="warn",
+            step_id=runtime_id,
+            nextAttemptAt=next_at,
+        )
+
+    def resume_attempts(self, runtime_id: str) -> None:
+        """After a retry's wait, the step runs again (quietly: the wait was logged)."""
+        self.transition(runtime_id, "Running", quiet=True)
+
+    def finish_step(
+        self, runtime_id: str, ok: bool, outputs: dict[str, Any], reason: str | None = None
+    ) -> bool:
+        """A step that holds others (or a gate) ends with its outputs: Succeeded or Failed."""
+        self.steps[runtime_id].outputs = outputs
+        if ok:
+            self.transition(runtime_id, "Succeeded", reason=reason)
+        else:
+            self.transition(runtime_id, "Failed", reason=reason or "child-failed")
+        return ok
+
+    def fail_step(self, runtime_id: str, reason: str, message: str) -> None:
+        """A step fails for good; whatever below it has not finished is skipped."""
+        self.transition(runtime_id, "Failed", reason=reason, message=message)
+        self.skip_subtree(runtime_id, reason)
+
+    def skip(self, runtime_id: str, reason: str) -> None:
+        """A step that will not run (or not run on), with everything below it."""
+        if self.steps[runtime_id].status in ("Pending", "Running"):
+            self.transition(runtime_id, "Skipped", reason=reason)
+        self.skip_subtree(runtime_id, reason)
+
     def skip_subtree(self, runtime_id: str, reason: str) -> None:
         """Skip every still-open step below a step (the step itself is handled by the caller)."""
         stack = list(self.children.get(runtime_id, ()))
@@ -301,6 +389,27 @@ class RunBook:
             elif approval.status == "waiting":
                 approval.status = "cancelled"
                 approval.missing = []
+
+    # ----------------------------------------------------------------- what expressions see
+
+    def record_result(self, prefix: str, step_id: str) -> None:
+        """A step reached its final status: later expressions in its iteration (or, at the top,
+        anywhere in the run) see it as `steps.<id>`."""
+        state = self.steps[prefix + step_id]
+        self._scopes.setdefault(prefix, {})[step_id] = {
+            "status": state.status,
+            "outputs": state.outputs,
+        }
+
+    def results(self, prefix: str = "") -> Mapping[str, StepResult]:
+        """The finished steps of one iteration (`prefix`), or of the run itself."""
+        return self._scopes.get(prefix, {})
+
+    def forget_results(self, prefixes: Iterable[str]) -> None:
+        """Iterations that ended: nothing reads their steps' results any more."""
+        for prefix in prefixes:
+            if prefix:
+                self._scopes.pop(prefix, None)
 
     # ----------------------------------------------------------------- approvals
 
@@ -343,7 +452,7 @@ class RunBook:
             if (
                 approval.expiresAt is not None
                 and now is not None
-                and iso(now) >= approval.expiresAt
+                and rfc3339(now) >= approval.expiresAt
             ):
                 return (
                     Refusal.APPROVAL_EXPIRED,
@@ -488,15 +597,181 @@ class RunBook:
             **meta,
         )
 
+    def open_gate(
+        self, runtime_id: str, approval_id: str, message: str | None
+    ) -> tuple[ApprovalState, timedelta | None]:
+        """A gate asks for its approval: the approval is pending, the step waits, operators are
+        told. Returns the approval and how long it may take (None: no expiry)."""
+        approval = self.approvals[approval_id]
+        spec = self.plan.approval(approval_id)
+        assert spec is not None  # the compiler checked that every gate names a declared approval
+        now = self._now()
+        approval.status = "pending"
+        approval.stepId = runtime_id
+        approval.requestedAt = rfc3339(now)
+        approval.message = message or spec.message
+        approval.missing = self.seats(approval).describe_missing()
+        timeout = None
+        if spec.expiresAfterSeconds:
+            timeout = timedelta(seconds=spec.expiresAfterSeconds)
+            approval.expiresAt = rfc3339(now + timeout)
+        self.transition(runtime_id, "Pending", reason="awaiting-approval", quiet=True)
+        self.log(
+            "gate.awaiting",
+            f"Awaiting approval: {approval_id}",
+            level="warn",
+            step_id=runtime_id,
+            approvalId=approval_id,
+            requiredApprovals=spec.requiredApprovals,
+            grants=",".join(spec.grants) or None,
+            expiresAt=approval.expiresAt,
+            gateMessage=approval.message,
+        )
+        self.open_gates[runtime_id] = approval_id
+        return approval, timeout
+
+    def expire(self, approval_id: str) -> None:
+        """An approval's time ran out before enough people decided."""
+        approval = self.approvals[approval_id]
+        self.settle(approval, "expired", approvalId=approval_id, actorId=TIMER)
+
+    def close_gate(self, runtime_id: str) -> None:
+        """The step no longer waits (decided, expired, or the run is being cancelled)."""
+        self.open_gates.pop(runtime_id, None)
+
     # ----------------------------------------------------------------- run status
 
-    def set_status(self, status: RunStatus) -> bool:
+    def _set_status(self, status: RunStatus) -> bool:
         """Set the run status; returns whether it changed."""
         if self.status == status:
             return False
         self.status = status
         self.updated_at = self.stamp()
         return True
+
+    def start(self) -> None:
+        """A new run: its steps as the plan has them, then running."""
+        self.register_tree(self.plan.steps, "", None, templated=False)
+        self.log(
+            "run.created",
+            "Run created.",
+            planHash=self.plan_hash,
+            requestedAt=self.meta.requestedAt,
+            actor=self.meta.actor,
+            pack=f"{self.plan.pack.name}@{self.plan.pack.version}",
+        )
+        self._set_status("running")
+        self.log("run.started", "Run started.")
+
+    def start_chunk(self, template: p.PlanStep, map_id: str, start: int, count: int) -> None:
+        """A map chunk: the iterations it runs, registered under their map."""
+        self._set_status("running")
+        for index in range(start, start + count):
+            self.register_tree((template,), f"{map_id}[{index}]::", map_id, templated=True)
+
+    def continued(self, history_from: str) -> None:
+        """A run that continued as new picks up in a fresh history."""
+        self.log("run.continued", "Run continued as new.", historyFrom=history_from)
+
+    def advance(self) -> None:
+        """The top-level step at `next_step_index` is done (carried across continue-as-new)."""
+        self.next_step_index += 1
+
+    def settle_waiting(self) -> bool:
+        """Running or awaiting-approval, as the open gates say; returns whether that changed."""
+        if self.status in TERMINAL_RUN_STATUSES or self.status == "pending":
+            return False
+        return self._set_status("awaiting-approval" if self.open_gates else "running")
+
+    def warn_logs_kept(self, why: str) -> None:
+        """Log entries could not be paged out; said once, they stay in the workflow meanwhile."""
+        if self._paging_warned:
+            return
+        self._paging_warned = True
+        self.log(
+            "run.logs-kept",
+            f"Log entries could not be paged out to the artifact store: {why}",
+            level="warn",
+        )
+
+    def warn_too_large_to_carry(self) -> None:
+        """The state is too big to continue as new with; said once, the run goes on here."""
+        if self._carry_warned:
+            return
+        self._carry_warned = True
+        self.log(
+            "run.continue-as-new-skipped",
+            "Run state too large to continue as new; continuing in this history.",
+            level="warn",
+        )
+
+    def request_cancel(
+        self, actor: str | None = None, reason: str | None = None, *, through_temporal: bool = False
+    ) -> bool:
+        """Cancellation asked for; returns False when it already was or the run has ended."""
+        if self.cancel_requested or self.status in TERMINAL_RUN_STATUSES:
+            return False
+        self.cancel_requested = True
+        if through_temporal:
+            self.cancelled_through_temporal = True
+            self.log(
+                "run.cancel-requested", "Cancellation requested through Temporal.", level="warn"
+            )
+        else:
+            self.log(
+                "run.cancel-requested",
+                "Cancellation requested.",
+                level="warn",
+                actor=actor,
+                reason=reason,
+            )
+        return True
+
+    def set_output(self, name: str, value: Any) -> None:
+        """One of the pack's object outputs, evaluated at the end of the run."""
+        self.outputs[name] = value
+
+    def add_artifacts(self, records: Iterable[ArtifactRecord]) -> None:
+        self.artifacts.extend(records)
+
+    def capture(self, records: Iterable[ArtifactRecord]) -> None:
+        """The pack's file outputs, captured (or not) at the end of the run, each logged."""
+        for record in records:
+            self.artifacts.append(record)
+            captured = record.status == "captured"
+            self.log(
+                "artifact." + ("captured" if captured else "failed"),
+                f"Artifact {record.status}: {record.name}",
+                level="info" if captured else "warn",
+                storedPath=record.storedPath,
+                notes=record.notes,
+            )
+
+    def end(self, ok: bool, *, loud: bool) -> None:
+        """The run ran its course: steps not reached are closed, then succeeded or failed.
+
+        `loud` (PackRun's patch): a failed run logs the steps it cut off and cancels its open
+        approvals.
+        """
+        self.close_open_steps("run-failed" if not ok else "not-reached", loud=loud and not ok)
+        if loud and not ok:
+            self.cancel_open_approvals("run-failed")
+        if ok:
+            self._set_status("succeeded")
+            self.log("run.completed", "Run completed.")
+            return
+        failed = next((s for s in self.steps.values() if s.status == "Failed"), None)
+        self.error = f"step {failed.stepId} failed ({failed.statusReason})" if failed else "failed"
+        self._set_status("failed")
+        self.log("run.failed", f"Run failed: {self.error}.", level="error")
+
+    def end_cancelled(self, *, loud: bool) -> None:
+        """The run was cancelled; `loud` as for `end`."""
+        self.close_open_steps("cancelled", loud=loud)
+        if loud:
+            self.cancel_open_approvals("run-cancelled")
+        self._set_status("cancelled")
+        self.log("run.cancelled", "Run cancelled.", level="warn")
 
     # ----------------------------------------------------------------- read side
 

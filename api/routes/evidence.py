@@ -8,7 +8,6 @@ and an auditor holding a bundle may have no account here.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -22,6 +21,7 @@ from compiler.plan import PolicyGateStep, walk
 from workflows.contract.artifacts import stored_file
 from workflows.contract.log_chain import chain_head
 from workflows.contract.state import TERMINAL_RUN_STATUSES, PackRunInput, RunStateSnapshot
+from workflows.contract.times import now_rfc3339
 
 router = APIRouter(tags=["Evidence"])
 
@@ -170,5 +170,5 @@ def evidence_predicate(
         ],
         "artifacts": artifacts,
         "log": {"entries": log_entries, "chainHead": log_head},
-        "generatedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "generatedAt": now_rfc3339(),
     }

@@ -32,6 +32,7 @@ from api.routes import PREFIX
 from api.schemas import Webhook, WebhookList, WebhookRequest
 from db import webhooks as store
 from workflows.contract.signing import encrypt_secret
+from workflows.contract.times import rfc3339
 
 router = APIRouter(prefix=PREFIX, tags=["Webhooks"], route_class=IdempotentRoute)
 Idempotent = Annotated[Claim | None, idempotent(ADMIN)]
@@ -44,12 +45,8 @@ def public(registration: store.Registration) -> Webhook:
         id=registration.id,
         url=registration.url,
         events=registration.events,
-        createdAt=_stamp(registration.created_at),
+        createdAt=rfc3339(registration.created_at),
     )
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def webhook_id(claim: Claim | None) -> str:

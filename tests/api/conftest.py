@@ -19,7 +19,8 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from api.app import create_app, installed_executors
+from api.app import create_app
+from cli.catalog import installed_executors
 from cli.settings import DevSettings
 from tests.api.support import PACK_SIGNER, SECRET, SERVICE_KEY, SIGNING_KEY, serve
 from tests.helpers import unique, worker_for
@@ -114,7 +115,8 @@ async def stacks(
                     assert settings.database_url is not None
                     if kind != "sqlite":
                         await migrated(settings.database_url)
-                    made[kind] = Stack(servers.enter_context(serve(create_app(settings))), settings)
+                    app = create_app(settings, executors=installed_executors())
+                    made[kind] = Stack(servers.enter_context(serve(app)), settings)
                 return made[kind]
 
             yield on

@@ -125,3 +125,66 @@ class TestLargeMap:
             assert len(lengths) == 1 + 10  # the parent and ten chunks of 500
             print(f"largest history: {max(lengths)} events over {len(lengths)} workflows")
             assert max(lengths) < 10_000
+
+
+CHUNKING = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: chunking, version: 1.0.0}
+spec:
+  inputs: [{name: many, type: array}, {name: some, type: array}]
+  approvals: [{id: ok}]
+  policies: [{id: pass, condition: true}]
+  steps:
+    - id: plain
+      map: {items: "inputs.many", maxParallel: 200, step: {id: one, run: {uses: "builtin:noop"}}}
+    - id: warned
+      map:
+        items: "inputs.some"
+        maxParallel: 200
+        step: {id: w, gate: {policy: {policy: pass, failureAction: warn}}}
+    - id: overridable
+      map:
+        items: "inputs.some"
+        maxParallel: 200
+        step: {id: o, gate: {policy: {policy: pass, failureAction: requestOverride, approvalId: ok}}}
+"""
+
+
+async def test_the_workflow_chunks_maps_by_the_compilers_rule(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The estimate and the run share one rule: which maps fan out, and into how many chunks."""
+    from compiler import compile_manifest, plan
+    from compiler.history import MAP_CHUNK_SIZE, MAP_INLINE_LIMIT, map_chunks, map_runs_in_chunks
+    from tests.helpers import worker_for
+
+    inputs = {"many": list(range(MAP_CHUNK_SIZE + 1)), "some": list(range(MAP_INLINE_LIMIT + 1))}
+    compiled = compile_manifest(CHUNKING, inputs)
+    sizes = {"plain": len(inputs["many"]), "warned": len(inputs["some"])}
+    sizes["overridable"] = sizes["warned"]
+    expected = {}
+    for step in compiled.plan.steps:
+        assert isinstance(step, plan.MapStep)
+        items = range(sizes[step.id])
+        expected[step.id] = len(map_chunks(items)) if map_runs_in_chunks(step, len(items)) else 0
+    # The rule as the compiler states it: a gate-free map this large fans out (in two chunks
+    # past MAP_CHUNK_SIZE); one whose template may wait for people stays in the run's history.
+    assert expected == {"plain": 2, "warned": 1, "overridable": 0}
+
+    client = dev_env.client
+    tq = unique("tq")
+    async with worker_for(client, tmp_path, tq):
+        handle = await start_pack(client, tq, CHUNKING, inputs)
+        result = await asyncio.wait_for(handle.result(), timeout=240)
+        assert result.status == "succeeded"
+        started = {}
+        for map_id in expected:
+            query = f"WorkflowId STARTS_WITH '{handle.id}/{map_id}/'"
+            started[map_id] = len([c async for c in client.list_workflows(query)])
+        assert started == expected
+        steps = steps_by_id(await state_of(handle))
+        templates = {"plain": "one", "warned": "w", "overridable": "o"}
+        assert all(
+            steps[f"{m}[{sizes[m] - 1}]::{t}"].status == "Succeeded" for m, t in templates.items()
+        )

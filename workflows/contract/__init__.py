@@ -11,6 +11,8 @@ holds the rule); only the worker entry point, `workflows.worker`, wires workflow
 - `signing`: the signed approval-link token and webhook signatures (pure code, no clock).
 - `artifacts`: where a run's files live, for the worker that writes and the API that serves them.
 - `service_key`: the service's Ed25519 key (evidence bundles; any payload the service signs).
+- `times`: the one RFC 3339 formatter every timestamp of the contract goes through.
+- `settings`: what the API and the worker must agree on (Temporal connection, data dir, key).
 - `log_chain`: the hash chain over a run's log entries (the workflow writes it, verifiers redo it).
 
 Shapes here travel in running histories: fields are only ever added, with defaults.
