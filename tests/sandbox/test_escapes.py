@@ -409,11 +409,15 @@ class TestLimits:
     async def test_disk_written_in_the_workspace(self, worker: Worker) -> None:
         out = await run(
             worker,
-            pack("for i in $(seq 1 30); do head -c 10485760 /dev/zero > blob$i; done; echo DONE"),
+            pack(
+                "for i in $(seq 1 30); do head -c 10485760 /dev/zero > blob$i; done; "
+                "sleep 30.913; echo DONE"
+            ),
         )
         assert out.status == "failed"
         assert out.step.outputs["limit"] == "disk-limit", out.message
         assert "DONE" not in out.stdout
+        assert no_leftovers("sleep 30.913")
 
     async def test_tmp_is_bounded(self, worker: Worker) -> None:
         out = await run(worker, pack("head -c 300000000 /dev/zero > /tmp/big"))
