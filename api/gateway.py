@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any, TypeVar, assert_never
 
+import structlog
 from temporalio.api.common.v1 import Payloads, WorkflowExecution
 from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
 from temporalio.client import (
@@ -54,6 +55,7 @@ from workflows.contract.names import (
     SA_STATUS,
     SA_TENANT,
     SIGNAL_CANCEL,
+    SIGNAL_DECISION_REFUSED,
     UPDATE_DECIDE_APPROVAL,
     WORKFLOW_TYPE,
     workflow_id,
@@ -69,6 +71,7 @@ from workflows.contract.state import (
     LogsQuery,
     PackRunInput,
     Redrive,
+    RefusedDecision,
     RunMeta,
     RunResult,
     RunStateSnapshot,
@@ -76,6 +79,8 @@ from workflows.contract.state import (
     WebhookRef,
 )
 from workflows.contract.times import now_rfc3339, rfc3339
+
+log = structlog.get_logger("taskrunner.api")
 
 # Right after a start the first workflow task may not have run; waiting longer than this for the
 # `state` query only delays the 201, so the run's initial state is built from the plan instead.
@@ -535,6 +540,15 @@ class RunGateway:
             raise refusal_error(Refusal(cause.type))(cause.message) from None
         self.metrics.approvals_decided.labels(decision=outcome.status).inc()
         return outcome
+
+    async def record_refusal(self, tenant: str, run_id: str, refused: RefusedDecision) -> None:
+        """Put a decision the API refused itself into the run's log. Best effort: the caller's
+        answer is the refusal whatever happens here (a finished run logs nothing more)."""
+        handle = self._handle(tenant, run_id)
+        try:
+            await handle.signal(SIGNAL_DECISION_REFUSED, refused, rpc_timeout=self.timeout)
+        except (RPCError, RPCTimeoutOrCancelledError) as exc:
+            log.info("approval.refusal-not-logged", run_id=run_id, error=str(exc)[:200])
 
     async def cancel(
         self, tenant: str, run_id: str, request: CancelSignal, *, request_id: str | None = None

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         SA_TENANT,
         SIGNAL_APPROVAL,
         SIGNAL_CANCEL,
+        SIGNAL_DECISION_REFUSED,
         UPDATE_DECIDE_APPROVAL,
         WORKFLOW_TYPE,
     )
@@ -57,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         LogsPage,
         LogsQuery,
         PackRunInput,
+        RefusedDecision,
         RunResult,
         RunStateSnapshot,
         StateQuery,
@@ -411,6 +413,23 @@ class PackRun:
         outcome = book.apply_decision(decision, via if strict else None)
         self._refresh()
         return outcome
+
+    @workflow.signal(name=SIGNAL_DECISION_REFUSED)
+    def decision_refused(self, refused: RefusedDecision) -> None:
+        # Only logged: the API already refused it, and the run is untouched.
+        self.book.log(
+            "gate.decision-refused",
+            f"Decision refused: {refused.reason}",
+            level="warn",
+            step_id=(a.stepId if (a := self.book.approvals.get(refused.approvalId)) else None),
+            approvalId=refused.approvalId,
+            actorId=refused.actorId,
+            decision=refused.decision,
+            via=refused.via,
+            error=refused.code,
+            reason=refused.reason,
+            statedActorId=refused.statedActorId,
+        )
 
     @workflow.signal(name=SIGNAL_CANCEL)
     def cancel(self, request: CancelSignal | None = None) -> None:

@@ -29,7 +29,7 @@ from api.schemas import (
     find_approval,
 )
 from workflows.contract.signing import TokenBadSignature, TokenExpired, TokenInvalid, verify_token
-from workflows.contract.state import ApprovalSignal
+from workflows.contract.state import ApprovalSignal, RefusedDecision
 
 router = APIRouter(prefix=PREFIX, tags=["Approvals"], route_class=IdempotentRoute)
 Idempotent = Annotated[Claim | None, idempotent(OPERATOR)]
@@ -56,18 +56,35 @@ async def apply_approval_decision(
     approval = find_approval(state, approvalId)
     if approval is None:
         raise ApprovalNotFound(f"run {runId!r} has no approval {approvalId!r}")
-    actor = principal.acting_as(body.actorId)
-    missing = principal.missing_grants(approval.grants)
-    if missing:
-        raise Forbidden(f"deciding {approvalId!r} needs the grants: {', '.join(missing)}")
-    seat_grants = [g.grant for g in approval.quorum]
-    held = [g for g in seat_grants if not principal.missing_grants([g])]
-    open_seats = approval.requiredApprovals - sum(g.requiredApprovals for g in approval.quorum)
-    if seat_grants and not held and open_seats <= 0:
-        # Every seat is reserved for a grant: someone holding none of them has no say at all.
-        raise Forbidden(
-            f"deciding {approvalId!r} needs one of the grants: {', '.join(seat_grants)}"
+    try:
+        actor = principal.acting_as(body.actorId)
+        missing = principal.missing_grants(approval.grants)
+        if missing:
+            raise Forbidden(f"deciding {approvalId!r} needs the grants: {', '.join(missing)}")
+        seat_grants = [g.grant for g in approval.quorum]
+        held = [g for g in seat_grants if not principal.missing_grants([g])]
+        open_seats = approval.requiredApprovals - sum(g.requiredApprovals for g in approval.quorum)
+        if seat_grants and not held and open_seats <= 0:
+            # Every seat is reserved for a grant: someone holding none of them has no say at all.
+            raise Forbidden(
+                f"deciding {approvalId!r} needs one of the grants: {', '.join(seat_grants)}"
+            )
+    except Forbidden as exc:
+        # The wrong person: refused here, and in the run's log like every refused decision.
+        await runs.record_refusal(
+            tenant,
+            runId,
+            RefusedDecision(
+                approvalId=approvalId,
+                actorId=principal.subject,
+                statedActorId=body.actorId,
+                decision=body.decision,
+                code=exc.code,
+                reason=exc.message,
+                via="rest",
+            ),
         )
+        raise
     # The workflow has the last word (the deadline, the requester, duplicates, seats): a refusal
     # comes back as a 4xx and stays in the run's log.
     outcome = await runs.decide(

@@ -132,6 +132,11 @@ class TestGroupQuorum:
         # Neither grant: no say at all on a gate whose every seat is reserved.
         nobody = await http.post(url(run_id), json=body, headers=person("user:ned"))
         assert (nobody.status_code, error_code(nobody)) == (403, "forbidden")
+        refused = await refusals(http, run_id)
+        assert [(e["metadata"]["actorId"], e["metadata"]["error"]) for e in refused] == [
+            ("user:ned", "forbidden")
+        ]
+        assert "needs one of the grants: sre.approve, security.approve" in refused[0]["message"]
         both = person("user:alice", "sre.approve", "security.approve")
         first = await http.post(url(run_id), json=body, headers=both)
         assert first.status_code == 200, first.text
@@ -165,3 +170,27 @@ class TestGroupQuorum:
         assert (other.status_code, error_code(other)) == (409, "no_open_seat")
         assert "1 holder of security.approve" in other.json()["error"]["message"]
         assert [e["metadata"]["error"] for e in await refusals(http, run_id)] == ["NoOpenSeat"]
+
+
+class TestWrongPerson:
+    async def test_a_refusal_by_the_api_is_in_the_run_log_too(
+        self, http: httpx.AsyncClient
+    ) -> None:
+        state = await waiting(http, GATED)
+        run_id = state["runId"]
+        body = {"decision": "approved", "planHash": state["planHash"]}
+        no_grant = bearer(OPERATOR, sub="user:olga")
+        response = await http.post(url(run_id), json=body, headers=no_grant)
+        assert response.status_code == 403, response.text
+        as_someone = {**body, "actorId": "user:bob"}
+        response = await http.post(url(run_id), json=as_someone, headers=person("user:olga"))
+        assert response.status_code == 403, response.text
+        refused = await refusals(http, run_id)
+        assert [(e["metadata"]["actorId"], e["metadata"]["via"]) for e in refused] == [
+            ("user:olga", "rest"),
+            ("user:olga", "rest"),
+        ]
+        assert refused[1]["metadata"]["statedActorId"] == "user:bob"
+        assert all(e["timestamp"] and e["metadata"]["reason"] for e in refused)
+        still = await wait_for_run(http, run_id, status_is("awaiting-approval"))
+        assert still["approvals"][0]["decisions"] == []

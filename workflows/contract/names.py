@@ -12,6 +12,8 @@ CHUNK_WORKFLOW_TYPE = "PackRunMapChunk"
 
 SIGNAL_APPROVAL = "approval"
 SIGNAL_CANCEL = "cancel"
+SIGNAL_DECISION_REFUSED = "decision_refused"
+"""The API refused a decision before it reached the run (a missing grant, say): log it there."""
 UPDATE_DECIDE_APPROVAL = "decide_approval"
 QUERY_STATE = "state"
 QUERY_LOGS = "logs"

@@ -276,6 +276,18 @@ class ApprovalOutcome(Model):
     missing: list[str] = Field(default_factory=list)
 
 
+class RefusedDecision(Model):
+    """A decision the API refused itself (grants, scopes, a link's expiry), for the run's log."""
+
+    approvalId: str
+    actorId: str
+    decision: str
+    code: str
+    reason: str
+    via: Via
+    statedActorId: str | None = None
+
+
 class CancelSignal(Model):
     actorId: str | None = None
     reason: str | None = None
