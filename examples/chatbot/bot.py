@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -119,10 +120,15 @@ async def main(argv: list[str] | None = None) -> None:
     )
     server = serve(Bot(client, args.secret, args.approve_as, not args.reject), args.port)
     print(f"chat bot listening on http://127.0.0.1:{args.port}/hook", flush=True)
+    # Ctrl-C or `kill` (SIGTERM) stops it cleanly; under `nohup` or `&` SIGINT is ignored, so
+    # SIGTERM is the signal supervisors and scripts send.
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         server.shutdown()
+    print("chat bot stopped", flush=True)
 
 
 if __name__ == "__main__":
