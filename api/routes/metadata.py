@@ -59,7 +59,11 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
         200: {
             "headers": {
                 "ETag": {"description": "Spec version ETag", "schema": {"type": "string"}},
-                "X-Signature": {"description": "Spec signature", "schema": {"type": "string"}},
+                "X-Signature": {
+                    "description": "A digest, not a signature: `sha256:` and the hex SHA-256 "
+                    "of the bytes served at specUrl (the contract's name for the header)",
+                    "schema": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+                },
             }
         },
         304: {"description": "The spec has not changed since the ETag given in If-None-Match"},

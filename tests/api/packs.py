@@ -9,9 +9,8 @@ import yaml
 
 from tests.helpers import EXAMPLES
 
-CONTRACT = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "contract" / "taskrunner-openapi.yaml"
-)
+# The REST contract, shipped in the repo: the platform's, unchanged (tests/compiler/test_golden.py).
+CONTRACT = Path(__file__).resolve().parents[2] / "contract" / "taskrunner-openapi.yaml"
 
 ECHO = """
 apiVersion: stellaops.io/pack.v1
@@ -79,9 +78,7 @@ def replaced(text: str, old: str, new: str) -> str:
 def contract() -> dict[str, Any]:
     """The REST contract; the tests check the app against it, so its absence is a failure."""
     if not CONTRACT.is_file():
-        raise AssertionError(
-            f"the REST contract is missing: expected {CONTRACT} (the shared folder next to the repo)"
-        )
+        raise AssertionError(f"the REST contract is missing: expected {CONTRACT}")
     document: dict[str, Any] = yaml.safe_load(CONTRACT.read_text())
     return document
 

@@ -70,3 +70,6 @@ def test_contract_examples_are_unchanged_copies() -> None:
         pytest.skip("the shared contract folder is not mounted here")
     for path in shared.glob("*.yaml"):
         assert (EXAMPLES / "contract" / path.name).read_bytes() == path.read_bytes()
+    # The contract the API tests check the served spec against is the platform's, unchanged.
+    repo_contract = EXAMPLES.parent / "contract" / "taskrunner-openapi.yaml"
+    assert repo_contract.read_bytes() == (shared.parent / "taskrunner-openapi.yaml").read_bytes()
