@@ -78,7 +78,7 @@ class PostgresServer:
                     [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
                      "-h", "127.0.0.1", "-k", "", "-c", "fsync=off", "-c", "synchronous_commit=off",
                      "-c", "full_page_writes=off", "-c", "max_connections=300"],
-                    stdout=log, stderr=subprocess.STDOUT, **self._as,  # type: ignore[arg-type]
+                    stdout=log, stderr=subprocess.STDOUT, **self._as,
                 )  # fmt: skip
             if self._wait_ready():
                 return self

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from tests.api.conftest import Stack
 
 REPLAY = "idempotent-replay"
+WEBHOOKS = "/v1/task-runner/webhooks"
 APPROVER_ROLE = ("taskrunner.operator",)
 FAIL_PREFIX = "fail-record-"
 
@@ -354,6 +355,24 @@ class TestWhenTheAnswerCannotBeRecorded:
             assert retry.status_code == 202, retry.text
         unkeyed = await any_http.post(url, headers=APPROVER)
         assert (unkeyed.status_code, error_code(unkeyed)) == (409, "run_finished")
+
+    async def test_a_webhook_is_registered_once_however_often_it_is_retried(
+        self, any_http: httpx.AsyncClient, any_stack: Stack
+    ) -> None:
+        admin = in_tenant(unique("hooks"), "taskrunner.admin")
+        body = {
+            "url": "https://hooks.example.com/x",
+            "events": ["run.completed"],
+            "secret": "s" * 20,
+        }
+        key = unique("fail-record")
+        async with failing_records(any_stack):
+            first = await any_http.post(WEBHOOKS, json=body, headers=keyed(key, admin))
+            retry = await any_http.post(WEBHOOKS, json=body, headers=keyed(key, admin))
+        assert first.status_code == retry.status_code == 201, retry.text
+        assert retry.json() == first.json()
+        listed = await any_http.get(WEBHOOKS, headers=admin)
+        assert [w["id"] for w in listed.json()["webhooks"]] == [first.json()["id"]]
 
 
 class TestApproveAndCancel:
