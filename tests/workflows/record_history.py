@@ -1,28 +1,36 @@
-"""Record the history of a representative run for the replay test.
+"""Record histories of representative runs for the replay test (tests/workflows/test_replay.py).
 
-Run it after a deliberate, replay-safe change to the workflow's commands, and commit the result:
+    .venv/bin/python -m tests.workflows.record_history NAME...
 
-    .venv/bin/python -m tests.workflows.record_history
-
-A change that makes the committed history fail to replay would break running workflows: put it
-behind `workflow.patched()` instead of re-recording.
+NAME is one of `representative` (every step kind, an approval, a retry), `chunked-map` (a map
+large enough to fan out: the parent's history and its chunk's), `continue-as-new` (a run that
+continued as new twice: its first history and its last) or `cancelled` (cancelled while a gate
+waits). A committed history is never re-recorded to make a change pass: a change that makes one
+fail to replay would break running workflows, so it goes behind `workflow.patched()`. Record a
+new one for a new shape of run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import sysconfig
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from compiler.history import MAP_INLINE_LIMIT
 from tests.helpers import start_pack, unique, wait_for, worker_for
-from workflows.contract.names import SEARCH_ATTRIBUTES, UPDATE_DECIDE_APPROVAL
-from workflows.contract.state import ApprovalOutcome, ApprovalSignal
+from workflows.contract.names import SEARCH_ATTRIBUTES, SIGNAL_CANCEL, UPDATE_DECIDE_APPROVAL
+from workflows.contract.state import ApprovalOutcome, ApprovalSignal, CancelSignal, RunResult
 
-HISTORY = Path(__file__).parent / "histories" / "representative.json"
+HISTORIES = Path(__file__).parent / "histories"
+WORKFLOW_IDS = Path(__file__).parent / "history_workflow_ids.json"
 
 PACK = """
 apiVersion: stellaops.io/pack.v1
@@ -55,7 +63,125 @@ spec:
 """
 
 
-async def record() -> None:
+CHUNKED = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: chunked, version: 1.0.0}
+spec:
+  inputs: [{name: items, type: array}]
+  steps:
+    - {id: before, run: {uses: "builtin:echo", with: {n: "{{ length(inputs.items) }}"}}}
+    - id: fan
+      map: {items: "inputs.items", maxParallel: 50, step: {id: one, run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}}
+    - {id: after, run: {uses: "builtin:echo", with: {n: "{{ length(steps.fan.outputs.results) }}"}}}
+"""
+
+CONTINUED = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: continued, version: 1.0.0}
+spec:
+  approvals: [{id: mid}]
+  steps:
+STEPS
+    - {id: gate, gate: {approval: {id: mid}}}
+    - {id: tail, run: {uses: "builtin:echo", with: {first: "{{ steps.s0.outputs.i }}"}}}
+""".replace(
+    "STEPS",
+    "\n".join(
+        f'    - {{id: s{i}, run: {{uses: "builtin:echo", with: {{i: {i}}}}}}}' for i in range(12)
+    ),
+)
+
+CANCELLED = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: cancelled, version: 1.0.0}
+spec:
+  approvals: [{id: go, expiresAfterSeconds: 3600}]
+  steps:
+    - {id: first, run: {uses: "builtin:echo", with: {ok: true}}}
+    - id: both
+      parallel:
+        steps:
+          - {id: wait, gate: {approval: {id: go}}}
+          - {id: slow, run: {uses: "builtin:sleep", with: {seconds: 60}}}
+    - {id: never, run: {uses: "builtin:noop"}}
+"""
+
+
+async def _approve(handle: WorkflowHandle[Any, Any], approval_id: str, plan_hash: str) -> None:
+    await handle.execute_update(
+        UPDATE_DECIDE_APPROVAL,
+        ApprovalSignal(
+            approvalId=approval_id, decision="approved", planHash=plan_hash, actorId="ops"
+        ),
+        result_type=ApprovalOutcome,
+    )
+
+
+async def _save(name: str, handle: WorkflowHandle[Any, Any]) -> None:
+    history = await handle.fetch_history()
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    # Replay needs the workflow's own id where the workflow uses it (a chunk's child id is built
+    # from its parent's); a history file holds only events, so the ids are kept beside them.
+    ids = json.loads(WORKFLOW_IDS.read_text()) if WORKFLOW_IDS.exists() else {}
+    ids[name] = handle.id
+    WORKFLOW_IDS.write_text(json.dumps(ids, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {name}.json ({len(history.events)} events)")
+
+
+async def representative(client: Client, tq: str) -> None:
+    handle = await start_pack(client, tq, PACK, run_id="representative")
+    state = await wait_for(handle, lambda s: s.status == "awaiting-approval")
+    await _approve(handle, "release", state.planHash)
+    result = await handle.result()
+    assert result.status == "succeeded", result
+    await _save("representative", handle)
+
+
+async def chunked_map(client: Client, tq: str) -> None:
+    items = list(range(MAP_INLINE_LIMIT + 1))  # just past the limit: one chunk workflow
+    handle = await start_pack(client, tq, CHUNKED, {"items": items}, run_id="chunked-map")
+    result = await handle.result()
+    assert result.status == "succeeded", result
+    await _save("chunked-map", handle)
+    await _save("chunked-map-chunk", client.get_workflow_handle(f"{handle.id}/fan/chunk-0"))
+
+
+async def continue_as_new(client: Client, tq: str) -> None:
+    handle = await start_pack(
+        client, tq, CONTINUED, run_id="continue-as-new", continueAsNewAfterEvents=40
+    )
+    state = await wait_for(handle, lambda s: s.status == "awaiting-approval", timeout=60)
+    latest = client.get_workflow_handle(handle.id, result_type=RunResult)
+    await _approve(latest, "mid", state.planHash)
+    result = await latest.result()
+    assert result.status == "succeeded", result
+    # The first run's history, which ends by continuing as new with the state it carries.
+    first = client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    await _save("continue-as-new-first", first)
+    await _save("continue-as-new-last", latest)
+
+
+async def cancelled(client: Client, tq: str) -> None:
+    handle = await start_pack(client, tq, CANCELLED, run_id="cancelled")
+    await wait_for(handle, lambda s: s.status == "awaiting-approval")
+    await handle.signal(SIGNAL_CANCEL, CancelSignal(actorId="ops", reason="not today"))
+    result = await handle.result()
+    assert result.status == "cancelled", result
+    await _save("cancelled", handle)
+
+
+RECORDERS = {
+    "representative": representative,
+    "chunked-map": chunked_map,
+    "continue-as-new": continue_as_new,
+    "cancelled": cancelled,
+}
+
+
+async def record(names: list[str]) -> None:
     scripts = Path(sysconfig.get_path("scripts"))
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
@@ -65,26 +191,14 @@ async def record() -> None:
     try:
         tq = unique("tq")
         async with worker_for(env.client, Path(tempfile.mkdtemp()), tq):
-            handle = await start_pack(env.client, tq, PACK, run_id="representative")
-            state = await wait_for(handle, lambda s: s.status == "awaiting-approval")
-            await handle.execute_update(
-                UPDATE_DECIDE_APPROVAL,
-                ApprovalSignal(
-                    approvalId="release",
-                    decision="approved",
-                    planHash=state.planHash,
-                    actorId="ops",
-                ),
-                result_type=ApprovalOutcome,
-            )
-            result = await handle.result()
-            assert result.status == "succeeded", result
-            history = await handle.fetch_history()
-        HISTORY.write_text(history.to_json())
-        print(f"wrote {HISTORY} ({len(history.events)} events)")
+            for name in names:
+                await RECORDERS[name](env.client, tq)
     finally:
         await env.shutdown()
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    chosen = sys.argv[1:]
+    if not chosen or any(name not in RECORDERS for name in chosen):
+        sys.exit(f"usage: python -m tests.workflows.record_history {{{','.join(RECORDERS)}}}...")
+    asyncio.run(record(chosen))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
@@ -11,6 +13,12 @@ from temporalio.worker import Replayer
 from workflows.worker import WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
+WORKFLOW_IDS = json.loads((Path(__file__).parent / "history_workflow_ids.json").read_text())
+
+
+def workflow_id(name: str) -> str:
+    """The id the recorded workflow ran under (a chunk's child ids are built from it)."""
+    return str(WORKFLOW_IDS.get(name, name))
 
 
 async def test_recorded_histories_replay() -> None:
@@ -18,7 +26,7 @@ async def test_recorded_histories_replay() -> None:
     assert files, "no recorded histories: run python -m tests.workflows.record_history"
     replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
     for path in files:
-        history = WorkflowHistory.from_json(path.stem, path.read_text())
+        history = WorkflowHistory.from_json(workflow_id(path.stem), path.read_text())
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
@@ -40,3 +48,27 @@ async def test_a_changed_workflow_is_caught(monkeypatch) -> None:  # type: ignor
         WorkflowHistory.from_json(path.stem, path.read_text()), raise_on_replay_failure=False
     )
     assert result.replay_failure is not None
+
+
+def test_the_recorded_histories_cover_the_run_shapes() -> None:
+    """Besides the representative run: a map that fanned out (the parent and its chunk), a run
+    that continued as new (its first history, which carries, and its last), a cancelled run."""
+    shapes = {}
+    for path in HISTORIES.glob("*.json"):
+        events = WorkflowHistory.from_json(path.stem, path.read_text()).events
+        started = events[0].workflow_execution_started_event_attributes
+        shapes[path.stem] = (started.workflow_type.name, events[-1].event_type)
+    assert shapes["representative"] == (
+        "PackRun",
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+    )
+    assert shapes["chunked-map"][0] == "PackRun"
+    assert shapes["chunked-map-chunk"][0] == "PackRunMapChunk"
+    assert shapes["continue-as-new-first"] == (
+        "PackRun",
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+    )
+    assert shapes["continue-as-new-last"][0] == "PackRun"
+    assert shapes["cancelled"][0] == "PackRun"
+    cancelled = (HISTORIES / "cancelled.json").read_text()
+    assert "EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED" in cancelled  # cut off mid-step
