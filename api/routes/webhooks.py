@@ -9,6 +9,7 @@ later runs deliver, not running ones.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 from datetime import UTC, datetime
 from typing import Annotated
@@ -56,7 +57,10 @@ def webhook_id(claim: Claim | None) -> str:
     return "wh-" + hashlib.sha256(claim.token.encode()).hexdigest()[:16]
 
 
-def checked_url(url: str) -> str:
+def checked_url(url: str, allow_internal: bool = False) -> str:
+    """The URL, or InvalidRequest. Literal internal addresses (and `localhost`) are refused here
+    unless the operator allows internal targets; the worker checks what names resolve to when it
+    delivers (`activities/netpolicy.py`)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -66,7 +70,32 @@ def checked_url(url: str) -> str:
         raise InvalidRequest("url: must be an http or https URL with a host")
     if parts.username or parts.password:
         raise InvalidRequest("url: must not carry credentials; the secret signs deliveries")
+    if not allow_internal and _internal_host(host):
+        raise InvalidRequest(
+            "url: an internal address (loopback, link-local or private) is not allowed as a "
+            "webhook target on this installation"
+        )
     return url
+
+
+def _internal_host(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (
+        ip.is_loopback
+        or ip.is_link_local
+        or ip.is_private
+        or ip.is_reserved
+        or ip.is_multicast
+        or ip.is_unspecified
+        or ip in ipaddress.ip_network("100.64.0.0/10")
+    )
 
 
 @router.post(
@@ -93,7 +122,7 @@ async def register_webhook(
     registration = store.Registration(
         id=webhook_id(idempotency),
         tenant=tenant,
-        url=checked_url(body.url),
+        url=checked_url(body.url, settings.webhook_allow_private_targets),
         events=list(dict.fromkeys(body.events)),
         secret_ciphertext=encrypt_secret(key, body.secret),
         created_at=datetime.now(UTC),
