@@ -30,6 +30,7 @@ from api.routes import (
     packs,
     redrive,
     runs,
+    schedules,
     simulations,
     webhooks,
 )
@@ -137,6 +138,7 @@ def create_app(settings: ApiSettings, *, executors: ExecutorCatalog | None = Non
         artifacts,
         evidence,
         packs,
+        schedules,
         approvals,
         webhooks,
         metadata,

@@ -27,6 +27,7 @@ from db.idempotency import IdempotencyStore
 from db.migrate import SchemaOutOfDate, check, upgrade
 from db.packs import PackStore
 from db.redrives import RedriveStore
+from db.schedules import ScheduleStore
 from db.webhooks import WebhookStore
 
 log = structlog.get_logger("taskrunner.api")
@@ -60,6 +61,7 @@ class ApiDatabase:
         self.webhooks = WebhookStore(self.database)
         self.packs = PackStore(self.database)
         self.redrives = RedriveStore(self.database)
+        self.schedules = ScheduleStore(self.database)
         self._pruner: asyncio.Task[None] | None = None
 
     @classmethod

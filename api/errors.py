@@ -256,6 +256,18 @@ class InvalidRedrive(InvalidRequest):
     code = "invalid_redrive"
 
 
+class ScheduleNotFound(NotFound):
+    code = "schedule_not_found"
+
+
+class ScheduleExistsError(Conflict):
+    code = "schedule_exists"
+
+
+class InvalidSchedule(InvalidRequest):
+    code = "invalid_schedule"
+
+
 class ServiceKeyMissing(ApiError):
     status = 503
     code = "service_key_missing"

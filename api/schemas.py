@@ -554,4 +554,64 @@ class RedrivePreview(Schema):
     approvalsCarried: list[str]
 
 
+# ---------------------------------------------------------------- schedules
+
+SCHEDULE_ID_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,47}$"
+OverlapPolicy = Literal[
+    "skip", "bufferOne", "bufferAll", "cancelOther", "terminateOther", "allowAll"
+]
+
+
+class CreateScheduleRequest(Request):
+    scheduleId: str = Field(
+        pattern=SCHEDULE_ID_PATTERN,
+        description="The schedule's id; each run it starts is `<scheduleId>-<UTC time>`",
+    )
+    pack: PackRef = Field(description="A registered pack (no version: the highest active now)")
+    inputs: dict[str, Any] | None = Field(default=None, description="Input values of each run")
+    cron: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Cron expression: 5 fields (minute..day of week), or 7 with seconds and year",
+    )
+    timezone: str = Field(default="UTC", max_length=64, description="IANA time zone of `cron`")
+    overlapPolicy: OverlapPolicy = Field(
+        default="skip", description="When a run is still going at the next firing"
+    )
+    catchupWindowSeconds: int = Field(
+        default=60, ge=10, le=365 * 86400, description="Firings missed by at most this are run"
+    )
+
+
+class ScheduleAction(Schema):
+    scheduledAt: str
+    startedAt: str
+
+
+class ScheduleResponse(Schema):
+    scheduleId: str
+    pack: str
+    packVersion: str
+    packDigest: str
+    inputs: dict[str, Any]
+    cron: str
+    timezone: str
+    overlapPolicy: str
+    catchupWindowSeconds: int
+    paused: bool
+    note: str | None = None
+    nextRunTimes: list[str] = Field(default_factory=list)
+    recentActions: list[ScheduleAction] = Field(default_factory=list)
+    createdAt: str
+    createdBy: str | None = None
+
+
+class ScheduleList(Schema):
+    schedules: list[ScheduleResponse]
+
+
+class SchedulePauseRequest(Request):
+    note: str | None = Field(default=None, max_length=500, description="Why (shown in the Web UI)")
+
+
 SimulationStep.model_rebuild()

@@ -1,4 +1,5 @@
-"""Registry commands: `taskrunner packs publish|list|show|disable|enable`, through the API.
+"""Registry commands: `taskrunner packs publish|list|show|disable|enable` and `taskrunner
+schedules create|list|show|pause|unpause|trigger|delete`, through the API.
 
 `packs publish FILE` publishes the manifest as `metadata.name@metadata.version`; with `--sign
 KEY` (an Ed25519 private key PEM, such as `taskrunner keys generate` writes) it sends a DSSE
@@ -58,6 +59,44 @@ def register(subcommands: Subcommands) -> None:
         )
         command.add_argument("ref", metavar="NAME@VERSION")
         command.set_defaults(handler=status_command, action=action)
+
+    schedules = subcommands.add_parser(
+        "schedules",
+        help="schedule runs of registered packs (Temporal Schedules)",
+        description="Schedules that start runs of a registered pack on a cron spec.",
+    )
+    verbs = schedules.add_subparsers(
+        title="commands", metavar="COMMAND", dest="schedules", required=True
+    )
+    create = verbs.add_parser("create", parents=[common], help="create a schedule")
+    create.add_argument("schedule_id", metavar="ID")
+    create.add_argument("pack", metavar="NAME[@VERSION]", help="a registered pack")
+    create.add_argument("--cron", required=True, help="cron: 5 fields, or 7 with seconds and year")
+    create.add_argument("--timezone", default="UTC", help="IANA time zone (default UTC)")
+    create.add_argument("--inputs", help="input values: a JSON object, or a JSON or YAML file")
+    create.add_argument(
+        "--overlap",
+        default="skip",
+        choices=["skip", "bufferOne", "bufferAll", "cancelOther", "terminateOther", "allowAll"],
+        help="when a run is still going at the next firing (default skip)",
+    )
+    create.add_argument(
+        "--catchup-window", type=int, default=60, help="seconds: missed firings run (default 60)"
+    )
+    create.set_defaults(handler=schedule_create_command)
+    listing = verbs.add_parser("list", parents=[common], help="list schedules")
+    listing.add_argument("--json", action="store_true", help="print the schedules as JSON")
+    listing.set_defaults(handler=schedule_list_command)
+    show = verbs.add_parser("show", parents=[common], help="a schedule and its next firings")
+    show.add_argument("schedule_id", metavar="ID")
+    show.set_defaults(handler=schedule_action_command, verb="GET", action="")
+    for verb in ("pause", "unpause", "trigger"):
+        command = verbs.add_parser(verb, parents=[common], help=f"{verb} a schedule")
+        command.add_argument("schedule_id", metavar="ID")
+        command.set_defaults(handler=schedule_action_command, verb="POST", action=verb)
+    delete = verbs.add_parser("delete", parents=[common], help="delete a schedule")
+    delete.add_argument("schedule_id", metavar="ID")
+    delete.set_defaults(handler=schedule_action_command, verb="DELETE", action="")
 
 
 @contextmanager
@@ -158,3 +197,64 @@ def status_command(args: argparse.Namespace) -> int:
         record = api.call("POST", f"/packs/{name}/versions/{version}/{args.action}")
     print(f"{record['name']}@{record['version']} {record['status']}")
     return EXIT_OK
+
+
+def schedule_create_command(args: argparse.Namespace) -> int:
+    from cli.client_commands import _inputs
+
+    name, version = _split(args.pack)
+    ref: dict[str, Any] = {"name": name}
+    if version:
+        ref["version"] = version
+    body: dict[str, Any] = {
+        "scheduleId": args.schedule_id,
+        "pack": ref,
+        "cron": args.cron,
+        "timezone": args.timezone,
+        "overlapPolicy": args.overlap,
+        "catchupWindowSeconds": args.catchup_window,
+    }
+    if args.inputs:
+        body["inputs"] = _inputs(args.inputs)
+    with _api(args) as api:
+        _print_schedule(api.call("POST", "/schedules", json=body))
+    return EXIT_OK
+
+
+def schedule_list_command(args: argparse.Namespace) -> int:
+    with _api(args) as api:
+        schedules = api.call("GET", "/schedules")["schedules"]
+    if args.json:
+        print(json.dumps(schedules, indent=2))
+        return EXIT_OK
+    for s in schedules:
+        state = "paused" if s["paused"] else "active"
+        upcoming = (s.get("nextRunTimes") or ["-"])[0]
+        print(
+            f"{s['scheduleId']}  {s['pack']}@{s['packVersion']}  {s['cron']!r} {s['timezone']}  "
+            f"{state}  next {upcoming}"
+        )
+    return EXIT_OK
+
+
+def schedule_action_command(args: argparse.Namespace) -> int:
+    path = f"/schedules/{args.schedule_id}" + (f"/{args.action}" if args.action else "")
+    with _api(args) as api:
+        answer = api.call(args.verb, path)
+    if answer is None:
+        print(f"{args.schedule_id} deleted")
+    else:
+        _print_schedule(answer)
+    return EXIT_OK
+
+
+def _print_schedule(s: dict[str, Any]) -> None:
+    state = "paused" if s["paused"] else "active"
+    print(f"{s['scheduleId']}  {s['pack']}@{s['packVersion']}  {state}")
+    print(f"  cron       {s['cron']} ({s['timezone']}), overlap {s['overlapPolicy']}")
+    if s.get("note"):
+        print(f"  note       {s['note']}")
+    for moment in s.get("nextRunTimes", [])[:3]:
+        print(f"  next       {moment}")
+    for action in s.get("recentActions", [])[-3:]:
+        print(f"  fired      {action['startedAt']}")

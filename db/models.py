@@ -129,3 +129,23 @@ class RunRedrive(Base):
     run_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     redrive_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ScheduleRecord(Base):
+    """A tenant's schedule of a registered pack. The Temporal Schedule does the firing and holds
+    whether it is paused; this row is what the API lists and what each firing runs."""
+
+    __tablename__ = "schedules"
+
+    tenant: Mapped[str] = mapped_column(String(TENANT_LENGTH), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pack_name: Mapped[str] = mapped_column(String(200))
+    pack_version: Mapped[str] = mapped_column(String(100))
+    pack_digest: Mapped[str] = mapped_column(String(71))
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    cron: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    overlap: Mapped[str] = mapped_column(String(32))
+    catchup_window_seconds: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str | None] = mapped_column(String(255))

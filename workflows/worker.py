@@ -23,11 +23,12 @@ from activities.step_activities import StepActivities
 from activities.webhooks import WebhookActivities
 from workflows.contract.settings import connect
 from workflows.pack_run import PackRun, PackRunMapChunk
+from workflows.scheduled import PackRunScheduled
 from workflows.settings import WorkerSettings
 
 log = structlog.get_logger("taskrunner.worker")
 
-WORKFLOWS: Sequence[type] = (PackRun, PackRunMapChunk)
+WORKFLOWS: Sequence[type] = (PackRun, PackRunMapChunk, PackRunScheduled)
 
 
 def build_worker(

@@ -17,6 +17,7 @@ from tests.api.support import (
     error_code,
     run_url,
     status_is,
+    token,
     wait_for_run,
 )
 from tests.helpers import unique
@@ -170,3 +171,64 @@ class TestRunsOfRegisteredPacks:
         unknown = await http.post(RUNS, json={"pack": {"name": unique("none")}}, headers=APPROVER)
         assert (unknown.status_code, error_code(unknown)) == (404, "pack_not_found")
         assert (await http.get(run_url("x"), headers=READER)).status_code == 404
+
+
+class TestCli:
+    async def test_publish_signed_list_show_run_and_schedule(
+        self, http: httpx.AsyncClient, stack: Any, tmp_path: Any
+    ) -> None:
+        import asyncio
+        import os
+        import sys
+        from pathlib import Path
+
+        script = Path(sys.executable).parent / "taskrunner"
+        env = {
+            **os.environ,
+            "TASKRUNNER_URL": stack.url,
+            "TASKRUNNER_TOKEN": token("taskrunner.admin"),
+        }
+
+        async def cli(*argv: str) -> tuple[int, str, str]:
+            # A subprocess, as a user runs it; not subprocess.run: the worker runs on this loop.
+            process = await asyncio.create_subprocess_exec(
+                str(script),
+                *argv,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await process.communicate()
+            assert process.returncode is not None
+            return process.returncode, out.decode(), err.decode()
+
+        name = unique("cli")
+        path = tmp_path / "pack.yaml"
+        path.write_text(manifest(name, "1.0.0"))
+        key = tmp_path / "signer.pem"
+        key.write_bytes(PACK_SIGNER.private_pem)
+
+        code, out, err = await cli("packs", "publish", str(path), "--sign", str(key))
+        assert code == 0, err
+        assert f"{name}@1.0.0 sha256:" in out and f"signed by {PACK_SIGNER.key_id[:16]}" in out
+        code, out, _ = await cli("packs", "list", "--name", name)
+        assert f"{name}@1.0.0  active" in out
+        code, out, _ = await cli("packs", "show", name)
+        assert "builtin:echo" in out
+
+        code, out, err = await cli("runs", "create", f"{name}@1.0.0", "--inputs", '{"who": "cli"}')
+        assert code == 0, err
+        state = await wait_for_run(http, out.strip(), status_is("succeeded"))
+        assert state["packDigest"].startswith("sha256:")
+
+        schedule = unique("cli-sched")
+        code, out, err = await cli(
+            "schedules", "create", schedule, name, "--cron", "0 0 1 1 *", "--inputs", '{"who": "x"}'
+        )
+        assert code == 0, err
+        assert f"{schedule}  {name}@1.0.0  active" in out
+        code, out, _ = await cli("schedules", "pause", schedule)
+        assert "paused" in out
+        assert (await cli("schedules", "delete", schedule))[0] == 0
+        code, _, err = await cli("schedules", "show", schedule)
+        assert code == 1 and "schedule_not_found" in err

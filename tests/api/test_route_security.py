@@ -39,6 +39,13 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/packs/{name}/versions/{version}"): VIEWER,
     ("POST", "/packs/{name}/versions/{version}/disable"): ADMIN,
     ("POST", "/packs/{name}/versions/{version}/enable"): ADMIN,
+    ("POST", "/schedules"): OPERATOR,
+    ("GET", "/schedules"): VIEWER,
+    ("GET", "/schedules/{scheduleId}"): VIEWER,
+    ("POST", "/schedules/{scheduleId}/pause"): OPERATOR,
+    ("POST", "/schedules/{scheduleId}/unpause"): OPERATOR,
+    ("POST", "/schedules/{scheduleId}/trigger"): OPERATOR,
+    ("DELETE", "/schedules/{scheduleId}"): OPERATOR,
     ("POST", "/runs/{runId}/approvals/{approvalId}"): OPERATOR,
     ("POST", "/approvals/{token}"): PUBLIC,  # a signed link carries its own authority
     ("POST", "/webhooks"): ADMIN,
@@ -110,7 +117,7 @@ def request_for(
     run_id = throwaway_run or world.run_id
     url = (
         PREFIX + template
-        if template.startswith(("/runs", "/packs"))
+        if template.startswith(("/runs", "/packs", "/schedules"))
         or template
         in (
             "/simulations",
@@ -127,6 +134,7 @@ def request_for(
         .replace("{token}", "not-a-link")
         .replace("{webhookId}", "wh-does-not-exist")
         .replace("{version}", "0.0.0")
+        .replace("{scheduleId}", "no-such-schedule")
     )
     body: Any = None
     if route == ("POST", "/simulations") or route == ("POST", "/runs"):
@@ -137,6 +145,8 @@ def request_for(
         body = {"decision": "approved"}
     elif route == ("POST", "/packs"):
         body = {"manifest": ECHO}
+    elif route == ("POST", "/schedules"):
+        body = {"scheduleId": "sec", "pack": {"name": "no-such-pack"}, "cron": "0 * * * *"}
     elif route == ("POST", "/runs/{runId}/redrive"):
         body = {}
     elif route == ("POST", "/webhooks"):

@@ -169,6 +169,33 @@ ROUTES = [
     ),
     Route("list packs", VIEWER, "GET", "/packs"),
     Route(
+        "create schedule",
+        OPERATOR,
+        "POST",
+        "/schedules",
+        {"scheduleId": "tn", "pack": {"name": "no-pack"}, "cron": "0 * * * *"},
+        (404, "pack_not_found"),
+    ),
+    Route("list schedules", VIEWER, "GET", "/schedules"),
+    Route("schedule", VIEWER, "GET", "/schedules/no-schedule", reached=(404, "schedule_not_found")),
+    *(
+        Route(
+            f"{action} schedule",
+            OPERATOR,
+            "POST",
+            f"/schedules/no-schedule/{action}",
+            reached=(404, "schedule_not_found"),
+        )
+        for action in ("pause", "unpause", "trigger")
+    ),
+    Route(
+        "delete schedule",
+        OPERATOR,
+        "DELETE",
+        "/schedules/no-schedule",
+        reached=(404, "schedule_not_found"),
+    ),
+    Route(
         "pack version",
         VIEWER,
         "GET",
@@ -308,6 +335,7 @@ def _template(path: str) -> str:
         ("nothing.txt", "{name}"),
         ("wh-0123456789abcdef", "{webhookId}"),
         ("no-pack", "{name}"),
+        ("no-schedule", "{scheduleId}"),
         ("0.0.0", "{version}"),
     ):
         path = path.replace(concrete, template)

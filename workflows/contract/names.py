@@ -5,10 +5,14 @@ Chat bots, the Web UI and the API all use these; they are an interface and do no
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from temporalio.common import SearchAttributeKey
 
 WORKFLOW_TYPE = "PackRun"
 CHUNK_WORKFLOW_TYPE = "PackRunMapChunk"
+SCHEDULED_WORKFLOW_TYPE = "PackRunScheduled"
+"""What a Temporal Schedule starts: it starts one PackRun as its child and waits for it."""
 
 SIGNAL_APPROVAL = "approval"
 SIGNAL_CANCEL = "cancel"
@@ -26,6 +30,16 @@ SA_PLAN_HASH = SearchAttributeKey.for_keyword("TaskRunnerPlanHash")
 SEARCH_ATTRIBUTES = (SA_TENANT, SA_PACK, SA_STATUS, SA_PLAN_HASH)
 
 DEFAULT_TENANT = "default"
+
+
+def schedule_id(tenant: str, schedule: str) -> str:
+    """The Temporal Schedule id of a tenant's schedule (tenant-scoped, as run ids are)."""
+    return f"taskrunner/{tenant}/{schedule}"
+
+
+def scheduled_run_id(schedule: str, fired_at: datetime) -> str:
+    """The run id of one firing of a schedule: the schedule's id and the second it fired."""
+    return f"{schedule}-{fired_at.astimezone(UTC):%Y%m%dT%H%M%SZ}"
 
 
 def workflow_id(tenant: str, run_id: str) -> str:

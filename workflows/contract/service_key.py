@@ -52,6 +52,14 @@ class ServiceKey:
     def key_id(self) -> str:
         return str(self.sslib_key.keyid)
 
+    @property
+    def private_pem(self) -> bytes:
+        return self.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
     def signer(self) -> CryptoSigner:
         return CryptoSigner(self.private, self.sslib_key)
 

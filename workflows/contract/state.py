@@ -157,6 +157,16 @@ class RunMeta(Model):
     redrive: Redrive | None = None
 
 
+class ScheduledStart(Model):
+    """What a schedule's firing starts: a PackRun of this plan, with `meta` as the template of
+    each run's metadata (its runId and requestedAt are the firing's)."""
+
+    scheduleId: str
+    plan: Plan
+    planHash: str
+    meta: RunMeta
+
+
 class PackRunInput(Model):
     """Start input: the compiled plan and the run's metadata. Never secrets."""
 
