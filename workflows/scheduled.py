@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         workflow_id,
     )
     from workflows.contract.state import PackRunInput, RunResult, ScheduledStart
-    from workflows.run_book import iso
+    from workflows.contract.times import rfc3339
 
 # The listing's memo keys (api.listing.MEMO_RUN_ID, MEMO_CREATED_AT), as the API sets them.
 MEMO_RUN_ID = "runId"
@@ -41,7 +41,7 @@ class PackRunScheduled:
     async def run(self, start: ScheduledStart) -> str:
         fired = workflow.now()
         run_id = scheduled_run_id(start.scheduleId, fired)
-        meta = start.meta.model_copy(update={"runId": run_id, "requestedAt": iso(fired)})
+        meta = start.meta.model_copy(update={"runId": run_id, "requestedAt": rfc3339(fired)})
         plan = start.plan
         handle = await workflow.start_child_workflow(
             WORKFLOW_TYPE,
