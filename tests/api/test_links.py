@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import secrets
 import time
 from typing import Any
 
 import httpx
+import pytest
 
 from api.app import create_app
 from cli.settings import DevSettings
@@ -24,7 +28,12 @@ from tests.api.support import (
     wait_for_run,
 )
 from tests.helpers import unique
-from workflows.contract.signing import ApprovalToken, mint_token
+from workflows.contract.signing import (
+    ApprovalToken,
+    TokenBadSignature,
+    mint_token,
+    verify_token,
+)
 
 LINKS = "/v1/task-runner/approvals"
 GATE = "release-manager"
@@ -210,3 +219,39 @@ class TestApplyApprovalLink:
                 response = await client.post(f"{LINKS}/anything.at-all")
         assert response.status_code == 503
         assert error_code(response) == "signing_key_missing"
+
+
+class TestLinkIdentity:
+    def test_links_minted_before_identities_share_one_seat_and_keep_their_ids(self) -> None:
+        # A link minted before links named their identity: its id is the one it was minted
+        # with (so "used once" still holds after the upgrade), and every such link counts for
+        # one identity, so a holder of several fills one seat.
+        claims = {
+            "tenant": "t",
+            "runId": "r",
+            "approvalId": "a",
+            "planHash": "sha256:" + "0" * 64,
+            "decision": "approved",
+            "expiresAt": 2_000_000_000,
+            "nonce": "n1",
+        }
+        old = ApprovalToken(**claims)
+        minted_then = hashlib.sha256(json.dumps(claims, sort_keys=True).encode()).hexdigest()[:16]
+        assert old.token_id == minted_then
+        another = ApprovalToken(**{**claims, "nonce": "n2"})
+        assert old.identity == another.identity == "link:unbound"
+        assert old.token_id != another.token_id
+        bound = ApprovalToken(**claims, subject="webhook:hook-1")
+        assert bound.identity == "webhook:hook-1"
+        assert bound.token_id != old.token_id
+        # The subject is signed: a holder cannot rename the identity the link votes for.
+        text = mint_token(SIGNING_KEY.encode(), bound)
+        assert verify_token(SIGNING_KEY.encode(), text, 0).identity == "webhook:hook-1"
+        body, mac = text.split(".")
+        payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        payload["subject"] = "user:bob"
+        renamed = base64.urlsafe_b64encode(
+            json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        )
+        with pytest.raises(TokenBadSignature):
+            verify_token(SIGNING_KEY.encode(), f"{renamed.decode().rstrip('=')}.{mac}", 0)
