@@ -1,5 +1,7 @@
 """The executor contract: what an executor is given, what it returns, and how it fails.
 
+Plugins import it as `taskrunner.executors`, the stable surface; this module is its home.
+
 An executor is an async callable
 
     async def executor(params: dict[str, Any], ctx: ExecutorContext) -> dict[str, Any]
@@ -7,8 +9,9 @@ An executor is an async callable
 `params` is the step's `with`, rendered by the workflow and with its secrets filled in by the
 activity; the returned dict becomes the step's outputs (`steps.<id>.outputs` in expressions), so
 it must be JSON-serialisable and small: put anything large in the artifact store through
-`ctx.write_artifact`. An executor fails a step for good by raising `StepFailed` (with the outputs
-it has so far); any other exception is treated as transient and retried by Temporal. It need not
+`ctx.write_artifact`. An executor fails a step for good with `ctx.fail(message, outputs)` (which
+raises `StepFailed` with the outputs it has so far); any other exception is treated as transient
+and retried by Temporal. It need not
 mask secrets in what it returns or raises (the activity does), but text it writes elsewhere
 should go through `ctx.mask`.
 
@@ -26,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -137,6 +140,10 @@ class ExecutorContext:
             )
         except SandboxUnavailable as exc:
             raise StepFailed(f"{self.uses}: {SANDBOX_UNAVAILABLE}: {exc}") from None
+
+    def fail(self, message: str, outputs: dict[str, Any] | None = None) -> NoReturn:
+        """Fail the step for good (no retry) with `message` and its outputs so far."""
+        raise StepFailed(message, outputs)
 
     def write_artifact(self, name: str, text: str) -> ArtifactRecord:
         """Store `text`, masked, as the run's artifact `name`, and record it for the result."""

@@ -5,7 +5,7 @@ A worker builds one `StepActivities` and registers its bound methods:
     activities = StepActivities(Registry(), ArtifactStore(root), EnvSecretProvider())
     Worker(client, task_queue=..., workflows=[...], activities=activities.activities())
 
-or simply `activities_for_worker(root)`.
+(`workflows.worker.build_worker` does, for the worker entry point.)
 
 Failure semantics, which the workflow relies on:
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic_core import to_jsonable_python
@@ -335,18 +334,3 @@ async def _heartbeating(interval: float) -> AsyncIterator[None]:
         # wait() rather than awaiting the task: a cancellation of the activity arriving now
         # must still propagate, not be swallowed along with the heartbeat task's own.
         await asyncio.wait([task])
-
-
-def activities_for_worker(
-    artifact_root: Path | str,
-    registry: Registry | None = None,
-    secrets: SecretProvider | None = None,
-) -> list[Callable[..., Any]]:
-    """The activities for `Worker(activities=...)`: builtins plus installed custom executors,
-    the local artifact store at `artifact_root`, and secrets from the environment by default.
-    """
-    return StepActivities(
-        registry if registry is not None else Registry(),
-        ArtifactStore(artifact_root),
-        secrets,
-    ).activities()

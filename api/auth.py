@@ -43,11 +43,6 @@ OPERATOR = "taskrunner.operator"
 ADMIN = "taskrunner.admin"
 # Reads /metrics when it is labelled by tenant, and nothing else (for a Prometheus scraper).
 METRICS = "taskrunner.metrics"
-SCOPES = {
-    VIEWER: "Read-only access to runs and logs",
-    OPERATOR: "Create runs and apply approvals",
-    ADMIN: "Full administrative access",
-}
 _SATISFIED_BY = {
     VIEWER: frozenset({VIEWER, OPERATOR, ADMIN}),
     OPERATOR: frozenset({OPERATOR, ADMIN}),

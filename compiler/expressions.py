@@ -56,10 +56,6 @@ def template_parts(text: str) -> list[str]:
     return [m.group(1).strip() for m in _TEMPLATE.finditer(text)]
 
 
-def is_template(text: str) -> bool:
-    return bool(_TEMPLATE.search(text))
-
-
 def secret_name(expression: str) -> str | None:
     """`secrets.TOKEN` -> `TOKEN`; None for anything else."""
     match = _SECRET.match(expression.strip())

@@ -187,7 +187,9 @@ class Interpreter:
 
     async def _run(self, step: p.RunStep, frame: Frame, rid: str) -> bool:
         book = self.book
-        for attempt in range(1, step.maxAttempts + 1):
+        attempt = 0
+        while True:  # until an attempt succeeds or the last one fails (maxAttempts >= 1)
+            attempt += 1
             started = workflow.now()
             book.begin_attempt(rid, attempt)
             rendered = render(step.with_, self.scope(frame))
@@ -231,7 +233,6 @@ class Interpreter:
             elapsed = (workflow.now() - started).total_seconds()
             book.complete_attempt(rid, result.outputs, result.artifacts, duration=f"{elapsed:.3f}s")
             return True
-        raise AssertionError("unreachable: the loop returns on the last attempt")
 
     async def _retry_wait(
         self, rid: str, attempt: int, max_attempts: int, backoff: int, message: str

@@ -18,7 +18,7 @@ from activities.artifacts import ArtifactStore
 from activities.executor import ExecutorContext
 from activities.registry import Registry
 from activities.secrets import MappingSecretProvider
-from activities.step_activities import StepActivities, activities_for_worker
+from activities.step_activities import StepActivities
 from compiler.plan import OutputSpec, Sandbox
 from tests.processes import processes_with
 from workflows.contract.activities import (
@@ -26,6 +26,7 @@ from workflows.contract.activities import (
     EVALUATE_POLICY,
     RUN_STEP,
     STEP_FAILED,
+    STORE_LOG_SEGMENT,
     CaptureRequest,
     PolicyRequest,
     RunStepRequest,
@@ -338,10 +339,11 @@ async def test_capture_outputs(steps: StepActivities, store: ArtifactStore, tmp_
     assert "without masking" in str(blob.notes)
 
 
-def test_activities_for_worker_registers_the_three_names(tmp_path: Path) -> None:
-    fns = activities_for_worker(tmp_path / "root", registry=Registry(entry_points=[]))
+def test_the_worker_registers_the_contract_names(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "root")
+    fns = StepActivities(Registry(entry_points=[]), store).activities()
     names = [activity._Definition.must_from_callable(fn).name for fn in fns]
-    assert names == [RUN_STEP, EVALUATE_POLICY, CAPTURE_OUTPUTS]
+    assert names == [RUN_STEP, EVALUATE_POLICY, CAPTURE_OUTPUTS, STORE_LOG_SEGMENT]
 
 
 async def test_sealed_http_refusal_through_the_activity(
@@ -392,3 +394,22 @@ async def test_capture_refuses_hard_links_fifos_and_linked_folders(
     stored = store.root / str(records["plain"].storedPath)
     assert stored.read_text() == "mine"
     assert os.stat(stored).st_ino != os.stat(workspace / "plain.txt").st_ino
+
+
+async def test_a_plugin_fails_its_step_through_its_context(store: ArtifactStore) -> None:
+    """An executor written against `taskrunner.executors` alone: `ctx.fail` ends the step for
+    good, with the outputs it had (masked), and no retry."""
+    from taskrunner.executors import ExecutorContext as PluginContext
+
+    async def plugin(params: dict[str, Any], ctx: PluginContext) -> dict[str, Any]:
+        ctx.fail(
+            f"scan found {params['count']} problems", {"count": params["count"], "key": SECRET}
+        )
+
+    registry = Registry(entry_points=[])
+    registry.register("custom:plugin", plugin)
+    steps = StepActivities(registry, store, MappingSecretProvider({"TOKEN": SECRET}))
+    error = await run_failing(steps, request("custom:plugin", {"count": 3}, secrets=["TOKEN"]))
+    assert error.type == STEP_FAILED and error.non_retryable
+    assert error.message == "scan found 3 problems"
+    assert error.details[0] == {"count": 3, "key": "***"}

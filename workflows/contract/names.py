@@ -29,8 +29,6 @@ SA_STATUS = SearchAttributeKey.for_keyword("TaskRunnerStatus")
 SA_PLAN_HASH = SearchAttributeKey.for_keyword("TaskRunnerPlanHash")
 SEARCH_ATTRIBUTES = (SA_TENANT, SA_PACK, SA_STATUS, SA_PLAN_HASH)
 
-DEFAULT_TENANT = "default"
-
 
 def schedule_id(tenant: str, schedule: str) -> str:
     """The Temporal Schedule id of a tenant's schedule (tenant-scoped, as run ids are)."""
