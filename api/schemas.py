@@ -217,6 +217,11 @@ class RunStateStep(Schema):
     nextAttemptAt: str | None = None
     statusReason: str | None = None
     parentId: str | None = Field(default=None, description="The step this one sits inside, if any")
+    outputs: dict[str, Any] | None = Field(
+        default=None,
+        description="The step's outputs (a failed step's: what it had, e.g. `exitCode` and the "
+        "last of `stderr`); only with `include=outputs`",
+    )
 
 
 class ApprovalDecisionRecord(Schema):
@@ -476,8 +481,8 @@ def run_state(snapshot: RunStateSnapshot) -> RunStateResponse:
 
 
 def run_step(state: StepState) -> RunStateStep:
-    # Extra keys of StepState (outputs, templateId) are dropped by the schema.
-    return RunStateStep.model_validate(state.model_dump())
+    # Outputs only when asked for (GET run's `include=outputs`); templateId is dropped.
+    return RunStateStep.model_validate(state.model_dump(exclude={"outputs"}))
 
 
 def log_entry(entry: LogEntry) -> RunLogEntry:

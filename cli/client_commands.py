@@ -230,11 +230,52 @@ class Api:
             raise kind(f"{error['message']} ({response.status_code} {error.get('code', '')})")
         raise kind(f"the API answered {response.status_code} {response.reason_phrase}")
 
-    def state(self, run_id: str) -> dict[str, Any]:
-        state: dict[str, Any] = self.call(
-            "GET", f"/runs/{run_id}", params={"stepsLimit": STEPS_PAGE}
-        )
+    def state(self, run_id: str, *, outputs: bool = False) -> dict[str, Any]:
+        params: dict[str, Any] = {"stepsLimit": STEPS_PAGE}
+        if outputs:
+            params["include"] = "outputs"
+        state: dict[str, Any] = self.call("GET", f"/runs/{run_id}", params=params)
         return state
+
+    def failures(self, run_id: str) -> dict[str, str]:
+        """Each failed step's message, from its last `step.failed` log entry."""
+        found: dict[str, str] = {}
+        for line in self.stream_lines(f"/runs/{run_id}/logs", {}):
+            if '"step.failed"' not in line:
+                continue
+            entry = json.loads(line)
+            if entry.get("eventType") == "step.failed" and entry.get("stepId"):
+                found[entry["stepId"]] = entry.get("message", "")
+        return found
+
+
+STDERR_LINES = 5
+
+
+def why_lines(state: dict[str, Any], messages: dict[str, str]) -> list[str]:
+    """Why each failed step failed: the executor's message, the exit code, the end of stderr."""
+    out: list[str] = []
+    for step in state["steps"]:
+        if step["status"] != "Failed":
+            continue
+        outputs = step.get("outputs") or {}
+        message = messages.get(step["stepId"]) or step.get("statusReason") or "failed"
+        out.append(f"  {step['stepId']} failed: {message}")
+        if "exitCode" in outputs:
+            out.append(f"    exit code {outputs['exitCode']}")
+        stderr = outputs.get("stderr")
+        if isinstance(stderr, str) and stderr.strip():
+            tail = stderr.rstrip("\n").splitlines()[-STDERR_LINES:]
+            out.append(f"    stderr (last {len(tail)} lines):")
+            out.extend(f"      {line}" for line in tail)
+    return out
+
+
+def explain(api: Api, run_id: str, state: dict[str, Any]) -> list[str]:
+    """`why_lines` for a run with failed steps (fetching their outputs and messages), else []."""
+    if not any(s["status"] == "Failed" for s in state["steps"]):
+        return []
+    return why_lines(api.state(run_id, outputs=True), api.failures(run_id))
 
 
 # ----------------------------------------------------------------- commands
@@ -295,7 +336,7 @@ def show_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(state, indent=2))
     else:
-        print("\n".join(render(state, symbols(sys.stdout))))
+        print("\n".join(render(state, symbols(sys.stdout)) + explain(api, args.run_id, state)))
     return exit_code(state["status"])
 
 
@@ -470,7 +511,8 @@ def follow(api: Api, run_id: str, out: TextIO) -> int:
         seen = {s["stepId"]: (s["status"], s.get("statusReason")) for s in state["steps"]}
         status = state["status"]
         if status in TERMINAL:
-            out.write(f"run {run_id}: {status}\n")
+            why = explain(api, run_id, state)
+            out.write("\n".join([f"run {run_id}: {status}", *why]) + "\n")
             return exit_code(status)
         time.sleep(POLL_SECONDS)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
@@ -224,6 +224,10 @@ async def get_run_state(
         int, Query(ge=1, le=STEPS_PAGE, description="Steps per page")
     ] = STEPS_PAGE,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    include: Annotated[
+        list[Literal["outputs"]] | None,
+        Query(description="`outputs`: each step's outputs too (for a failed step, why it failed)"),
+    ] = None,
 ) -> Response:
     """A large run's steps come a page at a time: `totalSteps` says how many there are.
 
@@ -232,6 +236,12 @@ async def get_run_state(
     (`Warning`), rather than an error."""
     read = await runs.state(tenant, runId, steps_offset=stepsOffset, steps_limit=stepsLimit)
     state = run_state(read.snapshot)
+    if include and "outputs" in include:
+        # Outputs are not in the shared, cached reads: asked for, they come from the run itself.
+        full = await runs.state_with_outputs(tenant, runId)
+        outputs = {step.stepId: step.outputs for step in full.steps}
+        for shown in state.steps:
+            shown.outputs = outputs.get(shown.stepId, {})
     if read.snapshot.status in ("failed", "cancelled"):
         # Only an ended run can have been redriven; the redrives are the API's own records.
         with available():

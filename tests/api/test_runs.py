@@ -211,3 +211,24 @@ class TestCancelRun:
     async def test_viewer_cannot_cancel(self, http: httpx.AsyncClient) -> None:
         response = await http.post(f"{run_url('whatever')}/cancel", headers=READER)
         assert response.status_code == 403
+
+
+class TestStepOutputs:
+    async def test_outputs_only_on_request(self, http: httpx.AsyncClient) -> None:
+        created = await create_run(http, ECHO, inputs={"who": "ada"})
+        await wait_for_run(http, created["runId"], status_is("succeeded"))
+        plain = (await http.get(run_url(created["runId"]), headers=READER)).json()
+        assert all("outputs" not in s for s in plain["steps"])
+        response = await http.get(
+            run_url(created["runId"]), params={"include": "outputs"}, headers=READER
+        )
+        assert response.status_code == 200, response.text
+        steps = {s["stepId"]: s for s in response.json()["steps"]}
+        assert steps["hello"]["outputs"] == {"greeting": "hello ada"}
+
+    async def test_unknown_include_is_400(self, http: httpx.AsyncClient) -> None:
+        created = await create_run(http, ECHO, inputs={"who": "ada"})
+        response = await http.get(
+            run_url(created["runId"]), params={"include": "secrets"}, headers=READER
+        )
+        assert response.status_code == 400

@@ -32,6 +32,18 @@ spec:
     - {id: boom, run: {uses: "builtin:fail", with: {message: "no luck"}}}
 """
 
+SHELL_FAILING = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: cli-shell-fail, version: 1.0.0}
+spec:
+  steps:
+    - id: build
+      run:
+        uses: builtin:shell
+        with: {command: "echo compiling >&2; echo 'error: missing semicolon' >&2; exit 3"}
+"""
+
 
 def script() -> list[str]:
     found = Path(sys.executable).parent / "taskrunner"
@@ -138,7 +150,26 @@ class TestCreate:
     async def test_a_failing_run_exits_1(self, taskrunner: Cli, tmp_path: Path) -> None:
         result = await taskrunner("runs", "create", pack_file(tmp_path, FAILING), "--wait")
         assert result.code == 1, result
-        assert "✗ boom" in result.out and result.out.splitlines()[-1].endswith(": failed")
+        lines = result.out.splitlines()
+        assert "✗ boom" in result.out
+        # Piped (no terminal), --wait still says why, after the final status.
+        end = next(i for i, line in enumerate(lines) if line.endswith(": failed"))
+        assert lines[end + 1] == "  boom failed: Step failed: boom: no luck"
+
+    async def test_show_of_a_failed_step_says_why(self, taskrunner: Cli, tmp_path: Path) -> None:
+        created = await taskrunner("runs", "create", pack_file(tmp_path, SHELL_FAILING), "--wait")
+        assert created.code == 1, created
+        run_id = created.out.splitlines()[0].split()[1]
+        shown = await taskrunner("runs", "show", run_id)
+        assert shown.code == 1
+        why = shown.out.split("  build failed: ", 1)[1].splitlines()
+        assert "exit" in why[0] and "3" in why[0]  # the executor's own message
+        assert why[1:] == [
+            "    exit code 3",
+            "    stderr (last 2 lines):",
+            "      compiling",
+            "      error: missing semicolon",
+        ]
 
     async def test_invalid_manifest_exits_2_with_paths(
         self, taskrunner: Cli, tmp_path: Path
