@@ -279,6 +279,13 @@ class PackRun:
             event["gateMessage"] = approval.message
             event["requiredGrants"] = approval.grants
             event["requiredApprovals"] = approval.requiredApprovals
+            # What a bot shows next to the links: who may decide, and who is still needed.
+            event["missing"] = list(approval.missing)
+            if approval.quorum:
+                event["quorum"] = [g.model_dump() for g in approval.quorum]
+            if approval.allowRequester is not None:
+                event["allowRequester"] = approval.allowRequester
+                event["requester"] = book.meta.actor
         return event
 
     async def _deliver(self, hook: WebhookRef, entry: LogEntry) -> None:

@@ -131,6 +131,7 @@ class TestDeliveries:
                 assert (event["approvalId"], event["planHash"]) == ("ship", state.planHash)
                 assert event["gateMessage"] == "Ship to prod?"
                 assert event["requiredGrants"] == ["deploy.prod"]
+                assert (event["missing"], event["allowRequester"]) == (["1 more approver"], False)
                 approve = event["links"]["approve"]
                 assert approve.startswith("http://taskrunner.test/v1/task-runner/approvals/")
                 token = verify_token(KEY.encode(), approve.rsplit("/", 1)[1], now=0)
