@@ -37,7 +37,14 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import errors
-from api.listing import MEMO_CREATED_AT, MEMO_REQUEST, MEMO_RUN_ID
+from api.listing import (
+    MEMO_CREATED_AT,
+    MEMO_PACK_DIGEST,
+    MEMO_PACK_VERSION,
+    MEMO_REDRIVE_OF,
+    MEMO_REQUEST,
+    MEMO_RUN_ID,
+)
 from api.metrics import Metrics
 from api.reads import Read, StateReads
 from api.schemas import RunArtifact
@@ -211,7 +218,15 @@ class RunGateway:
             redrive=redrive,
         )
         pack = f"{plan.pack.name}@{plan.pack.version}"
-        memo = {MEMO_RUN_ID: run_id, MEMO_CREATED_AT: meta.requestedAt}
+        memo = {
+            MEMO_RUN_ID: run_id,
+            MEMO_CREATED_AT: meta.requestedAt,
+            MEMO_PACK_VERSION: plan.pack.version,
+        }
+        if pack_digest is not None:
+            memo[MEMO_PACK_DIGEST] = pack_digest
+        if redrive is not None:
+            memo[MEMO_REDRIVE_OF] = redrive.of
         if request_token is not None:
             memo[MEMO_REQUEST] = request_token
         try:

@@ -54,6 +54,9 @@ _UNQUOTABLE = frozenset("'\"\\\n\r\t")
 MEMO_RUN_ID = "runId"
 MEMO_CREATED_AT = "createdAt"
 MEMO_REQUEST = "idempotencyToken"
+MEMO_PACK_VERSION = "packVersion"
+MEMO_PACK_DIGEST = "packDigest"
+MEMO_REDRIVE_OF = "redriveOf"
 """The identity of the keyed request that started the run (see api.idempotency)."""
 
 
@@ -222,7 +225,14 @@ async def summary(tenant: str, execution: WorkflowExecution) -> RunSummary:
         planHash=attributes.get(SA_PLAN_HASH) or "",
         createdAt=str(memo.get(MEMO_CREATED_AT) or rfc3339(execution.start_time)),
         closedAt=rfc3339(execution.close_time) if execution.close_time else None,
+        packVersion=_text(memo.get(MEMO_PACK_VERSION)),
+        packDigest=_text(memo.get(MEMO_PACK_DIGEST)),
+        redriveOf=_text(memo.get(MEMO_REDRIVE_OF)),
     )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def run_status(recorded: str | None, execution: WorkflowExecutionStatus | None) -> str:

@@ -301,6 +301,11 @@ class RunSummary(Schema):
     planHash: str
     createdAt: str
     closedAt: str | None = Field(default=None, description="When the run ended, if it has")
+    packVersion: str | None = Field(default=None, description="The pack's version")
+    packDigest: str | None = Field(
+        default=None, description="Digest of the registered pack version, for registry runs"
+    )
+    redriveOf: str | None = Field(default=None, description="The run this one redrives")
 
 
 class RunList(Schema):

@@ -30,9 +30,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contract.state import PackRunInput, RunResult, ScheduledStart
     from workflows.contract.times import rfc3339
 
-# The listing's memo keys (api.listing.MEMO_RUN_ID, MEMO_CREATED_AT), as the API sets them.
+# The listing's memo keys (api.listing.MEMO_*), as the API sets them when it starts a run.
 MEMO_RUN_ID = "runId"
 MEMO_CREATED_AT = "createdAt"
+MEMO_PACK_VERSION = "packVersion"
+MEMO_PACK_DIGEST = "packDigest"
 
 
 @workflow.defn(name=SCHEDULED_WORKFLOW_TYPE)
@@ -57,7 +59,12 @@ class PackRunScheduled:
                     SearchAttributePair(SA_PLAN_HASH, start.planHash),
                 ]
             ),
-            memo={MEMO_RUN_ID: run_id, MEMO_CREATED_AT: meta.requestedAt},
+            memo={
+                MEMO_RUN_ID: run_id,
+                MEMO_CREATED_AT: meta.requestedAt,
+                MEMO_PACK_VERSION: plan.pack.version,
+                MEMO_PACK_DIGEST: meta.packDigest or "",
+            },
             static_summary=f"pack {plan.pack.name}@{plan.pack.version} run {run_id} "
             f"(schedule {start.scheduleId})",
         )

@@ -136,7 +136,16 @@ class TestListRuns:
         assert set(runs) == fleet.finished | {fleet.waiting}
         assert "nextPageToken" not in body
         done = runs[fleet.first[0]]
-        assert set(done) == {"runId", "pack", "status", "planHash", "createdAt", "closedAt"}
+        # A run of a posted manifest: no packDigest (that is for registry runs), no redriveOf.
+        assert set(done) == {
+            "runId",
+            "pack",
+            "packVersion",
+            "status",
+            "planHash",
+            "createdAt",
+            "closedAt",
+        }
         assert (done["pack"], done["status"], done["planHash"]) == (
             fleet.pack,
             "succeeded",

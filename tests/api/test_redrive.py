@@ -51,6 +51,17 @@ spec:
 """
 
 
+async def listed(http: httpx.AsyncClient, pack: str, run_id: str) -> dict[str, Any]:
+    """The run's summary in the listing (visibility trails a run by a moment)."""
+    for _ in range(100):
+        response = await http.get(RUNS, params={"pack": pack}, headers=READER)
+        found = [r for r in response.json()["runs"] if r["runId"] == run_id]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"run {run_id} never showed in the listing")
+
+
 def steps(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["stepId"]: s for s in state["steps"]}
 
@@ -116,6 +127,8 @@ class TestRedrive:
         assert "step.completed" in response.text
         old_now = (await http.get(run_url(old["runId"]), headers=READER)).json()
         assert old_now["redrives"] == [new["runId"]]
+        summary = await listed(http, done["pack"], new["runId"])
+        assert (summary["redriveOf"], summary["packVersion"]) == (old["runId"], "1.0.0")
 
     async def test_same_plan_keeps_the_gate_passed(
         self, http: httpx.AsyncClient, stack: Stack, capsys: pytest.CaptureFixture[str]

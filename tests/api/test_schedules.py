@@ -83,6 +83,8 @@ class TestSchedules:
             await asyncio.sleep(0.5)
         run_id = done[0]["runId"]
         assert run_id.startswith(f"{schedule}-")
+        # The listing names the version and the registered digest the run ran.
+        assert done[0]["packVersion"] == "1.0.0" and done[0]["packDigest"].startswith("sha256:")
         state = (await http.get(f"{PREFIX}/runs/{run_id}", headers=READER)).json()
         assert state["steps"][0]["status"] == "Succeeded"
         assert state["packDigest"].startswith("sha256:")
