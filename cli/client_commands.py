@@ -15,6 +15,7 @@ manifest or inputs (`path: message` lines).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from cli.main import EXIT_ERROR, EXIT_OK, CliError, Subcommands
 
@@ -119,6 +121,20 @@ def register(subcommands: Subcommands) -> None:
     logs.add_argument("run_id", metavar="ID")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
     logs.set_defaults(handler=logs_command)
+
+    artifacts = actions.add_parser(
+        "artifacts",
+        parents=[common],
+        help="list a run's artifacts, or download one",
+        description="Without NAME, list the run's artifacts. With NAME, download that file "
+        "(to -o FILE, `-` for stdout; default: NAME in the current folder), or print an object "
+        "output's value.",
+    )
+    artifacts.add_argument("run_id", metavar="ID")
+    artifacts.add_argument("name", metavar="NAME", nargs="?")
+    artifacts.add_argument("--output", "-o", metavar="FILE", help="where to write the file")
+    artifacts.add_argument("--json", action="store_true", help="list them as JSON")
+    artifacts.set_defaults(handler=artifacts_command)
 
     approve = actions.add_parser(
         "approve",
@@ -237,6 +253,20 @@ class Api:
         state: dict[str, Any] = self.call("GET", f"/runs/{run_id}", params=params)
         return state
 
+    def download(self, path: str) -> Iterator[bytes]:
+        import httpx
+
+        try:
+            with self.http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self.check(response)
+                yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise Unreachable(f"lost the API at {self.url}: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise CliError(f"lost the API at {self.url}: {exc}") from None
+
     def failures(self, run_id: str) -> dict[str, str]:
         """Each failed step's message, from its last `step.failed` log entry."""
         found: dict[str, str] = {}
@@ -338,6 +368,53 @@ def show_command(args: argparse.Namespace) -> int:
     else:
         print("\n".join(render(state, symbols(sys.stdout)) + explain(api, args.run_id, state)))
     return exit_code(state["status"])
+
+
+def artifacts_command(args: argparse.Namespace) -> int:
+    api = Api(args)
+    listed: list[dict[str, Any]] = api.call("GET", f"/runs/{args.run_id}/artifacts")
+    if args.name is None:
+        if args.json:
+            print(json.dumps(listed, indent=2))
+            return EXIT_OK
+        rows = [("NAME", "TYPE", "STATUS", "CAPTURED", "NOTES")]
+        rows += [
+            (
+                a["name"],
+                a["type"],
+                a["status"],
+                a.get("capturedAt") or "-",
+                a.get("notes") or "",
+            )
+            for a in listed
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + row[-1])
+        return EXIT_OK
+    named = [a for a in listed if a["name"] == args.name]
+    if not named:
+        names = ", ".join(sorted({a["name"] for a in listed})) or "none"
+        raise CliError(f"run {args.run_id} has no artifact {args.name!r} (it has: {names})")
+    record = named[-1]
+    if record["type"] == "object":
+        print(record.get("expressionJson") or "null")
+        return EXIT_OK
+    target = args.output or Path(args.name).name
+    written = 0
+    out: Any = sys.stdout.buffer if target == "-" else None
+    try:
+        with contextlib.ExitStack() as stack:
+            for chunk in api.download(f"/runs/{args.run_id}/artifacts/{quote(args.name, safe='')}"):
+                if out is None:
+                    out = stack.enter_context(open(target, "wb"))
+                out.write(chunk)
+                written += len(chunk)
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    if target != "-":
+        print(f"{args.name}: {written} bytes written to {target}", file=sys.stderr)
+    return EXIT_OK
 
 
 def logs_command(args: argparse.Namespace) -> int:

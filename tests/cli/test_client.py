@@ -183,6 +183,27 @@ class TestCreate:
         assert missing.code == 2 and "inputs.who" in missing.err
 
 
+class TestArtifacts:
+    async def test_list_and_download(self, taskrunner: Cli, tmp_path: Path) -> None:
+        pack = SHELL_FAILING.replace(
+            "echo compiling >&2; echo 'error: missing semicolon' >&2; exit 3", "echo hello there"
+        )
+        created = await taskrunner("runs", "create", pack_file(tmp_path, pack), "--wait")
+        assert created.code == 0, created
+        run_id = created.out.splitlines()[0].split()[1]
+        listed = await taskrunner("runs", "artifacts", run_id)
+        assert listed.code == 0, listed
+        rows = [line.split() for line in listed.out.splitlines()]
+        assert rows[0][:3] == ["NAME", "TYPE", "STATUS"]
+        assert ["build.stdout", "file", "captured"] in [r[:3] for r in rows[1:]]
+        target = tmp_path / "out.txt"
+        got = await taskrunner("runs", "artifacts", run_id, "build.stdout", "-o", str(target))
+        assert got.code == 0, got
+        assert target.read_text() == "hello there\n"
+        missing = await taskrunner("runs", "artifacts", run_id, "nope")
+        assert missing.code == 1 and "has no artifact 'nope'" in missing.err
+
+
 class TestReadCommands:
     async def test_show_list_and_logs(self, taskrunner: Cli, tmp_path: Path) -> None:
         created = await taskrunner(
