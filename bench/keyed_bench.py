@@ -11,8 +11,10 @@ For each size, against the same service (a worker and the API each in a process 
 4. duplicates: the runs Temporal has for the keyed tenant (its visibility, polled until it
    stops changing) minus the keys sent: any above zero is a key that started two runs.
 
-5xx answers are counted in every phase; none is retried, so each one is a caller that saw an
-error. The database is the one the service is given: SQLite (`taskrunner dev`'s) or PostgreSQL.
+Each phase starts once the runs of the one before have all finished, so neither kind of create
+competes with the other's runs for the worker and Temporal. 5xx answers are counted in every
+phase; none is retried, so each one is a caller that saw an error. The database is the one the
+service is given: SQLite (`taskrunner dev`'s) or PostgreSQL.
 
 Run on its own: `python -m bench.keyed_bench [--database sqlite|postgresql]`.
 """
@@ -108,6 +110,15 @@ async def runs_of(client: Client, tenant: str, settle: float = 3.0) -> int:
     return last
 
 
+async def quiet(client: Client, tenant: str) -> None:
+    """Wait until none of the tenant's runs is still running (visibility, polled)."""
+    query = f"{SA_TENANT.name} = '{tenant}' AND ExecutionStatus = 'Running'"
+    deadline = time.monotonic() + 300
+    await asyncio.sleep(1)  # visibility trails the starts
+    while (await client.count_workflows(query)).count and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+
+
 async def measure_one(
     url: str, client: Client, count: int, concurrency: int, label: str
 ) -> list[Figure]:
@@ -116,8 +127,10 @@ async def measure_one(
         tag = uuid.uuid4().hex[:6]
         plain_tenant, keyed_tenant = f"bench-plain-{tag}", f"bench-keyed-{tag}"
         plain = await send(http, count, concurrency, plain_tenant, None)
+        await quiet(client, plain_tenant)
         keys = [f"bench-{tag}-{n}" for n in range(count)]
         keyed = await send(http, count, concurrency, keyed_tenant, keys)
+        await quiet(client, keyed_tenant)
         retried = await send(http, count, concurrency, keyed_tenant, keys)
     started = await runs_of(client, keyed_tenant)
     same = sum(1 for k, run in retried.run_ids.items() if keyed.run_ids.get(k) == run)

@@ -4,19 +4,23 @@ temporary directory, stopped (and its directory removed) at the end.
 The server binaries come from the `pgserver` package (PostgreSQL 16, a dev dependency), so a
 fresh machine needs nothing but `make test`; Debian's `postgresql` package, when installed,
 is used if pgserver's are missing. PostgreSQL refuses to run as root: as root, the server runs
-as `nobody`, which owns its data directory.
+as `nobody`, which owns its data directory; when `nobody` cannot reach the binaries where they
+are installed (a checkout under a private home directory), they are copied once to a directory
+it can reach.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import importlib.util
 import os
 import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -45,6 +49,36 @@ def binaries() -> Path:
     )
 
 
+def reachable_by_anyone(path: Path) -> bool:
+    """Whether a user other than the owner can get to `path` (every directory on the way o+x)."""
+    return all(directory.stat().st_mode & stat.S_IXOTH for directory in [path, *path.parents])
+
+
+def shared_copy(bin_dir: Path) -> Path:
+    """pgserver's installation copied where anyone can reach it (once, then kept): its
+    `pginstall` and, beside its package, the `pgserver.libs` its binaries' RPATH names."""
+    install = bin_dir.parent  # .../site-packages/pgserver/pginstall
+    name = hashlib.sha256(str(install).encode()).hexdigest()[:12]
+    target = Path(tempfile.gettempdir()) / f"taskrunner-postgres-{name}"
+    if not (target / "pgserver" / "pginstall" / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="taskrunner-postgres-copy-"))
+        shutil.copytree(install, staging / "pgserver" / "pginstall", symlinks=True)
+        libs = install.parent.parent / "pgserver.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "pgserver.libs", symlinks=True)
+        for root, dirs, files in os.walk(staging):
+            for entry in dirs + files:
+                where = Path(root, entry)
+                if not where.is_symlink():
+                    where.chmod(where.stat().st_mode | stat.S_IROTH | stat.S_IXOTH)
+        staging.chmod(0o755)
+        try:
+            staging.rename(target)
+        except OSError:  # another session made it meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / "pgserver" / "pginstall" / "bin"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -61,6 +95,8 @@ class PostgresServer:
         self.process: subprocess.Popen[bytes] | None = None
         self._as: dict[str, int] = {}
         if os.geteuid() == 0:
+            if not reachable_by_anyone(self.bin / "postgres"):
+                self.bin = shared_copy(self.bin)
             nobody = pwd.getpwnam("nobody")
             self._as = {"user": nobody.pw_uid, "group": nobody.pw_gid}
             os.chown(self.root, nobody.pw_uid, nobody.pw_gid)
