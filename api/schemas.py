@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from compiler.plan import FailurePolicy
+from compiler.simulation import ApprovalInfo, SimulationOutput, SimulationStep
 from workflows.contract.state import (
     ApprovalOutcome,
     ApprovalState,
@@ -64,12 +66,6 @@ class PlanErrorResponse(Schema):
 # ---------------------------------------------------------------- simulations
 
 
-class FailurePolicy(Schema):
-    maxAttempts: int = Field(ge=1)
-    backoffSeconds: int = Field(ge=0)
-    continueOnError: bool
-
-
 class PackRef(Request):
     """A registered pack: `version` absent means its highest active version."""
 
@@ -95,74 +91,9 @@ class SimulationRequest(_ManifestOrPack):
     inputs: dict[str, Any] | None = Field(default=None, description="Input values for the pack")
 
 
-class LoopInfo(Schema):
-    itemsExpression: str | None = None
-    iterator: str | None = None
-    index: str | None = None
-    maxIterations: int | None = None
-    aggregationMode: Literal["collect", "merge", "last", "first", "none"] | None = None
-
-
-class BranchInfo(Schema):
-    condition: str | None = None
-    stepCount: int | None = None
-
-
-class ConditionalInfo(Schema):
-    branches: list[BranchInfo] = Field(default_factory=list)
-    elseStepCount: int | None = None
-    outputUnion: bool | None = None
-
-
-class PolicyInfo(Schema):
-    policyId: str | None = None
-    policyVersion: str | None = None
-    failureAction: Literal["abort", "warn", "requestOverride", "branch"] | None = None
-    retryCount: int | None = None
-
-
 class QuorumGroup(Schema):
     grant: str
     requiredApprovals: int
-
-
-class ApprovalInfo(Schema):
-    approvalId: str
-    requiredApprovals: int = Field(description="Distinct people who must approve")
-    grants: list[str] = Field(description="Grants every approver must hold")
-    allowRequester: bool = Field(description="Whether the run's requester may decide")
-    quorum: list[QuorumGroup] = Field(description="Seats only holders of a grant can fill")
-    missing: list[str] = Field(description="What the gate still needs, e.g. `1 holder of X`")
-    expiresAfterSeconds: int | None = None
-    onExpiry: Literal["reject", "approve"]
-
-
-class SimulationStep(Schema):
-    id: str
-    templateId: str
-    kind: StepKind
-    enabled: bool
-    status: Literal[
-        "Pending", "Skipped", "RequiresApproval", "RequiresPolicy", "WillIterate", "WillBranch"
-    ]
-    statusReason: str | None = None
-    uses: str | None = Field(default=None, description="Executor reference for run steps")
-    approvalId: str | None = None
-    gateMessage: str | None = None
-    maxParallel: int | None = None
-    continueOnError: bool | None = None
-    children: list[SimulationStep]
-    loopInfo: LoopInfo | None = None
-    conditionalInfo: ConditionalInfo | None = None
-    policyInfo: PolicyInfo | None = None
-
-
-class SimulationOutput(Schema):
-    name: str
-    type: str
-    requiresRuntimeValue: bool
-    pathExpression: str | None = None
-    valueExpression: str | None = None
 
 
 class SimulationResponse(Schema):
@@ -467,7 +398,7 @@ def run_state(snapshot: RunStateSnapshot) -> RunStateResponse:
     return RunStateResponse(
         runId=snapshot.runId,
         planHash=snapshot.planHash,
-        failurePolicy=FailurePolicy.model_validate(snapshot.failurePolicy.model_dump()),
+        failurePolicy=snapshot.failurePolicy,
         createdAt=snapshot.createdAt,
         updatedAt=snapshot.updatedAt,
         steps=[run_step(s) for s in snapshot.steps],
@@ -622,6 +553,3 @@ class ScheduleList(Schema):
 
 class SchedulePauseRequest(Request):
     note: str | None = Field(default=None, max_length=500, description="Why (shown in the Web UI)")
-
-
-SimulationStep.model_rebuild()

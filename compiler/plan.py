@@ -14,7 +14,12 @@ SCHEMA_VERSION = 1
 
 StepKind = Literal["run", "parallel", "map", "loop", "conditional", "gate.approval", "gate.policy"]
 
-CONTRACT_KIND: dict[str, str] = {
+ContractKind = Literal[
+    "Run", "Parallel", "Map", "Loop", "Conditional", "GateApproval", "GatePolicy"
+]
+"""A step kind as the REST contract names it."""
+
+CONTRACT_KIND: dict[str, ContractKind] = {
     "run": "Run",
     "parallel": "Parallel",
     "map": "Map",
@@ -35,8 +40,10 @@ class PackRef(Frozen):
 
 
 class FailurePolicy(Frozen):
-    maxAttempts: int = 1
-    backoffSeconds: int = 0
+    """The pack's failure policy: the one definition, also what runs and simulations show."""
+
+    maxAttempts: int = Field(default=1, ge=1)
+    backoffSeconds: int = Field(default=0, ge=0)
     continueOnError: bool = False
 
 

@@ -21,7 +21,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Literal, NotRequired, TypedDict, assert_never, cast
+from typing import Any, Literal, NotRequired, assert_never, cast
+
+# pydantic reads these shapes too (the API's response), and wants typing_extensions' TypedDict
+# on Python < 3.12.
+from typing_extensions import TypedDict
 
 from compiler import plan as p
 from compiler.expressions import (
@@ -54,7 +58,7 @@ class LoopInfo(TypedDict):
     iterator: str
     index: str
     maxIterations: int
-    aggregationMode: str
+    aggregationMode: Literal["collect", "merge", "last", "first", "none"]
 
 
 class BranchInfo(TypedDict):
@@ -71,7 +75,7 @@ class ConditionalInfo(TypedDict):
 class PolicyInfo(TypedDict):
     policyId: str
     policyVersion: str
-    failureAction: str
+    failureAction: Literal["abort", "warn", "requestOverride", "branch"]
     retryCount: int
 
 
@@ -90,7 +94,7 @@ class ApprovalInfo(TypedDict):
     quorum: list[QuorumInfo]
     missing: list[str]
     expiresAfterSeconds: NotRequired[int]
-    onExpiry: str
+    onExpiry: Literal["reject", "approve"]
 
 
 class SimulationStep(TypedDict):
@@ -98,7 +102,7 @@ class SimulationStep(TypedDict):
 
     id: str
     templateId: str
-    kind: str
+    kind: p.ContractKind
     enabled: bool
     status: SimulationStatus
     statusReason: NotRequired[str]
@@ -121,12 +125,6 @@ class SimulationOutput(TypedDict):
     valueExpression: NotRequired[str]
 
 
-class FailurePolicy(TypedDict):
-    maxAttempts: int
-    backoffSeconds: int
-    continueOnError: bool
-
-
 class SimulationResponse(TypedDict):
     """The contract's SimulationResponse, plus the history estimate and warnings.
 
@@ -135,7 +133,8 @@ class SimulationResponse(TypedDict):
     """
 
     planHash: str
-    failurePolicy: FailurePolicy
+    failurePolicy: dict[str, Any]
+    """The plan's `FailurePolicy`, as JSON."""
     steps: list[SimulationStep]
     outputs: list[SimulationOutput]
     hasPendingApprovals: bool
@@ -202,11 +201,7 @@ def simulate(
     estimate = estimate_history(plan, steps, sim.iterations)
     return {
         "planHash": plan_hash,
-        "failurePolicy": {
-            "maxAttempts": plan.failure.maxAttempts,
-            "backoffSeconds": plan.failure.backoffSeconds,
-            "continueOnError": plan.failure.continueOnError,
-        },
+        "failurePolicy": plan.failure.model_dump(),
         "steps": steps,
         "outputs": [_output(o) for o in plan.outputs],
         "hasPendingApprovals": sim.waits_for_approval,
