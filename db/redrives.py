@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from db.engine import Database
 from db.models import RunRedrive
@@ -15,15 +17,17 @@ class RedriveStore:
         self.database = database
 
     async def add(self, tenant: str, run_id: str, redrive_id: str) -> None:
-        async with self.database.transaction() as session:
-            session.add(
-                RunRedrive(
-                    tenant=tenant,
-                    run_id=run_id,
-                    redrive_id=redrive_id,
-                    created_at=datetime.now(UTC),
+        """Record a redrive (again is no error: a retried request records it once)."""
+        with contextlib.suppress(IntegrityError):
+            async with self.database.transaction() as session:
+                session.add(
+                    RunRedrive(
+                        tenant=tenant,
+                        run_id=run_id,
+                        redrive_id=redrive_id,
+                        created_at=datetime.now(UTC),
+                    )
                 )
-            )
 
     async def of(self, tenant: str, run_id: str) -> list[str]:
         """The runs that redrove `run_id`, oldest first."""

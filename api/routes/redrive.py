@@ -15,17 +15,20 @@ from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import errors
+from api.auth import OPERATOR
 from api.database import available
 from api.deps import CompileDep, DatabaseDep, Operator, RunId, Runs, SettingsDep, Tenant
 from api.errors import documented
+from api.idempotency import REPLAY_HEADER, Claim, IdempotentRoute, idempotent
 from api.redrive import RedrivePointError, decide
 from api.routes import PREFIX
 from api.routes.packs import resolve_pack
-from api.routes.runs import LOCATION, new_run_id, run_location, tenant_webhooks
+from api.routes.runs import LOCATION, new_run_id, reserve_run_id, run_location, tenant_webhooks
 from api.schemas import PackRef, RedrivePreview, RedriveRequest, RunStateResponse, run_state
 from compiler import CompiledPlan, ErrorDetail, ManifestError
 
-router = APIRouter(prefix=PREFIX, tags=["Runs"])
+router = APIRouter(prefix=PREFIX, tags=["Runs"], route_class=IdempotentRoute)
+IdempotentRedrive = Annotated[Claim | None, idempotent(OPERATOR, reserve=reserve_run_id)]
 
 REDRIVABLE = frozenset({"failed", "cancelled"})
 
@@ -44,6 +47,7 @@ REDRIVABLE = frozenset({"failed", "cancelled"})
 )
 async def redrive_pack_run(
     principal: Operator,
+    idempotency: IdempotentRedrive,
     tenant: Tenant,
     runId: RunId,
     body: RedriveRequest,
@@ -83,16 +87,27 @@ async def redrive_pack_run(
         response.status_code = 200
         return RedrivePreview.model_validate(decision.preview(old.planHash, compiled.plan_hash))
 
-    run_id = body.runId or new_run_id()
-    snapshot = await runs.start(
-        compiled,
-        tenant=tenant,
-        run_id=run_id,
-        actor=principal.subject,
-        webhooks=await tenant_webhooks(database, tenant),
-        pack_digest=digest,
-        redrive=decision.redrive,
-    )
+    claim = idempotency
+    # Under an Idempotency-Key the new run's id was fixed with the key's claim, before the start.
+    run_id = (claim.run_id if claim else None) or body.runId or new_run_id()
+    token = claim.token if claim else None
+    try:
+        snapshot = await runs.start(
+            compiled,
+            tenant=tenant,
+            run_id=run_id,
+            actor=principal.subject,
+            webhooks=await tenant_webhooks(database, tenant),
+            request_token=token,
+            pack_digest=digest,
+            redrive=decision.redrive,
+        )
+    except errors.RunAlreadyExists:
+        # A retry whose first attempt started the redrive but lost its answer: that run it is.
+        if token is None or not await runs.started_by(tenant, run_id, token):
+            raise
+        snapshot = (await runs.state(tenant, run_id)).snapshot
+        response.headers[REPLAY_HEADER] = "true"
     with available():
         await database.redrives.add(tenant, runId, run_id)
     response.headers["Location"] = run_location(settings, run_id)

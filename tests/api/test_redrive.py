@@ -159,6 +159,17 @@ class TestRedrive:
         [approval] = done["approvals"]
         assert approval["status"] == "approved"
 
+    async def test_a_retried_redrive_starts_one_run(self, http: httpx.AsyncClient) -> None:
+        old = await failed_run(http)
+        keyed = {**APPROVER, "Idempotency-Key": unique("key")}
+        first = await http.post(f"{run_url(old['runId'])}/redrive", json={}, headers=keyed)
+        again = await http.post(f"{run_url(old['runId'])}/redrive", json={}, headers=keyed)
+        assert (first.status_code, again.status_code) == (201, 201)
+        assert again.headers["Idempotent-Replay"] == "true"
+        assert again.json()["runId"] == first.json()["runId"]
+        state = (await http.get(run_url(old["runId"]), headers=READER)).json()
+        assert state["redrives"] == [first.json()["runId"]]
+
     async def test_bad_redrives(self, http: httpx.AsyncClient) -> None:
         done = await create_run(http, ECHO, inputs={"who": "x"})
         await wait_for_run(http, done["runId"], status_is("succeeded"))
