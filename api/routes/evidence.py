@@ -122,7 +122,7 @@ def evidence_predicate(
         "pack": {
             "name": plan.pack.name,
             "version": plan.pack.version,
-            "digest": getattr(run_input.meta, "packDigest", None),
+            "digest": run_input.meta.packDigest,
         },
         "planHash": run_input.planHash,
         "plan": plan.model_dump(mode="json"),
@@ -137,8 +137,9 @@ def evidence_predicate(
                 "requestedAt": a.requestedAt,
                 "decisions": [
                     {
+                        # Who was counted (actorId, seat), how it arrived (via), when.
                         **d.model_dump(mode="json"),
-                        "via": "signed-link" if d.tokenId else "api",
+                        "via": d.via or ("link" if d.tokenId else None),
                     }
                     for d in a.decisions
                 ],

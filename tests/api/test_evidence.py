@@ -17,6 +17,7 @@ from cli.main import main
 from tests.api.conftest import Stack
 from tests.api.packs import FILES, GATED
 from tests.api.support import (
+    APPROVER,
     READER,
     create_run,
     error_code,
@@ -223,3 +224,30 @@ class TestRunEvidence:
         response = await http.get(f"{run_url('no-such-run')}/evidence", headers=READER)
         assert response.status_code == 404
         assert error_code(response) == "run_not_found"
+
+
+class TestDecisionsInEvidence:
+    async def test_who_decided_how_and_when(
+        self, http: httpx.AsyncClient, stack: Stack, key_file: Path, tmp_path: Path
+    ) -> None:
+        run_id = (await create_run(http, GATED))["runId"]
+        state = await wait_for_run(http, run_id, status_is("awaiting-approval"))
+        decided = await http.post(
+            f"{run_url(run_id)}/approvals/release-manager",
+            json={"decision": "approved", "planHash": state["planHash"], "summary": "ship it"},
+            headers=APPROVER,
+        )
+        assert decided.status_code == 200, decided.text
+        await wait_for_run(http, run_id, status_is("succeeded"))
+        bundle_path, _ = await saved_bundle(stack, run_id, tmp_path)
+        predicate = statement_of(json.loads(bundle_path.read_text()))["predicate"]
+        [approval] = predicate["approvals"]
+        assert approval["status"] == "approved"
+        [decision] = approval["decisions"]
+        assert (decision["actorId"], decision["decision"], decision["via"]) == (
+            "user:alice",
+            "approved",
+            "rest",
+        )
+        assert decision["summary"] == "ship it" and decision["decidedAt"].endswith("Z")
+        assert await cli(stack, "evidence", "verify", str(bundle_path), "--key", str(key_file)) == 0
