@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseKey,
         WebhookRegistration,
     )
-    from workflows.run_book import iso
+    from workflows.contract.times import rfc3339 as iso
 
 PRUNE_AT_MOST_EVERY = timedelta(minutes=10)
 """Expired records may linger this long: fewer timers, a shorter history."""

@@ -35,7 +35,7 @@ from tests.db.old_ledger_state import (
     ledger_workflow_id,
 )
 from tests.helpers import unique
-from workflows.run_book import iso
+from workflows.contract.times import rfc3339 as iso
 
 
 async def update(
