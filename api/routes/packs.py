@@ -43,6 +43,7 @@ from api.schemas import (
 )
 from compiler import ManifestError, load_manifest
 from db.packs import PackRecord, PackStatus, PackVersionExists
+from workflows.contract.times import rfc3339
 
 router = APIRouter(prefix=PREFIX, tags=["Packs"])
 
@@ -54,16 +55,12 @@ def digest_of(manifest: str) -> str:
     return "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def record_schema(record: PackRecord) -> PackVersionRecord:
     return PackVersionRecord(
         name=record.name,
         version=record.version,
         digest=record.digest,
-        publishedAt=_iso(record.published_at),
+        publishedAt=rfc3339(record.published_at),
         publishedBy=record.published_by,
         status=record.status,
         signedBy=record.signed_by,

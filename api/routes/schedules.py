@@ -56,6 +56,7 @@ from db.schedules import Schedule as ScheduleRow
 from db.schedules import ScheduleExists
 from workflows.contract.names import SCHEDULED_WORKFLOW_TYPE, schedule_id
 from workflows.contract.state import RunMeta, ScheduledStart
+from workflows.contract.times import rfc3339
 
 router = APIRouter(prefix=PREFIX, tags=["Schedules"])
 
@@ -68,10 +69,6 @@ OVERLAP = {
     "terminateOther": ScheduleOverlapPolicy.TERMINATE_OTHER,
     "allowAll": ScheduleOverlapPolicy.ALLOW_ALL,
 }
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _response(row: ScheduleRow, description: ScheduleDescription | None) -> ScheduleResponse:
@@ -89,12 +86,12 @@ def _response(row: ScheduleRow, description: ScheduleDescription | None) -> Sche
         catchupWindowSeconds=row.catchup_window_seconds,
         paused=bool(state and state.paused),
         note=(state.note or None) if state else None,
-        nextRunTimes=[_iso(t) for t in (info.next_action_times[:5] if info else [])],
+        nextRunTimes=[rfc3339(t) for t in (info.next_action_times[:5] if info else [])],
         recentActions=[
-            ScheduleAction(scheduledAt=_iso(a.scheduled_at), startedAt=_iso(a.started_at))
+            ScheduleAction(scheduledAt=rfc3339(a.scheduled_at), startedAt=rfc3339(a.started_at))
             for a in (info.recent_actions if info else [])
         ],
-        createdAt=_iso(row.created_at),
+        createdAt=rfc3339(row.created_at),
         createdBy=row.created_by,
     )
 
@@ -157,7 +154,7 @@ async def create_schedule(
         runId=body.scheduleId,  # each firing's run id replaces it (workflows/scheduled.py)
         tenant=tenant,
         actor=f"schedule:{body.scheduleId}",
-        requestedAt=_iso(row.created_at),
+        requestedAt=rfc3339(row.created_at),
         heartbeatTimeoutSeconds=settings.heartbeat_timeout_seconds,
         activityAttempts=settings.activity_attempts,
         webhooks=await tenant_webhooks(database, tenant),
