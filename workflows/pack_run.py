@@ -2,9 +2,10 @@
 a large map as its child so no history grows with the number of items.
 
 Decisions arrive by the `approval` signal (fire-and-forget, for chat bots and the Web UI) or the
-`decide_approval` update (validated before anything is written to history); both go through the
-RunBook's one decision handler. `cancel` (signal) and Temporal's own cancel request both end the
-run gracefully.
+`decide_approval` update; both go through one handler (`_decide`), which writes a refused
+decision to the run's log and, for the update, fails it with the refusal's code. `cancel`
+(signal) and Temporal's own cancel request both end the run gracefully. The run's state is the
+RunBook's: this module reads it and calls its methods, and never assigns to it.
 """
 
 from __future__ import annotations
