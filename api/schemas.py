@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compiler.plan import FailurePolicy
 from compiler.simulation import ApprovalInfo, SimulationOutput, SimulationStep
+from workflows.contract.activities import ArtifactRecord
 from workflows.contract.state import (
     ApprovalOutcome,
     ApprovalState,
@@ -263,17 +264,9 @@ class RunLogEntry(Schema):
     )
 
 
-class RunArtifact(Schema):
-    name: str
-    type: Literal["file", "object"]
-    sourcePath: str | None = None
-    storedPath: str | None = None
-    status: Literal["pending", "captured", "failed"]
-    notes: str | None = None
-    capturedAt: str | None = None
-    expressionJson: str | None = Field(
-        default=None, description="JSON string of evaluated expression result for object outputs"
-    )
+class RunArtifact(ArtifactRecord):
+    """The contract's RunArtifact: the run's own `ArtifactRecord`, as the `artifacts` query
+    returns it (defined once, in the contract)."""
 
 
 # ---------------------------------------------------------------- approvals

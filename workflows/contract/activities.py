@@ -43,7 +43,9 @@ class ArtifactRecord(Wire):
     status: Literal["pending", "captured", "failed"]
     notes: str | None = None
     capturedAt: str | None = None
-    expressionJson: str | None = None
+    expressionJson: str | None = Field(
+        default=None, description="JSON string of evaluated expression result for object outputs"
+    )
 
 
 class RunStepResult(Wire):
