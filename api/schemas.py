@@ -488,6 +488,32 @@ class RedrivePreview(Schema):
     approvalsCarried: list[str]
 
 
+# ---------------------------------------------------------------- evidence
+
+
+class DsseSignature(Schema):
+    keyid: str
+    sig: str = Field(
+        description="base64 Ed25519 signature over the DSSE pre-authentication encoding"
+    )
+
+
+class DsseEnvelope(Schema):
+    payloadType: Literal["application/vnd.in-toto+json"]
+    payload: str = Field(description="base64 of the in-toto v1 Statement (JSON)")
+    signatures: list[DsseSignature]
+
+
+class EvidenceBundle(Schema):
+    """A run's signed evidence: `taskrunner evidence verify` checks it."""
+
+    mediaType: Literal["application/vnd.stellaops.taskrunner.evidence.v1+json"]
+    dsseEnvelope: DsseEnvelope
+    log: list[RunLogEntry] = Field(
+        description="The run's log, each entry with its chain hash; the signed head is the last"
+    )
+
+
 # ---------------------------------------------------------------- schedules
 
 SCHEDULE_ID_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,47}$"

@@ -17,6 +17,7 @@ from api.deps import RunId, Runs, ServicesDep, SettingsDep, Tenant, Viewer
 from api.errors import ServiceKeyMissing, documented
 from api.evidence import Subject, build_bundle, sha256_file
 from api.routes import PREFIX
+from api.schemas import EvidenceBundle
 from compiler.plan import PolicyGateStep, walk
 from workflows.contract.artifacts import stored_file
 from workflows.contract.log_chain import chain_head
@@ -58,10 +59,11 @@ async def service_keys(services: ServicesDep) -> ServiceKeys:
     f"{PREFIX}/runs/{{runId}}/evidence",
     operation_id="getRunEvidence",
     summary="A signed evidence bundle of the run (DSSE envelope of an in-toto Statement)",
+    response_model=None,
     responses={
         200: {
+            "model": EvidenceBundle,
             "description": "The bundle: `dsseEnvelope`, and the run's chained `log`",
-            "content": {"application/json": {}},
         },
         **documented(400, 401, 403, 404, 503),
     },
