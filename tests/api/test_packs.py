@@ -92,6 +92,25 @@ class TestPublishPack:
         assert error_code(response) == "invalid_pack_signature"
 
 
+class TestRequiredSignatures:
+    async def test_an_operator_can_refuse_unsigned_packs(self, stack: Any) -> None:
+        from api.app import create_app
+        from tests.api.support import serve
+
+        strict = stack.settings.model_copy(update={"pack_require_signatures": True})
+        with serve(create_app(strict)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                text = manifest(unique("pk"), "1.0.0")
+                unsigned = await publish(http, text)
+                assert (unsigned.status_code, error_code(unsigned)) == (
+                    400,
+                    "invalid_pack_signature",
+                )
+                assert "requires signed packs" in unsigned.json()["error"]["message"]
+                signed = await publish(http, text, signature=sign_pack(text.encode(), PACK_SIGNER))
+                assert signed.status_code == 201, signed.text
+
+
 class TestListAndRead:
     async def test_order_paging_and_detail(self, http: httpx.AsyncClient) -> None:
         name = unique("pk")
