@@ -416,7 +416,8 @@ def _banner(settings: DevSettings) -> None:
         f"  Temporal     {settings.temporal_address} (namespace {settings.temporal_namespace}, "
         f"task queue {settings.task_queue})",
         f"  Data         {settings.data_dir} (runs persist in {settings.dev_db_file})",
-        f"  Database     {_database_shown(settings)} (idempotency keys, webhooks)",
+        f"  Database     {_database_shown(settings)} (idempotency keys, webhooks, packs, "
+        "schedules)",
         f"  Signing key  {settings.data_dir / SIGNING_KEY_FILE} (approval links, webhook secrets)"
         if _key_from_file(settings)
         else "  Signing key  TASKRUNNER_SIGNING_KEY (approval links, webhook secrets)",
