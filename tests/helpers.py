@@ -123,6 +123,19 @@ async def logs_of(handle: WorkflowHandle[Any, Any], after: int = 0) -> list[LogE
     return page.entries
 
 
+async def whole_log(client: Client, data_dir: Path, run_id: str) -> list[LogEntry]:
+    """A run's whole log as the API serves it: the entries the workflow keeps and those it
+    paged out to the artifact store under `data_dir`, in order."""
+    from api.gateway import RunGateway
+    from api.metrics import Metrics
+    from api.settings import ApiSettings
+
+    settings = ApiSettings(
+        temporal_address=client.service_client.config.target_host, data_dir=data_dir
+    )
+    return await RunGateway(client, settings, Metrics()).all_logs("default", run_id)
+
+
 def steps_by_id(state: RunStateSnapshot) -> dict[str, Any]:
     return {s.stepId: s for s in state.steps}
 

@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.gateway import LOGS_PAGE, RunGateway
 from api.metrics import Metrics
 from api.settings import ApiSettings
-from tests.helpers import start_pack, unique, worker_for
+from tests.helpers import start_pack, unique, whole_log, worker_for
 from workflows.contract.log_chain import chain_head
 from workflows.contract.state import PackRunInput
 
@@ -48,7 +48,7 @@ class TestLogPaging:
                 Metrics(),
             )
             run_id = handle.id.split("/")[-1]
-            entries = await gateway.all_logs("default", run_id)
+            entries = await whole_log(client, tmp_path, run_id)
             first_page = await gateway.logs("default", run_id, 0)
 
         sequences = [e.sequence for e in entries]
