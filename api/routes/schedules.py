@@ -10,6 +10,7 @@ applies to the runs. Reading takes `taskrunner.viewer`; everything else `taskrun
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -106,6 +107,23 @@ async def _row(database: ApiDatabase, tenant: str, schedule: str) -> ScheduleRow
 
 def _handle(client: Client, tenant: str, schedule: str) -> ScheduleHandle:
     return client.get_schedule_handle(schedule_id(tenant, schedule))
+
+
+async def _schedule(
+    database: ApiDatabase,
+    client: Client,
+    tenant: str,
+    schedule: str,
+    act: Callable[[ScheduleHandle], Awaitable[None]] | None = None,
+) -> ScheduleResponse:
+    """The tenant's schedule, after `act` (pause, unpause, trigger) when given, as Temporal
+    describes it now. Its record is looked up first, so another tenant's id is a 404 and
+    nothing is done to it."""
+    row = await _row(database, tenant, schedule)
+    handle = _handle(client, tenant, schedule)
+    if act is not None:
+        await act(handle)
+    return _response(row, await _describe(handle))
 
 
 async def _describe(handle: ScheduleHandle) -> ScheduleDescription | None:
@@ -232,8 +250,7 @@ async def get_schedule(
     client: TemporalClient,
     scheduleId: ScheduleId,
 ) -> ScheduleResponse:
-    row = await _row(database, tenant, scheduleId)
-    return _response(row, await _describe(_handle(client, tenant, scheduleId)))
+    return await _schedule(database, client, tenant, scheduleId)
 
 
 @router.post(
@@ -251,10 +268,8 @@ async def pause_schedule(
     scheduleId: ScheduleId,
     body: SchedulePauseRequest | None = None,
 ) -> ScheduleResponse:
-    row = await _row(database, tenant, scheduleId)
-    handle = _handle(client, tenant, scheduleId)
-    await handle.pause(note=(body.note if body else None) or f"paused by {principal.subject}")
-    return _response(row, await _describe(handle))
+    note = (body.note if body else None) or f"paused by {principal.subject}"
+    return await _schedule(database, client, tenant, scheduleId, lambda h: h.pause(note=note))
 
 
 @router.post(
@@ -271,10 +286,8 @@ async def unpause_schedule(
     client: TemporalClient,
     scheduleId: ScheduleId,
 ) -> ScheduleResponse:
-    row = await _row(database, tenant, scheduleId)
-    handle = _handle(client, tenant, scheduleId)
-    await handle.unpause(note=f"unpaused by {principal.subject}")
-    return _response(row, await _describe(handle))
+    note = f"unpaused by {principal.subject}"
+    return await _schedule(database, client, tenant, scheduleId, lambda h: h.unpause(note=note))
 
 
 @router.post(
@@ -292,10 +305,7 @@ async def trigger_schedule(
     client: TemporalClient,
     scheduleId: ScheduleId,
 ) -> ScheduleResponse:
-    row = await _row(database, tenant, scheduleId)
-    handle = _handle(client, tenant, scheduleId)
-    await handle.trigger()
-    return _response(row, await _describe(handle))
+    return await _schedule(database, client, tenant, scheduleId, lambda h: h.trigger())
 
 
 @router.delete(
