@@ -63,11 +63,27 @@ ASCII_SYMBOLS = {
 }
 
 
-def register(subcommands: Subcommands) -> None:
+def api_options() -> argparse.ArgumentParser:
+    """`--url`, `--token` and `--tenant`: the parent parser of every command that calls the API."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help=f"the API (default: TASKRUNNER_URL, else {DEFAULT_URL})")
     common.add_argument("--token", help="bearer token (default: TASKRUNNER_TOKEN)")
     common.add_argument("--tenant", help="tenant (default: TASKRUNNER_TENANT, else the API's)")
+    return common
+
+
+@contextlib.contextmanager
+def api_session(args: argparse.Namespace) -> Iterator[Api]:
+    """An `Api` for the command's `--url/--token/--tenant`, closed when the command is done."""
+    api = Api(args)
+    try:
+        yield api
+    finally:
+        api.http.close()
+
+
+def register(subcommands: Subcommands) -> None:
+    common = api_options()
 
     runs = subcommands.add_parser(
         "runs",

@@ -15,21 +15,15 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cli.client_commands import api_options, api_session
 from cli.main import EXIT_ERROR, EXIT_OK, CliError, Subcommands
 
 
 def register(subcommands: Subcommands) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url", help="the API (default: TASKRUNNER_URL, else http://127.0.0.1:8080)"
-    )
-    common.add_argument("--token", help="bearer token (default: TASKRUNNER_TOKEN)")
-    common.add_argument("--tenant", help="tenant (default: TASKRUNNER_TENANT, else the API's)")
+    common = api_options()
 
     keys = subcommands.add_parser(
         "keys",
@@ -78,21 +72,10 @@ def register(subcommands: Subcommands) -> None:
     verify.set_defaults(handler=verify_command)
 
 
-@contextmanager
-def _api(args: argparse.Namespace) -> Iterator[Any]:
-    from cli.client_commands import Api
-
-    api = Api(args)
-    try:
-        yield api
-    finally:
-        api.http.close()
-
-
 def _served_keys(args: argparse.Namespace) -> dict[str, Any]:
     from api.routes.evidence import WELL_KNOWN_KEYS
 
-    with _api(args) as api:
+    with api_session(args) as api:
         document: dict[str, Any] = api.call("GET", api.url + WELL_KNOWN_KEYS)
     return document
 
@@ -127,7 +110,7 @@ def generate_command(args: argparse.Namespace) -> int:
 
 
 def get_command(args: argparse.Namespace) -> int:
-    with _api(args) as api:
+    with api_session(args) as api:
         return _get(api, args)
 
 

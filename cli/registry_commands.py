@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cli.client_commands import api_options, api_session
 from cli.main import EXIT_OK, CliError, Subcommands
 
 
 def register(subcommands: Subcommands) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url", help="the API (default: TASKRUNNER_URL, else http://127.0.0.1:8080)"
-    )
-    common.add_argument("--token", help="bearer token (default: TASKRUNNER_TOKEN)")
-    common.add_argument("--tenant", help="tenant (default: TASKRUNNER_TENANT, else the API's)")
+    common = api_options()
 
     packs = subcommands.add_parser(
         "packs",
@@ -99,17 +93,6 @@ def register(subcommands: Subcommands) -> None:
     delete.set_defaults(handler=schedule_action_command, verb="DELETE", action="")
 
 
-@contextmanager
-def _api(args: argparse.Namespace) -> Iterator[Any]:
-    from cli.client_commands import Api
-
-    api = Api(args)
-    try:
-        yield api
-    finally:
-        api.http.close()
-
-
 def _split(ref: str, need_version: bool = False) -> tuple[str, str | None]:
     name, _, version = ref.partition("@")
     if not name or (need_version and not version):
@@ -134,7 +117,7 @@ def publish_command(args: argparse.Namespace) -> int:
         except ServiceKeyError as exc:
             raise CliError(str(exc)) from None
         body["signature"] = sign_pack(manifest, key)
-    with _api(args) as api:
+    with api_session(args) as api:
         record = api.call("POST", "/packs", json=body)
     signed = f", signed by {record['signedBy'][:16]}" if record.get("signedBy") else ""
     print(f"{record['name']}@{record['version']} {record['digest']}{signed}")
@@ -146,7 +129,7 @@ def list_command(args: argparse.Namespace) -> int:
     if args.name:
         params["name"] = args.name
     records: list[dict[str, Any]] = []
-    with _api(args) as api:
+    with api_session(args) as api:
         while True:
             page = api.call("GET", "/packs", params=params)
             records.extend(page["packs"])
@@ -165,7 +148,7 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def show_command(args: argparse.Namespace) -> int:
-    with _api(args) as api:
+    with api_session(args) as api:
         return _show(api, args)
 
 
@@ -193,7 +176,7 @@ def _show(api: Any, args: argparse.Namespace) -> int:
 
 def status_command(args: argparse.Namespace) -> int:
     name, version = _split(args.ref, need_version=True)
-    with _api(args) as api:
+    with api_session(args) as api:
         record = api.call("POST", f"/packs/{name}/versions/{version}/{args.action}")
     print(f"{record['name']}@{record['version']} {record['status']}")
     return EXIT_OK
@@ -216,13 +199,13 @@ def schedule_create_command(args: argparse.Namespace) -> int:
     }
     if args.inputs:
         body["inputs"] = _inputs(args.inputs)
-    with _api(args) as api:
+    with api_session(args) as api:
         _print_schedule(api.call("POST", "/schedules", json=body))
     return EXIT_OK
 
 
 def schedule_list_command(args: argparse.Namespace) -> int:
-    with _api(args) as api:
+    with api_session(args) as api:
         schedules = api.call("GET", "/schedules")["schedules"]
     if args.json:
         print(json.dumps(schedules, indent=2))
@@ -239,7 +222,7 @@ def schedule_list_command(args: argparse.Namespace) -> int:
 
 def schedule_action_command(args: argparse.Namespace) -> int:
     path = f"/schedules/{args.schedule_id}" + (f"/{args.action}" if args.action else "")
-    with _api(args) as api:
+    with api_session(args) as api:
         answer = api.call(args.verb, path)
     if answer is None:
         print(f"{args.schedule_id} deleted")
