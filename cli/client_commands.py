@@ -404,9 +404,11 @@ def artifacts_command(args: argparse.Namespace) -> int:
             )
             for a in listed
         ]
+        # Every column but the last (free text) padded to its widest cell.
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for row in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + row[-1])
+            padded = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
+            print("  ".join([*padded, row[-1]]).rstrip())
         return EXIT_OK
     named = [a for a in listed if a["name"] == args.name]
     if not named:

@@ -194,7 +194,7 @@ class TestArtifacts:
         listed = await taskrunner("runs", "artifacts", run_id)
         assert listed.code == 0, listed
         rows = [line.split() for line in listed.out.splitlines()]
-        assert rows[0][:3] == ["NAME", "TYPE", "STATUS"]
+        assert rows[0] == ["NAME", "TYPE", "STATUS", "CAPTURED", "NOTES"]
         assert ["build.stdout", "file", "captured"] in [r[:3] for r in rows[1:]]
         target = tmp_path / "out.txt"
         got = await taskrunner("runs", "artifacts", run_id, "build.stdout", "-o", str(target))
