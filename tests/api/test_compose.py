@@ -70,6 +70,8 @@ class TestCompose:
             assert service["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
             assert "taskrunner-data:/data" in service["volumes"]
         assert api["environment"]["TASKRUNNER_AUTH_ENABLED"] == "true"
+        # Evidence bundles are signed by the API: compose will not start it without the key.
+        assert api["environment"]["TASKRUNNER_SERVICE_KEY"].startswith("${TASKRUNNER_SERVICE_KEY:?")
 
     def test_every_long_running_service_has_a_healthcheck(
         self, services: dict[str, dict[str, Any]]
