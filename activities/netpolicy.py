@@ -18,27 +18,11 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_SHARED = ipaddress.ip_network("100.64.0.0/10")
+from workflows.contract.addresses import is_internal
 
 
 class TargetRefused(Exception):
     """A target the policy refuses; the message says why (never a secret)."""
-
-
-def is_internal(ip: IPAddress) -> bool:
-    """Whether `ip` is an address of the operator's own network rather than the internet."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (
-        ip.is_loopback
-        or ip.is_link_local
-        or ip.is_private
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or (isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED)
-    )
 
 
 @dataclass(frozen=True)

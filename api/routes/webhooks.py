@@ -32,6 +32,7 @@ from api.idempotency import Claim, IdempotentRoute, idempotent
 from api.routes import PREFIX
 from api.schemas import Webhook, WebhookList, WebhookRequest
 from db import webhooks as store
+from workflows.contract.addresses import is_internal
 from workflows.contract.signing import encrypt_secret
 from workflows.contract.times import rfc3339
 
@@ -85,17 +86,7 @@ def _internal_host(host: str) -> bool:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (
-        ip.is_loopback
-        or ip.is_link_local
-        or ip.is_private
-        or ip.is_reserved
-        or ip.is_multicast
-        or ip.is_unspecified
-        or ip in ipaddress.ip_network("100.64.0.0/10")
-    )
+    return is_internal(ip)
 
 
 @router.post(

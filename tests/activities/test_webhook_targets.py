@@ -14,9 +14,10 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.netpolicy import TargetPolicy, is_internal
+from activities.netpolicy import TargetPolicy
 from activities.webhooks import WebhookActivities
 from workflows.contract.activities import WebhookDelivery
+from workflows.contract.addresses import is_internal
 from workflows.contract.signing import encrypt_secret
 
 KEY = "target-policy-signing-key"
