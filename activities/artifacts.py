@@ -80,15 +80,7 @@ class ArtifactStore:
     def write_bytes(self, tenant: str, run_id: str, name: str, data: bytes) -> ArtifactRecord:
         """Store `data` as artifact `name` (replacing an earlier one) and describe it."""
         target = self.artifact_path(tenant, run_id, name)
-        # Write then rename, so a reader never sees half an artifact.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_whole(target, data)
         return self._record(name, target)
 
     def write_log_segment(self, tenant: str, run_id: str, entries: list[dict[str, Any]]) -> str:
@@ -98,14 +90,7 @@ class ArtifactStore:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / log_segment_name(entries[0]["sequence"], entries[-1]["sequence"])
         data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_whole(target, data)
         return self.relative(target)
 
     def write_text(self, tenant: str, run_id: str, name: str, text: str) -> ArtifactRecord:
@@ -141,3 +126,15 @@ class ArtifactStore:
             status="captured",
             capturedAt=now_rfc3339(),
         )
+
+
+def _write_whole(target: Path, data: bytes) -> None:
+    """Write then rename, so a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
