@@ -1,9 +1,13 @@
 """The API killed mid-run (and mid-stream) and started again on the same port: nothing is lost,
-and a follower resumes its log stream with `after` where the dead stream stopped."""
+a follower resumes its log stream with `after` where the dead stream stopped, and the CLI's
+`runs show --watch` rides the outage out and ends with the run."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,13 @@ class TestApiRestart:
                 await wait_http(f"{url}/readyz")
                 created = (await http.post(RUNS, json={"manifest": GATED})).json()
                 run_id = created["runId"]
+                watcher = subprocess.Popen(
+                    [sys.executable, "-m", "cli.main", "runs", "show", "--watch", run_id],
+                    env={**env, "TASKRUNNER_URL": url},
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
                 # A follower reads up to the gate; the stream is still open when the API dies.
                 async with http.stream(
                     "GET", f"{RUNS}/{run_id}/logs", params={"follow": "true"}
@@ -72,6 +83,8 @@ class TestApiRestart:
                     except httpx.TransportError:
                         rest = []
                 assert rest == [], rest  # nothing more came from the dead API
+                await asyncio.sleep(2)  # the watcher meets the dead API at least once
+                assert watcher.poll() is None, watcher.communicate()
 
                 # While the API is down the run still waits at its gate; then the API returns.
                 api.start()
@@ -86,9 +99,14 @@ class TestApiRestart:
                 after = await follow_until(http, run_id, before[-1]["sequence"], "run.completed")
                 final = (await http.get(f"{RUNS}/{run_id}")).json()
                 whole = (await http.get(f"{RUNS}/{run_id}/logs")).text
+                out, err = await asyncio.to_thread(watcher.communicate, timeout=60)
 
         entries = before + after
         assert_gap_free(entries)
         assert entries == [json.loads(line) for line in whole.splitlines()]
         assert final["status"] == "succeeded"
         assert [s["status"] for s in final["steps"]] == ["Succeeded"] * 3
+        # The watcher said it lost the API, kept trying, and exited 0 when the run succeeded.
+        assert watcher.returncode == 0, (out, err)
+        assert "cannot reach the API" in err and "trying again" in err, err
+        assert f"run {run_id}: succeeded" in out.splitlines()[-1], out

@@ -1,5 +1,5 @@
 """Followed logs tell the truth: across worker kills a followed stream (the API's and the CLI's
-`logs --follow`) stays open until the run has ended, retrying the reads that fail while no worker
+`logs --follow`, and its `runs show --watch`) stays open until the run has ended, retrying the reads that fail while no worker
 answers; an API stopped with streams open stops within its grace period, each stream ending
 with a last line that says so, and the followers resume with `after` once it is back."""
 
@@ -96,6 +96,13 @@ class TestFollowAcrossWorkerKills:
                     stderr=subprocess.PIPE,
                     text=True,
                 )
+                watcher = subprocess.Popen(
+                    [sys.executable, "-m", "cli.main", "runs", "show", "--watch", run_id],
+                    env={**env, "TASKRUNNER_URL": url},
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
                 for _ in range(KILLS):
                     await asyncio.sleep(1.5)
                     worker.kill()
@@ -105,6 +112,7 @@ class TestFollowAcrossWorkerKills:
                     worker.start()
                 lines = await asyncio.wait_for(follower, timeout=120)
                 out, err = await asyncio.to_thread(cli.communicate, timeout=120)
+                watched, watch_err = await asyncio.to_thread(watcher.communicate, timeout=120)
 
         assert [e for e in lines if "error" in e] == []
         assert lines[-1]["eventType"] == "run.completed", lines[-3:]
@@ -114,6 +122,9 @@ class TestFollowAcrossWorkerKills:
         printed = [line for line in out.splitlines() if line.strip()]
         assert len(printed) == len(lines)
         assert "run.completed" in printed[-1]
+        # `runs show --watch` also stayed with the run to its end and exited as it did.
+        assert watcher.returncode == 0, watch_err
+        assert f"run {run_id}: succeeded" in watched.splitlines()[-1], watched
 
 
 class TestApiShutdownWithStreamsOpen:
