@@ -1,7 +1,8 @@
-"""Followed logs tell the truth: across worker kills a followed stream (the API's and the CLI's
-`logs --follow`, and its `runs show --watch`) stays open until the run has ended, retrying the reads that fail while no worker
-answers; an API stopped with streams open stops within its grace period, each stream ending
-with a last line that says so, and the followers resume with `after` once it is back."""
+"""Followed logs tell the truth: across worker kills a followed stream (the API's, the CLI's
+`logs --follow`, and its `runs show --watch`) stays open until the run has ended, retrying the
+reads that fail while no worker answers; an API stopped with streams open stops within its grace
+period, each stream ending with a last line that says so, and the followers resume with `after`
+once it is back."""
 
 from __future__ import annotations
 
