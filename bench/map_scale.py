@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from bench.workflow_bench import MAP_PACK, start_dev_server, start_run
@@ -35,6 +36,36 @@ async def history_sizes(client: Client, workflow_id: str) -> list[tuple[str, int
         size = sum(event.ByteSize() for event in history.events)
         sizes.append((execution.id, len(history.events), size))
     return sizes
+
+
+async def chunk_inputs(client: Client, workflow_id: str) -> list[int]:
+    """Bytes of each chunk's `ChunkInput` as the parent's history records it (the payload a
+    chunk starts with, held once per chunk in the parent's history)."""
+    sizes = []
+    async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+        history = await client.get_workflow_handle(
+            execution.id, run_id=execution.run_id
+        ).fetch_history()
+        for event in history.events:
+            if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
+                attrs = event.start_child_workflow_execution_initiated_event_attributes
+                sizes.append(sum(payload.ByteSize() for payload in attrs.input.payloads))
+    return sizes
+
+
+async def bytes_by_event(client: Client, workflow_id: str) -> list[tuple[str, int, int]]:
+    """What fills the run's own histories: (event type, count, bytes), biggest first."""
+    totals: dict[str, list[int]] = {}
+    async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+        history = await client.get_workflow_handle(
+            execution.id, run_id=execution.run_id
+        ).fetch_history()
+        for event in history.events:
+            name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+            total = totals.setdefault(name, [0, 0])
+            total[0] += 1
+            total[1] += event.ByteSize()
+    return sorted(((k, n, b) for k, (n, b) in totals.items()), key=lambda t: -t[2])
 
 
 async def measure(items: int, max_parallel: int) -> None:
@@ -65,6 +96,15 @@ async def measure(items: int, max_parallel: int) -> None:
         children = sorted((s for s in sizes if s[0] != handle.id), key=lambda s: -s[2])
         for wid, n, b in children[:2]:
             print(f"  largest child {wid}: {n:,} events, {b / 2**20:.2f} MiB")
+        for name, n, b in (await bytes_by_event(client, handle.id))[:4]:
+            print(f"  in the run's histories: {n:,} x {name}, {b / 2**20:.2f} MiB")
+        inputs = await chunk_inputs(client, handle.id)
+        if inputs:
+            print(
+                f"ChunkInput per chunk: {len(inputs)} chunks, {min(inputs):,}..{max(inputs):,} "
+                f"bytes (mean {sum(inputs) // len(inputs):,}); all together "
+                f"{sum(inputs) / 2**20:.2f} MiB of the parent's history"
+            )
     finally:
         await env.shutdown()
 
