@@ -13,7 +13,9 @@ A `gate.awaiting` event also gets two signed one-time links, `links.approve` and
 `links.reject`, that apply the decision without a bearer token. They are minted for the webhook
 (`webhook:<id>`): whoever holds them decides once, as that identity, so a receiver fills at most
 one seat of a quorum. They are derived from the delivery, not the attempt, so a delivery and its
-retries carry the very same links.
+retries carry the very same links. `links.review` is for people: opened in a browser (a GET,
+which never decides) it shows the gate with an Approve and a Reject button, each POSTing one of
+the two links.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ class WebhookActivities:
         # attempt, so every retry carries the same two links.
         expires = _epoch(event.get("timestamp"), default=int(self.clock())) + self.link_ttl_seconds
         nonce = hashlib.sha256(req.deliveryId.encode()).hexdigest()[:16]
-        out = {}
+        out: dict[str, str] = {}
+        tokens: dict[str, str] = {}
         for verb, decision in (("approve", "approved"), ("reject", "rejected")):
             token = ApprovalToken(
                 tenant=str(event["tenant"]),
@@ -84,7 +87,10 @@ class WebhookActivities:
                 nonce=nonce,
                 subject=f"webhook:{req.webhookId}",
             )
-            out[verb] = f"{self.public_url}/v1/task-runner/approvals/{mint_token(key, token)}"
+            tokens[verb] = mint_token(key, token)
+            out[verb] = f"{self.public_url}/v1/task-runner/approvals/{tokens[verb]}"
+        # The page for people: a GET shows the gate and both buttons, and decides nothing.
+        out["review"] = f"{out['approve']}?other={tokens['reject']}"
         return out
 
     async def _pinned(

@@ -6,11 +6,15 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi.responses import HTMLResponse
+from temporalio.service import RPCError
 
+from api import approval_page
 from api.auth import OPERATOR
 from api.deps import Operator, RunId, Runs, SettingsDep, Tenant, signing_key
 from api.errors import (
+    ApiError,
     ApprovalNotFound,
     Forbidden,
     InvalidLink,
@@ -18,6 +22,7 @@ from api.errors import (
     LinkNotAccepted,
     SigningKeyMissing,
     documented,
+    from_rpc,
 )
 from api.idempotency import Claim, IdempotentRoute, idempotent
 from api.routes import PREFIX
@@ -28,8 +33,15 @@ from api.schemas import (
     approval_outcome,
     find_approval,
 )
-from workflows.contract.signing import TokenBadSignature, TokenExpired, TokenInvalid, verify_token
-from workflows.contract.state import ApprovalSignal, RefusedDecision
+from api.settings import ApiSettings
+from workflows.contract.signing import (
+    ApprovalToken,
+    TokenBadSignature,
+    TokenExpired,
+    TokenInvalid,
+    verify_token,
+)
+from workflows.contract.state import ApprovalOutcome, ApprovalSignal, RefusedDecision
 
 router = APIRouter(prefix=PREFIX, tags=["Approvals"], route_class=IdempotentRoute)
 Idempotent = Annotated[Claim | None, idempotent(OPERATOR)]
@@ -105,33 +117,125 @@ async def apply_approval_decision(
     return approval_outcome(outcome)
 
 
-@router.post(
-    "/approvals/{token}",
-    operation_id="applyApprovalLink",
-    summary="Apply the decision of a signed approval link (no bearer token)",
-    response_model_exclude_none=True,
-    responses=documented(400, 401, 404, 409, 410, 503),
-)
-async def apply_approval_link(
-    token: Annotated[str, Path(max_length=4096, description="The link's signed token")],
-    settings: SettingsDep,
-    runs: Runs,
-    body: Annotated[ApprovalLinkRequest | None, Body()] = None,
-) -> ApprovalDecisionResponse:
-    """The link names the tenant, run, approval, plan hash and decision, and holds the authority
-    to decide: possession is enough, once. A link used before is 409 whoever sends it."""
+LinkToken = Annotated[str, Path(max_length=4096, description="The link's signed token")]
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def link_claims(settings: ApiSettings, token: str) -> ApprovalToken:
+    """The claims of a link this service signed and that has not expired, or the ApiError."""
     key = signing_key(settings)
     if key is None:
         raise SigningKeyMissing("approval links")
     try:
-        claims = verify_token(key, token, int(time.time()))
+        return verify_token(key, token, int(time.time()))
     except TokenExpired:
         raise LinkExpired("this approval link has expired") from None
     except TokenBadSignature:
         raise LinkNotAccepted("this approval link was not signed by this service") from None
     except TokenInvalid:
         raise InvalidLink("this is not an approval link") from None
-    body = body or ApprovalLinkRequest()
+
+
+def _pair(claims: ApprovalToken, other: ApprovalToken) -> bool:
+    """Whether `other` is the same link with the opposite decision (as a delivery mints them)."""
+    mine = {**vars(claims), "decision": None}
+    return other.decision != claims.decision and mine == {**vars(other), "decision": None}
+
+
+@router.get(
+    "/approvals/{token}",
+    operation_id="showApprovalLink",
+    summary="The page of a signed approval link: what it decides, and buttons that POST",
+    response_class=HTMLResponse,
+    responses={
+        200: {"description": "An HTML page; it decides nothing", "content": {"text/html": {}}},
+        **{
+            status: {"description": "An HTML page saying why the link cannot be used"}
+            for status in (400, 401, 404, 410, 503)
+        },
+    },
+)
+async def show_approval_link(
+    token: LinkToken,
+    settings: SettingsDep,
+    runs: Runs,
+    other: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description="The link's sibling with the other decision (`links.review` carries "
+            "both): the page then offers both buttons",
+        ),
+    ] = None,
+) -> HTMLResponse:
+    """A GET never decides (mail scanners and link previews open every link they see): it shows
+    the run, the gate and its message, the plan hash and what the gate still needs, with one
+    button per decision the holder has, each POSTing its own token."""
+    try:
+        claims = link_claims(settings, token)
+        buttons = [approval_page.Button(claims.decision, token)]
+        if other is not None:
+            sibling = link_claims(settings, other)
+            if not _pair(claims, sibling):
+                raise InvalidLink("the two links of this page are not for the same decision")
+            buttons.append(approval_page.Button(sibling.decision, other))
+        buttons.sort(key=lambda b: b.decision)  # Approve first, always
+        read = await runs.state(claims.tenant, claims.runId, steps_limit=0)
+    except RPCError as exc:
+        error = from_rpc(exc)
+        return approval_page.error_page(error.status, error.code, error.message)
+    except ApiError as exc:
+        return approval_page.error_page(exc.status, exc.code, exc.message)
+    snapshot = read.snapshot
+    return approval_page.review_page(
+        claims, snapshot, find_approval(snapshot, claims.approvalId), buttons
+    )
+
+
+@router.post(
+    "/approvals/{token}",
+    operation_id="applyApprovalLink",
+    summary="Apply the decision of a signed approval link (no bearer token)",
+    response_model=ApprovalDecisionResponse,
+    response_model_exclude_none=True,
+    responses=documented(400, 401, 404, 409, 410, 503),
+)
+async def apply_approval_link(
+    token: LinkToken,
+    request: Request,
+    settings: SettingsDep,
+    runs: Runs,
+    body: Annotated[ApprovalLinkRequest | None, Body()] = None,
+) -> ApprovalDecisionResponse | HTMLResponse:
+    """The link names the tenant, run, approval, plan hash and decision, and holds the authority
+    to decide: possession is enough, once. A link used before is 409 whoever sends it.
+
+    A browser's form POST (the buttons of the link's page, with no fields) is answered with a
+    page, its errors too; any other caller gets JSON as before."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type not in FORM_TYPES:
+        return await _apply_link(token, settings, runs, body)
+    try:
+        claims = link_claims(settings, token)
+        outcome = await _decide_link(claims, runs, ApprovalLinkRequest())
+    except RPCError as exc:
+        error = from_rpc(exc)
+        return approval_page.error_page(error.status, error.code, error.message)
+    except ApiError as exc:
+        return approval_page.error_page(exc.status, exc.code, exc.message)
+    return approval_page.outcome_page(claims, outcome)
+
+
+async def _apply_link(
+    token: str, settings: ApiSettings, runs: Runs, body: ApprovalLinkRequest | None
+) -> ApprovalDecisionResponse:
+    claims = link_claims(settings, token)
+    return approval_outcome(await _decide_link(claims, runs, body or ApprovalLinkRequest()))
+
+
+async def _decide_link(
+    claims: ApprovalToken, runs: Runs, body: ApprovalLinkRequest
+) -> ApprovalOutcome:
     if body.decision is not None and body.decision != claims.decision:
         raise InvalidLink(
             f"this link {claims.decision[:-1]}s; it cannot be used to {body.decision[:-1]}"
@@ -152,4 +256,4 @@ async def apply_approval_link(
             via="link",
         ),
     )
-    return approval_outcome(outcome)
+    return outcome

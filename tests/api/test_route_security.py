@@ -47,6 +47,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/schedules/{scheduleId}/trigger"): OPERATOR,
     ("DELETE", "/schedules/{scheduleId}"): OPERATOR,
     ("POST", "/runs/{runId}/approvals/{approvalId}"): OPERATOR,
+    ("GET", "/approvals/{token}"): PUBLIC,  # the link's page: shows, never decides
     ("POST", "/approvals/{token}"): PUBLIC,  # a signed link carries its own authority
     ("POST", "/webhooks"): ADMIN,
     ("GET", "/webhooks"): ADMIN,

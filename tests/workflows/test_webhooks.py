@@ -136,6 +136,9 @@ class TestDeliveries:
                 assert approve.startswith("http://taskrunner.test/v1/task-runner/approvals/")
                 token = verify_token(KEY.encode(), approve.rsplit("/", 1)[1], now=0)
                 assert (token.runId, token.decision) == (state.runId, "approved")
+                # The page for people: the approve link with its reject sibling.
+                reject = event["links"]["reject"].rsplit("/", 1)[1]
+                assert event["links"]["review"] == f"{approve}?other={reject}"
                 await handle.execute_update(
                     UPDATE_DECIDE_APPROVAL,
                     ApprovalSignal(
