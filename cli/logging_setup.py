@@ -69,6 +69,11 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic narrates every plugin it loads and every migration it runs at INFO; the API logs
+    # one `database.migrated` event instead. Its lines come back at DEBUG.
+    logging.getLogger("alembic").setLevel(
+        logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    )
     # uvicorn installs handlers of its own unless told not to; make sure its records come here.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)

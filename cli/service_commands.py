@@ -6,6 +6,11 @@ Python (SQLite file, Web UI on, our search attributes registered), waits until i
 runs a worker and the API in this process with auth OFF, and stops all three on Ctrl-C or
 SIGTERM: the API and the worker first, Temporal last. Nothing is downloaded at run time.
 
+Every port it will listen on is checked before anything starts: a Temporal server already on the
+frontend port would otherwise answer our health check, and the service would attach to it while
+its own dev server died. The dev server's output (its banner, its warnings while it shuts down)
+goes to DATA_DIR/temporal.log, whose end is shown if it fails.
+
 Configuration: `workflows.settings.WorkerSettings` for `worker`, `api.settings.ApiSettings` for
 `api`, `cli.settings.DevSettings` (both, and the dev server's) for `dev`; TASKRUNNER_* variables,
 which options override.
@@ -16,9 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import os
 import secrets
 import signal
+import socket
 import sys
 import sysconfig
 from collections.abc import Iterator
@@ -42,6 +49,15 @@ SEARCH_ATTRIBUTE_TYPE = "Keyword"
 TEMPORAL_START_TIMEOUT = 60.0
 TEMPORAL_STOP_TIMEOUT = 15.0
 SIGNING_KEY_FILE = "signing-key"
+# The dev server's log (stdout and stderr), rewritten at each start.
+TEMPORAL_LOG_FILE = "temporal.log"
+TEMPORAL_LOG_TAIL = 15
+# Where the dev server listens, and its other ports relative to the frontend's: the Web UI's is
+# the temporal CLI's own default (7233 -> 8233), the HTTP API's Temporal server's (7233 -> 7243).
+DEV_HOST = "127.0.0.1"
+UI_PORT_OFFSET = 1000
+METRICS_PORT_OFFSET = 1001
+HTTP_PORT_OFFSET = 10
 
 
 def register(subcommands: Subcommands) -> None:
@@ -72,7 +88,20 @@ def register(subcommands: Subcommands) -> None:
     )
     dev.add_argument("--api-port", type=int, help="API port (default: TASKRUNNER_API_PORT, 8080)")
     dev.add_argument(
-        "--ui-port", type=int, help="Temporal Web UI port (default: TASKRUNNER_DEV_UI_PORT, 8233)"
+        "--ui-port",
+        type=int,
+        help="Temporal Web UI port (default: TASKRUNNER_DEV_UI_PORT, else --port + 1000: 8233)",
+    )
+    dev.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Temporal's Prometheus /metrics port (default: TASKRUNNER_DEV_METRICS_PORT, else "
+        "--port + 1001: 8234)",
+    )
+    dev.add_argument(
+        "--http-port",
+        type=int,
+        help="Temporal's HTTP API port (default: TASKRUNNER_DEV_HTTP_PORT, else --port + 10: 7243)",
     )
     dev.add_argument(
         "--db-file", type=Path, help="Temporal's SQLite file (default: DATA_DIR/temporal.db)"
@@ -165,14 +194,78 @@ def dev_command(args: argparse.Namespace) -> int:
             "api_port": api_port,
             # Signed approval links point at this API, whichever port it was given.
             "public_url": base.public_url or f"http://127.0.0.1:{api_port}",
-            "dev_ui_port": args.ui_port or base.dev_ui_port,
+            "dev_ui_port": args.ui_port or base.dev_ui_port or port + UI_PORT_OFFSET,
+            "dev_metrics_port": args.metrics_port
+            or base.dev_metrics_port
+            or port + METRICS_PORT_OFFSET,
+            "dev_http_port": args.http_port or base.dev_http_port or port + HTTP_PORT_OFFSET,
             "dev_db_file": (args.db_file or base.dev_db_file or data_dir / "temporal.db")
             .expanduser()
             .resolve(),
             "auth_enabled": False,
         }
     )
+    check_ports(settings)
     return asyncio.run(_dev(settings))
+
+
+def dev_ports(settings: DevSettings) -> list[tuple[str, str, int, str]]:
+    """(what, host, port, how to choose another) of each port `dev` listens on."""
+    assert settings.dev_ui_port and settings.dev_metrics_port and settings.dev_http_port
+    return [
+        (
+            "the Temporal frontend",
+            DEV_HOST,
+            temporal_port(settings),
+            "--port (or TEMPORAL_ADDRESS)",
+        ),
+        ("the Temporal Web UI", DEV_HOST, settings.dev_ui_port, "--ui-port"),
+        ("Temporal's metrics", DEV_HOST, settings.dev_metrics_port, "--metrics-port"),
+        ("Temporal's HTTP API", DEV_HOST, settings.dev_http_port, "--http-port"),
+        ("the API", settings.api_host, settings.api_port, "--api-port (or TASKRUNNER_API_PORT)"),
+    ]
+
+
+def check_ports(settings: DevSettings) -> None:
+    """Refuse to start unless every port `dev` needs is a real port, its own, and free now."""
+    seen: dict[int, tuple[str, str]] = {}
+    for what, host, port, change in dev_ports(settings):
+        if not 0 < port < 65536:
+            raise CliError(f"{what} cannot listen on port {port}: choose a port with {change}")
+        if port in seen:
+            other, other_change = seen[port]
+            raise CliError(
+                f"{other} and {what} would both listen on port {port}: "
+                f"choose another with {other_change} or {change}"
+            )
+        seen[port] = (what, change)
+        if port_in_use(host, port):
+            raise CliError(
+                f"port {port} on {host} ({what}) is in use, perhaps by another Temporal server "
+                f"or `taskrunner dev`: stop that, or choose another port with {change}"
+            )
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True if something listens on `host:port` (a trial bind fails with EADDRINUSE)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False  # the server reports an unknown host better than a guess here
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As servers bind: connections in TIME_WAIT from a previous run do not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def temporal_port(settings: DevSettings) -> int:
+    return int(settings.temporal_address.rsplit(":", 1)[1])
 
 
 def dev_signing_key(data_dir: Path) -> str:
@@ -222,17 +315,23 @@ def dev_server_command(settings: DevSettings) -> list[str]:
     from workflows.contract.names import SEARCH_ATTRIBUTES
 
     assert settings.dev_db_file is not None
-    port = settings.temporal_address.rsplit(":", 1)[1]
     command = [
         str(temporal_binary()),
         "server",
         "start-dev",
         "--ip",
-        "127.0.0.1",
+        DEV_HOST,
         "--port",
-        port,
+        str(temporal_port(settings)),
         "--ui-port",
         str(settings.dev_ui_port),
+        # Pinned, not the random free ports the dev server would pick: known, and checked free.
+        "--metrics-port",
+        str(settings.dev_metrics_port),
+        "--http-port",
+        str(settings.dev_http_port),
+        # The UI's newsfeed would be fetched from the internet.
+        "--ui-disable-news-fetch",
         "--db-filename",
         str(settings.dev_db_file),
         "--namespace",
@@ -249,22 +348,31 @@ async def _dev(settings: DevSettings) -> int:
     from workflows.worker import run_worker
 
     assert settings.dev_db_file is not None
-    settings.dev_db_file.parent.mkdir(parents=True, exist_ok=True)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = _app(settings)
-
+    # First, so a Ctrl-C from here on is an orderly stop rather than a KeyboardInterrupt.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    temporal = await asyncio.create_subprocess_exec(
-        *dev_server_command(settings),
-        stdin=asyncio.subprocess.DEVNULL,
-        # Its own session: Ctrl-C reaches only us, and we stop Temporal last, after the worker.
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
+    settings.dev_db_file.parent.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = _app(settings)
+    await asyncio.sleep(0)  # a signal during the (synchronous) set-up lands now
+    if stop.is_set():
+        return EXIT_OK
+
+    log_path = settings.data_dir / TEMPORAL_LOG_FILE
+    with log_path.open("wb") as log:
+        temporal = await asyncio.create_subprocess_exec(
+            *dev_server_command(settings),
+            stdin=asyncio.subprocess.DEVNULL,
+            # Its banner and its shutdown warnings would land in the middle of ours.
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            # Its own session: Ctrl-C reaches only us, and we stop Temporal last, after the worker.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
     try:
         if not await _wait_for_temporal(settings, temporal, stop):
             return EXIT_ERROR if not stop.is_set() else EXIT_OK
@@ -284,6 +392,8 @@ async def _dev(settings: DevSettings) -> int:
             print(
                 f"taskrunner dev: the {failed} stopped unexpectedly; shutting down", file=sys.stderr
             )
+            if temporal_task in done:
+                _print_log_tail(log_path)
         stop.set()
         from api.app import stop_streams
 
@@ -322,11 +432,10 @@ async def _wait_for_temporal(
     while not stop.is_set():
         if temporal.returncode is not None:
             print(
-                f"taskrunner dev: the Temporal dev server exited with code {temporal.returncode} "
-                f"(is port {settings.temporal_address.rsplit(':', 1)[1]} or {settings.dev_ui_port} "
-                "in use? try --port / --ui-port)",
+                f"taskrunner dev: the Temporal dev server exited with code {temporal.returncode}",
                 file=sys.stderr,
             )
+            _print_log_tail(settings.data_dir / TEMPORAL_LOG_FILE)
             return False
         with contextlib.suppress(Exception):
             client = await Client.connect(
@@ -343,6 +452,18 @@ async def _wait_for_temporal(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.25)
     return False
+
+
+def _print_log_tail(path: Path) -> None:
+    """The end of the dev server's log, on stderr: why it stopped is usually there."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()[-TEMPORAL_LOG_TAIL:]
+    except OSError:
+        return
+    if lines:
+        print(f"taskrunner dev: the end of {path}:", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
 
 
 async def _stop_process(process: asyncio.subprocess.Process) -> None:
@@ -414,7 +535,9 @@ def _banner(settings: DevSettings) -> None:
         f"  API docs     {api}/docs",
         f"  Temporal UI  http://127.0.0.1:{settings.dev_ui_port}",
         f"  Temporal     {settings.temporal_address} (namespace {settings.temporal_namespace}, "
-        f"task queue {settings.task_queue})",
+        f"task queue {settings.task_queue}; HTTP API :{settings.dev_http_port}, metrics "
+        f":{settings.dev_metrics_port}/metrics)",
+        f"  Temporal log {settings.data_dir / TEMPORAL_LOG_FILE}",
         f"  Data         {settings.data_dir} (runs persist in {settings.dev_db_file})",
         f"  Database     {_database_shown(settings)} (idempotency keys, webhooks, packs, "
         "schedules)",

@@ -13,7 +13,19 @@ from workflows.settings import WorkerSettings
 
 
 class DevSettings(ApiSettings, WorkerSettings):
-    dev_ui_port: int = Field(default=8233, description="Web UI port of the embedded dev server.")
+    # The dev server's other ports follow its frontend port (7233 unless TEMPORAL_ADDRESS or
+    # --port say otherwise), so a second `taskrunner dev --port N` collides with nothing.
+    dev_ui_port: int | None = Field(
+        default=None, description="Web UI port of the embedded dev server (default: port + 1000)."
+    )
+    dev_metrics_port: int | None = Field(
+        default=None,
+        description="Prometheus /metrics port of the embedded dev server (default: port + 1001).",
+    )
+    dev_http_port: int | None = Field(
+        default=None,
+        description="HTTP API port of the embedded dev server (default: port + 10).",
+    )
     dev_db_file: Path | None = Field(
         default=None, description="SQLite file of the embedded dev server (default: data_dir)."
     )
