@@ -50,13 +50,18 @@ class StepFailed(Exception):
     """A permanent step failure: retrying the same request cannot succeed.
 
     `outputs` are the step's outputs so far (e.g. a shell step's exit code and output tails);
-    the activity attaches them, masked, as the failure's first detail.
+    the activity attaches them, masked, as the failure's first detail. `reason` names the
+    sandbox limit the step broke (`memory-limit`, ...; see
+    `workflows.contract.activities.FAILURE_REASONS`): the step's status reason then says so.
     """
 
-    def __init__(self, message: str, outputs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, outputs: dict[str, Any] | None = None, reason: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.outputs: dict[str, Any] = dict(outputs or {})
+        self.reason = reason
 
 
 def _no_heartbeat(*details: Any) -> None:
@@ -95,6 +100,9 @@ class ExecutorContext:
     """Artifacts written so far; the activity returns them with the step result."""
     runner: CommandRunner | None = None
     """Runs the step's commands (the worker's; `default_runner()` when None)."""
+    limit: str | None = None
+    """The last limit a command of this step broke (`run_command` sets it): a step that then
+    fails without a reason of its own fails for that limit."""
 
     @property
     def commands(self) -> CommandRunner:
@@ -126,7 +134,7 @@ class ExecutorContext:
         isolate the command.
         """
         try:
-            return await self.commands.run(
+            result = await self.commands.run(
                 argv,
                 workspace=self.workspace,
                 cwd=cwd or self.workspace,
@@ -139,11 +147,19 @@ class ExecutorContext:
                 scratch=self.store.scratch_dir(self.tenant, self.run_id),
             )
         except SandboxUnavailable as exc:
-            raise StepFailed(f"{self.uses}: {SANDBOX_UNAVAILABLE}: {exc}") from None
+            raise StepFailed(
+                f"{self.uses}: {SANDBOX_UNAVAILABLE}: {exc}", reason=SANDBOX_UNAVAILABLE
+            ) from None
+        if result.limit is not None:
+            self.limit = result.limit
+        return result
 
-    def fail(self, message: str, outputs: dict[str, Any] | None = None) -> NoReturn:
-        """Fail the step for good (no retry) with `message` and its outputs so far."""
-        raise StepFailed(message, outputs)
+    def fail(
+        self, message: str, outputs: dict[str, Any] | None = None, reason: str | None = None
+    ) -> NoReturn:
+        """Fail the step for good (no retry) with `message` and its outputs so far; `reason`
+        as for `StepFailed` (the limit a command broke, by default)."""
+        raise StepFailed(message, outputs, reason or self.limit)
 
     def write_artifact(self, name: str, text: str) -> ArtifactRecord:
         """Store `text`, masked, as the run's artifact `name`, and record it for the result."""

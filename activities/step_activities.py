@@ -9,10 +9,13 @@ A worker builds one `StepActivities` and registers its bound methods:
 
 Failure semantics, which the workflow relies on:
 
-- A permanent failure raises `ApplicationError(message, outputs, type=STEP_FAILED,
-  non_retryable=True)`: `details[0]` is the step's outputs so far and `details[1]` the artifact
-  records written before the failure. Retrying it is the plan's business (the failure policy,
-  with durable timers), not Temporal's.
+- A permanent failure raises `ApplicationError(message, outputs, artifacts[, reason],
+  type=STEP_FAILED, non_retryable=True)`: `details[0]` is the step's outputs so far,
+  `details[1]` the artifact records written before the failure and `details[2]`, when the step
+  broke a limit of its sandbox (or could not have one), the reason naming it (`memory-limit`,
+  ...: `workflows.contract.activities.FAILURE_REASONS`), which becomes the step's status
+  reason. Retrying it is the plan's business (the failure policy, with durable timers), not
+  Temporal's.
 - Anything else is raised as a retryable `ApplicationError` whose `type` is the original
   exception's class name, so Temporal's activity retry covers it.
 
@@ -52,9 +55,12 @@ from compiler.plan import OutputSpec
 from workflows.contract.activities import (
     CAPTURE_OUTPUTS,
     EVALUATE_POLICY,
+    FAILURE_REASONS,
     RUN_STEP,
+    SANDBOX_REFUSED,
     STEP_FAILED,
     STORE_LOG_SEGMENT,
+    TIMEOUT,
     ArtifactRecord,
     CaptureRequest,
     CaptureResult,
@@ -134,7 +140,9 @@ class StepActivities:
             )
             refusal = over_ceilings(req, self.ceilings)
             if refusal:
-                raise StepFailed(f"{req.uses}: sandbox-refused: {refusal}")
+                raise StepFailed(
+                    f"{req.uses}: {SANDBOX_REFUSED}: {refusal}", reason=SANDBOX_REFUSED
+                )
             log.info("step.started", extra={"step_id": req.stepId, "uses": req.uses})
             if not ctx.commands.settings.enabled:
                 log.warning(
@@ -151,7 +159,9 @@ class StepActivities:
                 if not guard.expired():
                     raise
                 raise StepFailed(
-                    f"{req.uses}: timeout: step timed out after {req.timeoutSeconds}s"
+                    f"{req.uses}: {TIMEOUT}: step timed out after {req.timeoutSeconds}s",
+                    {"limit": TIMEOUT},
+                    TIMEOUT,
                 ) from None
             finally:
                 if values:
@@ -174,7 +184,8 @@ class StepActivities:
             raise
         except StepFailed as exc:
             log.info("step.failed", extra={"step_id": req.stepId, "reason": exc.message})
-            _permanent(exc.message, exc.outputs, ctx.artifacts if ctx else [], mask)
+            reason = exc.reason or (ctx.limit if ctx else None)
+            _permanent(exc.message, exc.outputs, ctx.artifacts if ctx else [], mask, reason)
         except (SecretError, UnsafePathError) as exc:
             log.info("step.failed", extra={"step_id": req.stepId, "reason": str(exc)})
             _permanent(f"{req.uses}: {exc}", {}, ctx.artifacts if ctx else [], mask)
@@ -302,12 +313,22 @@ def over_ceilings(req: RunStepRequest, ceilings: Ceilings | None) -> str:
 
 
 def _permanent(
-    message: str, outputs: dict[str, Any], artifacts: list[ArtifactRecord], mask: Masker
+    message: str,
+    outputs: dict[str, Any],
+    artifacts: list[ArtifactRecord],
+    mask: Masker,
+    reason: str | None = None,
 ) -> NoReturn:
-    raise ApplicationError(
-        mask(message),
+    details: list[Any] = [
         mask.value(to_jsonable_python(outputs, fallback=str)),
         [a.model_dump(mode="json") for a in artifacts],
+    ]
+    # Only the known names travel: the workflow shows the reason as the step's status reason.
+    if reason in FAILURE_REASONS:
+        details.append(reason)
+    raise ApplicationError(
+        mask(message),
+        *details,
         type=STEP_FAILED,
         non_retryable=True,
     ) from None

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from compiler.history import MAP_CHUNK_SIZE, chunks_at_once, map_chunks, map_runs_in_chunks
     from workflows.contract.activities import (
         EVALUATE_POLICY,
+        FAILURE_REASONS,
         RUN_STEP,
         STEP_FAILED,
         ArtifactRecord,
@@ -612,6 +613,10 @@ def _activity_failure(exc: ActivityError) -> tuple[str, str, dict[str, Any]]:
         details = cause.details
         outputs = details[0] if details and isinstance(details[0], dict) else {}
         reason = "step-failed" if cause.type == STEP_FAILED else "executor-error"
+        # A sandbox limit the step broke is its reason. Only failures recorded since the
+        # activity sends one carry a third detail, so older histories replay as they ran.
+        if cause.type == STEP_FAILED and len(details) > 2 and details[2] in FAILURE_REASONS:
+            reason = details[2]
         return reason, cause.message, outputs
     if isinstance(cause, TemporalTimeoutError):
         return (

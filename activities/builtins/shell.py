@@ -28,9 +28,9 @@ nothing of the worker's own environment, its secrets above all, reaches a step. 
 the sandbox through a pipe, read-only, never through the disk. When the command ends, every
 process it started is killed.
 
-A step that breaks a limit fails with the limit's name first in the message: `memory-limit`,
-`cpu-time-limit`, `timeout`, `disk-limit`, `egress-denied`, `pids-limit` (also in the outputs as
-`limit`).
+A step that breaks a limit fails with the limit's name as its status reason and first in the
+message: `memory-limit`, `cpu-time-limit`, `timeout`, `disk-limit`, `egress-denied`, `pids-limit`
+(also in the outputs as `limit`).
 
 A non-zero exit, a signal, a timeout or a bad `with` fail the step permanently, with the outputs
 attached to the failure.
@@ -130,10 +130,12 @@ async def shell(params: dict[str, Any], ctx: ExecutorContext) -> dict[str, Any]:
     if run.limit == TIMEOUT:
         outputs["timedOut"] = True
         outputs["limit"] = TIMEOUT
-        raise StepFailed(f"{ctx.uses}: {TIMEOUT}: command timed out after {timeout:g}s", outputs)
+        raise StepFailed(
+            f"{ctx.uses}: {TIMEOUT}: command timed out after {timeout:g}s", outputs, TIMEOUT
+        )
     if run.limit is not None:
         outputs["limit"] = run.limit
-        raise StepFailed(f"{ctx.uses}: {run.limit}: {run.detail}", outputs)
+        raise StepFailed(f"{ctx.uses}: {run.limit}: {run.detail}", outputs, run.limit)
     missing = _not_started(run, raw_stderr)
     if missing:
         raise StepFailed(f"{ctx.uses}: program {argv[0]!r} {missing}", outputs)

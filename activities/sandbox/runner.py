@@ -49,6 +49,18 @@ from activities.sandbox.egress import EgressProxy
 from activities.sandbox.host import HostSandbox, host_sandbox, system_binds
 from compiler.plan import Sandbox
 
+# The failure reasons naming the limit a step broke are the workflow's contract: re-exported here
+# for executors.
+from workflows.contract.activities import (
+    CPU_TIME_LIMIT,
+    DISK_LIMIT,
+    EGRESS_DENIED,
+    MEMORY_LIMIT,
+    PIDS_LIMIT,
+    SANDBOX_UNAVAILABLE,
+    TIMEOUT,
+)
+
 WORKSPACE = "/workspace"
 FILES_DIR = "/run/taskrunner/files"
 PROXY_PORT = 3128
@@ -64,15 +76,6 @@ OFF_WARNING = (
     "WARNING: TASKRUNNER_SANDBOX=off: this step ran WITHOUT isolation, as the worker's user, "
     "with the worker's files and network in reach.\n"
 )
-
-# Failure reasons naming the limit a step broke.
-MEMORY_LIMIT = "memory-limit"
-CPU_TIME_LIMIT = "cpu-time-limit"
-TIMEOUT = "timeout"
-DISK_LIMIT = "disk-limit"
-EGRESS_DENIED = "egress-denied"
-PIDS_LIMIT = "pids-limit"
-SANDBOX_UNAVAILABLE = "sandbox-unavailable"
 
 
 class SandboxUnavailable(Exception):
@@ -603,6 +606,13 @@ def describe(result: CommandResult) -> str:
 
 
 __all__: list[Any] = [
+    "CPU_TIME_LIMIT",
+    "DISK_LIMIT",
+    "EGRESS_DENIED",
+    "MEMORY_LIMIT",
+    "PIDS_LIMIT",
+    "SANDBOX_UNAVAILABLE",
+    "TIMEOUT",
     "CommandResult",
     "CommandRunner",
     "SandboxSettings",

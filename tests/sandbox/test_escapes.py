@@ -54,6 +54,7 @@ class Outcome:
     message: str
     logs: list[Any]
     artifacts: list[Any]
+    error: str | None
 
     @property
     def stdout(self) -> str:
@@ -166,7 +167,7 @@ async def run(worker: Worker, manifest: str, tenant: str = "mallory") -> Outcome
     logs = await logs_of(handle)
     step = next(s for s in state.steps if s.stepId == "s")
     failed = [e.message for e in logs if e.eventType == "step.failed"]
-    return Outcome(result.status, step, " ".join(failed), logs, artifacts)
+    return Outcome(result.status, step, " ".join(failed), logs, artifacts, result.error)
 
 
 def no_leftovers(marker: str, within: float = 5.0) -> bool:
@@ -319,6 +320,7 @@ class TestNetwork:
         curl = await run(worker, pack(f"curl -fsS http://127.0.0.1:{other_server}/", sandbox=allow))
         assert curl.status == "failed"
         assert curl.step.outputs["limit"] == "egress-denied"
+        assert curl.step.statusReason == "egress-denied"
         assert f"127.0.0.1:{other_server}" in curl.message
         raw = await run(
             worker,
@@ -370,6 +372,8 @@ class TestLimits:
         )
         assert out.status == "failed"
         assert out.step.outputs["limit"] == "memory-limit", out.message
+        assert out.step.statusReason == "memory-limit"
+        assert out.error == "step s failed (memory-limit)"
         assert "memory-limit" in out.message
         assert no_leftovers("41943040")
 
@@ -396,6 +400,7 @@ class TestLimits:
         )
         assert out.status == "failed"
         assert out.step.outputs["limit"] == "cpu-time-limit", out.message
+        assert out.step.statusReason == "cpu-time-limit"
         assert time.monotonic() - started < 30
         assert no_leftovers("while :; do :; done")
 
@@ -403,6 +408,7 @@ class TestLimits:
         out = await run(worker, pack("sleep 30.812", timeout=2))
         assert out.status == "failed"
         assert out.step.outputs["limit"] == "timeout"
+        assert out.step.statusReason == "timeout"
         assert "timeout" in out.message
         assert no_leftovers("sleep 30.812")
 
@@ -416,6 +422,7 @@ class TestLimits:
         )
         assert out.status == "failed"
         assert out.step.outputs["limit"] == "disk-limit", out.message
+        assert out.step.statusReason == "disk-limit"
         assert "DONE" not in out.stdout
         assert no_leftovers("sleep 30.913")
 
@@ -429,6 +436,7 @@ class TestLimits:
         out = await run(worker, pack("bomb() { bomb | bomb & }; bomb; sleep 3", timeout=10))
         assert out.status == "failed"
         assert out.step.outputs.get("limit") == "pids-limit", out.message
+        assert out.step.statusReason == "pids-limit"
         assert no_leftovers("bomb | bomb", within=10)
         after = await run(worker, pack("echo still-fine"))
         assert after.status == "succeeded" and "still-fine" in after.stdout

@@ -27,6 +27,18 @@ from workflows.settings import WorkerSettings
 from workflows.worker import report_sandbox, sandbox_lines
 
 
+async def custom_sleep(params: dict[str, Any], ctx: ExecutorContext) -> dict[str, Any]:
+    """A custom executor that fails in its own words after its command broke a limit."""
+    scratch = ctx.store.scratch_dir(ctx.tenant, ctx.run_id)
+    with (scratch / "o").open("wb") as out, (scratch / "e").open("wb") as err:
+        result = await ctx.run_command(
+            ["/bin/sleep", "30.645"], stdout=out, stderr=err, timeout=params["timeout"]
+        )
+    if result.returncode != 0:
+        ctx.fail(f"{ctx.uses}: the sleeper did not finish")
+    return {}
+
+
 async def custom_cat(params: dict[str, Any], ctx: ExecutorContext) -> dict[str, Any]:
     """A custom executor running a program through the helper, with a file of its own."""
     out = ctx.store.scratch_dir(ctx.tenant, ctx.run_id) / "out"
@@ -45,6 +57,7 @@ async def custom_cat(params: dict[str, Any], ctx: ExecutorContext) -> dict[str, 
 def activities(store: ArtifactStore, runner: CommandRunner, **kwargs: Any) -> StepActivities:
     registry = Registry(entry_points=[])
     registry.register("custom:cat", custom_cat)
+    registry.register("custom:sleep", custom_sleep)
     return StepActivities(registry, store, MappingSecretProvider({}), runner=runner, **kwargs)
 
 
@@ -83,6 +96,7 @@ async def test_no_isolation_fails_the_step_before_anything_runs(
     error = await failing(steps, shell("touch ran.txt"))
     assert "sandbox-unavailable: " in error.message
     assert why in error.message
+    assert error.details[2] == "sandbox-unavailable"  # the step's status reason
     assert not (store.workspace("acme", "run-1") / "ran.txt").exists()
     # A step that runs no command does not need the sandbox.
     req = RunStepRequest(runId="run-1", tenant="acme", stepId="e", uses="builtin:noop", with_={})
@@ -143,4 +157,23 @@ async def test_the_worker_refuses_a_plan_above_its_ceilings(
     steps = activities(store, CommandRunner(SandboxSettings()), ceilings=ceilings)
     error = await failing(steps, shell("touch ran.txt", sandbox=sandbox, timeoutSeconds=timeout))
     assert "sandbox-refused: " in error.message and field in error.message
+    assert error.details[2] == "sandbox-refused"
     assert not (store.workspace("acme", "run-1") / "ran.txt").exists()
+
+
+async def test_a_custom_executors_failure_after_a_broken_limit_names_the_limit(
+    store: ArtifactStore,
+) -> None:
+    steps = activities(store, CommandRunner(SandboxSettings()))
+    req = RunStepRequest(
+        runId="run-1", tenant="acme", stepId="c", uses="custom:sleep", with_={"timeout": 0.5}
+    )
+    error = await failing(steps, req)
+    assert error.message == "custom:sleep: the sleeper did not finish"
+    assert error.details[2] == "timeout"
+
+
+async def test_a_failure_that_broke_no_limit_has_no_reason(store: ArtifactStore) -> None:
+    steps = activities(store, CommandRunner(SandboxSettings()))
+    error = await failing(steps, shell("exit 3"))
+    assert len(error.details) == 2  # outputs and artifacts: the workflow says `step-failed`

@@ -14,7 +14,32 @@ CAPTURE_OUTPUTS = "capture_outputs"
 DELIVER_WEBHOOK = "deliver_webhook"
 STORE_LOG_SEGMENT = "store_log_segment"
 STEP_FAILED = "StepFailed"
-"""ApplicationError type for a step that failed for good; `details[0]` is the step's outputs."""
+"""ApplicationError type for a step that failed for good; `details[0]` is the step's outputs,
+`details[1]` the artifact records written before the failure and, when the step broke a limit
+of its sandbox, `details[2]` the limit's name (one of `FAILURE_REASONS`)."""
+
+# Why a step failed, when it broke a limit of its sandbox or could not have one: the step's
+# `statusReason` (and the run's error) name it instead of the generic `step-failed`.
+MEMORY_LIMIT = "memory-limit"
+CPU_TIME_LIMIT = "cpu-time-limit"
+TIMEOUT = "timeout"
+DISK_LIMIT = "disk-limit"
+EGRESS_DENIED = "egress-denied"
+PIDS_LIMIT = "pids-limit"
+SANDBOX_UNAVAILABLE = "sandbox-unavailable"
+SANDBOX_REFUSED = "sandbox-refused"
+FAILURE_REASONS = frozenset(
+    {
+        MEMORY_LIMIT,
+        CPU_TIME_LIMIT,
+        TIMEOUT,
+        DISK_LIMIT,
+        EGRESS_DENIED,
+        PIDS_LIMIT,
+        SANDBOX_UNAVAILABLE,
+        SANDBOX_REFUSED,
+    }
+)
 
 
 class Wire(BaseModel):
