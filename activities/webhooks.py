@@ -2,7 +2,17 @@
 
 Deliveries are activities of the run, so they survive worker restarts and Temporal retries them
 with backoff: a connection error, a timeout, a 5xx, 408 or 429 is retried; any other 4xx is a
-permanent refusal by the receiver. Each request carries:
+permanent refusal by the receiver. Each request carries the Standard Webhooks headers
+(https://www.standardwebhooks.com), signed by the `standardwebhooks` package, so receivers can use
+any of its verifiers:
+
+- `webhook-id`: the delivery id, the same on every retry (deduplicate on it);
+- `webhook-timestamp`: Unix seconds of the attempt;
+- `webhook-signature`: `v1,<base64 HMAC-SHA256>` over `<id>.<timestamp>.<body>`, keyed with the
+  bytes of the webhook's `whsec_` secret (or, for a secret registered as plain text before
+  `whsec_` secrets, its UTF-8 bytes: see `standard_webhook_key`).
+
+and, for one more release, the headers it carried before:
 
 - `X-TaskRunner-Signature: sha256=<hex>`: HMAC-SHA256 with the webhook's secret over
   `<timestamp>.<body>`;
@@ -24,10 +34,11 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from standardwebhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -36,9 +47,11 @@ from workflows.contract.activities import DELIVER_WEBHOOK, DeliveryResult, Webho
 from workflows.contract.signing import (
     ApprovalToken,
     TokenInvalid,
+    WebhookSecretInvalid,
     decrypt_secret,
     mint_token,
     sign_body,
+    standard_webhook_key,
 )
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
@@ -129,16 +142,24 @@ class WebhookActivities:
             )
         try:
             secret = decrypt_secret(self.key, req.secretCiphertext)
-        except TokenInvalid as exc:
+            standard = Webhook(standard_webhook_key(secret))
+        except (TokenInvalid, WebhookSecretInvalid) as exc:
             raise ApplicationError(str(exc), type=PERMANENT, non_retryable=True) from None
         event = dict(req.event)
         if event.get("eventType") == "gate.awaiting" and event.get("approvalId"):
             event["links"] = self.links(req, event, self.key)
         body = json.dumps(event, sort_keys=True, separators=(",", ":")).encode()
-        stamp = str(int(self.clock()))
+        now = int(self.clock())
+        stamp = str(now)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "TaskRunner-Webhook/1",
+            "webhook-id": req.deliveryId,
+            "webhook-timestamp": stamp,
+            "webhook-signature": standard.sign(
+                req.deliveryId, datetime.fromtimestamp(now, UTC), body
+            ),
+            # Deprecated: kept for one release beside the Standard Webhooks headers.
             "X-TaskRunner-Event": str(event.get("eventType", "")),
             "X-TaskRunner-Delivery": req.deliveryId,
             "X-TaskRunner-Timestamp": stamp,

@@ -351,10 +351,16 @@ class WebhookRequest(Request):
     events: list[WebhookEvent] = Field(
         min_length=1, max_length=len(WEBHOOK_EVENTS), description="Event types to deliver"
     )
-    secret: str = Field(
+    secret: str | None = Field(
+        default=None,
         min_length=16,
         max_length=256,
-        description="HMAC key of the X-TaskRunner-Signature header; never returned again",
+        description=(
+            "The signing secret, never shown again: best a Standard Webhooks secret (`whsec_` "
+            "and the base64 of 24 to 64 random bytes); left out, the service makes one and "
+            "returns it once. Any other text (16 to 256 characters) is still taken: its UTF-8 "
+            "bytes are then the key"
+        ),
     )
 
 
@@ -363,6 +369,14 @@ class Webhook(Schema):
     url: str
     events: list[str]
     createdAt: str
+
+
+class WebhookCreated(Webhook):
+    secret: str | None = Field(
+        default=None,
+        description="The `whsec_` secret the service made (only when the request gave none): "
+        "shown this once",
+    )
 
 
 class WebhookList(Schema):

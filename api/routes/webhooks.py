@@ -8,6 +8,7 @@ later runs deliver, not running ones.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import secrets
@@ -30,10 +31,15 @@ from api.errors import (
 )
 from api.idempotency import Claim, IdempotentRoute, idempotent
 from api.routes import PREFIX
-from api.schemas import Webhook, WebhookList, WebhookRequest
+from api.schemas import Webhook, WebhookCreated, WebhookList, WebhookRequest
 from db import webhooks as store
 from workflows.contract.addresses import is_internal
-from workflows.contract.signing import encrypt_secret
+from workflows.contract.signing import (
+    WHSEC_PREFIX,
+    WebhookSecretInvalid,
+    encrypt_secret,
+    standard_webhook_key,
+)
 from workflows.contract.times import rfc3339
 
 router = APIRouter(prefix=PREFIX, tags=["Webhooks"], route_class=IdempotentRoute)
@@ -49,6 +55,19 @@ def public(registration: store.Registration) -> Webhook:
         events=registration.events,
         createdAt=rfc3339(registration.created_at),
     )
+
+
+def new_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and the base64 of 32 random bytes."""
+    return WHSEC_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def checked_secret(secret: str) -> str:
+    try:
+        standard_webhook_key(secret)
+    except WebhookSecretInvalid as exc:
+        raise InvalidRequest(f"secret: {exc}") from None
+    return secret
 
 
 def webhook_id(claim: Claim | None) -> str:
@@ -104,24 +123,37 @@ async def register_webhook(
     body: WebhookRequest,
     database: DatabaseDep,
     settings: SettingsDep,
-) -> Webhook:
+) -> WebhookCreated:
     """Deliveries of the events named go to `url`, signed with `secret` (which is never shown
-    again). Runs started from now on deliver to it; running ones do not."""
+    again) in the Standard Webhooks format. With no `secret`, the service makes a `whsec_` one
+    and answers it this once. Runs started from now on deliver to it; running ones do not."""
     key = signing_key(settings)
     if key is None:
         raise SigningKeyMissing("webhooks")
+    made = None
+    if body.secret is None:
+        if idempotency is not None:
+            # The answer under a key is recorded in the database to be replayed: a secret made
+            # here would lie there in plain text.
+            raise InvalidRequest(
+                "secret: required with an Idempotency-Key (a secret the service makes is shown "
+                "once and never stored, so a replay could not show it)"
+            )
+        made = new_secret()
+    secret = made or checked_secret(body.secret or "")
     registration = store.Registration(
         id=webhook_id(idempotency),
         tenant=tenant,
         url=checked_url(body.url, settings.webhook_allow_private_targets),
         events=list(dict.fromkeys(body.events)),
-        secret_ciphertext=encrypt_secret(key, body.secret),
+        secret_ciphertext=encrypt_secret(key, secret),
         created_at=datetime.now(UTC),
         created_by=principal.subject,
     )
     with available():
         try:
-            return public(await database.webhooks.add(registration))
+            added = public(await database.webhooks.add(registration))
+            return WebhookCreated(**added.model_dump(), secret=made)
         except store.TooManyWebhooks as exc:
             raise TooManyWebhooks(str(exc)) from None
         except store.WebhookExists:
@@ -129,7 +161,7 @@ async def register_webhook(
             existing = await database.webhooks.get(tenant, registration.id)
             if idempotency is None or existing is None:
                 raise WebhookExists(f"webhook {registration.id!r} exists") from None
-            return public(existing)
+            return WebhookCreated(**public(existing).model_dump())
 
 
 @router.get(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
@@ -263,4 +264,76 @@ class TestRunsTakeTheWebhooksOfTheirStart:
             SECRET.encode(), sent["x-taskrunner-timestamp"].encode() + b"." + raw, hashlib.sha256
         ).hexdigest()
         assert sent["x-taskrunner-signature"] == f"sha256={mac}"
+        # A secret registered as plain text (before whsec_ secrets) is the key of the Standard
+        # Webhooks signature too, as bytes: receivers verify with the stock verifier.
+        assert Webhook(SECRET.encode()).verify(raw, sent) == event
         await http.delete(f"{WEBHOOKS}/{hook['id']}", headers=headers)
+
+
+async def _one_delivery(
+    http: httpx.AsyncClient, tenant: str, dev_env: WorkflowEnvironment, **registered: Any
+) -> tuple[dict[str, Any], tuple[dict[str, str], bytes]]:
+    """Register a webhook for run.completed, run one pack, and return the registration's answer
+    and the one request the receiver got."""
+    with Receiver() as receiver:
+        body = {"url": receiver.url, "events": ["run.completed"], **registered}
+        created = await http.post(WEBHOOKS, json=body, headers=as_tenant(tenant, "admin"))
+        assert created.status_code == 201, created.text
+        run = await create_run(
+            http, ECHO, inputs={"who": "x"}, headers=as_tenant(tenant, "approver")
+        )
+        await dev_env.client.get_workflow_handle(workflow_id(tenant, run["runId"])).result()
+    assert len(receiver.requests) == 1, receiver.requests
+    return created.json(), receiver.requests[0]
+
+
+class TestStandardWebhooks:
+    async def test_a_secret_made_by_the_service_verifies_with_the_stock_verifier(
+        self, http: httpx.AsyncClient, tenant: str, dev_env: WorkflowEnvironment
+    ) -> None:
+        hook, (sent, raw) = await _one_delivery(http, tenant, dev_env)
+        secret = hook["secret"]
+        assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:])) == 32
+        event = Webhook(secret).verify(raw, sent)
+        assert event["eventType"] == "run.completed"
+        assert sent["webhook-id"] == sent["x-taskrunner-delivery"]
+        assert sent["webhook-timestamp"] == sent["x-taskrunner-timestamp"]
+        # Shown once: never listed, and another secret does not verify, nor an altered body.
+        listed = await http.get(WEBHOOKS, headers=as_tenant(tenant, "admin"))
+        assert secret not in listed.text and "secret" not in listed.json()["webhooks"][0]
+        other = "whsec_" + base64.b64encode(b"x" * 32).decode()
+        with pytest.raises(WebhookVerificationError):
+            Webhook(other).verify(raw, sent)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(secret).verify(raw.replace(b"completed", b"failed"), sent)
+
+    async def test_a_whsec_secret_given_verifies(
+        self, http: httpx.AsyncClient, tenant: str, dev_env: WorkflowEnvironment
+    ) -> None:
+        secret = "whsec_" + base64.b64encode(bytes(range(24))).decode()
+        hook, (sent, raw) = await _one_delivery(http, tenant, dev_env, secret=secret)
+        assert "secret" not in hook  # the caller's own: not echoed
+        assert Webhook(secret).verify(raw, sent)["eventType"] == "run.completed"
+        # The deprecated header is still there, keyed with the secret's text as before.
+        stamp = sent["x-taskrunner-timestamp"].encode()
+        mac = hmac.new(secret.encode(), stamp + b"." + raw, hashlib.sha256).hexdigest()
+        assert sent["x-taskrunner-signature"] == f"sha256={mac}"
+
+    async def test_malformed_whsec_secrets_are_400(
+        self, http: httpx.AsyncClient, tenant: str
+    ) -> None:
+        headers = as_tenant(tenant, "admin")
+        for secret in (
+            "whsec_" + "!" * 40,  # not base64
+            "whsec_" + base64.b64encode(b"k" * 16).decode(),  # too short a key
+            "whsec_" + base64.b64encode(b"k" * 65).decode(),  # too long
+        ):
+            response = await http.post(WEBHOOKS, json=registration(secret=secret), headers=headers)
+            assert response.status_code == 400, secret
+            assert response.json()["error"]["message"].startswith("secret"), response.text
+        # A made secret would be recorded with the Idempotency-Key's answer: one must be sent.
+        keyed = {**headers, "Idempotency-Key": unique("key")}
+        body = {"url": "https://hooks.example.com/x", "events": ["run.completed"]}
+        response = await http.post(WEBHOOKS, json=body, headers=keyed)
+        assert response.status_code == 400 and "Idempotency-Key" in response.text
+        assert (await http.get(WEBHOOKS, headers=headers)).json() == {"webhooks": []}

@@ -129,3 +129,29 @@ def sign_body(secret: bytes, timestamp: str, body: bytes) -> str:
     """
     digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
+
+
+WHSEC_PREFIX = "whsec_"
+"""Standard Webhooks secrets: `whsec_` and the base64 of 24 to 64 random bytes."""
+
+
+class WebhookSecretInvalid(ValueError):
+    """A `whsec_` secret whose rest is not the base64 of 24 to 64 bytes."""
+
+
+def standard_webhook_key(secret: str) -> bytes:
+    """The HMAC key of the Standard Webhooks `webhook-signature`: the bytes a `whsec_` secret
+    encodes, or (a secret registered before `whsec_` secrets, any text) its UTF-8 bytes, which
+    receivers pass to their verifier as bytes."""
+    if not secret.startswith(WHSEC_PREFIX):
+        return secret.encode()
+    encoded = secret.removeprefix(WHSEC_PREFIX)
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except ValueError:
+        raise WebhookSecretInvalid("a whsec_ secret is whsec_ and base64") from None
+    if not 24 <= len(key) <= 64:
+        raise WebhookSecretInvalid(
+            f"a whsec_ secret encodes 24 to 64 bytes; this one encodes {len(key)}"
+        )
+    return key
