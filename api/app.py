@@ -31,6 +31,7 @@ from api.routes import (
     redrive,
     runs,
     schedules,
+    schemas,
     simulations,
     webhooks,
 )
@@ -142,6 +143,7 @@ def create_app(settings: ApiSettings, *, executors: ExecutorCatalog | None = Non
         approvals,
         webhooks,
         metadata,
+        schemas,
         health,
     ):
         app.include_router(module.router)

@@ -31,6 +31,7 @@ COMMAND_MODULES: list[str] = [
     "cli.db_commands",
     "cli.evidence_commands",
     "cli.registry_commands",
+    "cli.schema_commands",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

@@ -54,6 +54,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("DELETE", "/webhooks/{webhookId}"): ADMIN,
     ("GET", "/.well-known/openapi"): PUBLIC,
     ("GET", "/.well-known/taskrunner/keys"): PUBLIC,  # a public key, for auditors without accounts
+    ("GET", "/schemas/taskpack.json"): PUBLIC,  # the manifest format, for editors
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,

@@ -19,6 +19,7 @@ from compiler.plan import SCHEMA_VERSION
 from tests.compiler.packs import EXAMPLES, example
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
+MODELINE = "# yaml-language-server: $schema="
 
 CASES: list[tuple[str, dict[str, Any] | None]] = [
     ("contract/create-run.yaml", None),
@@ -61,7 +62,9 @@ def test_every_example_compiles() -> None:
 
 def test_examples_say_what_they_show() -> None:
     for path in EXAMPLES.glob("*.yaml"):
-        assert path.read_text().startswith("# "), path.name
+        # Below the editor's schema line (tests/compiler/test_schema.py), a comment saying what.
+        lines = path.read_text().splitlines()
+        assert lines[0].startswith(MODELINE) and lines[1].startswith("# "), path.name
 
 
 def test_contract_examples_are_unchanged_copies() -> None:
@@ -69,7 +72,11 @@ def test_contract_examples_are_unchanged_copies() -> None:
     if not shared.is_dir():
         pytest.skip("the shared contract folder is not mounted here")
     for path in shared.glob("*.yaml"):
-        assert (EXAMPLES / "contract" / path.name).read_bytes() == path.read_bytes()
+        # The contract's bytes, below the line that points editors at the schema.
+        ours = (EXAMPLES / "contract" / path.name).read_bytes()
+        modeline, _, copied = ours.partition(b"\n")
+        assert modeline.decode().startswith(MODELINE), path.name
+        assert copied == path.read_bytes(), path.name
     # The contract the API tests check the served spec against is the platform's, unchanged.
     repo_contract = EXAMPLES.parent / "contract" / "taskrunner-openapi.yaml"
     assert repo_contract.read_bytes() == (shared.parent / "taskrunner-openapi.yaml").read_bytes()

@@ -1,0 +1,132 @@
+"""The manifest's JSON Schema, generated from the pydantic models in compiler/manifest.py.
+
+Editors (yaml-language-server: VS Code's YAML extension, Neovim, JetBrains) complete and check a
+pack against it; the API serves it at /schemas/taskpack.json, `taskrunner schema` prints it, and
+schema/taskpack.schema.json is the committed copy the examples point at (a test keeps it equal to
+this one).
+
+The models check a few rules in validators, which pydantic cannot express in a schema; they are
+added here so the schema refuses what the compiler refuses (a step with two kinds, a gate with
+both an approval and a policy) and accepts what it accepts (`version: 1.0`, a number the
+compiler reads as its text). The schema is a first check: the compiler still checks what no
+JSON Schema can (ids that must exist, expressions, duplicate ids, executors' `with`).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from typing import Any
+
+from compiler.manifest import API_VERSION, STEP_KIND_KEYS, Manifest
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_PATH = "/schemas/taskpack.json"
+"""Where the API serves it."""
+COMMITTED_PATH = "schema/taskpack.schema.json"
+"""The copy in the repository, relative to its root, that examples name in their modeline."""
+
+# Names the compiler refuses in metadata.name (see Metadata._listable).
+_UNLISTABLE = "['\"\\\\\\x00-\\x1f\\x7f]"
+
+
+def _exactly_one(keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    # A key given as null is not given, as the models read `x is None`.
+    return [{"required": [key], "properties": {key: {"not": {"type": "null"}}}} for key in keys]
+
+
+def _not_null(model: dict[str, Any], key: str) -> None:
+    """`T | None` becomes T: the key may be left out, not given as null."""
+    prop = model["properties"][key]
+    prop["anyOf"] = [s for s in prop["anyOf"] if s != {"type": "null"}]
+    if len(prop["anyOf"]) == 1:
+        prop.update(prop.pop("anyOf")[0])
+    prop.pop("default", None)
+
+
+def _rules(defs: dict[str, Any]) -> None:
+    """The validators' rules, in JSON Schema."""
+    # Step._exactly_one_kind: one kind key per step, counted by presence (a null counts, and
+    # fails: a step of no kind cannot run). With two kinds given, two alternatives match and
+    # oneOf fails, as the compiler does.
+    defs["Step"]["oneOf"] = [{"required": [key]} for key in STEP_KIND_KEYS]
+    for key in STEP_KIND_KEYS:
+        _not_null(defs["Step"], key)
+    # GateBody._exactly_one and LoopItems._exactly_one.
+    defs["GateBody"]["oneOf"] = _exactly_one(("approval", "policy"))
+    defs["LoopItems"]["oneOf"] = _exactly_one(("expression", "range", "static"))
+    # Output._needs_source.
+    defs["Output"]["allOf"] = [
+        {
+            "if": {"properties": {"type": {"const": "file"}}, "required": ["type"]},
+            "then": {"required": ["path"], "properties": {"path": {"type": "string"}}},
+        },
+        {
+            "if": {"properties": {"type": {"const": "object"}}, "required": ["type"]},
+            "then": {
+                "required": ["expression"],
+                "properties": {"expression": {"type": "string"}},
+            },
+        },
+    ]
+    # RangeSpec._nonzero.
+    defs["RangeSpec"]["properties"]["step"]["not"] = {"const": 0}
+    # Metadata._listable.
+    defs["Metadata"]["properties"]["name"]["not"] = {"pattern": _UNLISTABLE}
+    # The `_text` validators: YAML reads `version: 1.0` as a number, which the compiler keeps as
+    # the text written. (Only a number or a string: a boolean is refused by both.)
+    for model, field in (("Metadata", "version"), ("Policy", "version"), ("PolicyGate", "version")):
+        prop = defs[model]["properties"][field]
+        if "anyOf" in prop:  # `str | None`
+            prop["anyOf"].insert(1, {"type": "number"})
+        else:
+            constraints = {k: prop.pop(k) for k in ("minLength", "maxLength") if k in prop}
+            prop.pop("type")
+            prop["anyOf"] = [{"type": "string", **constraints}, {"type": "number"}]
+
+
+def _untitle(node: Any, *, keep: bool) -> None:
+    # pydantic titles each property after its name ("Requiredapprovals"), which editors show as
+    # the hover text: noise beside the name. Models' titles stay (they name the object).
+    if isinstance(node, dict):
+        if not keep:
+            node.pop("title", None)
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                for prop in value.values():
+                    _untitle(prop, keep=False)
+            elif key == "$defs" and isinstance(value, dict):
+                for model in value.values():
+                    _untitle(model, keep=True)
+            elif key not in ("default", "const", "enum", "examples"):
+                _untitle(value, keep=False)
+    elif isinstance(node, list):
+        for item in node:
+            _untitle(item, keep=False)
+
+
+@functools.cache
+def _generated() -> dict[str, Any]:
+    schema = Manifest.model_json_schema(by_alias=True, mode="validation")
+    _rules(schema["$defs"])
+    _untitle(schema, keep=True)
+    return {
+        "$schema": DIALECT,
+        "title": f"TaskRunner task pack ({API_VERSION})",
+        "description": "A TaskRunner task pack manifest (docs/manifest.md). Generated from the "
+        "compiler's models by `taskrunner schema`; the compiler checks more than this schema "
+        "can (ids that must exist, expressions, executors' parameters).",
+        **{k: v for k, v in schema.items() if k not in ("title", "description")},
+    }
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The manifest's JSON Schema (draft 2020-12), a fresh copy the caller may change."""
+    return copy.deepcopy(_generated())
+
+
+def manifest_schema_text() -> str:
+    """The schema as written to schema/taskpack.schema.json: indented, keys in model order, with
+    a final newline, so the committed file diffs cleanly when a model changes."""
+    return json.dumps(_generated(), indent=2, ensure_ascii=False) + "\n"
