@@ -15,7 +15,8 @@ absolute-form requests (`GET http://host:port/path`, plain HTTP). It checks each
 the allowlist and the operator's target policy (`activities/netpolicy.py`: no internal
 addresses unless allowed, never the Temporal frontend) before it connects, resolves names itself
 (the sandbox has no DNS) and connects to the address it checked, answers `403` to anything else
-and records the refusal: a step that then fails is reported as `egress-denied`.
+and records the refusal: the step's stderr gets a line naming each target refused, and a step
+that then fails is reported as `egress-denied`.
 
 Allowlist entries: an exact host (`api.example.com`, `10.0.0.5`), a host with a port
 (`api.example.com:8443`, `[::1]:8080`), or a wildcard (`*.example.com`: any subdomain, not
@@ -73,6 +74,7 @@ class EgressProxy:
     allowlist: tuple[str, ...]
     policy: TargetPolicy = field(default_factory=TargetPolicy)
     denied: list[str] = field(default_factory=list)
+    """Each refusal as `host:port (why)`, in order."""
     allowed: list[str] = field(default_factory=list)
     _server: asyncio.AbstractServer | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -128,7 +130,7 @@ class EgressProxy:
             return await _answer(writer, 400, "Bad Request")
         label = f"{host}:{port}"
         if not host_allowed(host, port, self.allowlist):
-            self.denied.append(label)
+            self.denied.append(f"{label} (not in sandbox.egressAllowlist)")
             return await _answer(writer, 403, "Forbidden: not in sandbox.egressAllowlist")
         try:
             addresses = await self.policy.resolve(host, port)

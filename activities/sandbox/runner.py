@@ -313,7 +313,12 @@ class CommandRunner:
         usage = group.usage()
         result.cpu_seconds = usage.cpu_seconds
         if proxy is not None:
-            result.denied = list(proxy.denied)
+            result.denied = list(dict.fromkeys(proxy.denied))
+            # Said in the step's own log even when the command shrugged the refusal off: a
+            # tool that silently fell back is easier to fix when the log says why.
+            for refused in result.denied:
+                stderr.write(f"taskrunner: egress-denied: the proxy refused {refused}\n".encode())
+            stderr.flush()
         if result.limit is None:
             result.limit, result.detail = _classify(
                 result.returncode,
@@ -466,11 +471,8 @@ def _classify(
     if signum == signal.SIGXFSZ:
         return DISK_LIMIT, f"a file reached the worker's disk limit ({settings.disk_mib} MiB)"
     if denied:
-        return EGRESS_DENIED, (
-            "the egress proxy refused "
-            + ", ".join(sorted(set(denied))[:5])
-            + ": not in sandbox.egressAllowlist"
-        )
+        more = f" and {len(denied) - 5} more" if len(denied) > 5 else ""
+        return EGRESS_DENIED, "the egress proxy refused " + ", ".join(denied[:5]) + more
     return None, ""
 
 

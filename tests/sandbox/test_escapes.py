@@ -321,7 +321,8 @@ class TestNetwork:
         assert curl.status == "failed"
         assert curl.step.outputs["limit"] == "egress-denied"
         assert curl.step.statusReason == "egress-denied"
-        assert f"127.0.0.1:{other_server}" in curl.message
+        assert f"127.0.0.1:{other_server} (not in sandbox.egressAllowlist)" in curl.message
+        assert f"the proxy refused 127.0.0.1:{other_server}" in curl.stderr
         raw = await run(
             worker,
             pack(
@@ -335,6 +336,27 @@ class TestNetwork:
             worker, pack("getent hosts example.com && echo RESOLVED; true", sandbox=allow)
         )
         assert "RESOLVED" not in dns.stdout
+
+    async def test_a_refusal_the_command_survives_is_named_in_the_steps_log(
+        self, worker: Worker, honest_server: int, other_server: int
+    ) -> None:
+        out = await run(
+            worker,
+            pack(
+                f"curl -s http://127.0.0.1:{other_server}/ || echo FELL-BACK; "
+                f"curl -fsS http://127.0.0.1:{honest_server}/",
+                sandbox={"egressAllowlist": [f"127.0.0.1:{honest_server}"]},
+            ),
+        )
+        assert out.status == "succeeded", out.message
+        assert out.step.statusReason is None and "limit" not in out.step.outputs
+        assert "hello from the allowlisted port" in out.stdout
+        refused = [line for line in out.stderr.splitlines() if "egress-denied" in line]
+        assert refused == [
+            f"taskrunner: egress-denied: the proxy refused 127.0.0.1:{other_server} "
+            "(not in sandbox.egressAllowlist)"
+        ]
+        assert f"127.0.0.1:{honest_server}" not in out.stderr  # the allowed one is not named
 
     async def test_honest_pack_reaches_its_allowlisted_port_and_captures_its_output(
         self, worker: Worker, honest_server: int
