@@ -25,8 +25,9 @@ EVENT_TARGET = 10_000
 BYTES_TARGET = 5 * 1024 * 1024
 
 
-async def history_sizes(client: Client, workflow_id: str) -> list[tuple[str, int, int]]:
-    """(workflow id, events, bytes) of the run's every history: each continued run and child."""
+async def history_sizes(client: Client, workflow_id: str) -> list[tuple[str, int, int, int]]:
+    """(workflow id, events, bytes, failed workflow tasks) of the run's every history: each
+    continued run and child."""
     sizes = []
     query = f"WorkflowId = '{workflow_id}' OR WorkflowId STARTS_WITH '{workflow_id}/'"
     async for execution in client.list_workflows(query):
@@ -34,7 +35,10 @@ async def history_sizes(client: Client, workflow_id: str) -> list[tuple[str, int
             execution.id, run_id=execution.run_id
         ).fetch_history()
         size = sum(event.ByteSize() for event in history.events)
-        sizes.append((execution.id, len(history.events), size))
+        failed = sum(
+            1 for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+        )
+        sizes.append((execution.id, len(history.events), size, failed))
     return sizes
 
 
@@ -91,10 +95,12 @@ async def measure(items: int, max_parallel: int) -> None:
             f"{'met' if events < EVENT_TARGET else 'MISSED'}), {size / 2**20:.2f} MiB "
             f"(target < 5 MiB: {'met' if size < BYTES_TARGET else 'MISSED'})"
         )
-        for wid, n, b in sorted(parent, key=lambda s: -s[2])[:3]:
+        failed = sum(s[3] for s in sizes)
+        print(f"failed workflow tasks (TMPRL1101 deadlocks among them): {failed}")
+        for wid, n, b, _ in sorted(parent, key=lambda s: -s[2])[:3]:
             print(f"  run history {wid}: {n:,} events, {b / 2**20:.2f} MiB")
         children = sorted((s for s in sizes if s[0] != handle.id), key=lambda s: -s[2])
-        for wid, n, b in children[:2]:
+        for wid, n, b, _ in children[:2]:
             print(f"  largest child {wid}: {n:,} events, {b / 2**20:.2f} MiB")
         for name, n, b in (await bytes_by_event(client, handle.id))[:4]:
             print(f"  in the run's histories: {n:,} x {name}, {b / 2**20:.2f} MiB")

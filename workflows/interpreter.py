@@ -51,6 +51,50 @@ with workflow.unsafe.imports_passed_through():
     from workflows.run_book import RunBook, StepResult
 
 POLICY_TIMEOUT = timedelta(seconds=60)
+PATCH_BOUNDED_STARTS = "bounded-starts-per-task"
+"""At most `STARTS_PER_TASK` activities (or their worth in chunk workflows) started in one
+workflow task; the rest start in the tasks that follow."""
+STARTS_PER_TASK = 50
+"""Each start costs the task its bookkeeping (the step's state, a chained log entry, the
+request's payload): 500 at once took 6.5 s on a busy 2-core box, past the 2 s deadlock detector
+(TMPRL1101)."""
+CHUNK_START_COST = 10
+"""A chunk workflow's start, in activity starts: it registers up to 500 item steps in the parent
+and carries its slice of items."""
+NEXT_TASK = timedelta(milliseconds=1)
+
+
+class StartBudget:
+    """Spreads the start of many activities and child workflows over several workflow tasks.
+
+    A workflow task is told apart from the next by the history length it sees (deterministic on
+    replay: it is the history's own). Past the budget, a start waits for the next task, which a
+    1 ms durable timer guarantees even when nothing else is due to wake the workflow.
+    """
+
+    def __init__(self, per_task: int = STARTS_PER_TASK) -> None:
+        self.per_task = per_task
+        self._task_mark = -1
+        self._used = 0
+        self._tick: asyncio.Task[None] | None = None
+
+    async def take(self, cost: int = 1) -> None:
+        while True:
+            mark = workflow.info().get_current_history_length()
+            if mark != self._task_mark:
+                self._task_mark, self._used = mark, 0
+            if self._used == 0 or self._used + cost <= self.per_task:
+                self._used += cost
+                return
+            # Histories recorded before this started everything in one task: they replay so.
+            if not workflow.patched(PATCH_BOUNDED_STARTS):
+                return
+            if self._tick is None or self._tick.done():
+                self._tick = asyncio.ensure_future(
+                    workflow.sleep(NEXT_TASK, summary="spread starts over workflow tasks")
+                )
+            # Shielded: one waiter's cancellation must not cancel the timer the others wait on.
+            await asyncio.shield(self._tick)
 
 
 @dataclass(frozen=True)
@@ -103,6 +147,7 @@ class Interpreter:
         self.meta = book.meta
         self.notify = notify
         self.fan_out = fan_out
+        self.starts = StartBudget()
 
     # ----------------------------------------------------------------- scope
 
@@ -191,6 +236,7 @@ class Interpreter:
         attempt = 0
         while True:  # until an attempt succeeds or the last one fails (maxAttempts >= 1)
             attempt += 1
+            await self.starts.take()
             started = workflow.now()
             book.begin_attempt(rid, attempt)
             rendered = render(step.with_, self.scope(frame))
@@ -338,6 +384,7 @@ class Interpreter:
             nonlocal stopped
             start = number * MAP_CHUNK_SIZE
             async with gate:
+                await self.starts.take(CHUNK_START_COST)
                 for index in range(start, start + len(chunk)):
                     self.book.register_tree((step.step,), f"{rid}[{index}]::", rid, templated=True)
                 if stopped:
@@ -503,6 +550,7 @@ class Interpreter:
         book.transition(rid, "Running")
         result = PolicyResult(passed=False)
         for attempt in range(1, step.retryCount + 2):
+            await self.starts.take()
             book.count_attempt(rid, attempt)
             result = await self._evaluate_policy(policy, frame, rid)
             if result.passed or attempt > step.retryCount:

@@ -3,7 +3,8 @@
     .venv/bin/python -m tests.workflows.record_history NAME...
 
 NAME is one of `representative` (every step kind, an approval, a retry), `chunked-map` (a map
-large enough to fan out: the parent's history and its chunk's), `continue-as-new` (a run that
+large enough to fan out: the parent's history and its chunk's), `wide-map` (a map whose item starts
+are spread over several workflow tasks), `continue-as-new` (a run that
 continued as new twice: its first history and its last) or `cancelled` (cancelled while a gate
 waits). A committed history is never re-recorded to make a change pass: a change that makes one
 fail to replay would break running workflows, so it goes behind `workflow.patched()`. Record a
@@ -74,6 +75,17 @@ spec:
     - id: fan
       map: {items: "inputs.items", maxParallel: 50, step: {id: one, run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}}
     - {id: after, run: {uses: "builtin:echo", with: {n: "{{ length(steps.fan.outputs.results) }}"}}}
+"""
+
+WIDE = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: wide, version: 1.0.0}
+spec:
+  inputs: [{name: items, type: array}]
+  steps:
+    - id: fan
+      map: {items: "inputs.items", maxParallel: 100, step: {id: one, run: {uses: "builtin:noop"}}}
 """
 
 CONTINUED = """
@@ -149,6 +161,14 @@ async def chunked_map(client: Client, tq: str) -> None:
     await _save("chunked-map-chunk", client.get_workflow_handle(f"{handle.id}/fan/chunk-0"))
 
 
+async def wide_map(client: Client, tq: str) -> None:
+    # More starts than one workflow task makes: spread over tasks (the bounded-starts patch).
+    handle = await start_pack(client, tq, WIDE, {"items": list(range(60))}, run_id="wide-map")
+    result = await handle.result()
+    assert result.status == "succeeded", result
+    await _save("wide-map", handle)
+
+
 async def continue_as_new(client: Client, tq: str) -> None:
     handle = await start_pack(
         client, tq, CONTINUED, run_id="continue-as-new", continueAsNewAfterEvents=40
@@ -176,6 +196,7 @@ async def cancelled(client: Client, tq: str) -> None:
 RECORDERS = {
     "representative": representative,
     "chunked-map": chunked_map,
+    "wide-map": wide_map,
     "continue-as-new": continue_as_new,
     "cancelled": cancelled,
 }

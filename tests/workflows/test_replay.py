@@ -52,7 +52,8 @@ async def test_a_changed_workflow_is_caught(monkeypatch) -> None:  # type: ignor
 
 def test_the_recorded_histories_cover_the_run_shapes() -> None:
     """Besides the representative run: a map that fanned out (the parent and its chunk), a run
-    that continued as new (its first history, which carries, and its last), a cancelled run."""
+    that continued as new (its first history, which carries, and its last), a cancelled run, a
+    map whose starts were spread over workflow tasks."""
     shapes = {}
     for path in HISTORIES.glob("*.json"):
         events = WorkflowHistory.from_json(path.stem, path.read_text()).events
@@ -70,5 +71,7 @@ def test_the_recorded_histories_cover_the_run_shapes() -> None:
     )
     assert shapes["continue-as-new-last"][0] == "PackRun"
     assert shapes["cancelled"][0] == "PackRun"
+    wide = (HISTORIES / "wide-map.json").read_text()
+    assert "EVENT_TYPE_TIMER_STARTED" in wide  # its starts were spread over workflow tasks
     cancelled = (HISTORIES / "cancelled.json").read_text()
     assert "EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED" in cancelled  # cut off mid-step

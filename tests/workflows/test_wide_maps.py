@@ -1,0 +1,79 @@
+"""A map (or parallel block) with a large maxParallel starts its work over several workflow tasks:
+no single task starts more than the budget, so the deadlock detector (TMPRL1101, 2 s per task)
+never trips however wide the map, and every item still runs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.testing import WorkflowEnvironment
+
+from compiler.history import MAP_CHUNK_SIZE, MAP_INLINE_LIMIT
+from tests.helpers import start_pack, state_of, unique, worker_for
+from workflows.interpreter import CHUNK_START_COST, STARTS_PER_TASK
+
+WIDE = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: wide, version: 1.0.0}
+spec:
+  inputs: [{name: many, type: array}, {name: some, type: array}]
+  steps:
+    - id: inline
+      map: {items: "inputs.some", maxParallel: 1000, step: {id: one, run: {uses: "builtin:noop"}}}
+    - id: chunked
+      map: {items: "inputs.many", maxParallel: 100000, step: {id: two, run: {uses: "builtin:noop"}}}
+"""
+
+SCHEDULED = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+CHILD = EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+TASK_DONE = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+TASK_FAILED = EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+
+
+def starts_per_task(events: list[HistoryEvent]) -> list[int]:
+    """What each completed workflow task started, in activity starts (a chunk counts as its cost):
+    the commands a task sends are the events recorded right after its WorkflowTaskCompleted."""
+    spent: list[int] = []
+    for event in events:
+        if event.event_type == TASK_DONE:
+            spent.append(0)
+        elif event.event_type == SCHEDULED and spent:
+            spent[-1] += 1
+        elif event.event_type == CHILD and spent:
+            spent[-1] += CHUNK_START_COST
+    return spent
+
+
+async def test_a_wide_map_starts_its_items_over_several_workflow_tasks(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    client = dev_env.client
+    tq = unique("tq")
+    some = list(range(MAP_INLINE_LIMIT))  # the most that runs inline, all allowed at once
+    # Six chunks, all allowed at once: more than one task's worth of chunk starts.
+    many = list(range(5 * MAP_CHUNK_SIZE + 1))
+    async with worker_for(client, tmp_path, tq):
+        handle = await start_pack(client, tq, WIDE, {"many": many, "some": some})
+        result = await asyncio.wait_for(handle.result(), timeout=300)
+        assert result.status == "succeeded", result.error
+        state = await state_of(handle)
+        histories = [(handle.id, (await handle.fetch_history()).events)]
+        async for chunk in client.list_workflows(f"WorkflowId STARTS_WITH '{handle.id}/'"):
+            history = await client.get_workflow_handle(
+                chunk.id, run_id=chunk.run_id
+            ).fetch_history()
+            histories.append((chunk.id, history.events))
+
+    succeeded = [
+        s for s in state.steps if s.status == "Succeeded" and s.templateId in ("one", "two")
+    ]
+    assert len(succeeded) == len(some) + len(many)
+    assert len(histories) == 1 + 6
+    for workflow_id, events in histories:
+        assert not [e for e in events if e.event_type == TASK_FAILED], workflow_id
+        spent = starts_per_task(list(events))
+        assert max(spent) <= STARTS_PER_TASK, (workflow_id, spent)
