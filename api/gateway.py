@@ -8,6 +8,7 @@ tenant's run is simply not found.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,7 +17,11 @@ from typing import Any, TypeVar, assert_never
 
 import structlog
 from temporalio.api.common.v1 import Payloads, WorkflowExecution
-from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.workflowservice.v1 import (
+    RequestCancelWorkflowExecutionRequest,
+    SignalWorkflowExecutionRequest,
+)
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
@@ -57,6 +62,7 @@ from workflows.contract.names import (
     QUERY_ARTIFACTS,
     QUERY_LOGS,
     QUERY_STATE,
+    RUN_FAILED_ERROR,
     SA_PACK,
     SA_PLAN_HASH,
     SA_STATUS,
@@ -314,14 +320,19 @@ class RunGateway:
         """A finished run's state from its result, which the server keeps: no worker replays the
         history for it. None when the run is live, or its result does not hold the page (a run
         that ended before results carried their state, one cancelled through Temporal, a page
-        past the steps the result holds)."""
+        past the steps the result holds).
+
+        A failed run's workflow is Failed: its result is the detail of its failure."""
         description = await handle.describe(rpc_timeout=self.timeout)
-        if description.status != WorkflowExecutionStatus.COMPLETED:
+        if description.status == WorkflowExecutionStatus.COMPLETED:
+            result: RunResult | None = await self.client.get_workflow_handle(
+                handle.id, run_id=description.run_id, result_type=RunResult
+            ).result(follow_runs=False, rpc_timeout=self.timeout)
+        elif description.status == WorkflowExecutionStatus.FAILED:
+            result = await self._failed_result(await self._close_event(handle))
+        else:
             return None
-        result: RunResult = await self.client.get_workflow_handle(
-            handle.id, run_id=description.run_id, result_type=RunResult
-        ).result(follow_runs=False, rpc_timeout=self.timeout)
-        state = result.state
+        state = result.state if result is not None else None
         if state is None:
             return None
         end = steps_offset + steps_limit
@@ -414,29 +425,51 @@ class RunGateway:
             return answer, None
         return answer, await self._ended(handle, status)
 
+    async def _close_event(self, handle: WorkflowHandle[Any, Any]) -> HistoryEvent | None:
+        async for event in handle.fetch_history_events(
+            event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT, rpc_timeout=self.timeout
+        ):
+            return event
+        return None
+
+    async def _failed_result(self, event: HistoryEvent | None) -> RunResult | None:
+        """The RunResult a run that failed itself ended its workflow with; None for a failure
+        that is not the run's own."""
+        if event is None or not event.HasField("workflow_execution_failed_event_attributes"):
+            return None
+        failure = event.workflow_execution_failed_event_attributes.failure
+        info = failure.application_failure_info
+        if info.type != RUN_FAILED_ERROR or not info.details.payloads:
+            return None
+        decoded = await self.client.data_converter.decode(info.details.payloads, [RunResult])
+        result: RunResult = decoded[0]
+        return result
+
     async def _ended(
         self, handle: WorkflowHandle[Any, Any], status: WorkflowExecutionStatus | None
-    ) -> Ended:
-        """Why and when Temporal ended a run, from its close event."""
+    ) -> Ended | None:
+        """Why and when Temporal ended a run, from its close event; None when the run ended
+        itself (a run that failed closes its workflow as Failed)."""
         reason = {
             WorkflowExecutionStatus.TERMINATED: "terminated in Temporal",
             WorkflowExecutionStatus.TIMED_OUT: "timed out in Temporal (workflow execution timeout)",
         }.get(status or WorkflowExecutionStatus.FAILED, "failed in Temporal")
-        at: str | None = None
-        async for event in handle.fetch_history_events(
-            event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT, rpc_timeout=self.timeout
-        ):
-            at = rfc3339(event.event_time.ToDatetime(tzinfo=UTC))
-            if event.HasField("workflow_execution_terminated_event_attributes"):
-                attrs = event.workflow_execution_terminated_event_attributes
-                if attrs.reason:
-                    reason += f": {attrs.reason}"
-                if attrs.identity:
-                    reason += f" (by {attrs.identity})"
-            elif event.HasField("workflow_execution_failed_event_attributes"):
-                message = event.workflow_execution_failed_event_attributes.failure.message
-                if message:
-                    reason += f": {message}"
+        event = await self._close_event(handle)
+        if event is None:
+            return Ended(reason=reason)
+        if await self._failed_result(event) is not None:
+            return None
+        at = rfc3339(event.event_time.ToDatetime(tzinfo=UTC))
+        if event.HasField("workflow_execution_terminated_event_attributes"):
+            attrs = event.workflow_execution_terminated_event_attributes
+            if attrs.reason:
+                reason += f": {attrs.reason}"
+            if attrs.identity:
+                reason += f" (by {attrs.identity})"
+        elif event.HasField("workflow_execution_failed_event_attributes"):
+            message = event.workflow_execution_failed_event_attributes.failure.message
+            if message:
+                reason += f": {message}"
         return Ended(reason=reason, at=at)
 
     def _stored_logs(
@@ -571,12 +604,37 @@ class RunGateway:
         """`request_id`: Temporal's own identity of the signal (derived from an
         Idempotency-Key): Temporal drops a signal whose request id it has seen."""
         handle = self._handle(tenant, run_id)
+        # The signal carries who and why; Temporal's own cancel request, right after it, lets
+        # the run close its workflow as Canceled (the Web UI's status), which no signal can.
+        request = request.model_copy(update={"temporalCancelFollows": True})
         async with self._run(handle, run_id, acting=True):
             with self.reads.writing(handle.id):
                 if request_id is None:
                     await handle.signal(SIGNAL_CANCEL, request, rpc_timeout=self.timeout)
                 else:
                     await self._signal_once(handle, SIGNAL_CANCEL, request, request_id)
+                await self._request_cancel(handle, request, request_id)
+
+    async def _request_cancel(
+        self, handle: WorkflowHandle[Any, Any], request: CancelSignal, request_id: str | None
+    ) -> None:
+        try:
+            await self.client.workflow_service.request_cancel_workflow_execution(
+                RequestCancelWorkflowExecutionRequest(
+                    namespace=self.client.namespace,
+                    workflow_execution=WorkflowExecution(workflow_id=handle.id),
+                    identity=self.client.identity,
+                    # Temporal drops a repeat of the same request (a keyed retry).
+                    request_id=f"{request_id}-cancel" if request_id else str(uuid.uuid4()),
+                    reason=request.reason or f"cancelled by {request.actorId or 'the API'}",
+                ),
+                retry=True,
+                timeout=self.timeout,
+            )
+        except RPCError as exc:
+            # The run ended on the signal alone before the request came: nothing left to close.
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
 
     async def _signal_once(
         self, handle: WorkflowHandle[Any, Any], name: str, arg: Any, request_id: str

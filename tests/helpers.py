@@ -10,12 +10,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from compiler import compile_manifest
-from workflows.contract.names import QUERY_LOGS, QUERY_STATE, WORKFLOW_TYPE, workflow_id
+from workflows.contract.names import (
+    QUERY_LOGS,
+    QUERY_STATE,
+    RUN_FAILED_ERROR,
+    WORKFLOW_TYPE,
+    workflow_id,
+)
 from workflows.contract.state import (
     LogEntry,
     LogsPage,
@@ -89,6 +96,19 @@ async def start_pack(
     )
 
 
+async def result_of(handle: WorkflowHandle[Any, Any]) -> RunResult:
+    """A run's result, whether its workflow completed or failed (a failed run's workflow is
+    Failed, its result the failure's detail). A run cancelled through Temporal has none: raises."""
+    try:
+        result: RunResult = await handle.result()
+        return result
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == RUN_FAILED_ERROR:
+            return RunResult.model_validate(cause.details[0])
+        raise
+
+
 async def run_to_end(
     client: Client,
     data_dir: Path,
@@ -100,7 +120,7 @@ async def run_to_end(
     task_queue = unique("tq")
     async with worker_for(client, data_dir, task_queue):
         handle = await start_pack(client, task_queue, manifest, inputs, **meta)
-        result = await handle.result()
+        result = await result_of(handle)
         return result, await state_of(handle), await logs_of(handle)
 
 

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         QUERY_ARTIFACTS,
         QUERY_LOGS,
         QUERY_STATE,
+        RUN_FAILED_ERROR,
         SA_PACK,
         SA_PLAN_HASH,
         SA_STATUS,
@@ -75,6 +76,14 @@ PATCH_APPROVAL_RULES = "approval-rules-v2"
 quorum seats checked, refusals logged from updates too."""
 PATCH_ENDED_RUNS = "ended-runs-close-gates"
 """A run that ends cancelled or failed cancels its open approvals and logs its cut-off steps."""
+PATCH_CLOSE_AS_ENDED = "close-as-failed-or-canceled"
+"""A failed run ends its workflow as Failed (an ApplicationError carrying its RunResult), a
+cancelled one as Canceled when Temporal's cancel request came (the Web UI's button, or the API's
+right after its `cancel` signal), so the Web UI's status filter and Failures count tell the truth.
+Before: every run's workflow Completed with its status in the result."""
+TEMPORAL_CANCEL_WAIT = timedelta(seconds=30)
+"""How long a run cancelled by a signal that announced Temporal's cancel request waits for it
+before it ends (Completed, then) anyway: the sender died between its two calls."""
 
 CAPTURE_TIMEOUT = timedelta(minutes=5)
 WEBHOOK_ATTEMPT_TIMEOUT = timedelta(seconds=30)
@@ -98,6 +107,7 @@ class PackRun:
         # The task running the plan (cancelled by the `cancel` signal) and the webhook
         # deliveries under way: the workflow's own machinery, not the run's state.
         self._task: asyncio.Task[Any] | None = None
+        self._temporal_cancel_follows = False
         self._deliveries: list[asyncio.Task[None]] = []
         if run_input.meta.webhooks:
             self.book.on_log(self._on_log)
@@ -194,21 +204,56 @@ class PackRun:
         self.book.add_artifacts(self.interp.object_outputs())
         await self._capture_files()
         self.book.end(ok, loud=workflow.patched(PATCH_ENDED_RUNS))
-        return await self._close()
+        close_as_ended = workflow.patched(PATCH_CLOSE_AS_ENDED)
+        result = await self._close(ended=close_as_ended)
+        if not ok and close_as_ended:
+            # Failed in Temporal's eyes too; the result travels as the failure's detail, so the
+            # API still reads the final state from the server alone.
+            raise ApplicationError(
+                result.error or "the run failed", result, type=RUN_FAILED_ERROR, non_retryable=True
+            )
+        return result
 
     async def _end_cancelled(self) -> RunResult:
         self.book.end_cancelled(loud=workflow.patched(PATCH_ENDED_RUNS))
-        result = await self._close()
-        if self.book.cancelled_through_temporal:
-            # Re-raised so Temporal records the execution as Canceled, as the operator asked.
+        if not workflow.patched(PATCH_CLOSE_AS_ENDED):
+            result = await self._close()
+            if self.book.cancelled_through_temporal:
+                # Re-raised so Temporal records the execution as Canceled, as the operator asked.
+                raise asyncio.CancelledError
+            return result
+        result = await self._close(ended=True)
+        if self._temporal_cancel_follows and workflow.cancellation_reason() is None:
+            try:
+                await workflow.wait_condition(
+                    lambda: workflow.cancellation_reason() is not None,
+                    timeout=TEMPORAL_CANCEL_WAIT,
+                )
+            except TimeoutError:
+                return result  # never came: Completed, its status `cancelled` in the result
+            except asyncio.CancelledError:
+                pass  # the request itself, arriving while waiting
+        if workflow.cancellation_reason() is not None:
+            # Only Temporal's own request can close a workflow as Canceled; a signal alone
+            # (sent by hand from the Web UI, say) leaves it Completed.
             raise asyncio.CancelledError
         return result
 
-    async def _close(self) -> RunResult:
+    async def _close(self, *, ended: bool = False) -> RunResult:
+        """Publish the final state, let deliveries and handlers finish, return the result.
+        `ended`: the run's outcome is settled, so Temporal's cancel request arriving now (the
+        API's, right after its `cancel` signal) neither cuts the deliveries short nor changes
+        how a run that succeeded or failed closes."""
         self._upsert()
         self._refresh()
-        await self._deliveries_done()
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        while True:
+            try:
+                await self._deliveries_done()
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                break
+            except asyncio.CancelledError:
+                if not ended:
+                    raise
         book = self.book
         return RunResult(
             status=book.status,
@@ -445,6 +490,7 @@ class PackRun:
         reason = request.reason if request else None
         if not self.book.request_cancel(actor, reason):
             return
+        self._temporal_cancel_follows = bool(request and request.temporalCancelFollows)
         if self._task is not None:
             self._task.cancel()
 

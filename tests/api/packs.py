@@ -37,6 +37,17 @@ spec:
     - {id: after, run: {uses: "builtin:noop"}}
 """
 
+# Fails at its first step with the executor's message; the second step is never reached.
+FAILING = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: api-failing, version: 1.0.0}
+spec:
+  steps:
+    - {id: build, run: {uses: "builtin:fail", with: {message: "compiler exploded"}}}
+    - {id: after, run: {uses: "builtin:noop"}}
+"""
+
 MAP = """
 apiVersion: stellaops.io/pack.v1
 kind: TaskPack

@@ -9,9 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from tests.api.packs import GATED, SLOW
+from tests.api.packs import ECHO, FAILING, GATED, SLOW
 from tests.api.support import (
     APPROVER,
     READER,
@@ -138,3 +139,87 @@ class TestCancelled:
         assert [(e["stepId"], e["metadata"].get("reason")) for e in failed] == [
             ("wait", "cancelled")
         ]
+
+
+async def execution_status(
+    dev_env: WorkflowEnvironment, tenant: str, run_id: str
+) -> WorkflowExecutionStatus | None:
+    """How the Temporal Web UI shows the run's workflow, once it has closed."""
+    handle = dev_env.client.get_workflow_handle(workflow_id(tenant, run_id))
+    for _ in range(100):
+        status = (await handle.describe()).status
+        if status != WorkflowExecutionStatus.RUNNING:
+            return status
+        await asyncio.sleep(0.1)
+    return WorkflowExecutionStatus.RUNNING
+
+
+class TestTemporalSeesTheOutcome:
+    """Issue #14: in the Web UI a failed or cancelled run showed as Completed, so its status
+    filter and Failures count lied. The API's view of such runs stays what it was."""
+
+    async def test_a_failed_run_closes_failed_and_reads_failed_with_its_reason(
+        self, http: httpx.AsyncClient, dev_env: WorkflowEnvironment
+    ) -> None:
+        created = await create_run(http, FAILING)
+        run_id = created["runId"]
+        state = await wait_for_run(http, run_id, status_is("failed", "succeeded"))
+        assert state["status"] == "failed"
+        # The run's own reason, not Temporal's ("failed in Temporal: ...").
+        assert state["error"] == "step build failed (step-failed)"
+        assert [s["status"] for s in state["steps"]] == ["Failed", "Skipped"]
+        status = await execution_status(dev_env, state["tenant"], run_id)
+        assert status == WorkflowExecutionStatus.FAILED
+
+        # Read again through a fresh query path (the listing, the log) it says the same.
+        assert await listed_status(http, run_id) == "failed"
+        entries = await log_lines(http, run_id)
+        assert entries[-1]["eventType"] == "run.failed"
+        assert [e["eventType"] for e in entries].count("run.failed") == 1  # no synthetic ending
+        follow = await asyncio.wait_for(log_lines(http, run_id, follow="true"), timeout=10)
+        assert follow == entries
+        evidence = await http.get(f"{run_url(run_id)}/evidence", headers=READER)
+        assert evidence.status_code == 200, evidence.text
+        redrive = await http.post(f"{run_url(run_id)}/redrive", json={}, headers=APPROVER)
+        assert redrive.status_code in (201, 202), redrive.text
+
+    async def test_a_run_cancelled_through_the_api_closes_canceled(
+        self, http: httpx.AsyncClient, dev_env: WorkflowEnvironment
+    ) -> None:
+        created = await create_run(http, GATED)
+        run_id = created["runId"]
+        await wait_for_run(http, run_id, status_is("awaiting-approval"))
+        cancel = await http.post(f"{run_url(run_id)}/cancel", headers=APPROVER)
+        assert cancel.status_code == 202, cancel.text
+        state = await wait_for_run(http, run_id, status_is("cancelled"))
+        status = await execution_status(dev_env, state["tenant"], run_id)
+        assert status == WorkflowExecutionStatus.CANCELED
+        state = await wait_for_run(http, run_id, status_is("cancelled"))
+        assert "error" not in state or "in Temporal" not in (state["error"] or "")
+        entries = await log_lines(http, run_id)
+        requested = [e for e in entries if e["eventType"] == "run.cancel-requested"]
+        # Who asked, from the API's signal, even though Temporal's own request closed it.
+        assert len(requested) == 1 and requested[0]["metadata"]["actor"]
+        assert entries[-1]["eventType"] == "run.cancelled"
+        assert await listed_status_is(http, run_id, "cancelled")
+
+    async def test_a_cancel_of_a_run_that_already_succeeded_leaves_it_completed(
+        self, http: httpx.AsyncClient, dev_env: WorkflowEnvironment
+    ) -> None:
+        created = await create_run(http, ECHO, inputs={"who": "x"})
+        run_id = created["runId"]
+        state = await wait_for_run(http, run_id, status_is("succeeded"))
+        cancel = await http.post(f"{run_url(run_id)}/cancel", headers=APPROVER)
+        assert cancel.status_code == 409, cancel.text
+        status = await execution_status(dev_env, state["tenant"], run_id)
+        assert status == WorkflowExecutionStatus.COMPLETED
+
+
+async def listed_status_is(http: httpx.AsyncClient, run_id: str, wanted: str) -> bool:
+    for _ in range(50):
+        response = await http.get("/v1/task-runner/runs", headers=READER)
+        found = [r for r in response.json()["runs"] if r["runId"] == run_id]
+        if found and found[0]["status"] == wanted:
+            return True
+        await asyncio.sleep(0.2)
+    return False

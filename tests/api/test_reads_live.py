@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from cli.settings import DevSettings as Settings
-from tests.api.packs import ECHO, GATED
+from tests.api.packs import ECHO, FAILING, GATED
 from tests.api.support import (
     APPROVER,
     READER,
@@ -107,6 +107,25 @@ class TestWorkerOutage:
         assert all(s["status"] == "Succeeded" for s in state["steps"])
         assert "Warning" not in response.headers
         assert page.status_code == 200 and [s["stepId"] for s in page.json()["steps"]] == ["done"]
+
+    async def test_a_failed_run_is_read_without_a_worker(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        # Its workflow closed as Failed (no result): the state comes from the failure's detail.
+        settings = settings_for(dev_env, tmp_path)
+        async with (
+            worker_for(dev_env.client, tmp_path, settings.task_queue),
+            api(settings) as http,
+        ):
+            run_id = (await create_run(http, FAILING))["runId"]
+            await wait_for_run(http, run_id, status_is("failed"))
+        async with api(settings) as fresh:
+            response = await fresh.get(run_url(run_id), headers=READER)
+        assert response.status_code == 200, response.text
+        state = response.json()
+        assert (state["status"], state["error"]) == ("failed", "step build failed (step-failed)")
+        assert [s["status"] for s in state["steps"]] == ["Failed", "Skipped"]
+        assert "Warning" not in response.headers
 
 
 class TestConditionalReads:

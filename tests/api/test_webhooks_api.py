@@ -30,7 +30,7 @@ from tests.api.support import (
     status_is,
     wait_for_run,
 )
-from tests.helpers import unique
+from tests.helpers import result_of, unique
 from workflows.contract.names import workflow_id
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ class TestRunsTakeTheWebhooksOfTheirStart:
                 http, after["runId"], status_is("succeeded"), headers=as_tenant(tenant, "reader")
             )
             handle = dev_env.client.get_workflow_handle(workflow_id(tenant, after["runId"]))
-            await handle.result()  # the run ends once its deliveries are done
+            await result_of(handle)  # the run ends once its deliveries are done
 
         # Only the run started after the registration delivered, and only what it asked for.
         assert len(receiver.requests) == 1, receiver.requests

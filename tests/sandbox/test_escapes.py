@@ -24,7 +24,7 @@ import yaml
 from temporalio.testing import WorkflowEnvironment
 
 from activities.sandbox.host import host_sandbox
-from tests.helpers import logs_of, start_pack, state_of, unique, worker_for
+from tests.helpers import logs_of, result_of, start_pack, state_of, unique, worker_for
 from tests.processes import processes_with
 from workflows.contract.activities import ArtifactRecord
 from workflows.contract.names import QUERY_ARTIFACTS
@@ -161,7 +161,7 @@ def pack(
 
 async def run(worker: Worker, manifest: str, tenant: str = "mallory") -> Outcome:
     handle = await start_pack(worker.env.client, worker.task_queue, manifest, tenant=tenant)
-    result = await handle.result()
+    result = await result_of(handle)
     artifacts = await handle.query(QUERY_ARTIFACTS, result_type=list[ArtifactRecord])
     state = await state_of(handle)
     logs = await logs_of(handle)

@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from tests.helpers import logs_of, start_pack, state_of, unique, wait_for, worker_for
+from tests.helpers import logs_of, result_of, start_pack, state_of, unique, wait_for, worker_for
 from workflows.contract.names import SIGNAL_APPROVAL, UPDATE_DECIDE_APPROVAL
 from workflows.contract.state import ApprovalOutcome, ApprovalSignal, LogEntry, RunStateSnapshot
 from workflows.worker import WORKFLOWS
@@ -109,7 +109,7 @@ class TestExpiredIsTheDeadlinesWord:
             assert (first.resumed, first.missing) == (False, ["1 more approver"])
             second = await decide(handle, vote(state.planHash, "user:bob"))
             assert (second.status, second.resumed) == ("approved", True)
-            assert (await handle.result()).status == "succeeded"
+            assert (await result_of(handle)).status == "succeeded"
             decisions = (await state_of(handle)).approvals[0].decisions
             assert [(d.actorId, d.via) for d in decisions] == [
                 ("user:alice", "rest"),
@@ -137,7 +137,7 @@ class TestAbsoluteDeadline:
         assert await timer_fired(handle)
         await handle.signal(SIGNAL_APPROVAL, vote(state.planHash, "user:alice"))
         async with worker_for(client, tmp_path, tq):
-            result = await handle.result()
+            result = await result_of(handle)
             assert result.status == "failed"
             state = await state_of(handle)
             logs = await logs_of(handle)
@@ -168,7 +168,7 @@ class TestAbsoluteDeadline:
         async with worker_for(client, tmp_path, tq):
             code = await refused_update(handle, vote(state.planHash, "user:alice", "rejected"))
             assert code == "ApprovalExpired"
-            assert (await handle.result()).status == "succeeded"  # the timer's outcome stands
+            assert (await result_of(handle)).status == "succeeded"  # the timer's outcome stands
             approval = (await state_of(handle)).approvals[0]
             assert (approval.status, approval.decisions) == ("expired", [])
             assert (await refusals(handle, 1))[0].metadata["error"] == "ApprovalExpired"
@@ -198,7 +198,7 @@ class TestRequester:
             assert (await state_of(handle)).status == "awaiting-approval"
             outcome = await decide(handle, vote(state.planHash, "user:bob"))
             assert outcome.resumed is True
-            assert (await handle.result()).status == "succeeded"
+            assert (await result_of(handle)).status == "succeeded"
 
             allowed = await start_pack(client, tq, pack("allowRequester: true"), actor="user:rita")
             state = await wait_for(allowed, awaiting)
@@ -214,7 +214,7 @@ class TestRequester:
             handle = await start_pack(client, tq, pack("grants: []"), actor="anonymous")
             state = await wait_for(handle, awaiting)
             assert (await decide(handle, vote(state.planHash, "anonymous"))).resumed is True
-            assert (await handle.result()).status == "succeeded"
+            assert (await result_of(handle)).status == "succeeded"
 
 
 class TestGroupQuorum:
@@ -248,7 +248,7 @@ class TestGroupQuorum:
             # bob holds sre only: alice moves to the security seat, and the gate is complete.
             second = await decide(handle, vote(state.planHash, "user:bob", grants=["sre.approve"]))
             assert (second.resumed, second.missing) == (True, [])
-            assert (await handle.result()).status == "succeeded"
+            assert (await result_of(handle)).status == "succeeded"
             decisions = (await state_of(handle)).approvals[0].decisions
             assert [(d.actorId, d.grants) for d in decisions] == [
                 ("user:alice", both),

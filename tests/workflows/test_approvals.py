@@ -14,6 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import (
     logs_of,
+    result_of,
     run_to_end,
     start_pack,
     state_of,
@@ -93,7 +94,7 @@ class TestApprovalGate:
             assert "Waiting for approval **review**" in metadata.current_details
             outcome = await decide(handle, decision(state.planHash, "user:alice"))
             assert (outcome.status, outcome.resumed) == ("approved", True)
-            result = await handle.result()
+            result = await result_of(handle)
             assert result.status == "succeeded"
             state = await state_of(handle)
             approval = state.approvals[0]
@@ -119,7 +120,7 @@ class TestApprovalGate:
             # A hand-typed payload missing fields is refused in the run's log, not dropped.
             await handle.signal(SIGNAL_APPROVAL, {"approvalId": "review", "decision": "approved"})
             await handle.signal(SIGNAL_APPROVAL, decision(state.planHash, "bot"))
-            assert (await handle.result()).status == "succeeded"
+            assert (await result_of(handle)).status == "succeeded"
             logs = await logs_of(handle)
             refused = [e for e in logs if e.eventType == "gate.decision-refused"]
             assert [e.metadata["error"] for e in refused] == ["PlanHashMismatch", "InvalidPayload"]
@@ -135,7 +136,7 @@ class TestApprovalGate:
             state = await wait_for(handle, awaiting)
             outcome = await decide(handle, decision(state.planHash, "user:bob", "rejected"))
             assert (outcome.status, outcome.resumed) == ("rejected", False)
-            assert (await handle.result()).status == "failed"
+            assert (await result_of(handle)).status == "failed"
             steps = steps_by_id(await state_of(handle))
             assert (steps["approve"].status, steps["approve"].statusReason) == (
                 "Failed",
@@ -161,7 +162,7 @@ class TestApprovalGate:
             assert (await state_of(handle)).status == "awaiting-approval"
             second = await decide(handle, decision(state.planHash, "user:carol"))
             assert (second.resumed, second.approvals) == (True, 2)
-            assert (await handle.result()).status == "succeeded"
+            assert (await result_of(handle)).status == "succeeded"
 
     async def test_update_refuses_wrong_hash_and_unknown_or_decided_gate(
         self, dev_env: WorkflowEnvironment, tmp_path: Path
@@ -183,7 +184,7 @@ class TestApprovalGate:
                     await decide(handle, signal)
                 assert refused.value.cause.type == expected  # type: ignore[union-attr]
             await decide(handle, decision(state.planHash, "user:a"))
-            await handle.result()
+            await result_of(handle)
             # Refused updates write nothing to history: the approval holds exactly one decision.
             assert len((await state_of(handle)).approvals[0].decisions) == 1
 
@@ -198,7 +199,7 @@ class TestExpiry:
             handle = await start_pack(
                 client, tq, gated(expiry=", expiresAfterSeconds: 3600"), search_attributes=False
             )
-            result = await handle.result()
+            result = await result_of(handle)
             assert result.status == "failed"
             state = await state_of(handle)
             assert state.approvals[0].status == "expired"
@@ -213,7 +214,7 @@ class TestExpiry:
         async with worker_for(client, tmp_path, tq):
             manifest = gated(expiry=", expiresAfterSeconds: 60, onExpiry: approve")
             handle = await start_pack(client, tq, manifest, search_attributes=False)
-            assert (await handle.result()).status == "succeeded"
+            assert (await result_of(handle)).status == "succeeded"
 
     async def test_retry_backoff_shows_attempts(
         self, skip_env: WorkflowEnvironment, tmp_path: Path
@@ -232,7 +233,7 @@ spec:
         async with worker_for(client, tmp_path, tq):
             handle = await start_pack(client, tq, manifest, search_attributes=False)
             start = await skip_env.get_current_time()
-            result = await handle.result()
+            result = await result_of(handle)
             elapsed = await skip_env.get_current_time() - start
             assert result.status == "failed"
             step = steps_by_id(await state_of(handle))["flaky"]
@@ -313,7 +314,7 @@ class TestPolicyGate:
                 actorId="sec:lead",
             )
             await decide(handle, signal)
-            assert (await handle.result()).status == "succeeded"
+            assert (await result_of(handle)).status == "succeeded"
             assert steps_by_id(await state_of(handle))["check"].statusReason == "override-approved"
 
     async def test_retry_count_reevaluates(
@@ -325,5 +326,5 @@ class TestPolicyGate:
         )
         async with worker_for(skip_env.client, tmp_path, tq):
             handle = await start_pack(skip_env.client, tq, manifest, search_attributes=False)
-            assert (await handle.result()).status == "failed"
+            assert (await result_of(handle)).status == "failed"
             assert steps_by_id(await state_of(handle))["check"].attempts == 3

@@ -11,6 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import (
     logs_of,
+    result_of,
     start_pack,
     state_of,
     steps_by_id,
@@ -56,7 +57,7 @@ class TestCancel:
             handle = await start_pack(client, tq, SLOW, heartbeatTimeoutSeconds=5)
             await wait_for(handle, running("long"))
             await handle.signal(SIGNAL_CANCEL, CancelSignal(actorId="user:ops", reason="wrong day"))
-            result = await handle.result()
+            result = await result_of(handle)
             assert result.status == "cancelled"
             steps = steps_by_id(await state_of(handle))
             assert steps["first"].status == "Succeeded"  # finished steps keep their status
@@ -76,7 +77,7 @@ class TestCancel:
             handle = await start_pack(client, tq, AT_GATE)
             await wait_for(handle, lambda s: s.status == "awaiting-approval")
             await handle.signal(SIGNAL_CANCEL, CancelSignal())
-            assert (await handle.result()).status == "cancelled"
+            assert (await result_of(handle)).status == "cancelled"
             steps = steps_by_id(await state_of(handle))
             assert (steps["gate"].status, steps["gate"].statusReason) == ("Skipped", "cancelled")
             assert steps["long"].status == "Succeeded"
@@ -91,7 +92,7 @@ class TestCancel:
             await wait_for(handle, lambda s: s.status == "awaiting-approval")
             await handle.cancel()  # what the Web UI's "Cancel" button sends
             with pytest.raises(WorkflowFailureError):
-                await handle.result()
+                await result_of(handle)
             state = await state_of(handle)
             assert state.status == "cancelled"
             events = [e.eventType for e in await logs_of(handle)]
@@ -121,7 +122,7 @@ class TestArtifacts:
         tq = unique("tq")
         async with worker_for(client, tmp_path, tq):
             handle = await start_pack(client, tq, OUTPUTS, tenant="acme")
-            result = await handle.result()
+            result = await result_of(handle)
             assert result.status == "succeeded"
             records = await handle.query(QUERY_ARTIFACTS, result_type=list[ArtifactRecord])
             by_name = {r.name: r for r in records}

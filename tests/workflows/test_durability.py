@@ -13,7 +13,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import logs_of, start_pack, state_of, steps_by_id, unique, wait_for
+from tests.helpers import logs_of, result_of, start_pack, state_of, steps_by_id, unique, wait_for
 
 KILLABLE = """
 apiVersion: stellaops.io/pack.v1
@@ -70,7 +70,7 @@ class TestWorkerKilled:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(timeout=10)
         with worker_process(dev_env, tq, tmp_path):
-            result = await asyncio.wait_for(handle.result(), timeout=60)
+            result = await asyncio.wait_for(result_of(handle), timeout=60)
             state = await state_of(handle)
             logs = await logs_of(handle)
         assert result.status == "succeeded"
@@ -105,7 +105,7 @@ class TestLargeMap:
         tq = unique("tq")
         async with worker_for(client, tmp_path, tq):
             handle = await start_pack(client, tq, BIG_MAP, {"items": list(range(5000))})
-            result = await asyncio.wait_for(handle.result(), timeout=240)
+            result = await asyncio.wait_for(result_of(handle), timeout=240)
             assert result.status == "succeeded"
             state = await state_of(handle)
             steps = steps_by_id(state)
@@ -176,7 +176,7 @@ async def test_the_workflow_chunks_maps_by_the_compilers_rule(
     tq = unique("tq")
     async with worker_for(client, tmp_path, tq):
         handle = await start_pack(client, tq, CHUNKING, inputs)
-        result = await asyncio.wait_for(handle.result(), timeout=240)
+        result = await asyncio.wait_for(result_of(handle), timeout=240)
         assert result.status == "succeeded"
         started = {}
         for map_id in expected:

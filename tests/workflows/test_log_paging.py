@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.gateway import LOGS_PAGE, RunGateway
 from api.metrics import Metrics
 from api.settings import ApiSettings
-from tests.helpers import start_pack, unique, whole_log, worker_for
+from tests.helpers import result_of, start_pack, unique, whole_log, worker_for
 from workflows.contract.log_chain import chain_head
 from workflows.contract.state import PackRunInput
 
@@ -38,7 +38,7 @@ class TestLogPaging:
             handle = await start_pack(
                 client, tq, noop_pack(STEPS), logsKeptInRun=KEPT, continueAsNewAfterEvents=80
             )
-            result = await handle.result()
+            result = await result_of(handle)
             assert result.status == "succeeded"
             gateway = RunGateway(
                 client,

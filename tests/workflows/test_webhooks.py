@@ -16,7 +16,7 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import logs_of, start_pack, steps_by_id, unique, wait_for, worker_for
+from tests.helpers import logs_of, result_of, start_pack, steps_by_id, unique, wait_for, worker_for
 from workflows.contract.names import UPDATE_DECIDE_APPROVAL
 from workflows.contract.signing import encrypt_secret, verify_token
 from workflows.contract.state import ApprovalOutcome, ApprovalSignal, WebhookRef
@@ -146,7 +146,7 @@ class TestDeliveries:
                     ),
                     result_type=ApprovalOutcome,
                 )
-                assert (await handle.result()).status == "succeeded"
+                assert (await result_of(handle)).status == "succeeded"
                 # The run waits for its deliveries before it ends.
                 assert [e["eventType"] for e in rec.events()] == ["gate.awaiting", "run.completed"]
                 logs = await logs_of(handle)
@@ -174,7 +174,7 @@ class TestDeliveries:
             await wait_for(handle, lambda s: steps_by_id(s)["deploy"].status == "Succeeded")
             await asyncio.sleep(2.5)  # a couple of refused attempts
             with receiver(port) as rec:
-                result = await asyncio.wait_for(handle.result(), timeout=60)
+                result = await asyncio.wait_for(result_of(handle), timeout=60)
                 assert result.status == "succeeded"
                 assert [e["eventType"] for e in rec.events()] == ["run.completed"]
             delivered = [e for e in await logs_of(handle) if e.eventType == "webhook.delivered"]

@@ -23,6 +23,10 @@ QUERY_STATE = "state"
 QUERY_LOGS = "logs"
 QUERY_ARTIFACTS = "artifacts"
 
+RUN_FAILED_ERROR = "RunFailed"
+"""The type of the ApplicationError a failed run ends its workflow with (Temporal shows it as
+Failed); its one detail is the run's RunResult. Any other failure is Temporal's, not the run's."""
+
 SA_TENANT = SearchAttributeKey.for_keyword("TaskRunnerTenant")
 SA_PACK = SearchAttributeKey.for_keyword("TaskRunnerPack")
 SA_STATUS = SearchAttributeKey.for_keyword("TaskRunnerStatus")

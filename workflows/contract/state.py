@@ -301,6 +301,10 @@ class RefusedDecision(Model):
 class CancelSignal(Model):
     actorId: str | None = None
     reason: str | None = None
+    temporalCancelFollows: bool = False
+    """The sender requests Temporal's own cancellation right after this signal (the API does):
+    the run waits a moment for it, so its workflow ends as Canceled, not Completed. A signal
+    alone cannot end a workflow as Canceled."""
 
 
 class StateQuery(Model):
