@@ -15,23 +15,35 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from workflows.contract.addresses import is_internal
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+"""Looks a host up: `await resolver(host, port)` gives its addresses (texts), [] or OSError when
+it does not resolve."""
 
 
 class TargetRefused(Exception):
     """A target the policy refuses; the message says why (never a secret)."""
 
 
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The host's own resolver (getaddrinfo)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
 @dataclass(frozen=True)
 class TargetPolicy:
     """`allow_internal`: the operator's opt-in to internal targets; `never`: host:port pairs
-    refused whatever else is allowed (the Temporal frontend)."""
+    refused whatever else is allowed (the Temporal frontend); `resolver`: how names are looked
+    up (the system's when None; tests give one whose answers change, as a rebinding name's do)."""
 
     allow_internal: bool = False
     never: frozenset[tuple[str, int]] = field(default_factory=frozenset)
+    resolver: Resolver | None = field(default=None, compare=False)
 
     @classmethod
     def build(cls, allow_internal: bool, never: Iterable[str] = ()) -> TargetPolicy:
@@ -46,12 +58,9 @@ class TargetPolicy:
         """The addresses to connect to for `host:port`; TargetRefused when any is refused."""
         host = host.strip("[]").lower()
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
+            addresses = sorted(set(await self._lookup(host, port)))
         except OSError:
             raise TargetRefused(f"{host} does not resolve") from None
-        addresses = sorted({str(info[4][0]) for info in infos})
         if not addresses:
             raise TargetRefused(f"{host} does not resolve")
         never_ips, never_internal_ports = await self._never_addresses()
@@ -77,15 +86,17 @@ class TargetPolicy:
         host's internal addresses)."""
         pairs: set[tuple[str, int]] = set()
         ports: set[int] = set()
-        loop = asyncio.get_running_loop()
         for host, port in self.never:
             try:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                found = await self._lookup(host, port)
             except OSError:
                 continue
-            for info in infos:
-                ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+            for text in found:
+                ip = ipaddress.ip_address(text.split("%", 1)[0])
                 pairs.add((str(ip), port))
                 if is_internal(ip):
                     ports.add(port)
         return pairs, ports
+
+    async def _lookup(self, host: str, port: int) -> list[str]:
+        return await (self.resolver or system_resolver)(host, port)

@@ -19,8 +19,12 @@ only to an address the operator's target policy allows (no loopback, link-local 
 address unless `TASKRUNNER_SANDBOX_EGRESS_ALLOW_INTERNAL`; never the Temporal frontend). An
 entry is an exact host (`api.example.com`, `10.0.0.5`), a host with a port
 (`api.example.com:8443`), or a wildcard (`*.example.com`: any subdomain, not `example.com`
-itself). Every request is checked before it connects, redirects included. Proxy settings in
-the worker's environment are ignored, so a proxy cannot become a way around the allowlist.
+itself). Every request is checked before it connects, redirects included, and connects to the
+very address it was checked at (the name is resolved once, by the policy; the request keeps its
+Host header and TLS server name, so certificates are still checked against the name): a name
+that answers differently a moment later (DNS rebinding) cannot move the connection. Proxy
+settings in the worker's environment are ignored, so a proxy cannot become a way around the
+allowlist.
 
 An unexpected status, a refused host, a bad URL or a bad `with` fail the step permanently.
 Connection errors and timeouts are raised as they are: they may pass, so Temporal retries them.
@@ -36,9 +40,10 @@ import httpx
 from pydantic import Field, model_validator
 
 from activities.executor import ExecutorContext, Params, StepFailed, parse_params
-from activities.netpolicy import TargetRefused
+from activities.netpolicy import TargetPolicy, TargetRefused
 from activities.sandbox.egress import host_allowed
 from compiler.plan import Sandbox
+from workflows.contract.activities import EGRESS_DENIED
 
 BODY_CHARS = 64 * 1024
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -64,7 +69,59 @@ class HttpParams(Params):
 
 
 class EgressRefused(StepFailed):
-    """A request to a host the sealed sandbox does not allow."""
+    """A request to a host the sealed sandbox does not allow (status reason `egress-denied`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason=EGRESS_DENIED)
+
+
+class PinnedTransport(httpx.AsyncBaseTransport):
+    """The sealed sandbox's way out for `builtin:http`: each request is checked against the
+    allowlist and the operator's target policy, then sent to the address the policy resolved
+    and checked, never to a second lookup of the name. The Host header stays the original's
+    (httpx set it from the URL) and the TLS server name is the name (httpx's `sni_hostname`
+    extension), so virtual hosts and certificate checks work as for the name.
+
+    One connection pool per original origin: a TLS connection made for one name is never reused
+    for another name that happens to share its address.
+    """
+
+    def __init__(self, sandbox: Sandbox, policy: TargetPolicy, uses: str) -> None:
+        self.sandbox = sandbox
+        self.policy = policy
+        self.uses = uses
+        self._pools: dict[tuple[str, str, int], httpx.AsyncHTTPTransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if not egress_allowed(url, self.sandbox):
+            raise EgressRefused(
+                f"{self.uses}: egress-denied: egress to {url.host!r} refused: the "
+                "sandbox is sealed and the host is not in sandbox.egressAllowlist"
+            )
+        port = url.port or _DEFAULT_PORTS[url.scheme]
+        try:
+            # An allowlist entry is the pack author's word: it must not point the worker at
+            # its own network (metadata service, Temporal) either.
+            addresses = await self.policy.resolve(url.host, port)
+        except TargetRefused as exc:
+            raise EgressRefused(f"{self.uses}: egress-denied: {exc}") from None
+        key = (url.scheme, url.host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = httpx.AsyncHTTPTransport(trust_env=False)
+        pinned = httpx.Request(
+            request.method,
+            url.copy_with(host=addresses[0]),
+            headers=request.headers,
+            stream=request.stream,
+            extensions={**request.extensions, "sni_hostname": url.host},
+        )
+        return await pool.handle_async_request(pinned)
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
 
 
 def egress_allowed(url: httpx.URL, sandbox: Sandbox) -> bool:
@@ -86,21 +143,9 @@ async def http(params: dict[str, Any], ctx: ExecutorContext) -> dict[str, Any]:
     if url.scheme not in _DEFAULT_PORTS or not url.host:
         raise StepFailed(f"{ctx.uses}: url must be an absolute http or https URL")
 
-    async def check_egress(request: httpx.Request) -> None:
-        if not egress_allowed(request.url, ctx.sandbox):
-            raise EgressRefused(
-                f"{ctx.uses}: egress-denied: egress to {request.url.host!r} refused: the "
-                "sandbox is sealed and the host is not in sandbox.egressAllowlist"
-            )
-        if ctx.sandbox.mode == "sealed":
-            # The operator's target policy too: an allowlist entry is the pack author's word,
-            # and must not point the worker at its own network (metadata service, Temporal).
-            port = request.url.port or _DEFAULT_PORTS[request.url.scheme]
-            try:
-                await ctx.commands.settings.egress.resolve(request.url.host, port)
-            except TargetRefused as exc:
-                raise EgressRefused(f"{ctx.uses}: egress-denied: {exc}") from None
-
+    transport: httpx.AsyncBaseTransport | None = None
+    if ctx.sandbox.mode == "sealed":
+        transport = PinnedTransport(ctx.sandbox, ctx.commands.settings.egress, ctx.uses)
     timeout = min(args.timeoutSeconds, ctx.timeout_seconds)
     try:
         async with (
@@ -108,7 +153,7 @@ async def http(params: dict[str, Any], ctx: ExecutorContext) -> dict[str, Any]:
                 trust_env=False,
                 timeout=httpx.Timeout(timeout),
                 follow_redirects=args.followRedirects,
-                event_hooks={"request": [check_egress]},
+                transport=transport,
             ) as client,
             client.stream(
                 method,

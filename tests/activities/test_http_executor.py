@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -11,9 +13,10 @@ import pytest
 
 from activities.builtins.http import BODY_CHARS, EgressRefused, egress_allowed, http
 from activities.executor import StepFailed
-from activities.netpolicy import TargetPolicy
+from activities.netpolicy import TargetPolicy, system_resolver
 from activities.sandbox.runner import CommandRunner, SandboxSettings
 from compiler.plan import Sandbox
+from tests.activities.conftest import Recorder, _Handler
 
 OPEN = Sandbox(mode="open")
 
@@ -201,3 +204,59 @@ async def test_connection_refused_is_transient(make_ctx: Any) -> None:
 async def test_bad_with_is_refused(make_ctx: Any, params: dict[str, Any], problem: str) -> None:
     with pytest.raises(StepFailed, match=problem):
         await http(params, ctx_for(make_ctx))
+
+
+class Rebinding:
+    """A name whose first answer is the checked server and every later answer another one: a
+    rebinding DNS server's trick, played by a resolver the policy is given."""
+
+    def __init__(self, name: str, first: str, later: str) -> None:
+        self.name, self.first, self.later = name, first, later
+        self.lookups = 0
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        if host != self.name:
+            return await system_resolver(host, port)
+        self.lookups += 1
+        return [self.first if self.lookups == 1 else self.later]
+
+
+async def test_the_connection_goes_to_the_address_that_was_checked(
+    make_ctx: Any, http_server: Any
+) -> None:
+    # A second server on the same port of another loopback address: where a second lookup of
+    # the name would go.
+    other = Recorder()
+    handler = type("Other", (_Handler,), {"recorder": other})
+    decoy = ThreadingHTTPServer(("127.0.0.2", http_server.port), handler)
+    threading.Thread(target=decoy.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        name = Rebinding("svc.rebind.test", "127.0.0.1", "127.0.0.2")
+        runner = CommandRunner(
+            SandboxSettings(egress=TargetPolicy(allow_internal=True, resolver=name))
+        )
+        sealed = Sandbox(mode="sealed", egressAllowlist=("svc.rebind.test",))
+        url = f"http://svc.rebind.test:{http_server.port}/json"
+        outputs = await http({"url": url}, ctx_for(make_ctx, sealed, runner=runner))
+    finally:
+        decoy.shutdown()
+        decoy.server_close()
+    assert outputs["json"] == {"hello": "world", "n": 1}
+    assert name.lookups == 1  # looked up once, by the policy: nothing resolved it again
+    [seen] = http_server.recorder.requests
+    assert seen["headers"]["Host"] == f"svc.rebind.test:{http_server.port}"
+    assert other.requests == []
+
+
+async def test_a_name_that_turns_internal_is_refused_before_connecting(
+    make_ctx: Any, http_server: Any
+) -> None:
+    # The policy sees the answer the connection would use: an internal one is refused.
+    name = Rebinding("svc.rebind.test", "127.0.0.1", "127.0.0.1")
+    runner = CommandRunner(SandboxSettings(egress=TargetPolicy(resolver=name)))
+    sealed = Sandbox(mode="sealed", egressAllowlist=("svc.rebind.test",))
+    url = f"http://svc.rebind.test:{http_server.port}/json"
+    with pytest.raises(EgressRefused, match="internal address") as refused:
+        await http({"url": url}, ctx_for(make_ctx, sealed, runner=runner))
+    assert refused.value.reason == "egress-denied"
+    assert http_server.recorder.requests == []
