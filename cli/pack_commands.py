@@ -169,11 +169,15 @@ def _no_constant(name: str) -> Any:
 
 
 def render_table(result: SimulationResponse) -> str:
-    """The simulation as an indented tree, one step per line, then the warnings."""
+    """The simulation as an indented tree, one step per line, then what each policy gate's
+    condition comes to (or why it is left to the run), then the warnings."""
     rows: list[tuple[str, str, str, str]] = [("STEP", "KIND", "STATUS", "REASON")]
+    policies: list[str] = []
 
     def add(steps: list[SimulationStep], depth: int) -> None:
         for step in steps:
+            if step["kind"] == "GatePolicy" and "gateMessage" in step:
+                policies.append(f"policy: {step['id']}: {step['gateMessage']}")
             rows.append(
                 (
                     "  " * depth + step["id"],
@@ -196,5 +200,6 @@ def render_table(result: SimulationResponse) -> str:
     for row in rows:
         line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
         lines.append(f"{line}  {row[3]}".rstrip())
+    lines += policies
     lines += [f"warning: {w}" for w in result["warnings"]]
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import httpx
 
 from tests.api.packs import ECHO, GATED, contract_example
 from tests.api.support import READER, bearer, error_code
+from tests.helpers import EXAMPLES
 
 SIMULATIONS = "/v1/task-runner/simulations"
 
@@ -67,6 +68,51 @@ class TestSimulate:
         assert gate["status"] == "RequiresApproval"
         assert gate["approvalId"] == "release-manager"
         assert result["hasPendingApprovals"] is True
+
+    async def test_policy_gates_are_decided_from_the_inputs(self, http: httpx.AsyncClient) -> None:
+        pack = (EXAMPLES / "gate-policy.yaml").read_text()
+        decided = {}
+        for n in (0, 7):
+            response = await http.post(
+                SIMULATIONS,
+                json={"manifest": pack, "inputs": {"criticalFindings": n}},
+                headers=READER,
+            )
+            assert response.status_code == 200, response.text
+            decided[n] = response.json()
+        passing = {s["id"]: s for s in decided[0]["steps"]}
+        assert passing["findings"]["statusReason"] == "policy-passes"
+        assert passing["findings"]["children"][0]["status"] == "Skipped"
+        assert passing["override"]["status"] == "RequiresPolicy"
+        assert decided[0]["hasPendingApprovals"] is False
+        failing = {s["id"]: s for s in decided[7]["steps"]}
+        assert failing["findings"]["statusReason"] == "policy-fails"
+        assert failing["findings"]["gateMessage"] == (
+            "policy no-critical-findings@2 fails with these inputs: its else steps run"
+        )
+        assert failing["findings"]["children"][0]["status"] == "Pending"
+        assert failing["override"]["status"] == "RequiresApproval"
+        assert failing["override"]["approvalId"] == "security-override"
+        assert decided[7]["hasPendingApprovals"] is True
+
+    async def test_a_policy_on_runtime_outputs_says_why_it_is_undecided(
+        self, http: httpx.AsyncClient
+    ) -> None:
+        # The scan's outputs are a sleep's, which only the run knows.
+        scan = (
+            'uses: builtin:echo\n        with:\n          critical: "{{ inputs.criticalFindings }}"'
+        )
+        text = (EXAMPLES / "gate-policy.yaml").read_text()
+        assert scan in text
+        pack = text.replace(scan, "uses: builtin:sleep\n        with: {seconds: 0}")
+        response = await http.post(SIMULATIONS, json={"manifest": pack}, headers=READER)
+        assert response.status_code == 200, response.text
+        gate = next(s for s in response.json()["steps"] if s["id"] == "findings")
+        assert gate["statusReason"] == "policy-unknown"
+        assert gate["gateMessage"] == (
+            "policy no-critical-findings@2 is decided when the run reaches this gate: its "
+            "condition reads steps.scan, known only at run time"
+        )
 
     async def test_same_manifest_same_hash(self, http: httpx.AsyncClient) -> None:
         body = {"manifest": ECHO, "inputs": {"who": "ada"}}

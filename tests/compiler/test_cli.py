@@ -299,6 +299,34 @@ def test_simulate_table(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
+def test_simulate_table_says_which_way_each_policy_gate_goes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pack = str(EXAMPLES / "gate-policy.yaml")
+    code, out, _ = invoke(capsys, "simulate", pack, "-i", '{"criticalFindings": 7}', "-o", "table")
+    assert code == EXIT_OK
+    lines = out.splitlines()
+    assert [line.split() for line in lines[5:11]] == [
+        ["scan", "Run", "Pending"],
+        ["warn-only", "GatePolicy", "RequiresPolicy", "policy-fails"],
+        ["findings", "GatePolicy", "RequiresPolicy", "policy-fails"],
+        ["file-ticket", "Run", "Pending"],
+        ["override", "GatePolicy", "RequiresApproval", "policy-fails"],
+        ["publish", "Run", "Pending"],
+    ]
+    assert lines[11:] == [
+        "policy: warn-only: policy small-change@1 fails with these inputs: the run logs a "
+        "warning and goes on",
+        "policy: findings: policy no-critical-findings@2 fails with these inputs: its else "
+        "steps run",
+        "policy: override: policy small-change@1 fails with these inputs: the run waits for "
+        "approval security-override to override it",
+    ]
+    # Without inputs every gate passes.
+    default = invoke(capsys, "simulate", pack, "-o", "table")[1]
+    assert "policy: findings: policy no-critical-findings@2 passes with these inputs" in default
+
+
 def test_simulate_table_shows_warnings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     pack = tmp_path / "pack.yaml"
     pack.write_text(

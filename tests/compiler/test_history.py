@@ -109,7 +109,8 @@ def xs(count: int) -> list[dict[str, Any]]:
                     },
                 }
             ],
-            {"policies": [{"id": "p", "condition": True}]},
+            # A policy known to fail: its else steps run.
+            {"policies": [{"id": "p", "condition": False}]},
             WF + POLICY_ATTEMPT_EVENTS + 2 * RUN,
         ),
         (

@@ -295,7 +295,7 @@ def test_map_over_inputs_expands_and_evaluates_item_conditions() -> None:
 def test_map_with_runtime_items_lists_the_template_once() -> None:
     result = sim_steps(
         [
-            {"id": "src", "run": {"uses": "builtin:echo", "with": {"xs": [1, 2]}}},
+            {"id": "src", "run": {"uses": "builtin:noop", "with": {"xs": [1, 2]}}},
             {
                 "id": "m",
                 "map": {
@@ -307,6 +307,29 @@ def test_map_with_runtime_items_lists_the_template_once() -> None:
     )
     # Unknown items: one child under its own id, its item-reading condition left to the run.
     assert flat(result["steps"][1:]) == [("m", "WillIterate", ""), ("t", "Pending", "")]
+
+
+def test_map_over_an_echo_steps_outputs_expands() -> None:
+    # builtin:echo outputs its rendered `with`, so its outputs are known before the run.
+    result = sim_steps(
+        [
+            {"id": "src", "run": {"uses": "builtin:echo", "with": {"xs": "{{ inputs.xs }}"}}},
+            {
+                "id": "m",
+                "map": {
+                    "items": "{{ steps.src.outputs.xs }}",
+                    "step": run("t", when="{{ item > `1` }}"),
+                },
+            },
+        ],
+        inputs=[{"name": "xs", "type": "array"}],
+        given={"xs": [1, 2]},
+    )
+    assert flat(result["steps"][1:]) == [
+        ("m", "WillIterate", ""),
+        ("m[0]::t", "Skipped", "condition-false"),
+        ("m[1]::t", "Pending", ""),
+    ]
 
 
 def test_map_with_null_items_has_no_iterations() -> None:
@@ -566,20 +589,27 @@ def test_skipped_approval_gate_is_not_pending() -> None:
     ],
 )
 def test_policy_gate(action: str, extra: dict[str, Any], pending: bool) -> None:
+    # The condition reads a step's outputs, known only at run time: every outcome stays open.
     result = sim_steps(
         [
+            run("a"),
             {
                 "id": "g",
                 "gate": {
                     "policy": {"policy": "p", "failureAction": action, "retryCount": 2, **extra}
                 },
-            }
+            },
         ],
         approvals=[{"id": "ok"}],
-        policies=[{"id": "p", "version": "3", "condition": True}],
+        policies=[{"id": "p", "version": "3", "condition": "{{ steps.a.outputs.ok }}"}],
     )
-    step = result["steps"][0]
+    step = result["steps"][1]
     assert (step["kind"], step["status"]) == ("GatePolicy", "RequiresPolicy")
+    assert step["statusReason"] == "policy-unknown"
+    assert step["gateMessage"] == (
+        "policy p@3 is decided when the run reaches this gate: its condition reads steps.a, "
+        "known only at run time"
+    )
     assert step["policyInfo"] == {
         "policyId": "p",
         "policyVersion": "3",
@@ -589,6 +619,265 @@ def test_policy_gate(action: str, extra: dict[str, Any], pending: bool) -> None:
     assert step.get("approvalId") == extra.get("approvalId")
     assert [c["id"] for c in step["children"]] == (["fallback"] if action == "branch" else [])
     assert result["hasPendingApprovals"] is pending
+
+
+POLICY_PACK: dict[str, Any] = {
+    "inputs": [{"name": "n", "type": "integer", "default": 0}],
+    "approvals": [{"id": "ok"}],
+    "policies": [{"id": "small", "version": "2", "condition": "{{ inputs.n < `5` }}"}],
+}
+
+
+def policy_gate(action: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"policy": "small", "failureAction": action}
+    if action == "requestOverride":
+        body["approvalId"] = "ok"
+    if action == "branch":
+        body["else"] = [run("fallback")]
+    return {"id": "g", "gate": {"policy": body}, **extra}
+
+
+@pytest.mark.parametrize(
+    ("action", "n", "gate", "after", "pending"),
+    [
+        # Passes: nothing else happens; a pass needs no override and skips the else steps.
+        ("abort", 1, ("g", "RequiresPolicy", "policy-passes"), [("next", "Pending", "")], False),
+        ("warn", 1, ("g", "RequiresPolicy", "policy-passes"), [("next", "Pending", "")], False),
+        (
+            "requestOverride",
+            1,
+            ("g", "RequiresPolicy", "policy-passes"),
+            [("next", "Pending", "")],
+            False,
+        ),
+        (
+            "branch",
+            1,
+            ("g", "RequiresPolicy", "policy-passes"),
+            [("fallback", "Skipped", "policy-passed"), ("next", "Pending", "")],
+            False,
+        ),
+        # Fails: abort fails the run, warn goes on, requestOverride waits, branch runs else.
+        (
+            "abort",
+            9,
+            ("g", "RequiresPolicy", "policy-fails"),
+            [("next", "Skipped", "previous-step-failed")],
+            False,
+        ),
+        ("warn", 9, ("g", "RequiresPolicy", "policy-fails"), [("next", "Pending", "")], False),
+        (
+            "requestOverride",
+            9,
+            ("g", "RequiresApproval", "policy-fails"),
+            [("next", "Pending", "")],
+            True,
+        ),
+        (
+            "branch",
+            9,
+            ("g", "RequiresPolicy", "policy-fails"),
+            [("fallback", "Pending", ""), ("next", "Pending", "")],
+            False,
+        ),
+    ],
+)
+def test_policy_gate_is_decided_from_known_inputs(
+    action: str, n: int, gate: tuple[str, str, str], after: list[Any], pending: bool
+) -> None:
+    result = sim_steps([policy_gate(action), run("next")], **POLICY_PACK, given={"n": n})
+    assert flat(result["steps"]) == [gate, *after]
+    assert result["hasPendingApprovals"] is pending
+    message = result["steps"][0]["gateMessage"]
+    assert message.startswith(f"policy small@2 {'passes' if n < 5 else 'fails'} with these inputs")
+    if action == "abort" and n >= 5:
+        assert result["warnings"] == ["g: policy small@2 fails with these inputs: the step fails"]
+    else:
+        assert result["warnings"] == []
+
+
+def test_an_aborting_gate_that_continues_on_error_lets_the_run_go_on() -> None:
+    result = sim_steps(
+        [policy_gate("abort", continueOnError=True), run("next")], **POLICY_PACK, given={"n": 9}
+    )
+    assert flat(result["steps"]) == [
+        ("g", "RequiresPolicy", "policy-fails"),
+        ("next", "Pending", ""),
+    ]
+
+
+def test_a_failing_gate_inside_a_block_stops_what_follows_the_block() -> None:
+    # The run fails the parallel block, then skips the rest of the pack.
+    result = sim_steps(
+        [
+            {"id": "par", "parallel": {"steps": [policy_gate("abort"), run("side")]}},
+            run("next"),
+        ],
+        **POLICY_PACK,
+        given={"n": 9},
+    )
+    assert flat(result["steps"]) == [
+        ("par", "Pending", ""),
+        ("g", "RequiresPolicy", "policy-fails"),
+        ("side", "Pending", ""),
+        ("next", "Skipped", "previous-step-failed"),
+    ]
+
+
+def test_a_gate_that_may_not_run_does_not_decide_what_follows() -> None:
+    # Its `when` is left to the run: if it runs it fails, but it may be skipped.
+    gate = policy_gate("abort", when="{{ steps.a.outputs.check }}")
+    result = sim_steps([run("a"), gate, run("next")], **POLICY_PACK, given={"n": 9})
+    assert flat(result["steps"])[1:] == [
+        ("g", "RequiresPolicy", "policy-fails"),
+        ("next", "Pending", ""),
+    ]
+
+
+def test_a_condition_that_fails_to_evaluate_fails_the_step() -> None:
+    result = sim_steps(
+        [policy_gate("branch"), run("next")],
+        inputs=[{"name": "n", "type": "integer", "default": 3}],
+        policies=[{"id": "small", "condition": "{{ length(inputs.n) > `1` }}"}],
+    )
+    assert flat(result["steps"]) == [
+        ("g", "RequiresPolicy", "policy-error"),
+        ("fallback", "Skipped", "policy-error"),
+        ("next", "Skipped", "previous-step-failed"),
+    ]
+    assert "cannot be evaluated with these inputs" in result["steps"][0]["gateMessage"]
+    assert result["warnings"] == [f"g: {result['steps'][0]['gateMessage']}"]
+
+
+def echo(step_id: str, **with_: Any) -> dict[str, Any]:
+    return {"id": step_id, "run": {"uses": "builtin:echo", "with": with_}}
+
+
+CHECK_PACK: dict[str, Any] = {
+    "inputs": [{"name": "n", "type": "integer", "default": 0}],
+    "secrets": [{"name": "TOKEN"}],
+    "policies": [{"id": "small", "condition": "{{ steps.scan.outputs.found < `5` }}"}],
+}
+
+
+@pytest.mark.parametrize(("n", "reason"), [(1, "policy-passes"), (9, "policy-fails")])
+def test_a_policy_reads_an_echo_steps_outputs(n: int, reason: str) -> None:
+    result = sim_steps(
+        [echo("scan", found="{{ inputs.n }}", note="found {{ inputs.n }}"), policy_gate("warn")],
+        **CHECK_PACK,
+        given={"n": n},
+    )
+    assert result["steps"][1]["statusReason"] == reason
+
+
+@pytest.mark.parametrize(
+    ("scan", "reads"),
+    [
+        # A secret is filled in by the worker: the outputs are the run's to know.
+        ([echo("scan", found="{{ inputs.n }}", token="{{ secrets.TOKEN }}")], "steps.scan"),
+        # A step that may be skipped.
+        (
+            [echo("scan", found="{{ inputs.n }}") | {"when": "{{ steps.a.outputs.go }}"}],
+            "steps.scan",
+        ),
+        # Only in a branch the run may not take: known inside it, not after it.
+        (
+            [
+                {
+                    "id": "c",
+                    "conditional": {
+                        "branches": [
+                            {
+                                "condition": "{{ steps.a.outputs.go }}",
+                                "steps": [echo("scan", found="{{ inputs.n }}")],
+                            }
+                        ],
+                    },
+                }
+            ],
+            "steps.scan",
+        ),
+        # Inside a loop's iterations.
+        (
+            [
+                {
+                    "id": "l",
+                    "loop": {
+                        "items": {"static": [1]},
+                        "steps": [echo("scan", found="{{ item }}")],
+                    },
+                }
+            ],
+            "steps.scan",
+        ),
+    ],
+)
+def test_outputs_the_run_may_not_produce_leave_the_policy_to_the_run(
+    scan: list[dict[str, Any]], reads: str
+) -> None:
+    result = sim_steps([run("a"), *scan, policy_gate("warn")], **CHECK_PACK, given={"n": 9})
+    gate = result["steps"][-1]
+    assert gate["statusReason"] == "policy-unknown"
+    assert f"its condition reads {reads}, known only at run time" in gate["gateMessage"]
+
+
+def test_a_branch_known_taken_makes_its_outputs_known_after_it() -> None:
+    branch = {
+        "id": "c",
+        "conditional": {
+            "branches": [{"condition": "{{ inputs.n > `0` }}", "steps": [echo("scan", found=7)]}],
+            "else": [echo("scan2", found=0)],
+        },
+    }
+    result = sim_steps([branch, policy_gate("warn")], **CHECK_PACK, given={"n": 1})
+    assert result["steps"][1]["statusReason"] == "policy-fails"
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (
+            0,
+            [
+                ("scan", "Pending", ""),
+                ("warn-only", "RequiresPolicy", "policy-passes"),
+                ("findings", "RequiresPolicy", "policy-passes"),
+                ("file-ticket", "Skipped", "policy-passed"),
+                ("override", "RequiresPolicy", "policy-passes"),
+                ("publish", "Pending", ""),
+            ],
+        ),
+        (
+            2,
+            [
+                ("scan", "Pending", ""),
+                ("warn-only", "RequiresPolicy", "policy-passes"),
+                ("findings", "RequiresPolicy", "policy-fails"),
+                ("file-ticket", "Pending", ""),
+                ("override", "RequiresPolicy", "policy-passes"),
+                ("publish", "Pending", ""),
+            ],
+        ),
+        (
+            7,
+            [
+                ("scan", "Pending", ""),
+                ("warn-only", "RequiresPolicy", "policy-fails"),
+                ("findings", "RequiresPolicy", "policy-fails"),
+                ("file-ticket", "Pending", ""),
+                ("override", "RequiresApproval", "policy-fails"),
+                ("publish", "Pending", ""),
+            ],
+        ),
+    ],
+)
+def test_the_gate_policy_example_follows_its_inputs(
+    n: int, expected: list[tuple[str, str, str]]
+) -> None:
+    """What examples/gate-policy.yaml's comments promise for the inputs they suggest."""
+    result = sim(example("gate-policy.yaml"), {"criticalFindings": n})
+    assert flat(result["steps"]) == expected
+    assert result["hasPendingApprovals"] is (n >= 5)
 
 
 def test_outputs() -> None:
