@@ -4,12 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-postgresql lint bench clean browser
+.PHONY: run test test-postgresql lint bench clean browser constraints
 
-$(STAMP): pyproject.toml
+# Runtime packages at the versions of constraints.txt, as in the image (Dockerfile).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' || { \
+	  echo "pyproject.toml asks for versions constraints.txt excludes: run make constraints" >&2; \
+	  exit 1; }
+	touch $(STAMP)
+
+# After a change of pyproject.toml's runtime dependencies: install what they resolve to, free
+# of the old pins, and write those down.
+constraints:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python deploy/constraints.py > constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)

