@@ -192,6 +192,26 @@ class RunApproval(Schema):
     decisions: list[ApprovalDecisionRecord]
 
 
+ActionName = Literal["approve", "reject", "cancel", "redrive"]
+
+
+class AvailableAction(Schema):
+    """One request the caller may send now, ready to send: method, URL, headers and body."""
+
+    action: ActionName
+    method: Literal["POST"] = "POST"
+    href: str = Field(description="The URL to send it to")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Headers it needs besides the caller's own token"
+    )
+    body: dict[str, Any] | None = Field(
+        default=None, description="The JSON body to send (fill in `summary` or `reason` if wanted)"
+    )
+    approvalId: str | None = Field(default=None, description="The gate it decides")
+    gateMessage: str | None = None
+    expiresAt: str | None = Field(default=None, description="When the gate stops taking votes")
+
+
 class RunStateResponse(Schema):
     runId: str
     planHash: str = Field(pattern=PLAN_HASH_PATTERN)
@@ -220,6 +240,11 @@ class RunStateResponse(Schema):
     )
     redriveOf: str | None = Field(default=None, description="The run this one redrives")
     redrives: list[str] | None = Field(default=None, description="Runs that redrove this one")
+    availableActions: list[AvailableAction] | None = Field(
+        default=None,
+        description="What this caller may do next, ready to send: approve or reject an open gate "
+        "(with the planHash to send), cancel, redrive; only what its scopes and grants allow",
+    )
 
 
 class CancelResponse(Schema):

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from temporalio.service import RPCError
 
 from api import approval_page
+from api.actions import check_decision, seat_grants_held
 from api.auth import OPERATOR
 from api.deps import Operator, RunId, Runs, SettingsDep, Tenant, signing_key
 from api.errors import (
@@ -70,17 +71,7 @@ async def apply_approval_decision(
         raise ApprovalNotFound(f"run {runId!r} has no approval {approvalId!r}")
     try:
         actor = principal.acting_as(body.actorId)
-        missing = principal.missing_grants(approval.grants)
-        if missing:
-            raise Forbidden(f"deciding {approvalId!r} needs the grants: {', '.join(missing)}")
-        seat_grants = [g.grant for g in approval.quorum]
-        held = [g for g in seat_grants if not principal.missing_grants([g])]
-        open_seats = approval.requiredApprovals - sum(g.requiredApprovals for g in approval.quorum)
-        if seat_grants and not held and open_seats <= 0:
-            # Every seat is reserved for a grant: someone holding none of them has no say at all.
-            raise Forbidden(
-                f"deciding {approvalId!r} needs one of the grants: {', '.join(seat_grants)}"
-            )
+        check_decision(principal, approval)
     except Forbidden as exc:
         # The wrong person: refused here, and in the run's log like every refused decision.
         await runs.record_refusal(
@@ -109,7 +100,7 @@ async def apply_approval_decision(
             actorId=actor,
             summary=body.summary,
             via="rest",
-            grants=held,
+            grants=seat_grants_held(principal, approval),
         ),
         # Temporal's own identity of this decision: a retry under the key is never a 2nd vote.
         update_id=idempotency.token if idempotency else None,

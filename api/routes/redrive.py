@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from api import errors
+from api.actions import REDRIVABLE
 from api.auth import OPERATOR
 from api.database import available
 from api.deps import CompileDep, DatabaseDep, Operator, RunId, Runs, SettingsDep, Tenant
@@ -29,8 +30,6 @@ from compiler import CompiledPlan, ErrorDetail, ManifestError
 
 router = APIRouter(prefix=PREFIX, tags=["Runs"], route_class=IdempotentRoute)
 IdempotentRedrive = Annotated[Claim | None, idempotent(OPERATOR, reserve=reserve_run_id)]
-
-REDRIVABLE = frozenset({"failed", "cancelled"})
 
 
 @router.post(

@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import OPERATOR
+from api.actions import available_actions
+from api.auth import OPERATOR, Principal
 from api.database import ApiDatabase, available
 from api.deps import (
     CompileDep,
@@ -25,7 +26,7 @@ from api.deps import (
     Viewer,
 )
 from api.errors import RunAlreadyExists, RunFinished, documented
-from api.gateway import STEPS_PAGE
+from api.gateway import STEPS_PAGE, RunGateway
 from api.idempotency import REPLAY_HEADER, Claim, IdempotentRoute, idempotent
 from api.listing import (
     DEFAULT_PAGE_SIZE,
@@ -41,6 +42,7 @@ from api.routes.packs import manifest_source
 from api.schemas import (
     MAX_RUN_ID_LENGTH,
     PLAN_HASH_PATTERN,
+    AvailableAction,
     CancelResponse,
     CreateRunRequest,
     RunList,
@@ -48,7 +50,7 @@ from api.schemas import (
     run_state,
 )
 from api.settings import ApiSettings
-from workflows.contract.state import CancelSignal, WebhookRef
+from workflows.contract.state import CancelSignal, RunStateSnapshot, WebhookRef
 
 router = APIRouter(prefix=PREFIX, tags=["Runs"], route_class=IdempotentRoute)
 Idempotent = Annotated[Claim | None, idempotent(OPERATOR)]
@@ -219,6 +221,7 @@ async def get_run_state(
     runId: RunId,
     runs: Runs,
     database: DatabaseDep,
+    settings: SettingsDep,
     stepsOffset: Annotated[int, Query(ge=0, description="First step of the page")] = 0,
     stepsLimit: Annotated[
         int, Query(ge=1, le=STEPS_PAGE, description="Steps per page")
@@ -246,6 +249,7 @@ async def get_run_state(
         # Only an ended run can have been redriven; the redrives are the API's own records.
         with available():
             state.redrives = await database.redrives.of(tenant, runId) or None
+    state.availableActions = await _actions(principal, read.snapshot, runs, settings)
     body = state.model_dump_json(exclude_none=True).encode()
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {"ETag": etag, "Age": str(int(read.age)), "Cache-Control": "no-cache"}
@@ -254,6 +258,20 @@ async def get_run_state(
     if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
+
+
+async def _actions(
+    principal: Principal, snapshot: RunStateSnapshot, runs: RunGateway, settings: ApiSettings
+) -> list[AvailableAction]:
+    requester = None
+    if principal.has_scope(OPERATOR) and any(
+        a.status == "pending" and a.allowRequester is False for a in snapshot.approvals
+    ):
+        # Only the run's input names who requested it (read from its first event, no worker).
+        requester = (await runs.run_input(snapshot.tenant, snapshot.runId)).meta.actor
+    return available_actions(
+        principal, snapshot, run_location(settings, snapshot.runId), requester=requester
+    )
 
 
 @router.post(
