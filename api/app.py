@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Span
 
 from api import errors, idempotency
 from api.auth import Authenticator
@@ -21,6 +25,7 @@ from api.metrics import Metrics
 from api.middleware import BodyLimit, HeadAsGet, JsonBody, RequestContext
 from api.reads import StateReads
 from api.routes import (
+    PREFIX,
     approvals,
     artifacts,
     evidence,
@@ -38,6 +43,7 @@ from api.routes import (
 from api.settings import ApiSettings
 from api.temporal import TemporalConnection
 from compiler.executors import ExecutorCatalog
+from workflows.contract import telemetry
 from workflows.contract.service_key import load_service_key
 
 log = structlog.get_logger("taskrunner.api")
@@ -70,17 +76,26 @@ TAGS = [
 ]
 
 
-def create_app(settings: ApiSettings, *, executors: ExecutorCatalog | None = None) -> FastAPI:
+def create_app(
+    settings: ApiSettings,
+    *,
+    executors: ExecutorCatalog | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
     """The API for `settings`. Raises `api.auth.AuthConfigError` when auth cannot work, and
     `ServiceKeyError` when the configured service key cannot be read.
 
     `executors` is the catalog packs are checked against at compile time (an unknown `uses`
     or a wrong `with` is a 400): the entry point hands in the installed ones
-    (`cli.catalog.installed_executors`); None checks no `uses` against a catalog."""
+    (`cli.catalog.installed_executors`); None checks no `uses` against a catalog.
+
+    `tracer_provider`: where the OpenTelemetry spans go; None takes the process's, from the
+    standard OTEL_* variables (none when they are unset: tracing off)."""
+    provider = tracer_provider or telemetry.process_provider()
     services = Services(
         executors=executors,
         settings=settings,
-        temporal=TemporalConnection(settings),
+        temporal=TemporalConnection(settings, telemetry.interceptors(provider)),
         database=ApiDatabase.from_settings(settings),
         metrics=Metrics(tenant_labels=settings.metrics_tenant_labels),
         auth=Authenticator(settings),
@@ -131,6 +146,16 @@ def create_app(settings: ApiSettings, *, executors: ExecutorCatalog | None = Non
     app.add_middleware(JsonBody)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=services.metrics)
+    if provider is not None:
+        # Outside every middleware of ours: the request's span is open when RequestContext
+        # reads its trace id. Probes and scrapes would only be noise.
+        FastAPIInstrumentor.instrument_app(
+            app,
+            server_request_hook=redact_link_tokens,
+            tracer_provider=provider,
+            excluded_urls="/healthz,/readyz,/metrics",
+            exclude_spans=["receive", "send"],
+        )
     for module in (
         simulations,
         runs,
@@ -148,6 +173,23 @@ def create_app(settings: ApiSettings, *, executors: ExecutorCatalog | None = Non
     ):
         app.include_router(module.router)
     return app
+
+
+LINK_PATH = f"{PREFIX}/approvals/"
+URL_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.query", "url.full")
+
+
+def redact_link_tokens(span: Span, scope: dict[str, Any]) -> None:
+    """An approval link's token is its authority (and `?other=` holds a second one): neither
+    goes to the trace backend. The span's name is the route's template already; its URL
+    attributes are set from the raw path, so they are replaced here."""
+    if not str(scope.get("path", "")).startswith(LINK_PATH) or not span.is_recording():
+        return
+    attributes = getattr(span, "attributes", None) or {}
+    for key in URL_ATTRIBUTES:
+        if key in attributes:
+            value = "" if key == "url.query" else f"{LINK_PATH}{{token}}"
+            span.set_attribute(key, value)
 
 
 SHUTDOWN_GRACE_SECONDS = 5

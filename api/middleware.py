@@ -1,6 +1,7 @@
 """Pure ASGI middlewares (no BaseHTTPMiddleware: it buffers streamed responses).
 
-`RequestContext`, outermost: a trace id per request (in logs, error bodies and `X-Trace-Id`),
+`RequestContext`, outermost of ours: a trace id per request (in logs, error bodies and
+`X-Trace-Id`; with OpenTelemetry on, the request span's trace id, and its `traceparent` returned),
 the latency histogram, one access-log line, and the last resort for anything a route raised that
 no exception handler claimed: a 500 `internal_error` envelope, logged with the trace id.
 
@@ -29,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.metrics import Metrics
-from api.tracing import new_trace_id, set_trace_id
+from api.tracing import current_span_traceparent, new_trace_id, set_trace_id
 
 log = structlog.get_logger("taskrunner.api")
 
@@ -46,8 +47,18 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        trace = new_trace_id(Headers(scope=scope).get("traceparent"))
+        # With OpenTelemetry on, its middleware (outside this one) has opened the request's span
+        # already, from the caller's traceparent if any: its trace id is the request's.
+        traceparent = current_span_traceparent()
+        trace = (
+            traceparent.split("-")[1]
+            if traceparent
+            else new_trace_id(Headers(scope=scope).get("traceparent"))
+        )
         set_trace_id(trace)
+        extra = [(b"x-trace-id", trace.encode())]
+        if traceparent:
+            extra.append((b"traceparent", traceparent.encode()))
         structlog.contextvars.bind_contextvars(trace_id=trace)
         status = 500
         started = False
@@ -57,7 +68,7 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-trace-id", trace.encode())]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         began = time.perf_counter()

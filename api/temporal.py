@@ -8,10 +8,11 @@ that needs Temporal; until then such requests get a 503.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 
 import structlog
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 
 from api.errors import TemporalUnavailable
 from workflows.contract.settings import SharedSettings, connect
@@ -22,8 +23,9 @@ READY_TIMEOUT = timedelta(seconds=3)
 
 
 class TemporalConnection:
-    def __init__(self, settings: SharedSettings) -> None:
+    def __init__(self, settings: SharedSettings, interceptors: Sequence[Interceptor] = ()) -> None:
         self.settings = settings
+        self.interceptors = list(interceptors)
         self._client: Client | None = None
         self._lock = asyncio.Lock()
 
@@ -42,7 +44,7 @@ class TemporalConnection:
         async with self._lock:
             if self._client is None:
                 try:
-                    self._client = await connect(self.settings)
+                    self._client = await connect(self.settings, self.interceptors)
                 except Exception as exc:  # the SDK raises RuntimeError for connect failures
                     raise TemporalUnavailable(
                         f"cannot reach Temporal at {self.settings.temporal_address}: "

@@ -1,7 +1,9 @@
 """Trace ids: one per request, in every error body, log line and `X-Trace-Id` response header.
 
-A caller's W3C `traceparent` is honoured, so a request can be followed across services; otherwise
-the id is fresh.
+With OpenTelemetry on (workflows/contract/telemetry.py), it is the trace id of the request's
+span, which honours the caller's W3C `traceparent`; the response carries the span's own
+`traceparent` too. With it off, a caller's `traceparent` still gives the trace id, so a request
+can be followed across services; otherwise the id is fresh.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import re
 import secrets
 from contextvars import ContextVar
+
+from opentelemetry import trace
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?P<trace>[0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 _current: ContextVar[str] = ContextVar("trace_id", default="")
@@ -28,3 +32,15 @@ def set_trace_id(trace_id: str) -> None:
 def trace_id() -> str:
     """The current request's trace id (a fresh one outside a request)."""
     return _current.get() or secrets.token_hex(8)
+
+
+def current_span_traceparent() -> str | None:
+    """The W3C `traceparent` of the current OpenTelemetry span, or None when there is none
+    (tracing off, or outside a request)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return (
+        f"00-{trace.format_trace_id(context.trace_id)}-{trace.format_span_id(context.span_id)}"
+        f"-{int(context.trace_flags):02x}"
+    )

@@ -21,6 +21,7 @@ from activities.sandbox.host import host_sandbox
 from activities.sandbox.runner import CommandRunner, SandboxSettings
 from activities.step_activities import StepActivities
 from activities.webhooks import WebhookActivities
+from workflows.contract import telemetry
 from workflows.contract.settings import connect
 from workflows.pack_run import PackRun, PackRunMapChunk
 from workflows.scheduled import PackRunScheduled
@@ -68,7 +69,9 @@ def build_worker(
 
 async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or SIGINT/SIGTERM), then shut down gracefully."""
-    client = await connect(settings)
+    # With OTEL_* set, the client's tracing interceptor traces the worker's workflows and
+    # activities too (a worker takes the interceptors of its client).
+    client = await connect(settings, telemetry.interceptors(telemetry.process_provider()))
     stop = stop or _stop_on_signals()
     worker = build_worker(client, settings)
     log.info(

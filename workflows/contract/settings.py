@@ -9,11 +9,12 @@ never at import time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
@@ -92,7 +93,7 @@ class SharedSettings(BaseSettings):
         )
 
 
-async def connect(settings: SharedSettings) -> Client:
+async def connect(settings: SharedSettings, interceptors: Sequence[Interceptor] = ()) -> Client:
     """A client with the pydantic data converter, as every part of TaskRunner uses.
 
     How to authenticate to Temporal comes from Temporal's own client configuration, read by the
@@ -105,4 +106,6 @@ async def connect(settings: SharedSettings) -> Client:
     config = ClientConfig.load_client_connect_config()
     config["target_host"] = settings.temporal_address
     config["namespace"] = settings.temporal_namespace
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    return await Client.connect(
+        **config, data_converter=pydantic_data_converter, interceptors=interceptors
+    )
