@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, assert_never
@@ -48,53 +48,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.contract.names import CHUNK_WORKFLOW_TYPE
     from workflows.contract.state import ChunkInput, ChunkResult, Decision
+    from workflows.pacing import CHUNK_START_COST, StartBudget
     from workflows.run_book import RunBook, StepResult
 
 POLICY_TIMEOUT = timedelta(seconds=60)
-PATCH_BOUNDED_STARTS = "bounded-starts-per-task"
-"""At most `STARTS_PER_TASK` activities (or their worth in chunk workflows) started in one
-workflow task; the rest start in the tasks that follow."""
-STARTS_PER_TASK = 50
-"""Each start costs the task its bookkeeping (the step's state, a chained log entry, the
-request's payload): 500 at once took 6.5 s on a busy 2-core box, past the 2 s deadlock detector
-(TMPRL1101)."""
-CHUNK_START_COST = 10
-"""A chunk workflow's start, in activity starts: it registers up to 500 item steps in the parent
-and carries its slice of items."""
-NEXT_TASK = timedelta(milliseconds=1)
-
-
-class StartBudget:
-    """Spreads the start of many activities and child workflows over several workflow tasks.
-
-    A workflow task is told apart from the next by the history length it sees (deterministic on
-    replay: it is the history's own). Past the budget, a start waits for the next task, which a
-    1 ms durable timer guarantees even when nothing else is due to wake the workflow.
-    """
-
-    def __init__(self, per_task: int = STARTS_PER_TASK) -> None:
-        self.per_task = per_task
-        self._task_mark = -1
-        self._used = 0
-        self._tick: asyncio.Task[None] | None = None
-
-    async def take(self, cost: int = 1) -> None:
-        while True:
-            mark = workflow.info().get_current_history_length()
-            if mark != self._task_mark:
-                self._task_mark, self._used = mark, 0
-            if self._used == 0 or self._used + cost <= self.per_task:
-                self._used += cost
-                return
-            # Histories recorded before this started everything in one task: they replay so.
-            if not workflow.patched(PATCH_BOUNDED_STARTS):
-                return
-            if self._tick is None or self._tick.done():
-                self._tick = asyncio.ensure_future(
-                    workflow.sleep(NEXT_TASK, summary="spread starts over workflow tasks")
-                )
-            # Shielded: one waiter's cancellation must not cancel the timer the others wait on.
-            await asyncio.shield(self._tick)
 
 
 @dataclass(frozen=True)
@@ -139,14 +96,18 @@ class Interpreter:
         *,
         notify: Callable[[], None] = lambda: None,
         fan_out: bool = True,
+        between_steps: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """`notify`: called when a gate opens or closes. `fan_out`: whether large maps may move
-        into child workflows (not inside a chunk, which is one already)."""
+        into child workflows (not inside a chunk, which is one already). `between_steps`: awaited
+        at each boundary between steps inside a parallel block, map, loop or conditional (the
+        run's own top-level boundaries are PackRun's)."""
         self.book = book
         self.plan = book.plan
         self.meta = book.meta
         self.notify = notify
         self.fan_out = fan_out
+        self.between_steps = between_steps
         self.starts = StartBudget()
 
     # ----------------------------------------------------------------- scope
@@ -180,7 +141,12 @@ class Interpreter:
                 for rest in steps[index + 1 :]:
                     self.skip(rest, frame, "previous-step-failed")
                 return False
+            await self._boundary()
         return True
+
+    async def _boundary(self) -> None:
+        if self.between_steps is not None:
+            await self.between_steps()
 
     def skip(self, step: p.PlanStep, frame: Frame, reason: str) -> None:
         self.book.skip(frame.rid(step.id), reason)
@@ -315,7 +281,8 @@ class Interpreter:
                 ok = await self.run_step(step, where)
                 if not ok and not continue_on_error:
                     stopped = True
-                return ok
+            await self._boundary()
+            return ok
 
         results = await asyncio.gather(*(one(s, f) for s, f in jobs))
         return all(results) and not stopped

@@ -91,6 +91,9 @@ WEBHOOK_GIVE_UP_AFTER = timedelta(hours=1)
 WEBHOOK_ATTEMPTS = 10
 LOG_PAGE_TIMEOUT = timedelta(seconds=30)
 PATCH_LOG_PAGING = "page-logs-out"
+PATCH_NESTED_LOG_PAGING = "page-logs-out-inside-steps"
+"""Log entries are also paged out at boundaries between steps inside a parallel block, map, loop
+or conditional, not only between top-level steps."""
 CARRY_LIMIT_BYTES = 1_500_000
 """Temporal refuses payloads over 2 MB; carried state stays well below that."""
 
@@ -103,12 +106,16 @@ class PackRun:
         self.book = RunBook(
             run_input.plan, run_input.planHash, run_input.meta, workflow.now, run_input.carried
         )
-        self.interp = Interpreter(self.book, notify=self._refresh)
+        self.interp = Interpreter(
+            self.book, notify=self._refresh, between_steps=self._between_inner_steps
+        )
         # The task running the plan (cancelled by the `cancel` signal) and the webhook
         # deliveries under way: the workflow's own machinery, not the run's state.
         self._task: asyncio.Task[Any] | None = None
         self._temporal_cancel_follows = False
         self._deliveries: list[asyncio.Task[None]] = []
+        self._paging = asyncio.Lock()
+        """Held while a page of the log is written, so only one is under way at a time."""
         if run_input.meta.webhooks:
             self.book.on_log(self._on_log)
 
@@ -173,6 +180,21 @@ class PackRun:
                     )
                 )
         return True
+
+    async def _between_inner_steps(self) -> None:
+        """A boundary inside a parallel block, map, loop or conditional: page the log out here
+        too, so a long loop holds no more entries than a long plan. (No continue-as-new here:
+        the steps still running beside this one, and where each nested sequence stands, cannot
+        be carried across it; that waits for the next top-level boundary.)"""
+        book = self.book
+        # One page at a time: branches that reach a boundary meanwhile leave it to this one.
+        if self._paging.locked() or len(book.logs) < book.meta.logsKeptInRun:
+            return
+        # New commands (a local activity): only for runs that started with this code.
+        if not workflow.patched(PATCH_NESTED_LOG_PAGING):
+            return
+        async with self._paging:
+            await self._page_out_logs()
 
     async def _page_out_logs(self) -> None:
         """Move the log entries the workflow holds to the artifact store, so neither this

@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from compiler.history import MAP_CHUNK_SIZE, MAP_INLINE_LIMIT
 from tests.helpers import start_pack, state_of, unique, worker_for
-from workflows.interpreter import CHUNK_START_COST, STARTS_PER_TASK
+from workflows.pacing import CHUNK_START_COST, STARTS_PER_TASK
 
 WIDE = """
 apiVersion: stellaops.io/pack.v1
