@@ -1,7 +1,9 @@
 """Pack commands: `validate`, `plan` and `simulate` a pack file, with nothing running.
 
 PACK is a path, or `-` for standard input. `--inputs` is an inline JSON object or the path of a
-JSON or YAML file holding one.
+JSON or YAML file holding one. The operator's sandbox ceilings come from the same variables the
+API and the worker read (`TASKRUNNER_SANDBOX_MAX_*`, `TASKRUNNER_SANDBOX_ALLOW_OPEN`), so a pack
+asking for more is refused here with the field's path, as the API would refuse it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.main import EXIT_OK, CliError, Subcommands
-from compiler import ManifestError, compile_manifest, load_manifest
+from compiler import Ceilings, ManifestError, compile_manifest, load_manifest
 from compiler.compile import build_plan
 from compiler.executors import ExecutorCatalog
 from compiler.hashing import plan_document
@@ -81,13 +83,28 @@ def executors(args: argparse.Namespace) -> ExecutorCatalog | None:
     return installed_executors()
 
 
+def ceilings() -> Ceilings:
+    """The operator's ceilings, from the environment as the API and the worker read them."""
+    from pydantic import ValidationError
+
+    from workflows.contract.ceilings import CeilingSettings
+
+    try:
+        return CeilingSettings().ceilings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TASKRUNNER_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise CliError(f"invalid sandbox ceilings: {problems}") from None
+
+
 def validate_command(args: argparse.Namespace) -> int:
     text = read_pack(args.pack)
     inputs = read_inputs(args.inputs)
     manifest = load_manifest(text)
     note = ""
     try:
-        plan = build_plan(manifest, inputs, known_executors=executors(args))
+        plan = build_plan(manifest, inputs, known_executors=executors(args), ceilings=ceilings())
         note = f", {len(walk(plan.steps))} steps"
     except ManifestError as exc:
         errors = exc.errors
@@ -104,7 +121,10 @@ def validate_command(args: argparse.Namespace) -> int:
 
 def plan_command(args: argparse.Namespace) -> int:
     compiled = compile_manifest(
-        read_pack(args.pack), read_inputs(args.inputs), known_executors=executors(args)
+        read_pack(args.pack),
+        read_inputs(args.inputs),
+        known_executors=executors(args),
+        ceilings=ceilings(),
     )
     print(f"planHash: {compiled.plan_hash}")
     print(json.dumps(plan_document(compiled.plan), indent=2, ensure_ascii=False))
@@ -113,7 +133,10 @@ def plan_command(args: argparse.Namespace) -> int:
 
 def simulate_command(args: argparse.Namespace) -> int:
     compiled = compile_manifest(
-        read_pack(args.pack), read_inputs(args.inputs), known_executors=executors(args)
+        read_pack(args.pack),
+        read_inputs(args.inputs),
+        known_executors=executors(args),
+        ceilings=ceilings(),
     )
     result = simulate(compiled.plan, compiled.plan_hash)
     if args.output == "table":

@@ -13,6 +13,7 @@ holds the rule); only the worker entry point, `workflows.worker`, wires workflow
 - `service_key`: the service's Ed25519 key (evidence bundles; any payload the service signs).
 - `times`: the one RFC 3339 formatter every timestamp of the contract goes through.
 - `settings`: what the API and the worker must agree on (Temporal connection, data dir, key).
+- `ceilings`: the operator's sandbox ceilings as settings (the API, the worker and the CLI).
 - `log_chain`: the hash chain over a run's log entries (the workflow writes it, verifiers redo it).
 
 Shapes here travel in running histories: fields are only ever added, with defaults.

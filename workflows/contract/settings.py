@@ -13,15 +13,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
-from compiler.ceilings import Ceilings
+from workflows.contract.ceilings import CeilingSettings
 
 
-class SharedSettings(BaseSettings):
+class SharedSettings(CeilingSettings):
+    """The operator's sandbox ceilings (`CeilingSettings`) and the settings below."""
+
     model_config = SettingsConfigDict(env_prefix="TASKRUNNER_", extra="ignore")
 
     temporal_address: str = Field(
@@ -58,39 +60,11 @@ class SharedSettings(BaseSettings):
     log_level: str = Field(default="info", description="debug, info, warning or error.")
     log_format: str = Field(default="console", description="console or json.")
 
-    # Operator ceilings: the API refuses a pack asking for more at compile time (400 with the
-    # field's path), and the worker refuses to run a step whose plan asks for more.
-    sandbox_max_memory_mib: int = Field(
-        default=4096, ge=1, description="Most `spec.sandbox.memoryLimitMiB` a pack may ask for."
-    )
-    sandbox_max_cpu_millicores: int = Field(
-        default=4000, ge=1, description="Most `spec.sandbox.cpuLimitMillicores` a pack may ask for."
-    )
-    sandbox_max_quota_seconds: int = Field(
-        default=3600, ge=1, description="Most `spec.sandbox.quotaSeconds` (CPU time) per step."
-    )
-    sandbox_max_timeout_seconds: int = Field(
-        default=86400, ge=1, description="Most a run step's `timeoutSeconds` (wall time) may be."
-    )
-    sandbox_allow_open: bool = Field(
-        default=False,
-        description="Whether `spec.sandbox.mode: open` (the worker's network) is allowed at all.",
-    )
     webhook_allow_private_targets: bool = Field(
         default=False,
         description="Allow webhook URLs on loopback, link-local and private addresses "
         "(refused by default: the worker would reach into its own network).",
     )
-
-    def ceilings(self) -> Ceilings:
-        """The operator ceilings, as the compiler takes them."""
-        return Ceilings(
-            memory_mib=self.sandbox_max_memory_mib,
-            cpu_millicores=self.sandbox_max_cpu_millicores,
-            quota_seconds=self.sandbox_max_quota_seconds,
-            timeout_seconds=self.sandbox_max_timeout_seconds,
-            allow_open=self.sandbox_allow_open,
-        )
 
 
 async def connect(settings: SharedSettings, interceptors: Sequence[Interceptor] = ()) -> Client:
