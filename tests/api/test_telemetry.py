@@ -5,16 +5,12 @@ off when the OTEL_* variables are unset, exported over OTLP when they are set.""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -27,6 +23,7 @@ from tests.api.conftest import Stack
 from tests.api.packs import ECHO
 from tests.api.support import READER, REQUESTER, RUNS, run_url, serve, status_is, wait_for_run
 from tests.helpers import unique, worker_for
+from tests.otlp import Collector
 from workflows.contract import telemetry
 
 
@@ -160,44 +157,6 @@ async def test_off_when_the_variables_are_unset(http: httpx.AsyncClient) -> None
     missing = await http.get(run_url(unique("no-such-run")), headers=READER)
     assert "traceparent" not in missing.headers
     assert missing.json()["error"]["traceId"] == missing.headers["x-trace-id"]
-
-
-class Collector:
-    """An OTLP/HTTP trace receiver on loopback that records the spans it is sent."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[str, str]] = []  # (service.name, span name)
-        self.paths: list[str] = []
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                collector.paths.append(self.path)
-                for resource_spans in request.resource_spans:
-                    service = next(
-                        a.value.string_value
-                        for a in resource_spans.resource.attributes
-                        if a.key == "service.name"
-                    )
-                    for scope in resource_spans.scope_spans:
-                        collector.spans.extend((service, s.name) for s in scope.spans)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
