@@ -3,9 +3,14 @@
 It stands in for a Slack or Teams bot. On `gate.awaiting` it prints the gate the way a chat
 message would show it (run, approval, message, required grants, the signed links), then decides
 and sends the PackRun workflow's `approval` signal through Temporal, exactly as a bot with
-access to Temporal would. Deliveries whose signature does not match are refused with 401.
+access to Temporal would. Deliveries are checked with the `standardwebhooks` verifier (the
+Standard Webhooks headers TaskRunner sends): a bad signature, or a delivery more than five
+minutes old, is refused with 401.
 
     python examples/chatbot/bot.py --port 9000 --secret "$WEBHOOK_SECRET" --approve-as bot:chat
+
+`--secret` is the webhook's secret: the `whsec_...` one the registration answered, or the text
+given when registering.
 
 Register it for a tenant with `POST /v1/task-runner/webhooks` (url http://127.0.0.1:9000/hook,
 events [gate.awaiting, run.completed, run.failed]). Environment: TEMPORAL_ADDRESS,
@@ -17,29 +22,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import signal
 import sys
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 from typing import Any
 
+from standardwebhooks import Webhook, WebhookVerificationError
 from temporalio.client import Client
 
-MAX_SKEW_SECONDS = 300
+
+def verifier(secret: str) -> Webhook:
+    """A `whsec_` secret is base64 of the key; a secret registered as plain text is the key's
+    own bytes."""
+    return Webhook(secret if secret.startswith("whsec_") else secret.encode())
 
 
-def signature_ok(secret: str, headers: Any, body: bytes) -> bool:
-    stamp = headers.get("X-TaskRunner-Timestamp", "")
-    given = headers.get("X-TaskRunner-Signature", "")
-    if not stamp.isdigit() or abs(time.time() - int(stamp)) > MAX_SKEW_SECONDS:
+def signature_ok(webhook: Webhook, headers: Any, body: bytes) -> bool:
+    try:
+        webhook.verify(body, dict(headers.items()), json_parse=False)
+    except WebhookVerificationError:
         return False
-    digest = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(given, f"sha256={digest}")
+    return True
 
 
 def show(event: dict[str, Any]) -> str:
@@ -50,7 +56,7 @@ def show(event: dict[str, Any]) -> str:
         return (
             f":hourglass: {event['pack']} run {event['runId']} waits for approval "
             f"*{event['approvalId']}*: {event.get('gateMessage') or '(no message)'}\n"
-            f"    needs grants: {grants}; approve: {links.get('approve', '-')}"
+            f"    needs grants: {grants}; review and decide: {links.get('review', '-')}"
         )
     return f":information_source: {event['pack']} run {event['runId']}: {event['eventType']}"
 
@@ -58,7 +64,7 @@ def show(event: dict[str, Any]) -> str:
 class Bot:
     def __init__(self, client: Client, secret: str, actor: str, approve: bool) -> None:
         self.client = client
-        self.secret = secret
+        self.webhook = verifier(secret)
         self.actor = actor
         self.approve = approve
         self.loop = asyncio.get_running_loop()
@@ -80,7 +86,7 @@ class Bot:
         print(f"-> sent approval signal: {decision} as {self.actor}", flush=True)
 
     def handle(self, headers: Any, body: bytes) -> int:
-        if not signature_ok(self.secret, headers, body):
+        if not signature_ok(self.webhook, headers, body):
             print("refused a delivery with a bad signature", flush=True)
             return 401
         event = json.loads(body)
