@@ -19,15 +19,15 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
 from cli.main import EXIT_ERROR, EXIT_OK, CliError, Subcommands
+from cli.output import STATUS_STYLES, add_output_option, console, dump, duration, table
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 API = "/v1/task-runner"
@@ -120,7 +120,7 @@ def register(subcommands: Subcommands) -> None:
     )
     listing.add_argument("--pack", help="only runs of this pack (its name)")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
-    listing.add_argument("--json", action="store_true", help="print the runs as JSON")
+    add_output_option(listing)
     listing.set_defaults(handler=list_command)
 
     show = actions.add_parser(
@@ -128,7 +128,7 @@ def register(subcommands: Subcommands) -> None:
     )
     show.add_argument("run_id", metavar="ID")
     show.add_argument("--watch", action="store_true", help="follow the run until it ends")
-    show.add_argument("--json", action="store_true", help="print the run's state as JSON")
+    add_output_option(show)
     show.set_defaults(handler=show_command)
 
     logs = actions.add_parser(
@@ -358,19 +358,27 @@ def list_command(args: argparse.Namespace) -> int:
             break
         params["pageToken"] = page["nextPageToken"]
     runs = runs[: args.limit]
-    if args.json:
-        print(json.dumps(runs, indent=2))
+    if args.output in ("json", "yaml"):
+        dump(runs, args.output)
         return EXIT_OK
-    rows = [("RUN ID", "STATUS", "PACK", "CREATED", "CLOSED")] + [
-        (r["runId"], r["status"], r["pack"], r["createdAt"], r.get("closedAt", "-")) for r in runs
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-            + "  "
-            + row[4]
-        )
+    # Columns are only ever appended, so scripts that split lines keep their fields.
+    headers = ["RUN ID", "STATUS", "PACK", "CREATED", "CLOSED", "DURATION"]
+    if args.output == "wide":
+        headers += ["VERSION", "PLAN HASH", "REDRIVE OF"]
+    rows = []
+    for r in runs:
+        row = [
+            r["runId"],
+            r["status"],
+            r["pack"],
+            r["createdAt"],
+            r.get("closedAt") or "-",
+            duration(r["createdAt"], r.get("closedAt")),
+        ]
+        if args.output == "wide":
+            row += [r.get("packVersion") or "-", r["planHash"], r.get("redriveOf") or "-"]
+        rows.append(row)
+    table(headers, rows)
     return EXIT_OK
 
 
@@ -379,10 +387,15 @@ def show_command(args: argparse.Namespace) -> int:
     if args.watch:
         return follow(api, args.run_id, sys.stdout)
     state = api.state(args.run_id)
-    if args.json:
-        print(json.dumps(state, indent=2))
+    if args.output in ("json", "yaml"):
+        dump(state, args.output)
     else:
-        print("\n".join(render(state, symbols(sys.stdout)) + explain(api, args.run_id, state)))
+        wide = args.output == "wide"
+        why = explain(api, args.run_id, state)
+        if sys.stdout.isatty():
+            console().print(tree_view(state, symbols(sys.stdout), why, wide=wide))
+        else:
+            print("\n".join(render(state, symbols(sys.stdout), wide=wide) + why))
     return exit_code(state["status"])
 
 
@@ -537,16 +550,27 @@ def step_text(step: dict[str, Any], marks: dict[str, str]) -> str:
     return text
 
 
-def render(state: dict[str, Any], marks: dict[str, str], max_lines: int | None = None) -> list[str]:
-    """The run as lines: a header, the step tree (indented by parentId), what it waits for."""
-    lines = [f"run {state['runId']}  {state['pack']}@{state['packVersion']}  {state['status']}"]
-    depth: dict[str, int] = {}
-    tree = []
-    for step in state["steps"]:
-        parent = step.get("parentId")
-        depth[step["stepId"]] = depth.get(parent, -1) + 1 if parent else 0
-        tree.append("  " * (depth[step["stepId"]] + 1) + step_text(step, marks))
-    hidden = state.get("totalSteps", len(tree)) - len(tree)
+def run_duration(state: dict[str, Any]) -> str | None:
+    """How long the run has taken: to its last update once ended, to now while it goes on."""
+    if not state.get("createdAt"):
+        return None
+    ended = state.get("updatedAt") if state["status"] in TERMINAL else None
+    return duration(state["createdAt"], ended)
+
+
+def header_text(state: dict[str, Any]) -> str:
+    text = f"run {state['runId']}  {state['pack']}@{state['packVersion']}  {state['status']}"
+    took = run_duration(state)
+    return f"{text}  {took}" if took else text
+
+
+def wide_text(step: dict[str, Any]) -> str:
+    """What `-o wide` adds to a step: its kind, and when its status last changed."""
+    return f"  [{step.get('kind', '?')}, since {step.get('lastTransitionAt') or '-'}]"
+
+
+def footer_lines(state: dict[str, Any]) -> list[str]:
+    """What the run waits for (and the command to decide it), or why it ended."""
     footer = []
     for approval in state.get("approvals", []):
         # A run that has ended (even one Temporal cut off) offers no decision to make.
@@ -562,20 +586,100 @@ def render(state: dict[str, Any], marks: dict[str, str], max_lines: int | None =
             footer.append(f"  approval {approval['approvalId']} cancelled: the run ended")
     if state.get("error"):
         footer.append(f"  error: {state['error']}")
-    if max_lines is not None and len(lines) + len(tree) + len(footer) + 1 > max_lines:
-        keep = max(max_lines - len(lines) - len(footer) - 1, 1)
-        hidden += len(tree) - keep
-        tree = tree[:keep]
+    return footer
+
+
+def visible_steps(
+    state: dict[str, Any], footer: int, max_lines: int | None
+) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """(depth, step) of the steps to draw, and how many are left out: the steps not fetched,
+    and those past `max_lines` (a terminal's height, counting header and footer)."""
+    depth: dict[str, int] = {}
+    shown = []
+    for step in state["steps"]:
+        parent = step.get("parentId")
+        depth[step["stepId"]] = depth.get(parent, -1) + 1 if parent else 0
+        shown.append((depth[step["stepId"]], step))
+    hidden = state.get("totalSteps", len(shown)) - len(shown)
+    if max_lines is not None and 1 + len(shown) + footer + 1 > max_lines:
+        keep = max(max_lines - 1 - footer - 1, 1)
+        hidden += len(shown) - keep
+        shown = shown[:keep]
+    return shown, hidden
+
+
+def render(
+    state: dict[str, Any],
+    marks: dict[str, str],
+    max_lines: int | None = None,
+    *,
+    wide: bool = False,
+) -> list[str]:
+    """The run as plain lines, for a pipe: a header, the step tree (indented by parentId), what
+    it waits for. Stable: scripts and tests read it."""
+    footer = footer_lines(state)
+    shown, hidden = visible_steps(state, len(footer), max_lines)
+    tree = [
+        "  " * (depth + 1) + step_text(step, marks) + (wide_text(step) if wide else "")
+        for depth, step in shown
+    ]
     if hidden > 0:
         tree.append(f"  ... {hidden} more steps")
+    lines = [header_text(state)]
+    if wide:
+        lines.append(f"  planHash {state.get('planHash', '-')}, created {state.get('createdAt')}")
     return lines + tree + footer
 
 
+def tree_view(
+    state: dict[str, Any],
+    marks: dict[str, str],
+    why: Sequence[str] = (),
+    max_lines: int | None = None,
+    *,
+    wide: bool = False,
+) -> Any:
+    """The run for a terminal, drawn by rich: the steps as a tree with guide lines, statuses in
+    colour, then what it waits for and why steps failed."""
+    from rich.console import Group
+    from rich.text import Text
+    from rich.tree import Tree
+
+    footer = footer_lines(state)
+    shown, hidden = visible_steps(state, len(footer) + len(why), max_lines)
+    header = Text(f"run {state['runId']}  ", style="bold")
+    header.append(f"{state['pack']}@{state['packVersion']}  ")
+    header.append(state["status"], style=STATUS_STYLES.get(state["status"], "bold"))
+    took = run_duration(state)
+    if took:
+        header.append(f"  {took}", style="dim")
+    if wide:
+        header.append(f"\nplanHash {state.get('planHash', '-')}", style="dim")
+    root = Tree(header, guide_style="dim")
+    nodes: dict[str, Any] = {}
+    for _, step in shown:
+        label = Text(f"{step_symbol(step, marks)} ", style=STATUS_STYLES.get(step["status"], ""))
+        label.append(step["stepId"], style="bold")
+        label.append("  " + step_text(step, marks).split("  ", 1)[1])
+        if wide:
+            label.append(wide_text(step), style="dim")
+        parent = nodes.get(step.get("parentId") or "", root)
+        nodes[step["stepId"]] = parent.add(label)
+    if hidden > 0:
+        root.add(Text(f"... {hidden} more steps", style="dim"))
+    rest = [Text(line, style="yellow") for line in footer] + [
+        Text(line, style="red") for line in why
+    ]
+    return Group(root, *rest)
+
+
 def follow(api: Api, run_id: str, out: TextIO) -> int:
-    """Keep the run's tree current until it ends; its final status decides the exit code."""
+    """Keep the run's tree current until it ends; its final status decides the exit code. On a
+    terminal rich redraws it in place (cut to the window's height); piped, the tree is printed
+    once, then one line per change."""
     marks = symbols(out)
-    live = out.isatty()
-    drawn = 0
+    if out.isatty():
+        return follow_live(api, run_id, out, marks)
     seen: dict[str, tuple[str, str | None]] = {}
     status = ""
     retrying = Retrying()
@@ -586,14 +690,7 @@ def follow(api: Api, run_id: str, out: TextIO) -> int:
             retrying.wait(exc, "trying again")
             continue
         retrying.reset()
-        if live:
-            height = shutil.get_terminal_size().lines
-            lines = render(state, marks, max_lines=max(height - 1, 5))
-            if drawn:
-                out.write(f"\x1b[{drawn}F\x1b[J")  # back to the first line drawn, clear below
-            out.write("\n".join(lines) + "\n")
-            drawn = len(lines)
-        elif not seen:
+        if not seen:
             out.write("\n".join(render(state, marks)) + "\n")
         else:
             for step in state["steps"]:
@@ -610,6 +707,30 @@ def follow(api: Api, run_id: str, out: TextIO) -> int:
             out.write("\n".join([f"run {run_id}: {status}", *why]) + "\n")
             return exit_code(status)
         time.sleep(POLL_SECONDS)
+
+
+def follow_live(api: Api, run_id: str, out: TextIO, marks: dict[str, str]) -> int:
+    from rich.live import Live
+
+    screen = console(out)
+    retrying = Retrying()
+    with Live(console=screen, auto_refresh=False, transient=False) as live:
+        while True:
+            try:
+                state = api.state(run_id)
+            except Unreachable as exc:
+                retrying.wait(exc, "trying again")
+                continue
+            retrying.reset()
+            ended = state["status"] in TERMINAL
+            why = explain(api, run_id, state) if ended else []
+            height = max(screen.size.height - 1, 5)
+            live.update(tree_view(state, marks, why, max_lines=height), refresh=True)
+            if ended:
+                break
+            time.sleep(POLL_SECONDS)
+    screen.print(f"run {run_id}: {state['status']}")
+    return exit_code(state["status"])
 
 
 def log_line(entry: dict[str, Any]) -> str:

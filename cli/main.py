@@ -32,6 +32,7 @@ COMMAND_MODULES: list[str] = [
     "cli.evidence_commands",
     "cli.registry_commands",
     "cli.schema_commands",
+    "cli.completion_commands",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

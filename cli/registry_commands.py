@@ -10,12 +10,12 @@ operator trusts. `runs create NAME[@VERSION]` starts a run of a published pack.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from cli.client_commands import api_options, api_session
 from cli.main import EXIT_OK, CliError, Subcommands
+from cli.output import add_output_option, dump, duration, table
 
 
 def register(subcommands: Subcommands) -> None:
@@ -37,14 +37,14 @@ def register(subcommands: Subcommands) -> None:
 
     listing = actions.add_parser("list", parents=[common], help="list published versions")
     listing.add_argument("--name", help="only this pack")
-    listing.add_argument("--json", action="store_true", help="print the records as JSON")
+    add_output_option(listing)
     listing.set_defaults(handler=list_command)
 
     show = actions.add_parser(
         "show", parents=[common], help="a version's record and manifest (default: highest active)"
     )
     show.add_argument("ref", metavar="NAME[@VERSION]")
-    show.add_argument("--json", action="store_true", help="print the record as JSON")
+    add_output_option(show, wide=False)
     show.set_defaults(handler=show_command)
 
     for action in ("disable", "enable"):
@@ -79,10 +79,11 @@ def register(subcommands: Subcommands) -> None:
     )
     create.set_defaults(handler=schedule_create_command)
     listing = verbs.add_parser("list", parents=[common], help="list schedules")
-    listing.add_argument("--json", action="store_true", help="print the schedules as JSON")
+    add_output_option(listing)
     listing.set_defaults(handler=schedule_list_command)
     show = verbs.add_parser("show", parents=[common], help="a schedule and its next firings")
     show.add_argument("schedule_id", metavar="ID")
+    add_output_option(show, wide=False)
     show.set_defaults(handler=schedule_action_command, verb="GET", action="")
     for verb in ("pause", "unpause", "trigger"):
         command = verbs.add_parser(verb, parents=[common], help=f"{verb} a schedule")
@@ -136,14 +137,27 @@ def list_command(args: argparse.Namespace) -> int:
             if not page.get("nextPageToken"):
                 break
             params["pageToken"] = page["nextPageToken"]
-    if args.json:
-        print(json.dumps(records, indent=2))
+    if args.output in ("json", "yaml"):
+        dump(records, args.output)
         return EXIT_OK
+    wide = args.output == "wide"
+    headers = ["PACK", "STATUS", "DIGEST", "PUBLISHED", "AGE", "BY"]
+    if wide:
+        headers.append("SIGNED BY")
+    rows = []
     for r in records:
-        print(
-            f"{r['name']}@{r['version']}  {r['status']:8}  {r['digest'][:19]}  "
-            f"{r['publishedAt']}  {r.get('publishedBy') or ''}"
-        )
+        row = [
+            f"{r['name']}@{r['version']}",
+            r["status"],
+            r["digest"] if wide else r["digest"][:19],
+            r["publishedAt"],
+            duration(r["publishedAt"], None),
+            r.get("publishedBy") or "-",
+        ]
+        if wide:
+            row.append(r.get("signedBy") or "-")
+        rows.append(row)
+    table(headers, rows)
     return EXIT_OK
 
 
@@ -161,8 +175,8 @@ def _show(api: Any, args: argparse.Namespace) -> int:
             raise CliError(f"no active version of pack {name!r}")
         version = active[0]["version"]
     record = api.call("GET", f"/packs/{name}/versions/{version}")
-    if args.json:
-        print(json.dumps(record, indent=2))
+    if args.output in ("json", "yaml"):
+        dump(record, args.output)
         return EXIT_OK
     print(f"{record['name']}@{record['version']}  {record['status']}")
     print(f"  digest     {record['digest']}")
@@ -207,16 +221,33 @@ def schedule_create_command(args: argparse.Namespace) -> int:
 def schedule_list_command(args: argparse.Namespace) -> int:
     with api_session(args) as api:
         schedules = api.call("GET", "/schedules")["schedules"]
-    if args.json:
-        print(json.dumps(schedules, indent=2))
+    if args.output in ("json", "yaml"):
+        dump(schedules, args.output)
         return EXIT_OK
+    wide = args.output == "wide"
+    headers = ["SCHEDULE", "PACK", "CRON", "TIMEZONE", "STATE", "NEXT"]
+    if wide:
+        headers += ["OVERLAP", "LAST FIRED", "CREATED BY", "NOTE"]
+    rows = []
     for s in schedules:
-        state = "paused" if s["paused"] else "active"
-        upcoming = (s.get("nextRunTimes") or ["-"])[0]
-        print(
-            f"{s['scheduleId']}  {s['pack']}@{s['packVersion']}  {s['cron']!r} {s['timezone']}  "
-            f"{state}  next {upcoming}"
-        )
+        row = [
+            s["scheduleId"],
+            f"{s['pack']}@{s['packVersion']}",
+            s["cron"],
+            s["timezone"],
+            "paused" if s["paused"] else "active",
+            (s.get("nextRunTimes") or ["-"])[0],
+        ]
+        if wide:
+            fired = [a["startedAt"] for a in s.get("recentActions", [])]
+            row += [
+                s["overlapPolicy"],
+                fired[-1] if fired else "-",
+                s.get("createdBy") or "-",
+                s.get("note") or "",
+            ]
+        rows.append(row)
+    table(headers, rows)
     return EXIT_OK
 
 
@@ -224,6 +255,9 @@ def schedule_action_command(args: argparse.Namespace) -> int:
     path = f"/schedules/{args.schedule_id}" + (f"/{args.action}" if args.action else "")
     with api_session(args) as api:
         answer = api.call(args.verb, path)
+    if getattr(args, "output", None) in ("json", "yaml"):
+        dump(answer, args.output)
+        return EXIT_OK
     if answer is None:
         print(f"{args.schedule_id} deleted")
     else:

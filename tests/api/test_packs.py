@@ -3,9 +3,11 @@ enable; runs and simulations of a registered pack by name and version."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
+import yaml
 
 from api.pack_signing import sign_pack
 from tests.api.support import (
@@ -231,7 +233,15 @@ class TestCli:
         assert code == 0, err
         assert f"{name}@1.0.0 sha256:" in out and f"signed by {PACK_SIGNER.key_id[:16]}" in out
         code, out, _ = await cli("packs", "list", "--name", name)
+        assert out.splitlines()[0].split() == ["PACK", "STATUS", "DIGEST", "PUBLISHED", "AGE", "BY"]
         assert f"{name}@1.0.0  active" in out
+        code, out, _ = await cli("packs", "list", "--name", name, "-o", "json")
+        records = json.loads(out)
+        assert [(r["name"], r["version"], r["status"]) for r in records] == [
+            (name, "1.0.0", "active")
+        ]
+        code, out, _ = await cli("packs", "list", "--name", name, "-o", "wide")
+        assert records[0]["digest"] in out and PACK_SIGNER.key_id in out
         code, out, _ = await cli("packs", "show", name)
         assert "builtin:echo" in out
 
@@ -246,6 +256,12 @@ class TestCli:
         )
         assert code == 0, err
         assert f"{schedule}  {name}@1.0.0  active" in out
+        code, out, _ = await cli("schedules", "list", "-o", "yaml")
+        listed = yaml.safe_load(out)
+        assert [s["cron"] for s in listed if s["scheduleId"] == schedule] == ["0 0 1 1 *"]
+        code, out, _ = await cli("schedules", "list")
+        row = next(line.split() for line in out.splitlines() if line.startswith(schedule + " "))
+        assert row[:2] == [schedule, f"{name}@1.0.0"] and "active" in row
         code, out, _ = await cli("schedules", "pause", schedule)
         assert "paused" in out
         assert (await cli("schedules", "delete", schedule))[0] == 0

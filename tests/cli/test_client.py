@@ -4,8 +4,10 @@ live test API (real dev server and worker), configured by TASKRUNNER_URL/TOKEN/T
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pty
+import re
 import shutil
 import sys
 import time
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from temporalio.testing import WorkflowEnvironment
 
 from cli.client_commands import ASCII_SYMBOLS, SYMBOLS, render
@@ -218,8 +221,12 @@ class TestReadCommands:
 
         listed = await until(taskrunner, ["runs", "list", "--status", "succeeded"], run_id)
         header, row = listed.out.splitlines()[:2]
-        assert header.split() == ["RUN", "ID", "STATUS", "PACK", "CREATED", "CLOSED"]
+        assert header.split() == ["RUN", "ID", "STATUS", "PACK", "CREATED", "CLOSED", "DURATION"]
         assert row.split()[:3] == [run_id, "succeeded", "api-echo"]
+        assert re.fullmatch(r"\d+(ms|s)", row.split()[-1]), row  # a run of a few seconds
+        assert "\x1b[" not in listed.out and all(
+            line == line.rstrip() for line in listed.out.splitlines()
+        )
         assert run_id not in (await taskrunner("runs", "list", "--status", "failed")).out
 
         logs = await taskrunner("runs", "logs", run_id)
@@ -227,6 +234,54 @@ class TestReadCommands:
         assert events[0] == "run.created" and events[-1] == "run.completed"
         followed = await taskrunner("runs", "logs", run_id, "--follow")  # ended: returns
         assert followed.out == logs.out
+
+    async def test_output_formats(
+        self, taskrunner: Cli, tmp_path: Path, http: Any, env: dict[str, str]
+    ) -> None:
+        """-o json is the API's own answer; -o yaml the same data; -o wide more columns."""
+        created = await taskrunner(
+            "runs", "create", pack_file(tmp_path, ECHO), "--inputs", '{"who": "x"}', "--wait"
+        )
+        run_id = created.out.splitlines()[0].split()[1]
+        headers = {
+            "Authorization": f"Bearer {env['TASKRUNNER_TOKEN']}",
+            "X-StellaOps-Tenant": env["TASKRUNNER_TENANT"],
+        }
+        api = (
+            await http.get(
+                f"/v1/task-runner/runs/{run_id}", params={"stepsLimit": 2000}, headers=headers
+            )
+        ).json()
+
+        shown = await taskrunner("runs", "show", run_id, "-o", "json")
+        assert shown.code == 0, shown
+        state = json.loads(shown.out)
+        assert state["runId"] == run_id and set(state) == set(api)
+        assert [s["stepId"] for s in state["steps"]] == [s["stepId"] for s in api["steps"]]
+        assert state["planHash"] == api["planHash"] and state["status"] == "succeeded"
+        as_yaml = await taskrunner("runs", "show", run_id, "-o", "yaml")
+        assert as_yaml.code == 0 and yaml.safe_load(as_yaml.out) == state
+        legacy = await taskrunner("runs", "show", run_id, "--json")
+        assert json.loads(legacy.out) == state
+        wide = await taskrunner("runs", "show", run_id, "-o", "wide")
+        assert f"planHash {api['planHash']}" in wide.out
+        assert "  ✓ hello  Succeeded  [Run, since " in wide.out, wide.out
+
+        listed = await until(taskrunner, ["runs", "list", "-o", "json"], run_id)
+        runs = json.loads(listed.out)
+        mine = next(r for r in runs if r["runId"] == run_id)
+        assert {"runId", "pack", "status", "planHash", "createdAt", "closedAt"} <= set(mine)
+        assert mine["planHash"] == api["planHash"]
+        as_yaml = await taskrunner("runs", "list", "-o", "yaml")
+        assert run_id in [r["runId"] for r in yaml.safe_load(as_yaml.out)]
+        wide = await taskrunner("runs", "list", "-o", "wide")
+        header, *rows = wide.out.splitlines()
+        assert header.split()[-6:] == ["DURATION", "VERSION", "PLAN", "HASH", "REDRIVE", "OF"]
+        row = next(r.split() for r in rows if r.startswith(run_id + " "))
+        assert row[-3:] == ["1.0.0", api["planHash"], "-"]
+
+        bad = await taskrunner("runs", "list", "-o", "xml")
+        assert bad.code == 1 and "invalid choice: 'xml'" in bad.err
 
     async def test_the_tree_is_redrawn_in_place_on_a_terminal(
         self, env: dict[str, str], tmp_path: Path
@@ -241,7 +296,7 @@ class TestReadCommands:
             stdin=terminal,
             stdout=terminal,
             stderr=terminal,
-            env={**env, "LANG": "C.UTF-8"},
+            env={**env, "LANG": "C.UTF-8", "TERM": "xterm-256color"},
         )
         os.close(terminal)
         code = await asyncio.wait_for(process.wait(), timeout=60)
@@ -257,7 +312,10 @@ class TestReadCommands:
         os.close(controller)
         text = output.decode()
         assert code == 0, text
-        assert "\x1b[" in text and "J" in text  # moved back up and cleared: a redraw
+        # rich's live view: the tree drawn with guide lines, then moved up over and redrawn.
+        assert "\x1b[1A\x1b[2K" in text, text  # cursor up, erase the line: a redraw
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+        assert "├── ✓ wait  Succeeded" in plain and "└── ✓ after  Succeeded" in plain, plain
         assert text.rstrip().endswith("succeeded")
 
 
