@@ -25,7 +25,6 @@ from api.metrics import Metrics
 from api.middleware import BodyLimit, HeadAsGet, JsonBody, RequestContext
 from api.reads import StateReads
 from api.routes import (
-    PREFIX,
     approvals,
     artifacts,
     evidence,
@@ -42,6 +41,7 @@ from api.routes import (
 )
 from api.settings import ApiSettings
 from api.temporal import TemporalConnection
+from api.tracing import redacted_path
 from compiler.executors import ExecutorCatalog
 from workflows.contract import telemetry
 from workflows.contract.service_key import load_service_key
@@ -175,7 +175,6 @@ def create_app(
     return app
 
 
-LINK_PATH = f"{PREFIX}/approvals/"
 URL_ATTRIBUTES = ("http.target", "http.url", "url.path", "url.query", "url.full")
 
 
@@ -183,13 +182,13 @@ def redact_link_tokens(span: Span, scope: dict[str, Any]) -> None:
     """An approval link's token is its authority (and `?other=` holds a second one): neither
     goes to the trace backend. The span's name is the route's template already; its URL
     attributes are set from the raw path, so they are replaced here."""
-    if not str(scope.get("path", "")).startswith(LINK_PATH) or not span.is_recording():
+    path = str(scope.get("path", ""))
+    if redacted_path(path) == path or not span.is_recording():
         return
     attributes = getattr(span, "attributes", None) or {}
     for key in URL_ATTRIBUTES:
         if key in attributes:
-            value = "" if key == "url.query" else f"{LINK_PATH}{{token}}"
-            span.set_attribute(key, value)
+            span.set_attribute(key, "" if key == "url.query" else redacted_path(path))
 
 
 SHUTDOWN_GRACE_SECONDS = 5

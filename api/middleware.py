@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.metrics import Metrics
-from api.tracing import current_span_traceparent, new_trace_id, set_trace_id
+from api.tracing import current_span_traceparent, new_trace_id, redacted_path, set_trace_id
 
 log = structlog.get_logger("taskrunner.api")
 
@@ -75,7 +75,9 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_trace)
         except Exception:
-            log.exception("http.unhandled", method=scope["method"], path=scope["path"])
+            log.exception(
+                "http.unhandled", method=scope["method"], path=redacted_path(scope["path"])
+            )
             if not started:
                 await errors.internal_error_response()(scope, receive, send_with_trace)
         finally:
@@ -87,7 +89,7 @@ class RequestContext:
             log.info(
                 "http.request",
                 method=scope["method"],
-                path=scope["path"],
+                path=redacted_path(scope["path"]),
                 status=status,
                 ms=round(elapsed * 1000, 1),
             )

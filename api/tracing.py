@@ -44,3 +44,12 @@ def current_span_traceparent() -> str | None:
         f"00-{trace.format_trace_id(context.trace_id)}-{trace.format_span_id(context.span_id)}"
         f"-{int(context.trace_flags):02x}"
     )
+
+
+LINK_PATH = "/v1/task-runner/approvals/"
+
+
+def redacted_path(path: str) -> str:
+    """`path` fit for logs and spans: an approval link's token is its authority, so it is
+    replaced by `{token}`."""
+    return f"{LINK_PATH}{{token}}" if path.startswith(LINK_PATH) else path

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import httpx
+import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -125,6 +126,19 @@ class TestTheGetDecidesNothing:
             f"{LINKS}/{action}", headers={"Content-Type": "application/x-www-form-urlencoded"}
         )
         assert again.status_code == 409 and "text/html" in again.headers["content-type"]
+
+
+async def test_link_tokens_stay_out_of_the_access_log(
+    http: httpx.AsyncClient, capfd: pytest.CaptureFixture[str]
+) -> None:
+    state = await waiting_run(http)
+    approve, reject = link(state, "approved", nonce="n-log"), link(state, "rejected", nonce="n-log")
+    assert (await http.get(f"{LINKS}/{approve}", params={"other": reject})).status_code == 200
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert (await http.post(f"{LINKS}/{reject}", headers=form)).status_code == 200
+    logged = capfd.readouterr().out
+    assert "/approvals/{token}" in logged
+    assert approve not in logged and reject not in logged
 
 
 def _approve_in_browser(url: str) -> dict[str, Any]:
