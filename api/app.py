@@ -15,7 +15,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span
 
-from api import errors, idempotency
+from api import errors, idempotency, openapi
 from api.auth import Authenticator
 from api.database import ApiDatabase
 from api.deps import Services, signing_key
@@ -140,6 +140,7 @@ def create_app(
     app.state.services = services
     app.state.loop = None
     errors.install(app)
+    openapi.install(app, settings)
     idempotency.install(app)
     # Added last = runs first: every request, the 413s included, gets a trace id and a timing.
     app.add_middleware(HeadAsGet)

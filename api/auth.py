@@ -48,6 +48,21 @@ _SATISFIED_BY = {
     OPERATOR: frozenset({OPERATOR, ADMIN}),
     ADMIN: frozenset({ADMIN}),
 }
+ROLES = (VIEWER, OPERATOR, ADMIN)
+"""The roles, lowest first; each includes the ones before it."""
+ROLE_DESCRIPTIONS = {
+    VIEWER: "Read-only access to runs and logs",
+    OPERATOR: "Create runs and apply approvals",
+    ADMIN: "Full administrative access",
+}
+"""The contract's words for each scope (its oauth2 scheme's `scopes`)."""
+
+
+def roles_satisfying(scope: str) -> list[str]:
+    """The roles that hold `scope`, lowest first."""
+    return [role for role in ROLES if role in _SATISFIED_BY[scope]]
+
+
 ANONYMOUS = "anonymous"
 ALL_TENANTS = "*"
 TENANT_HEADER = "X-StellaOps-Tenant"

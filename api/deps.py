@@ -12,13 +12,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, cast
 
-from fastapi import Depends, Header, Path, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Header, Path, Request, Security
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
+from fastapi.security import OAuth2
+from fastapi.security.utils import get_authorization_scheme_param
 from temporalio.client import Client
 
 from api.auth import (
     ADMIN,
     OPERATOR,
+    ROLE_DESCRIPTIONS,
     TENANT_HEADER,
     VIEWER,
     Authenticator,
@@ -120,14 +123,35 @@ RunId = Annotated[
 
 # ----------------------------------------------------------------- auth
 
-_bearer = HTTPBearer(auto_error=False, description="A JWT carrying taskrunner.* scopes")
+OAUTH2 = "oauth2"
+"""The security scheme's name in the OpenAPI document, the contract's."""
+
+# The contract's scheme: bearer tokens from an OAuth2 client-credentials flow, whose scopes are the
+# roles. The API only verifies tokens (api.auth); `api.openapi` puts the operator's token URL
+# (TASKRUNNER_OAUTH_TOKEN_URL) in the served document and each route's scopes on its operation.
+_oauth2 = OAuth2(
+    flows=OAuthFlows(
+        clientCredentials=OAuthFlowClientCredentials(
+            tokenUrl=ApiSettings.model_fields["oauth_token_url"].default,
+            scopes=dict(ROLE_DESCRIPTIONS),
+        )
+    ),
+    scheme_name=OAUTH2,
+    auto_error=False,
+)
 
 
 async def _principal(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request, services: ServicesDep, authorization: Annotated[str | None, Depends(_oauth2)]
 ) -> Principal:
-    return services.auth.authenticate(credentials.credentials if credentials else None)
+    # FastAPI calls this once per set of scopes a route's dependencies ask for (the role check
+    # and the tenant each): the token is verified once per request.
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is None:
+        scheme, token = get_authorization_scheme_param(authorization)
+        known = services.auth.authenticate(token if scheme.lower() == "bearer" else None)
+        request.state.principal = known
+    return known
 
 
 # ----------------------------------------------------------------- tenancy
@@ -169,13 +193,20 @@ async def _tenant(
 Tenant = Annotated[str, Depends(_tenant)]
 
 
-def _scoped(scope: str) -> object:
-    async def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
-        return require_scope(principal, scope)
+@dataclass(frozen=True)
+class _RequireScope:
+    scope: str
 
-    return Depends(check)
+    async def __call__(self, principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        return require_scope(principal, self.scope)
 
 
-Viewer = Annotated[Principal, _scoped(VIEWER)]
-Operator = Annotated[Principal, _scoped(OPERATOR)]
-Admin = Annotated[Principal, _scoped(ADMIN)]
+def _role(scope: str) -> Any:
+    """The dependency that enforces `scope`, declaring it to the OpenAPI document with the same
+    value (`api.openapi` turns it into the roles that hold it)."""
+    return Security(_RequireScope(scope), scopes=[scope])
+
+
+Viewer = Annotated[Principal, _role(VIEWER)]
+Operator = Annotated[Principal, _role(OPERATOR)]
+Admin = Annotated[Principal, _role(ADMIN)]

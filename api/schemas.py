@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from compiler.plan import FailurePolicy
 from compiler.simulation import ApprovalInfo, SimulationOutput, SimulationStep
@@ -22,6 +22,9 @@ from workflows.contract.state import (
     RunStateSnapshot,
     StepState,
 )
+
+Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+"""An RFC 3339 time (`workflows.contract.times.rfc3339`), as the contract types it."""
 
 RUN_ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
 PLAN_HASH_PATTERN = r"^sha256:[a-f0-9]{64}$"
@@ -145,8 +148,8 @@ class RunStateStep(Schema):
     gateMessage: str | None = None
     status: Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"]
     attempts: int
-    lastTransitionAt: str | None = None
-    nextAttemptAt: str | None = None
+    lastTransitionAt: Timestamp | None = None
+    nextAttemptAt: Timestamp | None = None
     statusReason: str | None = None
     parentId: str | None = Field(default=None, description="The step this one sits inside, if any")
     outputs: dict[str, Any] | None = Field(
@@ -160,7 +163,7 @@ class ApprovalDecisionRecord(Schema):
     actorId: str = Field(description="The identity the decision was counted for")
     decision: Decision
     summary: str | None = None
-    decidedAt: str
+    decidedAt: Timestamp
     via: Literal["rest", "signal", "link"] | None = Field(
         default=None, description="How the decision arrived"
     )
@@ -187,8 +190,8 @@ class RunApproval(Schema):
         default_factory=list, description="What the gate still needs, e.g. `1 holder of X`"
     )
     message: str | None = None
-    requestedAt: str | None = None
-    expiresAt: str | None = None
+    requestedAt: Timestamp | None = None
+    expiresAt: Timestamp | None = None
     decisions: list[ApprovalDecisionRecord]
 
 
@@ -216,8 +219,8 @@ class RunStateResponse(Schema):
     runId: str
     planHash: str = Field(pattern=PLAN_HASH_PATTERN)
     failurePolicy: FailurePolicy
-    createdAt: str
-    updatedAt: str
+    createdAt: Timestamp
+    updatedAt: Timestamp
     steps: list[RunStateStep]
     totalSteps: int = Field(
         description="Steps the run has; `steps` is the page asked for (stepsOffset, stepsLimit)"
@@ -256,8 +259,8 @@ class RunSummary(Schema):
     pack: str = Field(description="The pack's name")
     status: RunStatus
     planHash: str
-    createdAt: str
-    closedAt: str | None = Field(default=None, description="When the run ended, if it has")
+    createdAt: Timestamp
+    closedAt: Timestamp | None = Field(default=None, description="When the run ended, if it has")
     packVersion: str | None = Field(default=None, description="The pack's version")
     packDigest: str | None = Field(
         default=None, description="Digest of the registered pack version, for registry runs"
@@ -277,7 +280,7 @@ class RunList(Schema):
 
 class RunLogEntry(Schema):
     sequence: int = Field(description="Position in the run's log, from 1; resume with ?after=")
-    timestamp: str
+    timestamp: Timestamp
     level: Literal["debug", "info", "warn", "error"]
     eventType: str
     message: str
@@ -292,6 +295,8 @@ class RunLogEntry(Schema):
 class RunArtifact(ArtifactRecord):
     """The contract's RunArtifact: the run's own `ArtifactRecord`, as the `artifacts` query
     returns it (defined once, in the contract)."""
+
+    capturedAt: Timestamp | None = None
 
 
 # ---------------------------------------------------------------- approvals
@@ -393,7 +398,7 @@ class Webhook(Schema):
     id: str
     url: str
     events: list[str]
-    createdAt: str
+    createdAt: Timestamp
 
 
 class WebhookCreated(Webhook):
@@ -481,7 +486,7 @@ class PackVersionRecord(Schema):
     name: str
     version: str
     digest: str = Field(description="sha256: and 64 hex digits of the manifest's bytes")
-    publishedAt: str
+    publishedAt: Timestamp
     publishedBy: str | None = None
     status: Literal["active", "disabled"]
     signedBy: str | None = Field(default=None, description="Key id of the trusted signing key")
@@ -583,8 +588,8 @@ class CreateScheduleRequest(Request):
 
 
 class ScheduleAction(Schema):
-    scheduledAt: str
-    startedAt: str
+    scheduledAt: Timestamp
+    startedAt: Timestamp
 
 
 class ScheduleResponse(Schema):
@@ -601,7 +606,7 @@ class ScheduleResponse(Schema):
     note: str | None = None
     nextRunTimes: list[str] = Field(default_factory=list)
     recentActions: list[ScheduleAction] = Field(default_factory=list)
-    createdAt: str
+    createdAt: Timestamp
     createdBy: str | None = None
 
 

@@ -31,6 +31,11 @@ class ApiSettings(SharedSettings):
     )
     jwt_audience: str | None = Field(default=None, description="Expected `aud` claim, if any.")
     jwt_issuer: str | None = Field(default=None, description="Expected `iss` claim, if any.")
+    oauth_token_url: str = Field(
+        default="https://auth.stellaops.example.com/oauth/token",
+        description="Where callers get tokens (the OAuth2 client-credentials token URL the "
+        "OpenAPI document names; the contract's by default). The API only verifies tokens.",
+    )
     metrics_tenant_labels: bool = Field(
         default=False,
         description="Label /metrics by tenant (names every tenant; /metrics then needs a "

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 
+from api.errors import documented
 from api.schemas import OpenApiMetadata
 
 router = APIRouter(tags=["Metadata"])
@@ -57,6 +58,8 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     summary="Get OpenAPI metadata",
     responses={
         200: {
+            "model": OpenApiMetadata,
+            "description": "OpenAPI metadata",
             "headers": {
                 "ETag": {"description": "Spec version ETag", "schema": {"type": "string"}},
                 "X-Signature": {
@@ -64,9 +67,10 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
                     "of the bytes served at specUrl (the contract's name for the header)",
                     "schema": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
                 },
-            }
+            },
         },
         304: {"description": "The spec has not changed since the ETag given in If-None-Match"},
+        **documented(),
     },
 )
 async def get_openapi_metadata(

@@ -47,6 +47,7 @@ from api.schemas import (
     CreateRunRequest,
     RunList,
     RunStateResponse,
+    Timestamp,
     run_state,
 )
 from api.settings import ApiSettings
@@ -158,8 +159,12 @@ async def list_pack_runs(
     ] = None,
     pack: Annotated[str | None, Query(description="The pack's name")] = None,
     planHash: Annotated[str | None, Query(pattern=PLAN_HASH_PATTERN)] = None,
-    createdAfter: Annotated[str | None, Query(description="RFC 3339; runs started after")] = None,
-    createdBefore: Annotated[str | None, Query(description="RFC 3339; runs started before")] = None,
+    createdAfter: Annotated[
+        Timestamp | None, Query(description="RFC 3339; runs started after")
+    ] = None,
+    createdBefore: Annotated[
+        Timestamp | None, Query(description="RFC 3339; runs started before")
+    ] = None,
     pageSize: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     pageToken: Annotated[
         str | None, Query(max_length=4096, description="`nextPageToken` of the previous page")

@@ -126,6 +126,15 @@ class TestTenantLabelledMetrics:
                 )
                 assert response.status_code == 201, response.text
                 assert (await http.get("/metrics")).status_code == 401
+                # The document says so: the scraper's scope, or an admin's (a platform admin's,
+                # which scopes cannot say).
+                document = (await http.get("/openapi.json")).json()
+                assert document["paths"]["/metrics"]["get"]["security"] == [
+                    {"oauth2": ["taskrunner.metrics"]},
+                    {"oauth2": ["taskrunner.admin"]},
+                ]
+                flow = document["components"]["securitySchemes"]["oauth2"]["flows"]
+                assert "taskrunner.metrics" in flow["clientCredentials"]["scopes"]
                 # A tenant's own admin may not read every tenant's name.
                 for refused in (headers, bearer("taskrunner.admin", tenant=tenant)):
                     response = await http.get("/metrics", headers=refused)

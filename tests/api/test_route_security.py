@@ -164,6 +164,29 @@ class TestEveryRouteEveryRole:
         gone = [r for r in ROUTES if r not in served]
         assert not gone, f"ROUTES names routes the app no longer serves: {gone}"
 
+    async def test_the_document_declares_what_each_route_enforces(
+        self, http: httpx.AsyncClient
+    ) -> None:
+        """The served document's security of each operation names the roles that may call it
+        (any one of them): ROUTES' minimum and every role above it, which the tests below hold
+        the routes to. `security: []` for the routes that take no token."""
+        document = (await http.get("/openapi.json")).json()
+        wrong = []
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                route = key(method.upper(), path)
+                minimum = ROUTES.get(route)
+                if minimum is None:
+                    continue  # test_the_table_covers_every_served_route names it
+                wanted = (
+                    []
+                    if minimum == PUBLIC
+                    else [{"oauth2": [role]} for role in RANK if RANK[role] >= RANK[minimum]]
+                )
+                if operation.get("security") != wanted:
+                    wrong.append((route, operation.get("security"), wanted))
+        assert not wrong, f"declared security differs from what the route enforces: {wrong}"
+
     @pytest.mark.parametrize("role", ROLES)
     async def test_role_against_every_route(
         self, http: httpx.AsyncClient, world: World, role: str
