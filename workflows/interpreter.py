@@ -381,6 +381,9 @@ class Interpreter:
             self.book.merge(
                 result.steps, result.logs, result.artifacts, result.succeeded, result.succeededAt
             )
+            self.book.merge_items(
+                rid, step.step.id, result.succeededItems, result.outputs, start, result.succeededAt
+            )
             counts: dict[str, int] = {}
             for state in result.steps:
                 if state.parentId == rid:

@@ -91,6 +91,8 @@ WEBHOOK_GIVE_UP_AFTER = timedelta(hours=1)
 WEBHOOK_ATTEMPTS = 10
 LOG_PAGE_TIMEOUT = timedelta(seconds=30)
 PATCH_LOG_PAGING = "page-logs-out"
+PATCH_ITEM_RANGES = "chunk-items-by-range"
+"""A chunk names its plainly succeeded items by index range (`ChunkResult.succeededItems`)."""
 PATCH_NESTED_LOG_PAGING = "page-logs-out-inside-steps"
 """Log entries are also paged out at boundaries between steps inside a parallel block, map, loop
 or conditional, not only between top-level steps."""
@@ -554,16 +556,48 @@ class PackRunMapChunk:
         )
         # Per-item started/completed entries stay here; the parent logs one summary per chunk, so
         # its history and log do not grow by two entries per item. Problems travel back.
-        plain = [s for s in book.steps.values() if _plain_success(s)]
+        ranges: list[tuple[int, int]] = []
+        told: set[str] = set()
+        if workflow.patched(PATCH_ITEM_RANGES):
+            ranges, told = _plain_items(book, chunk, outputs)
+        rest = [s for s in book.steps.values() if s.stepId not in told]
+        plain = [s for s in rest if _plain_success(s)]
         return ChunkResult(
-            steps=[s for s in book.steps.values() if not _plain_success(s)],
+            steps=[s for s in rest if not _plain_success(s)],
             logs=[entry for entry in book.logs if entry.level in ("warn", "error")],
             outputs=outputs,
             failed=not ok,
             artifacts=book.artifacts,
             succeeded=[s.stepId for s in plain],
-            succeededAt=book.stamp() if plain else None,
+            succeededAt=book.stamp() if plain or ranges else None,
+            succeededItems=ranges,
         )
+
+
+def _plain_items(
+    book: RunBook, chunk: ChunkInput, outputs: list[Any]
+) -> tuple[list[tuple[int, int]], set[str]]:
+    """The chunk's items whose every step is a plain success (the template's own step may have
+    outputs: they are the item's entry in `outputs`), as index ranges, and those steps' ids."""
+    ranges: list[tuple[int, int]] = []
+    told: set[str] = set()
+    for offset in range(len(chunk.items)):
+        index = chunk.startIndex + offset
+        root = f"{chunk.mapStepId}[{index}]::{chunk.template.id}"
+        subtree = book.subtree(root)
+        head = book.steps[root]
+        if not (
+            _plain_success(head.model_copy(update={"outputs": {}}))
+            and head.outputs == (outputs[offset] or {})
+            and all(_plain_success(book.steps[s]) for s in subtree[1:])
+        ):
+            continue
+        told.update(subtree)
+        if ranges and ranges[-1][1] == index - 1:
+            ranges[-1] = (ranges[-1][0], index)
+        else:
+            ranges.append((index, index))
+    return ranges, told
 
 
 def _plain_success(state: StepState) -> bool:

@@ -214,6 +214,38 @@ class RunBook:
         self.artifacts.extend(artifacts)
         self.updated_at = self.stamp()
 
+    def merge_items(
+        self,
+        map_id: str,
+        template_id: str,
+        ranges: Iterable[tuple[int, int]],
+        outputs: list[Any],
+        start: int,
+        succeeded_at: str | None,
+    ) -> None:
+        """A chunk's items that succeeded plainly, by index range: every step of each succeeded
+        at its first attempt; the template's own step has the item's `outputs` (from `start`)."""
+        for first, last in ranges:
+            for index in range(first, last + 1):
+                root = f"{map_id}[{index}]::{template_id}"
+                for step_id in self.subtree(root):
+                    known = self.steps[step_id]
+                    known.status = "Succeeded"
+                    known.attempts = 1
+                    known.lastTransitionAt = succeeded_at
+                    known.statusReason = None
+                    known.nextAttemptAt = None
+                self.steps[root].outputs = dict(outputs[index - start] or {})
+
+    def subtree(self, root: str) -> list[str]:
+        """A step's id and the ids of every step below it, the step first."""
+        found, stack = [], [root]
+        while stack:
+            step_id = stack.pop()
+            found.append(step_id)
+            stack.extend(self.children.get(step_id, ()))
+        return found
+
     # ----------------------------------------------------------------- steps
 
     def _add(self, state: StepState) -> None:

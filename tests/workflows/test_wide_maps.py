@@ -77,3 +77,55 @@ async def test_a_wide_map_starts_its_items_over_several_workflow_tasks(
         assert not [e for e in events if e.event_type == TASK_FAILED], workflow_id
         spent = starts_per_task(list(events))
         assert max(spent) <= STARTS_PER_TASK, (workflow_id, spent)
+
+
+ECHO_MAP = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: echoes, version: 1.0.0}
+spec:
+  inputs: [{name: items, type: array}]
+  steps:
+    - id: fan
+      map:
+        items: "inputs.items"
+        step: {id: one, when: "{{ item != `7` }}", run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}
+"""
+
+
+async def test_a_chunk_names_its_plain_items_by_range_and_the_run_still_shows_each(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Items that simply succeeded come back to the parent as index ranges (their outputs once, in
+    the map's results), not a state per item; the run's state still shows every item as it ran."""
+    client = dev_env.client
+    tq = unique("tq")
+    items = list(range(MAP_INLINE_LIMIT + 100))  # one chunk
+    async with worker_for(client, tmp_path, tq):
+        handle = await start_pack(client, tq, ECHO_MAP, {"items": items})
+        result = await asyncio.wait_for(handle.result(), timeout=120)
+        assert result.status == "succeeded", result.error
+        state = await state_of(handle)
+        history = await handle.fetch_history()
+
+    steps = {s.stepId: s for s in state.steps}
+    skipped = steps["fan[7]::one"]
+    assert (skipped.status, skipped.statusReason) == ("Skipped", "condition-false")
+    for index in items:
+        if index == 7:
+            continue
+        one = steps[f"fan[{index}]::one"]
+        assert (one.status, one.attempts, one.outputs) == ("Succeeded", 1, {"i": index})
+        assert one.lastTransitionAt is not None
+    results = steps["fan"].outputs["results"]
+    assert results[:9] == [{"i": i} for i in range(7)] + [{}, {"i": 8}]
+
+    (done,) = [
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED
+    ]
+    size = done.child_workflow_execution_completed_event_attributes.result.ByteSize()
+    # Each item's output ({"i": n}: about 10 bytes) once, plus the skipped item's whole state;
+    # a state per item, as before, is about 300 bytes each.
+    assert size < 30 * len(items) + 2_000, size

@@ -239,6 +239,10 @@ class ChunkResult(Model):
     reason), by id alone: most of a large map's items, so the parent's history does not hold a
     whole state per item. Their `lastTransitionAt` becomes `succeededAt`, the chunk's end."""
     succeededAt: str | None = None
+    succeededItems: list[tuple[int, int]] = Field(default_factory=list)
+    """Items (first, last, inclusive ranges of map indexes) whose every step succeeded at its
+    first attempt with nothing to say but the iteration's own outputs (in `outputs`): named by
+    range, so the parent's history holds a few numbers per chunk rather than an id per item."""
 
 
 class CarriedState(Model):
