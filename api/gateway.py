@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, assert_never
 
 import structlog
@@ -566,11 +566,15 @@ class RunGateway:
         decision: ApprovalSignal,
         *,
         update_id: str | None = None,
+        opened_at: str | None = None,
     ) -> ApprovalOutcome:
         """`update_id`: Temporal's own identity of the decision (derived from an
         Idempotency-Key): a decision sent again with it gets the first outcome, never a
-        second vote."""
+        second vote. `opened_at`: when the gate opened (its `requestedAt`), for the approval
+        wait metric; read from the run (a recent read will do) when None."""
         handle = self._handle(tenant, run_id)
+        if opened_at is None:
+            opened_at = await self._opened_at(tenant, run_id, decision.approvalId)
         try:
             async with self._run(handle, run_id, acting=True):
                 with self.reads.writing(handle.id):
@@ -587,7 +591,22 @@ class RunGateway:
                 raise
             raise refusal_error(Refusal(cause.type))(cause.message) from None
         self.metrics.approvals_decided.labels(decision=outcome.status).inc()
+        if opened_at:  # "": the caller knows the gate has no opening time
+            waited = datetime.now(UTC) - datetime.fromisoformat(opened_at)
+            self.metrics.approval_wait_seconds.labels(decision=outcome.status).observe(
+                max(0.0, waited.total_seconds())
+            )
         return outcome
+
+    async def _opened_at(self, tenant: str, run_id: str, approval_id: str) -> str | None:
+        """When the approval's gate opened, for the metric only: any failure here is the
+        decision's own to report, so it is not raised."""
+        try:
+            state = (await self.state(tenant, run_id, steps_limit=0)).snapshot
+        except Exception:  # the decision itself will say what is wrong with the run
+            return None
+        found = next((a for a in state.approvals if a.approvalId == approval_id), None)
+        return found.requestedAt if found is not None else None
 
     async def record_refusal(self, tenant: str, run_id: str, refused: RefusedDecision) -> None:
         """Put a decision the API refused itself into the run's log. Best effort: the caller's

@@ -16,9 +16,12 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from workflows.contract.state import TERMINAL_RUN_STATUSES
+
+# From a minute (a person at the desk) to a week (a gate left over the weekend and then some).
+APPROVAL_WAIT_BUCKETS = (10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400, 7 * 86400)
 
 # How many finished runs to remember so that reading one twice does not count it twice.
 _SEEN_LIMIT = 10_000
@@ -48,6 +51,21 @@ class Metrics:
             ["decision"],
             registry=self.registry,
         )
+        self.runs_in_flight = Gauge(
+            "taskrunner_runs_in_flight",
+            "Runs on this API's task queue whose workflow is open, by status, across tenants "
+            "(Temporal's visibility store, counted at each scrape).",
+            ["status"],
+            registry=self.registry,
+        )
+        self.approval_wait_seconds = Histogram(
+            "taskrunner_approval_wait_seconds",
+            "How long a gate had waited when a decision on it was applied through this API "
+            "(REST or a signed link), by decision.",
+            ["decision"],
+            buckets=APPROVAL_WAIT_BUCKETS,
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "taskrunner_http_request_duration_seconds",
             "HTTP request latency, by method, route template and status.",
@@ -70,6 +88,13 @@ class Metrics:
         if len(self._seen) > _SEEN_LIMIT:
             self._seen.popitem(last=False)
         self.runs_finished.labels(status=status).inc()
+
+    def in_flight(self, counts: dict[str, int] | None) -> None:
+        """The scrape's counts of open runs; None (Temporal did not answer) drops the series
+        rather than repeating stale ones."""
+        self.runs_in_flight.clear()
+        for status, count in (counts or {}).items():
+            self.runs_in_flight.labels(status=status).set(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

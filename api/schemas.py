@@ -424,8 +424,26 @@ class OpenApiMetadata(Schema):
     signature: str | None = Field(default=None, description="Signature for spec verification")
 
 
+class QueueKindHealth(Schema):
+    backlog: int = Field(description="Tasks waiting for a worker (Temporal's approximate count)")
+    backlogAgeSeconds: float = Field(description="How long the oldest waiting task has waited")
+    pollers: int = Field(description="Workers polling for these tasks recently")
+
+
+class TaskQueueHealth(Schema):
+    name: str
+    workflowTasks: QueueKindHealth = Field(description="Runs waiting to be advanced")
+    activityTasks: QueueKindHealth = Field(description="Steps waiting to be run")
+
+
 class HealthStatus(Schema):
     status: Literal["ok", "ready"]
+    taskQueue: TaskQueueHealth | None = Field(
+        default=None, description="The runs' task queue (readiness only)"
+    )
+    warnings: list[str] | None = Field(
+        default=None, description="What is wrong without making the API unready (no worker, say)"
+    )
 
 
 # ---------------------------------------------------------------- mapping at the edge

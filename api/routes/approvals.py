@@ -104,6 +104,7 @@ async def apply_approval_decision(
         ),
         # Temporal's own identity of this decision: a retry under the key is never a 2nd vote.
         update_id=idempotency.token if idempotency else None,
+        opened_at=approval.requestedAt or "",
     )
     return approval_outcome(outcome)
 

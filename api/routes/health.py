@@ -3,6 +3,7 @@ token needed, except for metrics labelled by tenant (see `metrics`)."""
 
 from __future__ import annotations
 
+import structlog
 from fastapi import APIRouter, Request, Response
 from fastapi.security.utils import get_authorization_scheme_param
 
@@ -10,12 +11,20 @@ from api.auth import METRICS
 from api.deps import ServicesDep
 from api.errors import DatabaseUnavailable, InsufficientScope, TemporalUnavailable
 from api.metrics import CONTENT_TYPE
+from api.queue import runs_in_flight, task_queue_health
 from api.schemas import HealthStatus
+
+log = structlog.get_logger("taskrunner.api")
 
 router = APIRouter(tags=["Health"])
 
 
-@router.get("/healthz", operation_id="getLiveness", summary="The process is up")
+@router.get(
+    "/healthz",
+    operation_id="getLiveness",
+    summary="The process is up",
+    response_model_exclude_none=True,
+)
 async def healthz() -> HealthStatus:
     return HealthStatus(status="ok")
 
@@ -23,17 +32,37 @@ async def healthz() -> HealthStatus:
 @router.get(
     "/readyz",
     operation_id="getReadiness",
-    summary="Temporal and the database are reachable",
+    summary="Temporal and the database are reachable; the task queue's backlog and pollers",
+    response_model_exclude_none=True,
     responses={503: {"description": "Temporal or the database is not reachable"}},
 )
 async def readyz(services: ServicesDep) -> HealthStatus:
+    """Ready when Temporal and the database answer. The runs' task queue is reported beside:
+    its backlog (tasks no worker has picked up yet, and the oldest one's age) and how many
+    workers poll it; no worker is a warning, not unreadiness (the API still serves reads)."""
     problem = await services.temporal.ready()
     if problem is not None:
         raise TemporalUnavailable(problem)
     problem = await services.database.ready()
     if problem is not None:
         raise DatabaseUnavailable(problem)
-    return HealthStatus(status="ready")
+    name = services.settings.task_queue
+    try:
+        queue = await task_queue_health(await services.temporal.client(), name)
+    except Exception as exc:  # the queue's figures are a report, never a reason to be unready
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return HealthStatus(
+            status="ready", warnings=[f"task queue {name!r} could not be described: {reason}"]
+        )
+    warnings = [
+        f"no worker polls task queue {name!r} for {what}: runs do not move"
+        for what, kind in (
+            ("workflow tasks", queue.workflowTasks),
+            ("activity tasks", queue.activityTasks),
+        )
+        if kind.pollers == 0
+    ]
+    return HealthStatus(status="ready", taskQueue=queue, warnings=warnings or None)
 
 
 @router.get(
@@ -56,4 +85,12 @@ async def metrics(services: ServicesDep, request: Request) -> Response:
                 METRICS,
                 f"metrics labelled by tenant need the {METRICS} scope or a platform admin's token",
             )
+    try:
+        counts: dict[str, int] | None = await runs_in_flight(
+            await services.temporal.client(), services.settings.task_queue
+        )
+    except Exception as exc:  # the API's own metrics are served whatever Temporal does
+        log.warning("metrics.in-flight-unavailable", error=str(exc).splitlines()[0][:200])
+        counts = None
+    services.metrics.in_flight(counts)
     return Response(services.metrics.render(), media_type=CONTENT_TYPE)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from api.settings import ApiSettings
-from tests.api.packs import ECHO
+from tests.api.packs import ECHO, GATED
 from tests.api.support import (
+    APPROVER,
     RUNS,
     bearer,
     create_run,
@@ -23,7 +28,8 @@ from tests.api.support import (
     status_is,
     wait_for_run,
 )
-from tests.helpers import unique
+from tests.api.test_reads_live import api, settings_for
+from tests.helpers import unique, worker_for
 
 
 def closed_port() -> int:
@@ -61,9 +67,71 @@ class TestHealth:
         response = await http.get("/healthz")
         assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
-    async def test_readyz_when_temporal_answers(self, http: httpx.AsyncClient) -> None:
+    async def test_readyz_when_temporal_answers(self, http: httpx.AsyncClient, stack: Any) -> None:
         response = await http.get("/readyz")
-        assert (response.status_code, response.json()) == (200, {"status": "ready"})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "ready" and "warnings" not in body
+        # The stack's worker polls the runs' task queue; nothing waits for it.
+        queue = body["taskQueue"]
+        assert queue["name"] == stack.settings.task_queue
+        for kind in ("workflowTasks", "activityTasks"):
+            assert queue[kind]["pollers"] >= 1, body
+            assert queue[kind]["backlog"] >= 0
+
+    async def test_readyz_reports_a_backlog_no_worker_takes(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        # An API whose task queue no worker polls: the runs it starts pile up there.
+        settings = settings_for(dev_env, tmp_path)
+        async with api(settings) as http:
+            for _ in range(3):
+                await create_run(http, ECHO, inputs={"who": "x"})
+            body: dict[str, Any] = {}
+            for _ in range(50):  # the server's stats are approximate, and catch up quickly
+                response = await http.get("/readyz")
+                assert response.status_code == 200, response.text
+                body = response.json()
+                if body["taskQueue"]["workflowTasks"]["backlog"] >= 3:
+                    break
+                await asyncio.sleep(0.2)
+        queue = body["taskQueue"]
+        assert queue["name"] == settings.task_queue
+        assert queue["workflowTasks"]["backlog"] == 3, body
+        assert queue["workflowTasks"]["pollers"] == 0
+        assert queue["activityTasks"]["pollers"] == 0
+        assert body["warnings"] == [
+            f"no worker polls task queue {settings.task_queue!r} for workflow tasks: "
+            "runs do not move",
+            f"no worker polls task queue {settings.task_queue!r} for activity tasks: "
+            "runs do not move",
+        ]
+
+    async def test_metrics_count_runs_in_flight_by_status_and_approval_waits(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        # An API and a worker of their own queue: the counts are this queue's runs alone.
+        settings = settings_for(dev_env, tmp_path)
+        async with worker_for(dev_env.client, tmp_path, settings.task_queue), api(settings) as http:
+            gated = [(await create_run(http, GATED))["runId"] for _ in range(2)]
+            done = (await create_run(http, ECHO, inputs={"who": "x"}))["runId"]
+            states = [await wait_for_run(http, r, status_is("awaiting-approval")) for r in gated]
+            await wait_for_run(http, done, status_is("succeeded"))
+            text = await metrics_when(http, lambda t: in_flight(t, "awaiting-approval") == 2)
+            assert in_flight(text, "running") == 0 and in_flight(text, "pending") == 0
+            assert "taskrunner_approval_wait_seconds_count" not in text  # no decision yet
+
+            decided = await http.post(
+                f"{run_url(gated[0])}/approvals/release-manager",
+                json={"decision": "approved", "planHash": states[0]["planHash"]},
+                headers=APPROVER,
+            )
+            assert decided.status_code == 200, decided.text
+            await wait_for_run(http, gated[0], status_is("succeeded"))
+            text = await metrics_when(http, lambda t: in_flight(t, "awaiting-approval") == 1)
+        assert 'taskrunner_approval_wait_seconds_count{decision="approved"} 1.0' in text
+        # It waited seconds, not minutes: in the first bucket, which is 10 s.
+        assert 'taskrunner_approval_wait_seconds_bucket{decision="approved",le="10.0"} 1.0' in text
 
     async def test_metrics_count_runs_and_requests(self, http: httpx.AsyncClient) -> None:
         created = await create_run(http, ECHO, inputs={"who": "x"})
@@ -151,3 +219,22 @@ class TestTenantLabelledMetrics:
                 # The scraper's token opens nothing else.
                 response = await http.get(RUNS, headers=scraper)
                 assert response.status_code == 403
+
+
+def in_flight(text: str, status: str) -> float:
+    """`taskrunner_runs_in_flight{status=...}` in a scrape, or -1 when the series is absent."""
+    found = re.search(rf'^taskrunner_runs_in_flight{{status="{status}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else -1.0
+
+
+async def metrics_when(http: httpx.AsyncClient, ready: Callable[[str], bool]) -> str:
+    """A scrape once `ready` holds of it (visibility catches up with a run in a moment)."""
+    text = ""
+    for _ in range(50):
+        response = await http.get("/metrics")
+        assert response.status_code == 200, response.text
+        text = response.text
+        if ready(text):
+            return text
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the metrics never showed what was wanted:\n{text}")

@@ -1,0 +1,75 @@
+"""How the work stands in Temporal: the task queue's backlog and pollers (for `/readyz`) and the
+runs in flight by status (for `/metrics`), asked of the Temporal server, not of a worker.
+
+The backlog is Temporal's approximate count (`DescribeTaskQueue` with stats): tasks scheduled and
+not yet picked up by a worker, for workflow tasks (runs to advance) and activity tasks (steps to
+run) apart. Pollers are the workers polling the queue in the last minutes: none means nothing
+moves. Poller identities (host names, pids) are left out: `/readyz` needs no token.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import (
+    CountWorkflowExecutionsRequest,
+    DescribeTaskQueueRequest,
+)
+from temporalio.client import Client
+
+from api.schemas import QueueKindHealth, TaskQueueHealth
+from workflows.contract.names import SA_STATUS, WORKFLOW_TYPE
+
+DESCRIBE_TIMEOUT = timedelta(seconds=3)
+OPEN_STATUSES = ("pending", "running", "awaiting-approval")
+"""A run's TaskRunnerStatus while its workflow runs (a run that has ended may still be open a
+moment, delivering its webhooks: it is not in flight)."""
+
+
+async def task_queue_health(client: Client, task_queue: str) -> TaskQueueHealth:
+    """Backlog and pollers of the task queue, workflow and activity tasks apart."""
+    kinds = {}
+    for name, kind in (
+        ("workflowTasks", TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+        ("activityTasks", TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+    ):
+        answer = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+                task_queue_type=kind,
+                report_stats=True,
+            ),
+            retry=False,
+            timeout=DESCRIBE_TIMEOUT,
+        )
+        stats = answer.stats
+        kinds[name] = QueueKindHealth(
+            backlog=stats.approximate_backlog_count,
+            backlogAgeSeconds=round(stats.approximate_backlog_age.ToTimedelta().total_seconds(), 3),
+            pollers=len(answer.pollers),
+        )
+    return TaskQueueHealth(name=task_queue, **kinds)
+
+
+async def runs_in_flight(client: Client, task_queue: str) -> dict[str, int]:
+    """How many runs' workflows on `task_queue` are open, by TaskRunnerStatus, across tenants
+    (the visibility store; another deployment's queue in the same namespace is not counted)."""
+    counts = {}
+    for status in OPEN_STATUSES:
+        answer = await client.workflow_service.count_workflow_executions(
+            CountWorkflowExecutionsRequest(
+                namespace=client.namespace,
+                query=(
+                    f"WorkflowType = '{WORKFLOW_TYPE}' AND TaskQueue = '{task_queue}' "
+                    "AND ExecutionStatus = 'Running' "
+                    f"AND {SA_STATUS.name} = '{status}'"
+                ),
+            ),
+            retry=False,
+            timeout=DESCRIBE_TIMEOUT,
+        )
+        counts[status] = answer.count
+    return counts
