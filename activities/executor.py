@@ -103,6 +103,8 @@ class ExecutorContext:
     limit: str | None = None
     """The last limit a command of this step broke (`run_command` sets it): a step that then
     fails without a reason of its own fails for that limit."""
+    egress_denied: list[str] = field(default_factory=list)
+    """Connections the egress proxy refused to this step's commands (`host:port (why)`)."""
 
     @property
     def commands(self) -> CommandRunner:
@@ -152,6 +154,7 @@ class ExecutorContext:
             ) from None
         if result.limit is not None:
             self.limit = result.limit
+        self.egress_denied += [d for d in result.denied if d not in self.egress_denied]
         return result
 
     def fail(

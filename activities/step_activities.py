@@ -178,7 +178,11 @@ class StepActivities:
                     f"{req.uses}: executor outputs are not JSON-serialisable"
                 ) from None
             log.info("step.succeeded", extra={"step_id": req.stepId})
-            return RunStepResult(outputs=mask.value(jsonable), artifacts=ctx.artifacts)
+            return RunStepResult(
+                outputs=mask.value(jsonable),
+                artifacts=ctx.artifacts,
+                egressDenied=[mask(d) for d in ctx.egress_denied],
+            )
         except asyncio.CancelledError:
             log.info("step.cancelled", extra={"step_id": req.stepId})
             raise

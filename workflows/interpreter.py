@@ -244,6 +244,15 @@ class Interpreter:
                 book.fail_step(rid, reason, f"Step failed: {rid}: {message}")
                 return False
             elapsed = (workflow.now() - started).total_seconds()
+            if result.egressDenied:
+                # The step shrugged the refusals off; its log still says what it was refused.
+                book.log(
+                    "step.egress-denied",
+                    f"Egress refused: {rid}: {', '.join(result.egressDenied[:5])}",
+                    level="warn",
+                    step_id=rid,
+                    refused=len(result.egressDenied),
+                )
             book.complete_attempt(rid, result.outputs, result.artifacts, duration=f"{elapsed:.3f}s")
             return True
 

@@ -357,6 +357,12 @@ class TestNetwork:
             "(not in sandbox.egressAllowlist)"
         ]
         assert f"127.0.0.1:{honest_server}" not in out.stderr  # the allowed one is not named
+        # And the run's log, where people look first, says it too.
+        [entry] = [e for e in out.logs if e.eventType == "step.egress-denied"]
+        assert (entry.level, entry.stepId) == ("warn", "s")
+        assert entry.message == (
+            f"Egress refused: s: 127.0.0.1:{other_server} (not in sandbox.egressAllowlist)"
+        )
 
     async def test_honest_pack_reaches_its_allowlisted_port_and_captures_its_output(
         self, worker: Worker, honest_server: int

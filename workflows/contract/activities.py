@@ -76,6 +76,9 @@ class ArtifactRecord(Wire):
 class RunStepResult(Wire):
     outputs: dict[str, Any] = Field(default_factory=dict)
     artifacts: list[ArtifactRecord] = Field(default_factory=list)
+    egressDenied: list[str] = Field(default_factory=list)
+    """Connections the sandbox's egress proxy refused during the step (`host:port (why)`), which
+    the run's log names even though the step succeeded."""
 
 
 class PolicyRequest(Wire):
