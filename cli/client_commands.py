@@ -148,7 +148,12 @@ def register(subcommands: Subcommands) -> None:
     )
     artifacts.add_argument("run_id", metavar="ID")
     artifacts.add_argument("name", metavar="NAME", nargs="?")
-    artifacts.add_argument("--output", "-o", metavar="FILE", help="where to write the file")
+    artifacts.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE|FORMAT",
+        help="with NAME, where to write the file; without, the listing's format: json, yaml, wide",
+    )
     artifacts.add_argument("--json", action="store_true", help="list them as JSON")
     artifacts.set_defaults(handler=artifacts_command)
 
@@ -385,7 +390,9 @@ def list_command(args: argparse.Namespace) -> int:
 def show_command(args: argparse.Namespace) -> int:
     api = Api(args)
     if args.watch:
-        return follow(api, args.run_id, sys.stdout)
+        if args.output in ("json", "yaml"):
+            raise CliError(f"--watch draws the tree: -o {args.output} prints the state once")
+        return follow(api, args.run_id, sys.stdout, wide=args.output == "wide")
     state = api.state(args.run_id)
     if args.output in ("json", "yaml"):
         dump(state, args.output)
@@ -403,25 +410,24 @@ def artifacts_command(args: argparse.Namespace) -> int:
     api = Api(args)
     listed: list[dict[str, Any]] = api.call("GET", f"/runs/{args.run_id}/artifacts")
     if args.name is None:
-        if args.json:
-            print(json.dumps(listed, indent=2))
+        # Without NAME there is nothing to download: -o is the listing's format, as on every
+        # other list command (with NAME it stays the file to write).
+        fmt = "json" if args.json else args.output
+        if fmt in ("json", "yaml"):
+            dump(listed, fmt)
             return EXIT_OK
-        rows = [("NAME", "TYPE", "STATUS", "CAPTURED", "NOTES")]
-        rows += [
-            (
-                a["name"],
-                a["type"],
-                a["status"],
-                a.get("capturedAt") or "-",
-                a.get("notes") or "",
-            )
-            for a in listed
-        ]
-        # Every column but the last (free text) padded to its widest cell.
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-        for row in rows:
-            padded = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
-            print("  ".join([*padded, row[-1]]).rstrip())
+        if fmt not in (None, "wide"):
+            raise CliError(f"-o {fmt}: without NAME, -o is the format: json, yaml or wide")
+        headers = ["NAME", "TYPE", "STATUS", "CAPTURED", "NOTES"]
+        if fmt == "wide":
+            headers[4:4] = ["SOURCE"]
+        rows = []
+        for a in listed:
+            row = [a["name"], a["type"], a["status"], a.get("capturedAt") or "-"]
+            if fmt == "wide":
+                row.append(a.get("sourcePath") or a.get("expressionJson") or "-")
+            rows.append([*row, a.get("notes") or ""])
+        table(headers, rows)
         return EXIT_OK
     named = [a for a in listed if a["name"] == args.name]
     if not named:
@@ -673,13 +679,13 @@ def tree_view(
     return Group(root, *rest)
 
 
-def follow(api: Api, run_id: str, out: TextIO) -> int:
+def follow(api: Api, run_id: str, out: TextIO, *, wide: bool = False) -> int:
     """Keep the run's tree current until it ends; its final status decides the exit code. On a
     terminal rich redraws it in place (cut to the window's height); piped, the tree is printed
     once, then one line per change."""
     marks = symbols(out)
     if out.isatty():
-        return follow_live(api, run_id, out, marks)
+        return follow_live(api, run_id, out, marks, wide=wide)
     seen: dict[str, tuple[str, str | None]] = {}
     status = ""
     retrying = Retrying()
@@ -691,7 +697,7 @@ def follow(api: Api, run_id: str, out: TextIO) -> int:
             continue
         retrying.reset()
         if not seen:
-            out.write("\n".join(render(state, marks)) + "\n")
+            out.write("\n".join(render(state, marks, wide=wide)) + "\n")
         else:
             for step in state["steps"]:
                 now = (step["status"], step.get("statusReason"))
@@ -709,7 +715,9 @@ def follow(api: Api, run_id: str, out: TextIO) -> int:
         time.sleep(POLL_SECONDS)
 
 
-def follow_live(api: Api, run_id: str, out: TextIO, marks: dict[str, str]) -> int:
+def follow_live(
+    api: Api, run_id: str, out: TextIO, marks: dict[str, str], *, wide: bool = False
+) -> int:
     from rich.live import Live
 
     screen = console(out)
@@ -725,7 +733,8 @@ def follow_live(api: Api, run_id: str, out: TextIO, marks: dict[str, str]) -> in
             ended = state["status"] in TERMINAL
             why = explain(api, run_id, state) if ended else []
             height = max(screen.size.height - 1, 5)
-            live.update(tree_view(state, marks, why, max_lines=height), refresh=True)
+            view = tree_view(state, marks, why, max_lines=height, wide=wide)
+            live.update(view, refresh=True)
             if ended:
                 break
             time.sleep(POLL_SECONDS)

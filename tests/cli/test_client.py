@@ -199,6 +199,20 @@ class TestArtifacts:
         rows = [line.split() for line in listed.out.splitlines()]
         assert rows[0] == ["NAME", "TYPE", "STATUS", "CAPTURED", "NOTES"]
         assert ["build.stdout", "file", "captured"] in [r[:3] for r in rows[1:]]
+        as_json = await taskrunner("runs", "artifacts", run_id, "-o", "json")
+        records = {a["name"]: a for a in json.loads(as_json.out)}
+        assert records["build.stdout"]["status"] == "captured"
+        wide = await taskrunner("runs", "artifacts", run_id, "-o", "wide")
+        assert wide.out.splitlines()[0].split() == [
+            "NAME",
+            "TYPE",
+            "STATUS",
+            "CAPTURED",
+            "SOURCE",
+            "NOTES",
+        ]
+        nonsense = await taskrunner("runs", "artifacts", run_id, "-o", "out.txt")
+        assert nonsense.code == 1 and "without NAME, -o is the format" in nonsense.err
         target = tmp_path / "out.txt"
         got = await taskrunner("runs", "artifacts", run_id, "build.stdout", "-o", str(target))
         assert got.code == 0, got
