@@ -212,7 +212,9 @@ class AvailableAction(Schema):
     )
     approvalId: str | None = Field(default=None, description="The gate it decides")
     gateMessage: str | None = None
-    expiresAt: str | None = Field(default=None, description="When the gate stops taking votes")
+    expiresAt: Timestamp | None = Field(
+        default=None, description="When the gate stops taking votes"
+    )
 
 
 class RunStateResponse(Schema):
