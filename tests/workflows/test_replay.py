@@ -31,6 +31,31 @@ async def test_recorded_histories_replay() -> None:
         assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
 
+async def test_recorded_histories_replay_on_a_traced_worker() -> None:
+    """A worker with OpenTelemetry on (Temporal's TracingInterceptor, workflows/contract/
+    telemetry.py) replays the same histories: tracing adds headers, never commands, and makes
+    no spans while replaying."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from workflows.contract import telemetry
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    replayer = Replayer(
+        workflows=list(WORKFLOWS),
+        data_converter=pydantic_data_converter,
+        interceptors=telemetry.interceptors(provider),
+    )
+    for path in sorted(HISTORIES.glob("*.json")):
+        history = WorkflowHistory.from_json(workflow_id(path.stem), path.read_text())
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+    assert spans.get_finished_spans() == ()
+
+
 async def test_a_changed_workflow_is_caught(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The replay check has teeth: reordering what the workflow does is reported."""
     from workflows import interpreter
