@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -168,6 +169,12 @@ async def run(worker: Worker, manifest: str, tenant: str = "mallory") -> Outcome
     step = next(s for s in state.steps if s.stepId == "s")
     failed = [e.message for e in logs if e.eventType == "step.failed"]
     return Outcome(result.status, step, " ".join(failed), logs, artifacts, result.error)
+
+
+def marker() -> str:
+    """A number no other process on the machine has in its command line: markers are looked
+    for host-wide, where another session's run of this suite may be sleeping too."""
+    return str(uuid.uuid4().int % 10**6 + 10**6)
 
 
 def no_leftovers(marker: str, within: float = 5.0) -> bool:
@@ -390,7 +397,9 @@ class TestNetwork:
 
 class TestLimits:
     async def test_memory_beyond_the_limit_in_many_processes(self, worker: Worker) -> None:
-        hog = "import time; x = b'x' * 41943040; time.sleep(3)"  # 40 MiB, every page touched
+        mark = marker()
+        # 40 MiB, every page touched; the marker names these processes in the host's /proc.
+        hog = f"import time; x = b'x' * 41943040; time.sleep(3.{mark})"
         out = await run(
             worker,
             pack(
@@ -403,7 +412,7 @@ class TestLimits:
         assert out.step.statusReason == "memory-limit"
         assert out.error == "step s failed (memory-limit)"
         assert "memory-limit" in out.message
-        assert no_leftovers("41943040")
+        assert no_leftovers(f"time.sleep(3.{mark})")
 
     async def test_cpu_share_is_held_to_the_millicores(self, worker: Worker) -> None:
         spin = (
@@ -418,10 +427,11 @@ class TestLimits:
 
     async def test_cpu_time_quota_across_forked_processes(self, worker: Worker) -> None:
         started = time.monotonic()
+        spin = f"while :; do :; done # {marker()}"
         out = await run(
             worker,
             pack(
-                "for i in 1 2 3 4; do (while :; do :; done) & done; wait",
+                f"for i in 1 2 3 4; do ({spin}\n) & done; wait",
                 sandbox={"quotaSeconds": 2, "cpuLimitMillicores": 4000},
                 timeout=60,
             ),
@@ -430,29 +440,31 @@ class TestLimits:
         assert out.step.outputs["limit"] == "cpu-time-limit", out.message
         assert out.step.statusReason == "cpu-time-limit"
         assert time.monotonic() - started < 30
-        assert no_leftovers("while :; do :; done")
+        assert no_leftovers(spin)
 
     async def test_wall_time_is_the_steps_timeout(self, worker: Worker) -> None:
-        out = await run(worker, pack("sleep 30.812", timeout=2))
+        sleep = f"sleep 30.{marker()}"
+        out = await run(worker, pack(sleep, timeout=2))
         assert out.status == "failed"
         assert out.step.outputs["limit"] == "timeout"
         assert out.step.statusReason == "timeout"
         assert "timeout" in out.message
-        assert no_leftovers("sleep 30.812")
+        assert no_leftovers(sleep)
 
     async def test_disk_written_in_the_workspace(self, worker: Worker) -> None:
+        sleep = f"sleep 30.{marker()}"
         out = await run(
             worker,
             pack(
                 "for i in $(seq 1 30); do head -c 10485760 /dev/zero > blob$i; done; "
-                "sleep 30.913; echo DONE"
+                f"{sleep}; echo DONE"
             ),
         )
         assert out.status == "failed"
         assert out.step.outputs["limit"] == "disk-limit", out.message
         assert out.step.statusReason == "disk-limit"
         assert "DONE" not in out.stdout
-        assert no_leftovers("sleep 30.913")
+        assert no_leftovers(sleep)
 
     async def test_tmp_is_bounded(self, worker: Worker) -> None:
         out = await run(worker, pack("head -c 300000000 /dev/zero > /tmp/big"))
@@ -461,24 +473,28 @@ class TestLimits:
         assert "No space left" in out.stderr or out.step.outputs.get("limit") == "disk-limit"
 
     async def test_fork_bomb_is_contained(self, worker: Worker) -> None:
-        out = await run(worker, pack("bomb() { bomb | bomb & }; bomb; sleep 3", timeout=10))
+        bomb = f"bomb{marker()}"
+        out = await run(
+            worker, pack(f"{bomb}() {{ {bomb} | {bomb} & }}; {bomb}; sleep 3", timeout=10)
+        )
         assert out.status == "failed"
         assert out.step.outputs.get("limit") == "pids-limit", out.message
         assert out.step.statusReason == "pids-limit"
-        assert no_leftovers("bomb | bomb", within=10)
+        assert no_leftovers(f"{bomb} | {bomb}", within=10)
         after = await run(worker, pack("echo still-fine"))
         assert after.status == "succeeded" and "still-fine" in after.stdout
 
     async def test_setsid_and_double_forks_do_not_outlive_the_step(self, worker: Worker) -> None:
+        mark = marker()
         out = await run(
             worker,
             pack(
-                "setsid sleep 120.531 & nohup sleep 120.532 >/dev/null 2>&1 & "
-                "(sh -c 'sleep 120.533 &' &) ; echo started"
+                f"setsid sleep 120.{mark}1 & nohup sleep 120.{mark}2 >/dev/null 2>&1 & "
+                f"(sh -c 'sleep 120.{mark}3 &' &) ; echo started"
             ),
         )
         assert out.status == "succeeded", out.message
-        assert no_leftovers("sleep 120.53")
+        assert no_leftovers(f"sleep 120.{mark}")
 
 
 # ------------------------------------------------------------------ secrets
