@@ -5,8 +5,9 @@
 NAME is one of `representative` (every step kind, an approval, a retry), `chunked-map` (a map
 large enough to fan out: the parent's history and its chunk's), `wide-map` (a map whose item starts
 are spread over several workflow tasks), `continue-as-new` (a run that
-continued as new twice: its first history and its last) or `cancelled` (cancelled while a gate
-waits). A committed history is never re-recorded to make a change pass: a change that makes one
+continued as new twice: its first history and its last), `cancelled` (cancelled while a gate
+waits), `failed` (a step fails: the workflow closes as Failed) or `cancelled-closed-canceled`
+(cancelled as the API does it, the signal then Temporal's request: closes as Canceled). A committed history is never re-recorded to make a change pass: a change that makes one
 fail to replay would break running workflows, so it goes behind `workflow.patched()`. Record a
 new one for a new shape of run.
 """
@@ -14,6 +15,7 @@ new one for a new shape of run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import sysconfig
@@ -21,12 +23,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from compiler.history import MAP_INLINE_LIMIT
-from tests.helpers import start_pack, unique, wait_for, worker_for
+from tests.helpers import result_of, start_pack, unique, wait_for, worker_for
 from workflows.contract.names import SEARCH_ATTRIBUTES, SIGNAL_CANCEL, UPDATE_DECIDE_APPROVAL
 from workflows.contract.state import ApprovalOutcome, ApprovalSignal, CancelSignal, RunResult
 
@@ -121,6 +123,17 @@ spec:
     - {id: never, run: {uses: "builtin:noop"}}
 """
 
+FAILED = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: failed, version: 1.0.0}
+spec:
+  steps:
+    - {id: first, run: {uses: "builtin:echo", with: {ok: true}}}
+    - {id: broken, run: {uses: "builtin:fail", with: {message: "broken on purpose"}}}
+    - {id: never, run: {uses: "builtin:noop"}}
+"""
+
 
 async def _approve(handle: WorkflowHandle[Any, Any], approval_id: str, plan_hash: str) -> None:
     await handle.execute_update(
@@ -193,12 +206,34 @@ async def cancelled(client: Client, tq: str) -> None:
     await _save("cancelled", handle)
 
 
+async def failed(client: Client, tq: str) -> None:
+    handle = await start_pack(client, tq, FAILED, run_id="failed")
+    result = await result_of(handle)
+    assert result.status == "failed", result
+    assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+    await _save("failed", handle)
+
+
+async def cancelled_closed_canceled(client: Client, tq: str) -> None:
+    handle = await start_pack(client, tq, CANCELLED, run_id="cancelled-closed-canceled")
+    await wait_for(handle, lambda s: s.status == "awaiting-approval")
+    signal = CancelSignal(actorId="ops", reason="not today", temporalCancelFollows=True)
+    await handle.signal(SIGNAL_CANCEL, signal)
+    await handle.cancel(reason="not today")
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    await _save("cancelled-closed-canceled", handle)
+
+
 RECORDERS = {
     "representative": representative,
     "chunked-map": chunked_map,
     "wide-map": wide_map,
     "continue-as-new": continue_as_new,
     "cancelled": cancelled,
+    "failed": failed,
+    "cancelled-closed-canceled": cancelled_closed_canceled,
 }
 
 

@@ -100,3 +100,29 @@ def test_the_recorded_histories_cover_the_run_shapes() -> None:
     assert "EVENT_TYPE_TIMER_STARTED" in wide  # its starts were spread over workflow tasks
     cancelled = (HISTORIES / "cancelled.json").read_text()
     assert "EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED" in cancelled  # cut off mid-step
+    # Since the close-as-failed-or-canceled patch: a failed run closes Failed, one cancelled as
+    # the API does it (the signal, then Temporal's request, which the run waited for) Canceled.
+    assert shapes["failed"] == ("PackRun", EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED)
+    assert shapes["cancelled-closed-canceled"] == (
+        "PackRun",
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+    )
+    assert shapes["cancelled"][1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED  # before it
+
+
+async def test_the_failed_and_canceled_endings_need_their_patch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Replayed without the close-as-failed-or-canceled patch (as older code runs), the runs that
+    closed Failed and Canceled do not replay: the endings are the patch's, not the old code's."""
+    from temporalio import workflow
+
+    from workflows.pack_run import PATCH_CLOSE_AS_ENDED
+
+    patched = workflow.patched
+    # The workflow module itself is re-imported in the sandbox; temporalio is passed through.
+    monkeypatch.setattr(workflow, "patched", lambda id: id != PATCH_CLOSE_AS_ENDED and patched(id))
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
+    for name in ("failed", "cancelled-closed-canceled"):
+        path = HISTORIES / f"{name}.json"
+        history = WorkflowHistory.from_json(workflow_id(name), path.read_text())
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is not None, name
