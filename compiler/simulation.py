@@ -206,13 +206,13 @@ def simulate(
     loops multiply quickly) every map and loop lists its template or body once, and the history
     estimate multiplies by the iteration counts instead.
     """
-    known = {"inputs": plan.inputs, "steps": {}}
     try:
         sim = _Simulator(plan, max_steps)
-        steps = sim.sequence(plan.steps, "", known, None)
+        steps = sim.sequence(plan.steps, "", {"inputs": plan.inputs, "steps": {}}, None)
     except _TooManySteps:
+        # Afresh: the first attempt learned step results into its scope as it went.
         sim = _Simulator(plan, None)
-        steps = sim.sequence(plan.steps, "", known, None)
+        steps = sim.sequence(plan.steps, "", {"inputs": plan.inputs, "steps": {}}, None)
         sim.warnings.insert(
             0,
             f"the run has more than {max_steps} steps: iterations are listed once, not expanded",
