@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,7 @@ from activities.executor import ExecutorContext
 store = ArtifactStore(sys.argv[1])
 ctx = ExecutorContext(run_id="r", tenant="t", step_id="s", uses="builtin:shell",
                       workspace=store.workspace("t", "r"), store=store)
-asyncio.run(shell({"command": "echo started > pid; exec sleep 31.4159"}, ctx))
+asyncio.run(shell({"command": "echo started > pid; exec sleep " + sys.argv[2]}, ctx))
 """
 
 
@@ -231,8 +232,10 @@ asyncio.run(shell({"command": "echo started > pid; exec sleep 31.4159"}, ctx))
 async def test_command_dies_with_a_killed_worker(tmp_path: Path) -> None:
     root = tmp_path / "root"
     repo = Path(__file__).resolve().parents[2]
+    # Unique to this test: processes are looked for host-wide, where other sessions run tests.
+    seconds = f"31.{uuid.uuid4().int % 10**6 + 10**6}"
     worker = subprocess.Popen(
-        [sys.executable, "-c", ORPHAN_HELPER, str(root)],
+        [sys.executable, "-c", ORPHAN_HELPER, str(root), seconds],
         cwd=repo,
         env={**os.environ, "PYTHONPATH": str(repo)},
     )
@@ -243,7 +246,7 @@ async def test_command_dies_with_a_killed_worker(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the command never started"
             await asyncio.sleep(0.02)
         deadline = time.monotonic() + 10
-        while not processes_with("sleep 31.4159"):
+        while not processes_with(f"sleep {seconds}"):
             assert time.monotonic() < deadline, "the command never ran"
             await asyncio.sleep(0.02)
         worker.kill()  # SIGKILL: no cleanup code of the worker runs
@@ -251,9 +254,9 @@ async def test_command_dies_with_a_killed_worker(tmp_path: Path) -> None:
         worker.kill()
         worker.wait(timeout=10)
     deadline = time.monotonic() + 5
-    while processes_with("sleep 31.4159") and time.monotonic() < deadline:
+    while processes_with(f"sleep {seconds}") and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    assert not processes_with("sleep 31.4159")
+    assert not processes_with(f"sleep {seconds}")
 
 
 @pytest.mark.parametrize(

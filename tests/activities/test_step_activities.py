@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -218,14 +219,16 @@ async def test_heartbeats_while_running(steps: StepActivities) -> None:
 
 async def test_cancellation_kills_the_running_command(steps: StepActivities) -> None:
     env = ActivityEnvironment()
+    # Unique to this test: processes are looked for host-wide, where other sessions run tests.
+    marker = f"sleep 30.{uuid.uuid4().int % 10**6 + 10**6}"
     req = request(
         "builtin:shell",
-        {"command": "sleep 30.271 & sleep 30.272"},
+        {"command": f"{marker}1 & {marker}2"},
         timeoutSeconds=60,
     )
     task = asyncio.ensure_future(env.run(steps.run_step, req))
     deadline = time.monotonic() + 10
-    while len(processes_with("sleep 30.27")) < 2:
+    while len(processes_with(marker)) < 2:
         assert time.monotonic() < deadline, "the command never ran"
         await asyncio.sleep(0.02)
 
@@ -233,9 +236,9 @@ async def test_cancellation_kills_the_running_command(steps: StepActivities) -> 
     with pytest.raises(asyncio.CancelledError):
         await task
     deadline = time.monotonic() + 5
-    while processes_with("sleep 30.27") and time.monotonic() < deadline:
+    while processes_with(marker) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    assert not processes_with("sleep 30.27")
+    assert not processes_with(marker)
 
 
 async def test_cancellation_reaches_sleep(steps: StepActivities) -> None:
