@@ -52,6 +52,9 @@ Idempotent = Annotated[Claim | None, idempotent(OPERATOR)]
     "/runs/{runId}/approvals/{approvalId}",
     operation_id="applyApprovalDecision",
     summary="Apply approval decision",
+    description="Needs taskrunner.operator (or admin) and every grant the gate's approval "
+    "lists (the token's `grants` claim or its scopes); scopes alone cannot say which grants, "
+    "so a token holding the role but not the grants is a 403.",
     response_model_exclude_none=True,
     responses=documented(400, 401, 403, 404, 409, 503),
 )
