@@ -513,7 +513,8 @@ class RunGateway:
         """
         handle = self._handle(tenant, run_id)
         async with self._run(handle, run_id):
-            async for event in handle.fetch_history_events(rpc_timeout=self.timeout):
+            # One event is all it needs: not a page of a history that may be long.
+            async for event in handle.fetch_history_events(page_size=1, rpc_timeout=self.timeout):
                 started = event.workflow_execution_started_event_attributes
                 decoded = await self.client.data_converter.decode(
                     started.input.payloads, [PackRunInput]
@@ -523,6 +524,15 @@ class RunGateway:
                     raise errors.RunNotFound(run_id)
                 return run_input
         raise errors.RunNotFound(run_id)
+
+    async def requester(self, tenant: str, run_id: str) -> str:
+        """Who started the run ("" if no one is named; it never changes, so it is kept)."""
+        handle = self._handle(tenant, run_id)
+
+        async def fetch() -> str:
+            return (await self.run_input(tenant, run_id)).meta.actor or ""
+
+        return await self.reads.requester(handle.id, fetch)
 
     async def full_state(self, tenant: str, run_id: str) -> RunStateSnapshot:
         """The run's state with every step (paged through), outputs left out."""

@@ -98,6 +98,7 @@ class StateReads:
         """The count after each run's last write."""
         self._in_flight: dict[Hashable, _Flight] = {}
         self._known: OrderedDict[Hashable, _Known] = OrderedDict()
+        self._requesters: OrderedDict[str, str] = OrderedDict()
 
     async def read(self, run: str, page: Hashable, fetch: Fetch) -> Read:
         """The state of `page` of `run`: known recently enough, or from `fetch` (shared), or,
@@ -160,6 +161,19 @@ class StateReads:
             while len(self._known) > self.max_runs:
                 self._known.popitem(last=False)
         return snapshot
+
+    async def requester(self, run: str, fetch: Callable[[], Awaitable[str]]) -> str:
+        """Who started `run`: it never changes, so it is read once (from the run's first event)
+        and kept, for as many runs as states are."""
+        known = self._requesters.get(run)
+        if known is None:
+            known = await fetch()
+            self._requesters[run] = known
+            while len(self._requesters) > self.max_runs:
+                self._requesters.popitem(last=False)
+        else:
+            self._requesters.move_to_end(run)
+        return known
 
     @contextmanager
     def writing(self, run: str) -> Iterator[None]:

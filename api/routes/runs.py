@@ -273,7 +273,7 @@ async def _actions(
         a.status == "pending" and a.allowRequester is False for a in snapshot.approvals
     ):
         # Only the run's input names who requested it (read from its first event, no worker).
-        requester = (await runs.run_input(snapshot.tenant, snapshot.runId)).meta.actor
+        requester = await runs.requester(snapshot.tenant, snapshot.runId)
     return available_actions(
         principal, snapshot, run_location(settings, snapshot.runId), requester=requester
     )
