@@ -2,7 +2,8 @@
 
 Printed to stdout, or written with `-o FILE`. It is generated from the compiler's models, the
 same document the API serves at /schemas/taskpack.json and the repository keeps in
-schema/taskpack.schema.json; a pack's first line can point an editor at it:
+schema/taskpack.schema.json. Each installed executor's parameters describe the `with` of the
+steps that use it (as `validate` checks them). A pack's first line can point an editor at it:
 
     # yaml-language-server: $schema=path/to/taskpack.schema.json
 """
@@ -27,13 +28,20 @@ def register(subcommands: Subcommands) -> None:
     schema.add_argument(
         "--output", "-o", metavar="FILE", type=Path, help="write it to FILE (default: stdout)"
     )
+    schema.add_argument(
+        "--any-executor",
+        action="store_true",
+        help="leave out the executors installed here: `with` described as any mapping (for "
+        "packs meant for a service with other executors)",
+    )
     schema.set_defaults(handler=schema_command)
 
 
 def schema_command(args: argparse.Namespace) -> int:
+    from cli.catalog import installed_executors
     from compiler.schema import manifest_schema_text
 
-    text = manifest_schema_text()
+    text = manifest_schema_text(None if args.any_executor else installed_executors())
     if args.output is None or str(args.output) == "-":
         sys.stdout.write(text)
         return EXIT_OK

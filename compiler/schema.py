@@ -19,6 +19,7 @@ import functools
 import json
 from typing import Any
 
+from compiler.executors import ExecutorCatalog
 from compiler.manifest import API_VERSION, STEP_KIND_KEYS, Manifest
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -106,6 +107,83 @@ def _untitle(node: Any, *, keep: bool) -> None:
             _untitle(item, keep=False)
 
 
+EXPRESSION = {"type": "string", "pattern": "\\{\\{"}
+"""A value holding an expression: known only when the step runs, so the compiler judges its key
+but not its value (compiler/executors.py), and so does the schema."""
+
+
+def _lenient_children(node: Any) -> Any:
+    """`node` with every value schema inside it also accepting an expression string."""
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    for key in ("properties", "patternProperties"):
+        if isinstance(node.get(key), dict):
+            node[key] = {k: _or_expression(v) for k, v in node[key].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            node[key] = _or_expression(node[key])
+    if isinstance(node.get("prefixItems"), list):
+        node["prefixItems"] = [_or_expression(v) for v in node["prefixItems"]]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(node.get(key), list):
+            node[key] = [_lenient_children(v) for v in node[key]]
+    return node
+
+
+def _or_expression(node: Any) -> Any:
+    """A value schema that also accepts an expression string (and so do the values in it)."""
+    if not isinstance(node, dict) or not node:
+        return node
+    node = _lenient_children(node)
+    annotations = {"title", "description", "default", "examples"}
+    if not set(node) - annotations:
+        return node  # any value at all
+    if node.get("type") == "string" and not set(node) - annotations - {"type"}:
+        return node  # any string already
+    return {"anyOf": [node, EXPRESSION]}
+
+
+def _relocated(node: Any, prefix: str) -> Any:
+    """`node` with its `#/$defs/X` references renamed `#/$defs/PREFIX.X`."""
+    if isinstance(node, dict):
+        out = {k: _relocated(v, prefix) for k, v in node.items()}
+        ref = out.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            out["$ref"] = "#/$defs/" + prefix + ref.removeprefix("#/$defs/")
+        return out
+    if isinstance(node, list):
+        return [_relocated(v, prefix) for v in node]
+    return node
+
+
+def _executors(schema: dict[str, Any], executors: ExecutorCatalog) -> None:
+    """Each executor's parameters as the schema of `with` when `uses` names it, so editors
+    complete `with` keys and flag unknown ones; `uses` offers the executors' names."""
+    defs = schema["$defs"]
+    run = defs["RunBody"]
+    run["properties"]["uses"]["examples"] = sorted(executors)
+    branches = []
+    for uses, params in sorted(executors.items()):
+        if params is None:
+            continue
+        prefix = f"{uses}."
+        params = _relocated(copy.deepcopy(dict(params)), prefix)
+        for name, body in params.pop("$defs", {}).items():
+            defs[prefix + name] = _lenient_children(body)
+        params.pop("$schema", None)
+        with_ = _lenient_children(params)  # itself a mapping, as `with` always is
+        with_.setdefault("description", f"The parameters of {uses}")
+        branches.append(
+            {
+                "if": {"properties": {"uses": {"const": uses}}, "required": ["uses"]},
+                "then": {"properties": {"with": with_}},
+            }
+        )
+    if branches:
+        run["allOf"] = branches
+
+
 @functools.cache
 def _generated() -> dict[str, Any]:
     schema = Manifest.model_json_schema(by_alias=True, mode="validation")
@@ -121,12 +199,18 @@ def _generated() -> dict[str, Any]:
     }
 
 
-def manifest_schema() -> dict[str, Any]:
-    """The manifest's JSON Schema (draft 2020-12), a fresh copy the caller may change."""
-    return copy.deepcopy(_generated())
+def manifest_schema(executors: ExecutorCatalog | None = None) -> dict[str, Any]:
+    """The manifest's JSON Schema (draft 2020-12), a fresh copy the caller may change. With an
+    executor catalog (`uses` → the JSON Schema of its `with`), each run step's `with` is
+    described by its executor's parameters."""
+    schema = copy.deepcopy(_generated())
+    if executors:
+        _executors(schema, executors)
+        _untitle(schema, keep=True)
+    return schema
 
 
-def manifest_schema_text() -> str:
+def manifest_schema_text(executors: ExecutorCatalog | None = None) -> str:
     """The schema as written to schema/taskpack.schema.json: indented, keys in model order, with
     a final newline, so the committed file diffs cleanly when a model changes."""
-    return json.dumps(_generated(), indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(manifest_schema(executors), indent=2, ensure_ascii=False) + "\n"

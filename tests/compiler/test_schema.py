@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from compiler import ManifestError, load_manifest
+from compiler import ManifestError, compile_manifest, load_manifest
 from compiler.loader import load_yaml
 from compiler.schema import COMMITTED_PATH, manifest_schema, manifest_schema_text
 from tests.compiler.conftest import CliRunner
@@ -41,9 +41,17 @@ def errors(validator: Draft202012Validator, data: Any) -> list[str]:
     )
 
 
+def builtins() -> dict[str, Any]:
+    """The builtin executors' catalog, whatever plugins this machine has installed."""
+    from activities.registry import Registry
+
+    return Registry(entry_points=[]).catalog()
+
+
 def test_the_committed_schema_is_the_generated_one() -> None:
-    assert COMMITTED.read_text() == manifest_schema_text(), (
-        "the models changed: regenerate with `taskrunner schema -o schema/taskpack.schema.json`"
+    assert COMMITTED.read_text() == manifest_schema_text(builtins()), (
+        "the models or the builtins' parameters changed: regenerate with "
+        "`taskrunner schema -o schema/taskpack.schema.json`"
     )
     assert manifest_schema()["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
@@ -133,6 +141,46 @@ def test_wrong_manifests_fail_where_they_are_wrong(
         load_manifest(dump(data))
 
 
+def run_step(uses: str, with_: Any) -> dict[str, Any]:
+    return {**BASE, "spec": {"steps": [{"id": "a", "run": {"uses": uses, "with": with_}}]}}
+
+
+WRONG_WITH: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "an unknown parameter",
+        run_step("builtin:shell", {"comand": "ls"}),
+        "spec/steps/0/run/with: Additional properties are not allowed ('comand' was unexpected)",
+    ),
+    (
+        "a parameter of the wrong type",
+        run_step("builtin:sleep", {"seconds": "soon"}),
+        "spec/steps/0/run/with/seconds: 'soon' is not valid",
+    ),
+]
+
+
+@pytest.mark.parametrize(("why", "data", "expected"), WRONG_WITH, ids=[w[0] for w in WRONG_WITH])
+def test_a_wrong_with_fails_as_the_compiler_refuses_it(
+    why: str, data: dict[str, Any], expected: str, validator: Draft202012Validator
+) -> None:
+    found = errors(validator, data)
+    assert any(line.startswith(expected) for line in found), found
+    with pytest.raises(ManifestError) as refused:
+        compile_manifest(dump(data), known_executors=builtins())
+    assert all(e.path.startswith("spec.steps[0].run.with") for e in refused.value.errors)
+
+
+def test_with_follows_its_executor_and_takes_expressions(validator: Draft202012Validator) -> None:
+    assert errors(validator, run_step("builtin:sleep", {"seconds": "{{ inputs.wait }}"})) == []
+    assert errors(validator, run_step("builtin:sleep", {"seconds": 2})) == []
+    # An executor this schema does not know: its `with` is any mapping, as the schema cannot
+    # say what another service has; the compiler of that service checks it.
+    assert errors(validator, run_step("custom:scan", {"anything": [1, 2]})) == []
+    assert errors(validator, run_step("custom:scan", "not a mapping")) != []
+    uses = validator.schema["$defs"]["RunBody"]["properties"]["uses"]
+    assert {"builtin:shell", "builtin:echo"} <= set(uses["examples"])
+
+
 def test_a_number_for_a_version_is_text_to_both(validator: Draft202012Validator) -> None:
     data = {**BASE, "metadata": {"name": "p", "version": 1.0}}
     assert errors(validator, data) == []
@@ -165,8 +213,11 @@ VALUES = st.one_of(
     st.booleans(),
     st.integers(min_value=-3, max_value=100_000),
     st.sampled_from(["", "x", "a b", "builtin:noop", "sealed", "file", "1.0", "*.x.org", "0"]),
+    st.sampled_from(["builtin:sleep", "builtin:shell", "builtin:http", "{{ inputs.x }}"]),
     st.just([]),
     st.just({}),
+    st.just({"seconds": 1}),
+    st.just({"command": "ls", "env": {"A": "{{ item }}"}}),
     st.just({"id": "z"}),
     st.just([{"id": "z", "run": {"uses": "builtin:noop"}}]),
 )
@@ -201,19 +252,41 @@ def mutated(draw: st.DrawFn) -> Any:
             elif action == "delete":
                 del parent[path[-1]]
             elif isinstance(parent[path[-1]], dict):
-                key = draw(st.sampled_from(["unknown", "run", "gate", "loop", "with", "else"]))
+                key = draw(
+                    st.sampled_from(
+                        ["unknown", "run", "gate", "loop", "with", "else", "seconds", "command"]
+                    )
+                )
                 parent[path[-1]][key] = copy.deepcopy(draw(VALUES))
         except (KeyError, IndexError, TypeError):
             continue  # an earlier mutation moved this place away
     return data
 
 
+SCHEMA = manifest_schema(builtins())
+
+
 @PROPERTY
 @given(mutated())
-def test_what_the_schema_accepts_the_models_accept(data: Any) -> None:
-    validator = Draft202012Validator(manifest_schema())
-    if validator.is_valid(data):
-        load_manifest(dump(data))  # no ManifestError
+def test_what_the_schema_accepts_the_models_and_executors_accept(data: Any) -> None:
+    """Accepted by the schema: the models accept it too, and no run step's `with` is refused
+    by its executor (the compiler's other checks, ids and expressions, are beyond a schema)."""
+    if not Draft202012Validator(SCHEMA).is_valid(data):
+        return
+    text = dump(data)
+    load_manifest(text)  # no ManifestError
+    # What checking against the executors adds: errors in a `with`, or an unknown `uses`
+    # (the schema names executors as examples, not as the only ones).
+    added = set(compile_errors(text, builtins())) - set(compile_errors(text, None))
+    assert not [e for e in added if not e[0].endswith(".uses")], added
+
+
+def compile_errors(text: str, executors: Any) -> list[tuple[str, str]]:
+    try:
+        compile_manifest(text, known_executors=executors)
+    except ManifestError as exc:
+        return [(e.path, e.message) for e in exc.errors]
+    return []
 
 
 # ------------------------------------------------------------------ `taskrunner schema`
