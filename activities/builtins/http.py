@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 from typing import Any
 
 import httpx
@@ -83,13 +84,21 @@ class PinnedTransport(httpx.AsyncBaseTransport):
     extension), so virtual hosts and certificate checks work as for the name.
 
     One connection pool per original origin: a TLS connection made for one name is never reused
-    for another name that happens to share its address.
+    for another name that happens to share its address. `verify`: the CAs a server's certificate
+    is checked against (the system's by default).
     """
 
-    def __init__(self, sandbox: Sandbox, policy: TargetPolicy, uses: str) -> None:
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        policy: TargetPolicy,
+        uses: str,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.sandbox = sandbox
         self.policy = policy
         self.uses = uses
+        self.verify = verify
         self._pools: dict[tuple[str, str, int], httpx.AsyncHTTPTransport] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -109,7 +118,7 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         key = (url.scheme, url.host, port)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = httpx.AsyncHTTPTransport(trust_env=False)
+            pool = self._pools[key] = httpx.AsyncHTTPTransport(verify=self.verify, trust_env=False)
         pinned = httpx.Request(
             request.method,
             url.copy_with(host=addresses[0]),

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
+from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from activities.builtins.http import BODY_CHARS, EgressRefused, egress_allowed, http
+from activities.builtins.http import (
+    BODY_CHARS,
+    EgressRefused,
+    PinnedTransport,
+    egress_allowed,
+    http,
+)
 from activities.executor import StepFailed
 from activities.netpolicy import TargetPolicy, system_resolver
 from activities.sandbox.runner import CommandRunner, SandboxSettings
@@ -260,3 +273,75 @@ async def test_a_name_that_turns_internal_is_refused_before_connecting(
         await http({"url": url}, ctx_for(make_ctx, sealed, runner=runner))
     assert refused.value.reason == "egress-denied"
     assert http_server.recorder.requests == []
+
+
+def tls_files(folder: Path, name: str) -> tuple[Path, Path, str]:
+    """A CA, and a server certificate it signed for `name`: (cert file, key file, CA PEM)."""
+    now = datetime.now(UTC)
+
+    def cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: Any, ca: bool):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("test CA", ca_key, "test CA", ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = cert(name, key, "test CA", ca_key, False)
+    (folder / "cert.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return (
+        folder / "cert.pem",
+        folder / "key.pem",
+        ca.public_bytes(serialization.Encoding.PEM).decode(),
+    )
+
+
+async def test_https_to_a_pinned_address_keeps_the_name_for_sni_and_the_certificate(
+    tmp_path: Path,
+) -> None:
+    certfile, keyfile, ca = tls_files(tmp_path, "svc.rebind.test")
+    server_names: list[str | None] = []
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(certfile, keyfile)
+    server_tls.sni_callback = lambda _sock, name, _ctx: server_names.append(name)  # type: ignore[assignment]
+    recorder = Recorder()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_Handler,), {"recorder": recorder}))
+    server.socket = server_tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    port = server.server_address[1]
+    name = Rebinding("svc.rebind.test", "127.0.0.1", "127.0.0.2")
+    transport = PinnedTransport(
+        Sandbox(mode="sealed", egressAllowlist=("svc.rebind.test",)),
+        TargetPolicy(allow_internal=True, resolver=name),
+        "builtin:http",
+        verify=ssl.create_default_context(cadata=ca),
+    )
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            response = await client.get(f"https://svc.rebind.test:{port}/json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert response.json() == {"hello": "world", "n": 1}
+    assert server_names == ["svc.rebind.test"]  # SNI is the name, not the address
+    assert recorder.requests[0]["headers"]["Host"] == f"svc.rebind.test:{port}"
+    assert name.lookups == 1
