@@ -127,20 +127,30 @@ def worker_command(args: argparse.Namespace) -> int:
 
     settings = _logging(get_worker_settings())
     if args.check:
-        try:
-            polling = asyncio.run(worker_polls(settings))
-        except Exception as exc:  # Temporal unreachable: unhealthy, and say why
-            print(f"taskrunner worker --check: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        if not polling:
-            print(
-                f"taskrunner worker --check: no worker of {socket.gethostname()} polls task queue "
-                f"{settings.task_queue}",
-                file=sys.stderr,
-            )
-        return EXIT_OK if polling else EXIT_ERROR
+        code = _check_worker(settings)
+        # Straight out, without the interpreter's teardown: a process that only used a Temporal
+        # client can abort in it ("PyGILState_Release ... finalizing", temporalio/sdk-python#300),
+        # which would make a healthy worker look unhealthy now and then.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     asyncio.run(run_worker(settings))
     return EXIT_OK
+
+
+def _check_worker(settings: SharedSettings) -> int:
+    try:
+        polling = asyncio.run(worker_polls(settings))
+    except Exception as exc:  # Temporal unreachable: unhealthy, and say why
+        print(f"taskrunner worker --check: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if not polling:
+        print(
+            f"taskrunner worker --check: no worker of {socket.gethostname()} polls task queue "
+            f"{settings.task_queue}",
+            file=sys.stderr,
+        )
+    return EXIT_OK if polling else EXIT_ERROR
 
 
 async def worker_polls(settings: SharedSettings) -> bool:
