@@ -10,9 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
 
 from tests.api.support import APPROVER, READER, bearer, error_code
 from tests.helpers import unique
+from workflows.contract.names import workflow_id
 
 PREFIX = "/v1/task-runner"
 SCHEDULES = f"{PREFIX}/schedules"
@@ -142,3 +145,50 @@ class TestSchedules:
         again = await http.post(SCHEDULES, json={**body, "cron": "0 0 1 1 *"}, headers=APPROVER)
         assert (again.status_code, error_code(again)) == (409, "schedule_exists")
         await http.delete(f"{SCHEDULES}/{body['scheduleId']}", headers=APPROVER)
+
+    async def test_a_scheduled_run_that_fails_closes_failed_and_the_schedule_goes_on(
+        self, http: httpx.AsyncClient, dev_env: WorkflowEnvironment
+    ) -> None:
+        # The run is the schedule's workflow's child: its workflow closing Failed must not fail
+        # the schedule's own workflow, nor stop the schedule.
+        name, schedule = unique("sched-fail"), unique("every2s")
+        failing = (
+            pack(name)
+            .replace(
+                '{id: hello, run: {uses: "builtin:echo"', '{id: hello, run: {uses: "builtin:fail"'
+            )
+            .replace('with: {greeting: "hello {{ inputs.who }}"}', 'with: {message: "no"}')
+        )
+        published = await http.post(f"{PREFIX}/packs", json={"manifest": failing}, headers=ADMIN)
+        assert published.status_code == 201, published.text
+        created = await http.post(
+            SCHEDULES,
+            json={
+                "scheduleId": schedule,
+                "pack": {"name": name},
+                "inputs": {"who": "cron"},
+                "cron": "*/2 * * * * * *",
+            },
+            headers=APPROVER,
+        )
+        assert created.status_code == 201, created.text
+        try:
+            deadline = time.monotonic() + 60
+            while (
+                len(failed := [r for r in await runs_of(http, name) if r["status"] == "failed"]) < 2
+            ):
+                assert time.monotonic() < deadline, "the schedule did not go on firing"
+                await asyncio.sleep(0.5)
+        finally:
+            await http.delete(f"{SCHEDULES}/{schedule}", headers=APPROVER)
+        run = dev_env.client.get_workflow_handle(workflow_id("default", failed[-1]["runId"]))
+        described = await run.describe()
+        assert described.status == WorkflowExecutionStatus.FAILED
+        assert described.parent_id is not None
+        parent = dev_env.client.get_workflow_handle(described.parent_id)
+        for _ in range(50):  # it closes right after its child
+            status = (await parent.describe()).status
+            if status != WorkflowExecutionStatus.RUNNING:
+                break
+            await asyncio.sleep(0.1)
+        assert status == WorkflowExecutionStatus.COMPLETED
