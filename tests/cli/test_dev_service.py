@@ -160,6 +160,40 @@ def test_any_other_port_taken_is_named_with_its_flag(flag: str, tmp_path: Path) 
     assert BANNER not in result.stdout
 
 
+def free_base_port(offsets: tuple[int, ...]) -> int:
+    """A free port P with P + each offset free too."""
+    for port in free_ports(20):
+        if port + max(offsets) < 65536 and not any(
+            port_in_use("127.0.0.1", port + offset) for offset in offsets
+        ):
+            return port
+    raise AssertionError("no free port with free neighbours")
+
+
+@pytest.mark.parametrize(
+    ("offset", "flag"), [(1000, "--ui-port"), (1001, "--metrics-port"), (10, "--http-port")]
+)
+def test_the_dev_servers_other_ports_follow_its_port(
+    offset: int, flag: str, tmp_path: Path
+) -> None:
+    # Unset, each is --port plus an offset (7233: UI 8233, metrics 8234, HTTP 7243), so a second
+    # instance moved with --port alone collides with nothing of the first.
+    port = free_base_port((1000, 1001, 10))
+    (api_port,) = free_ports(1)
+    args = [TASKRUNNER, "dev", "--data-dir", str(tmp_path / "var"), "--port", str(port)]
+    with listening(port + offset):
+        result = subprocess.run(
+            [*args, "--api-port", str(api_port)],
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+            env=clean_env(),
+        )
+    assert result.returncode == 1, result
+    assert f"port {port + offset} on 127.0.0.1" in result.stderr
+    assert f"choose another port with {flag}" in result.stderr
+
+
 def test_one_port_for_two_things_is_refused(tmp_path: Path) -> None:
     ports = free_ports(len(PORT_FLAGS))
     ports[PORT_FLAGS.index("--ui-port")] = ports[PORT_FLAGS.index("--api-port")]
