@@ -81,6 +81,9 @@ class Dev:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=clean_env(),
+                # A process group of its own, as a shell gives a foreground job: Ctrl-C is
+                # sent to the whole group.
+                start_new_session=True,
             )
 
     @property
@@ -98,7 +101,8 @@ class Dev:
         return (self.data_dir / TEMPORAL_LOG_FILE).exists()
 
     def interrupt(self) -> int:
-        self.process.send_signal(signal.SIGINT)
+        """Ctrl-C, as a terminal delivers it: SIGINT to every process of the foreground group."""
+        os.killpg(self.process.pid, signal.SIGINT)
         return self.process.wait(timeout=STOP_TIMEOUT)
 
     def kill(self) -> None:
