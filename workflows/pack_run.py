@@ -4,7 +4,10 @@ a large map as its child so no history grows with the number of items.
 Decisions arrive by the `approval` signal (fire-and-forget, for chat bots and the Web UI) or the
 `decide_approval` update; both go through one handler (`_decide`), which writes a refused
 decision to the run's log and, for the update, fails it with the refusal's code. `cancel`
-(signal) and Temporal's own cancel request both end the run gracefully. The run's state is the
+(signal) and Temporal's own cancel request both end the run gracefully. A run that failed closes
+its workflow as Failed (its RunResult the failure's detail), one cancelled as Canceled when
+Temporal's request came (the API sends it after its signal), so Temporal's own status is the
+run's outcome. The run's state is the
 RunBook's: this module reads it and calls its methods, and never assigns to it.
 """
 
