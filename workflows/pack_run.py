@@ -7,8 +7,8 @@ decision to the run's log and, for the update, fails it with the refusal's code.
 (signal) and Temporal's own cancel request both end the run gracefully. A run that failed closes
 its workflow as Failed (its RunResult the failure's detail), one cancelled as Canceled when
 Temporal's request came (the API sends it after its signal), so Temporal's own status is the
-run's outcome. The run's state is the
-RunBook's: this module reads it and calls its methods, and never assigns to it.
+run's outcome. The run's state is the RunBook's: this module reads it and calls its methods, and
+never assigns to it.
 """
 
 from __future__ import annotations
