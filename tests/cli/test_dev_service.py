@@ -31,6 +31,18 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 BANNER = "TaskRunner is running"
 PORT_FLAGS = ("--port", "--api-port", "--ui-port", "--metrics-port", "--http-port")
+STEP_MARKER = "sleep 61.4173"
+BUSY_PACK = f"""
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {{name: busy, version: 1.0.0}}
+spec:
+  steps:
+    - id: wait
+      run:
+        uses: builtin:shell
+        with: {{script: "{STEP_MARKER}"}}
+"""
 
 
 def free_ports(count: int) -> list[int]:
@@ -230,8 +242,17 @@ def test_two_instances_side_by_side_then_ctrl_c_stops_each_quietly(tmp_path: Pat
             metrics = httpx.get(f"http://127.0.0.1:{dev.ports['--metrics-port']}/metrics")
             assert metrics.status_code == 200
             assert f":{dev.ports['--metrics-port']}/metrics" in dev.output  # in the banner
+        # A step in flight when Ctrl-C comes: cancelled with the rest, its process gone too.
+        api = f"http://127.0.0.1:{devs[0].ports['--api-port']}/v1/task-runner"
+        started = httpx.post(f"{api}/runs", json={"manifest": BUSY_PACK}, timeout=30)
+        assert started.status_code == 201, started.text
+        deadline = time.monotonic() + START_TIMEOUT
+        while not processes_with(STEP_MARKER):
+            assert time.monotonic() < deadline, devs[0].output
+            time.sleep(0.2)
         for dev in devs:
             assert_quiet_stop(dev, dev.interrupt())
+        assert processes_with(STEP_MARKER) == []
         # What the dev server said went to its log, not into the terminal.
         assert "Temporal Server:" in (devs[0].data_dir / TEMPORAL_LOG_FILE).read_text()
     finally:
