@@ -9,6 +9,8 @@ moves. Poller identities (host names, pids) are left out: `/readyz` needs no tok
 
 from __future__ import annotations
 
+import asyncio
+import re
 from datetime import timedelta
 
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
@@ -23,6 +25,8 @@ from api.schemas import QueueKindHealth, TaskQueueHealth
 from workflows.contract.names import SA_STATUS, WORKFLOW_TYPE
 
 DESCRIBE_TIMEOUT = timedelta(seconds=3)
+QUOTABLE = re.compile(r"^[^'\"\\\x00-\x1f]+$")
+"""A name that can stand in quotes in a visibility query as it is."""
 OPEN_STATUSES = ("pending", "running", "awaiting-approval")
 """A run's TaskRunnerStatus while its workflow runs (a run that has ended may still be open a
 moment, delivering its webhooks: it is not in flight)."""
@@ -30,11 +34,8 @@ moment, delivering its webhooks: it is not in flight)."""
 
 async def task_queue_health(client: Client, task_queue: str) -> TaskQueueHealth:
     """Backlog and pollers of the task queue, workflow and activity tasks apart."""
-    kinds = {}
-    for name, kind in (
-        ("workflowTasks", TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
-        ("activityTasks", TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
-    ):
+
+    async def describe(kind: TaskQueueType.ValueType) -> QueueKindHealth:
         answer = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
                 namespace=client.namespace,
@@ -46,19 +47,26 @@ async def task_queue_health(client: Client, task_queue: str) -> TaskQueueHealth:
             timeout=DESCRIBE_TIMEOUT,
         )
         stats = answer.stats
-        kinds[name] = QueueKindHealth(
+        return QueueKindHealth(
             backlog=stats.approximate_backlog_count,
             backlogAgeSeconds=round(stats.approximate_backlog_age.ToTimedelta().total_seconds(), 3),
             pollers=len(answer.pollers),
         )
-    return TaskQueueHealth(name=task_queue, **kinds)
+
+    workflows, activities = await asyncio.gather(
+        describe(TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+        describe(TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+    )
+    return TaskQueueHealth(name=task_queue, workflowTasks=workflows, activityTasks=activities)
 
 
 async def runs_in_flight(client: Client, task_queue: str) -> dict[str, int]:
     """How many runs' workflows on `task_queue` are open, by TaskRunnerStatus, across tenants
     (the visibility store; another deployment's queue in the same namespace is not counted)."""
-    counts = {}
-    for status in OPEN_STATUSES:
+    if not QUOTABLE.match(task_queue):
+        raise ValueError(f"task queue {task_queue!r} cannot be named in a visibility query")
+
+    async def count(status: str) -> int:
         answer = await client.workflow_service.count_workflow_executions(
             CountWorkflowExecutionsRequest(
                 namespace=client.namespace,
@@ -71,5 +79,7 @@ async def runs_in_flight(client: Client, task_queue: str) -> dict[str, int]:
             retry=False,
             timeout=DESCRIBE_TIMEOUT,
         )
-        counts[status] = answer.count
-    return counts
+        return int(answer.count)
+
+    counts = await asyncio.gather(*(count(status) for status in OPEN_STATUSES))
+    return dict(zip(OPEN_STATUSES, counts, strict=True))
