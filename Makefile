@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-postgresql lint bench clean browser constraints
+.PHONY: run test test-postgresql lint bench clean browser constraints editor
 
 # Runtime packages at the versions of constraints.txt, as in the image (Dockerfile).
 $(STAMP): pyproject.toml constraints.txt
@@ -38,7 +38,18 @@ browser:
 	      "sudo apt-get install chromium chromium-driver" >&2; \
 	  fi; }
 
-test: $(STAMP) browser
+# The editor tests (tests/editor) run yaml-language-server, the language server of VS Code's
+# YAML extension and Neovim's yamlls, pinned with its dependencies in tests/editor's lock file:
+# installed here from npm (needs Debian's nodejs and npm), never fetched at run time.
+EDITOR_STAMP := tests/editor/node_modules/.installed
+editor: $(EDITOR_STAMP)
+$(EDITOR_STAMP): tests/editor/package-lock.json
+	@command -v npm >/dev/null || { \
+	  echo "the editor tests need node and npm: sudo apt-get install nodejs npm" >&2; exit 1; }
+	npm ci --prefix tests/editor --no-audit --no-fund --loglevel=error
+	touch $(EDITOR_STAMP)
+
+test: $(STAMP) browser editor
 	$(BIN)/python -m pytest -q
 
 # `make test` runs the database's own tests (tests/db, idempotency, webhooks) on SQLite and on
