@@ -53,7 +53,8 @@ SIGNING_KEY_FILE = "signing-key"
 TEMPORAL_LOG_FILE = "temporal.log"
 TEMPORAL_LOG_TAIL = 15
 # Where the dev server listens, and its other ports relative to the frontend's: the Web UI's is
-# the temporal CLI's own default (7233 -> 8233), the HTTP API's Temporal server's (7233 -> 7243).
+# the temporal CLI's own default (7233 -> 8233), metrics next to it, the HTTP API's Temporal
+# server's own default (7233 -> 7243).
 DEV_HOST = "127.0.0.1"
 UI_PORT_OFFSET = 1000
 METRICS_PORT_OFFSET = 1001

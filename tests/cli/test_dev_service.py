@@ -269,3 +269,20 @@ def test_ctrl_c_while_starting_stops_quietly(tmp_path: Path) -> None:
         assert_quiet_stop(dev, code)
     finally:
         dev.kill()
+
+
+def test_a_dev_server_that_dies_is_reported_with_the_end_of_its_log(tmp_path: Path) -> None:
+    dev = Dev(tmp_path / "var", free_ports(len(PORT_FLAGS)))
+    try:
+        dev.wait_for("banner")
+        (temporal,) = [pid for pid in processes_with(str(dev.data_dir)) if pid != dev.process.pid]
+        os.kill(temporal, signal.SIGKILL)
+        code = dev.process.wait(timeout=STOP_TIMEOUT)
+        assert code == 1, dev.output
+        assert "the Temporal dev server stopped unexpectedly; shutting down" in dev.output
+        # Where to look, and the last lines of what it said.
+        assert f"the end of {dev.data_dir / TEMPORAL_LOG_FILE}:" in dev.output
+        assert "  Temporal Server:" in dev.output
+        assert processes_with(str(dev.data_dir)) == []
+    finally:
+        dev.kill()
