@@ -136,6 +136,12 @@ def register(subcommands: Subcommands) -> None:
     )
     logs.add_argument("run_id", metavar="ID")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
+    logs.add_argument(
+        "--output",
+        "-o",
+        choices=("json",),
+        help="json: each entry as the API sent it, one JSON object a line (NDJSON)",
+    )
     logs.set_defaults(handler=logs_command)
 
     artifacts = actions.add_parser(
@@ -476,7 +482,8 @@ def logs_command(args: argparse.Namespace) -> int:
                     raise Unreachable(f"{error.get('message')} ({error.get('code')})")
                 after = item["sequence"]
                 retrying.reset()
-                print(log_line(item), flush=True)
+                text = json.dumps(item, ensure_ascii=False) if args.output else log_line(item)
+                print(text, flush=True)
             return EXIT_OK
         except Unreachable as exc:
             if not args.follow:

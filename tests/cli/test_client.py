@@ -248,6 +248,10 @@ class TestReadCommands:
         assert events[0] == "run.created" and events[-1] == "run.completed"
         followed = await taskrunner("runs", "logs", run_id, "--follow")  # ended: returns
         assert followed.out == logs.out
+        as_json = await taskrunner("runs", "logs", run_id, "-o", "json")
+        entries = [json.loads(line) for line in as_json.out.splitlines()]
+        assert [e["eventType"] for e in entries] == events
+        assert [e["sequence"] for e in entries] == list(range(1, len(entries) + 1))
 
     async def test_output_formats(
         self, taskrunner: Cli, tmp_path: Path, http: Any, env: dict[str, str]
