@@ -336,6 +336,48 @@ class TestReadCommands:
         assert "├── ✓ wait  Succeeded" in plain and "└── ✓ after  Succeeded" in plain, plain
         assert text.rstrip().endswith("succeeded")
 
+    async def test_on_a_terminal_rich_draws_the_table_and_the_tree(
+        self, taskrunner: Cli, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        created = await taskrunner(
+            "runs", "create", pack_file(tmp_path, ECHO), "--inputs", '{"who": "x"}', "--wait"
+        )
+        run_id = created.out.splitlines()[0].split()[1]
+        await until(taskrunner, ["runs", "list"], run_id)
+
+        async def on_terminal(*args: str) -> str:
+            controller, terminal = pty.openpty()
+            process = await asyncio.create_subprocess_exec(
+                *script(),
+                *args,
+                stdin=terminal,
+                stdout=terminal,
+                stderr=terminal,
+                env={**env, "LANG": "C.UTF-8", "TERM": "xterm-256color", "COLUMNS": "200"},
+            )
+            os.close(terminal)
+            assert await asyncio.wait_for(process.wait(), timeout=60) == 0
+            output = b""
+            while True:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            os.close(controller)
+            return output.decode()
+
+        listed = await on_terminal("runs", "list", "--limit", "5")
+        assert "\x1b[1m" in listed  # a bold header: rich, not the pipe's plain columns
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", listed)
+        assert "─────" in plain and run_id in plain  # the rule under the header
+        shown = await on_terminal("runs", "show", run_id)
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
+        assert "├── ✓ hello  Succeeded" in plain and "└── ✓ done  Succeeded" in plain, plain
+        assert "\x1b[32m" in shown  # succeeded in green
+
 
 class TestApproveAndCancel:
     async def test_approve_fetches_the_plan_hash(
