@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import (
@@ -23,6 +24,7 @@ from tests.helpers import (
 from workflows.contract.activities import ArtifactRecord
 from workflows.contract.names import QUERY_ARTIFACTS, SIGNAL_CANCEL, UPDATE_DECIDE_APPROVAL
 from workflows.contract.state import ApprovalOutcome, ApprovalSignal, CancelSignal
+from workflows.pack_run import TEMPORAL_CANCEL_WAIT
 
 SLOW = """
 apiVersion: stellaops.io/pack.v1
@@ -97,6 +99,65 @@ class TestCancel:
             assert state.status == "cancelled"
             events = [e.eventType for e in await logs_of(handle)]
             assert "run.cancel-requested" in events and events[-1] == "run.cancelled"
+
+
+class TestHowACancelledRunCloses:
+    """Temporal's status of a cancelled run: Canceled only when Temporal's own cancel request
+    came; a run told by the signal that one follows waits a while for it."""
+
+    async def test_a_signal_alone_closes_completed(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        client = dev_env.client
+        tq = unique("tq")
+        async with worker_for(client, tmp_path, tq):
+            handle = await start_pack(client, tq, AT_GATE)
+            await wait_for(handle, lambda s: s.status == "awaiting-approval")
+            await handle.signal(SIGNAL_CANCEL, CancelSignal(actorId="user:ops"))
+            assert (await result_of(handle)).status == "cancelled"
+            assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+    async def test_the_signal_then_temporals_request_closes_canceled(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        client = dev_env.client
+        tq = unique("tq")
+        async with worker_for(client, tmp_path, tq):
+            handle = await start_pack(client, tq, AT_GATE)
+            await wait_for(handle, lambda s: s.status == "awaiting-approval")
+            signal = CancelSignal(
+                actorId="user:ops", reason="wrong day", temporalCancelFollows=True
+            )
+            await handle.signal(SIGNAL_CANCEL, signal)
+            await asyncio.sleep(1)  # the run has ended and waits for the request
+            await handle.cancel(reason="wrong day")
+            with pytest.raises(WorkflowFailureError):
+                await handle.result()
+            assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+            state = await state_of(handle)
+            assert state.status == "cancelled"
+            requested = [e for e in await logs_of(handle) if e.eventType == "run.cancel-requested"]
+            # One request in the log, the signal's, with who and why.
+            assert [(e.metadata.get("actor"), e.metadata.get("reason")) for e in requested] == [
+                ("user:ops", "wrong day")
+            ]
+
+    async def test_a_request_announced_that_never_comes_closes_completed_after_the_wait(
+        self, skip_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        # The API died between its signal and its request: the run does not wait forever.
+        client = skip_env.client
+        tq = unique("tq")
+        async with worker_for(client, tmp_path, tq):
+            handle = await start_pack(client, tq, AT_GATE, search_attributes=False)
+            await wait_for(handle, lambda s: s.status == "awaiting-approval")
+            await handle.signal(SIGNAL_CANCEL, CancelSignal(temporalCancelFollows=True))
+            result = await result_of(handle)  # time skips over the wait
+            assert result.status == "cancelled"
+            described = await handle.describe()
+            assert described.status == WorkflowExecutionStatus.COMPLETED
+            waited = (described.close_time or described.start_time) - described.start_time
+            assert waited >= TEMPORAL_CANCEL_WAIT
 
 
 OUTPUTS = """
