@@ -390,7 +390,12 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _manifest_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ManifestError)
-    errors = [{"path": e.path, "message": e.message} for e in exc.errors]
+    errors: list[dict[str, Any]] = []
+    for e in exc.errors:
+        error: dict[str, Any] = {"path": e.path, "message": e.message}
+        if e.line is not None:
+            error |= {"line": e.line, "column": e.column}
+        errors.append(error)
     return JSONResponse({"errors": errors}, status_code=400)
 
 

@@ -61,6 +61,17 @@ class ErrorEnvelope(Schema):
 class PlanErrorItem(Schema):
     path: str = Field(description="JSON path to the error location")
     message: str
+    # Not in the contract's item (whose objects allow more): where the node of `path` is in the
+    # manifest's YAML, so an editor or a CI annotation can point at it.
+    line: int | None = Field(
+        default=None,
+        ge=1,
+        description="Line (1-based) of the node of `path` in the manifest's YAML; absent for "
+        "an error not in the manifest's text (an input given with the request)",
+    )
+    column: int | None = Field(
+        default=None, ge=1, description="Column (1-based) of the node of `path`, with `line`"
+    )
 
 
 class PlanErrorResponse(Schema):

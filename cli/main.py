@@ -5,7 +5,8 @@ To add commands, write a module with `register(subcommands)` that adds its parse
 arguments and returns an exit code, or raises `CliError`. Import heavy dependencies (temporalio,
 uvicorn) inside handlers, not at module level, so `taskrunner validate` stays quick.
 
-Exit codes: 0 success, 2 an invalid manifest or inputs (`path: message` lines on stderr), 1
+Exit codes: 0 success, 2 an invalid manifest or inputs (one line per error on stderr:
+`FILE:LINE:COLUMN: path: message` for a pack file's errors, `path: message` otherwise), 1
 anything else, reported in one line, never as a traceback.
 """
 
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except ManifestError as exc:
         for error in exc.errors:
-            print(error, file=sys.stderr)
+            print(error.located_str(exc.source), file=sys.stderr)
         return EXIT_INVALID
     except CliError as exc:
         print(f"taskrunner: error: {exc}", file=sys.stderr)

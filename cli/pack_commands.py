@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from cli.main import EXIT_OK, CliError, Subcommands
-from compiler import Ceilings, ManifestError, compile_manifest, load_manifest
-from compiler.compile import build_plan
+from compiler import Ceilings, CompiledPlan, ManifestError, compile_manifest
+from compiler.compile import build_plan, load_lenient
 from compiler.executors import ExecutorCatalog
 from compiler.hashing import plan_document
-from compiler.loader import MAX_MANIFEST_BYTES, load_yaml
+from compiler.loader import MAX_MANIFEST_BYTES, load_yaml, positions
 from compiler.plan import walk
 from compiler.simulation import SimulationResponse, SimulationStep, simulate
 
@@ -27,7 +27,7 @@ from compiler.simulation import SimulationResponse, SimulationStep, simulate
 def register(subcommands: Subcommands) -> None:
     validate = subcommands.add_parser(
         "validate",
-        help="check a pack; errors print as `path: message`",
+        help="check a pack; errors print as `FILE:LINE:COLUMN: path: message`",
         description="Check a pack. Without --inputs, required inputs are not asked for.",
     )
     _pack_arguments(validate)
@@ -101,49 +101,63 @@ def ceilings() -> Ceilings:
 def validate_command(args: argparse.Namespace) -> int:
     text = read_pack(args.pack)
     inputs = read_inputs(args.inputs)
-    manifest = load_manifest(text)
     note = ""
     try:
-        plan = build_plan(manifest, inputs, known_executors=executors(args), ceilings=ceilings())
-        note = f", {len(walk(plan.steps))} steps"
-    except ManifestError as exc:
-        errors = exc.errors
-        if args.inputs is None:
-            # Only the manifest is being checked: a required input nobody gave is not an error
-            # yet. (Without given inputs, every other input error has a `spec.` path.)
-            errors = [e for e in errors if not e.path.startswith("inputs.")]
-            note = ", inputs not checked"
+        # Every error in one pass: unknown keys do not hide what the later checks find.
+        manifest, errors = load_lenient(text)
+        if manifest is None:
+            raise ManifestError(errors)
+        try:
+            plan = build_plan(
+                manifest, inputs, known_executors=executors(args), ceilings=ceilings()
+            )
+            note = f", {len(walk(plan.steps))} steps"
+        except ManifestError as exc:
+            found = exc.errors
+            if args.inputs is None:
+                # Only the manifest is being checked: a required input nobody gave is not an
+                # error yet. (Without given inputs, every other input error has a `spec.` path.)
+                found = [e for e in found if not e.path.startswith("inputs.")]
+                note = ", inputs not checked"
+            errors = [*errors, *found]
         if errors:
-            raise ManifestError(errors) from None
+            raise ManifestError(errors)
+    except ManifestError as exc:
+        raise _named(exc.located(lambda: positions(text)), args.pack) from None
     print(f"valid: {manifest.metadata.name} {manifest.metadata.version}{note}")
     return EXIT_OK
 
 
 def plan_command(args: argparse.Namespace) -> int:
-    compiled = compile_manifest(
-        read_pack(args.pack),
-        read_inputs(args.inputs),
-        known_executors=executors(args),
-        ceilings=ceilings(),
-    )
+    compiled = _compile(args)
     print(f"planHash: {compiled.plan_hash}")
     print(json.dumps(plan_document(compiled.plan), indent=2, ensure_ascii=False))
     return EXIT_OK
 
 
 def simulate_command(args: argparse.Namespace) -> int:
-    compiled = compile_manifest(
-        read_pack(args.pack),
-        read_inputs(args.inputs),
-        known_executors=executors(args),
-        ceilings=ceilings(),
-    )
+    compiled = _compile(args)
     result = simulate(compiled.plan, compiled.plan_hash)
     if args.output == "table":
         print(render_table(result))
     else:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return EXIT_OK
+
+
+def _compile(args: argparse.Namespace) -> CompiledPlan:
+    text = read_pack(args.pack)
+    inputs = read_inputs(args.inputs)
+    try:
+        return compile_manifest(text, inputs, known_executors=executors(args), ceilings=ceilings())
+    except ManifestError as exc:
+        raise _named(exc, args.pack) from None
+
+
+def _named(exc: ManifestError, pack: str) -> ManifestError:
+    """The errors, printed as `FILE:LINE:COLUMN: path: message` (`<stdin>` for `-`)."""
+    exc.source = "<stdin>" if pack == "-" else pack
+    return exc
 
 
 def read_pack(source: str) -> bytes:

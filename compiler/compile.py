@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import posixpath
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
@@ -14,7 +15,7 @@ from compiler import manifest as m
 from compiler import plan as p
 from compiler.ceilings import Ceilings, check_ceilings
 from compiler.errors import ErrorDetail, ManifestError, join_path
-from compiler.executors import ExecutorCatalog, check_run
+from compiler.executors import ExecutorCatalog, check_run, did_you_mean
 from compiler.expressions import (
     ExpressionError,
     Reference,
@@ -25,7 +26,7 @@ from compiler.expressions import (
 )
 from compiler.hashing import plan_hash
 from compiler.inputs import check_schema, resolve_inputs
-from compiler.loader import MAX_MANIFEST_BYTES, load_yaml
+from compiler.loader import MAX_MANIFEST_BYTES, load_yaml, positions
 
 DEFAULT_MAP_PARALLELISM = 10
 DEFAULT_RUN_TIMEOUT_SECONDS = 3600
@@ -45,16 +46,77 @@ class CompiledPlan:
 
 
 def load_manifest(text: str | bytes, *, max_bytes: int = MAX_MANIFEST_BYTES) -> m.Manifest:
-    """Parse and type-check a manifest. Raises ManifestError with every structural error."""
+    """Parse and type-check a manifest. Raises ManifestError with every structural error, each
+    with its line and column."""
+    try:
+        manifest, errors = load_lenient(text, max_bytes=max_bytes)
+        if manifest is None or errors:
+            raise ManifestError(errors)
+        return manifest
+    except ManifestError as exc:
+        raise exc.located(lambda: positions(text)) from None
+
+
+def load_lenient(
+    text: str | bytes, *, max_bytes: int = MAX_MANIFEST_BYTES
+) -> tuple[m.Manifest | None, list[ErrorDetail]]:
+    """The manifest and its structural errors. When the only errors are unknown keys, the
+    manifest without them is returned too, so the later checks (duplicate ids, unknown steps
+    and approvals, expressions) still run and every error is reported in one pass."""
     data = load_yaml(text, max_bytes=max_bytes)
     if not isinstance(data, dict):
         raise ManifestError.single("", "manifest must be a YAML mapping")
     try:
-        return m.Manifest.model_validate(data)
+        return m.Manifest.model_validate(data), []
     except ValidationError as exc:
-        raise ManifestError(_from_pydantic(exc, data)) from None
+        errors = _from_pydantic(exc, data)
+        found = exc.errors(include_url=False)
+        if not all(e["type"] == "extra_forbidden" for e in found):
+            return None, errors
+        stripped = copy.deepcopy(data)
+        for err in found:
+            _drop(stripped, list(err["loc"]))
+        try:
+            return m.Manifest.model_validate(stripped), errors
+        except ValidationError:
+            return None, errors
     except RecursionError:
         raise ManifestError.single("", "manifest is nested too deeply") from None
+
+
+def _drop(data: Any, loc: list[str | int]) -> None:
+    """Remove the key at pydantic's `loc` (whose union tags are not in the data) from `data`."""
+    current = data
+    for part in loc[:-1]:
+        if isinstance(current, dict):
+            current = current.get(part, current)
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+    if isinstance(current, dict):
+        current.pop(loc[-1], None)
+
+
+def _keys_at(loc: tuple[str | int, ...]) -> list[str]:
+    """The keys the manifest's models allow at pydantic's `loc`, for a "did you mean" on an
+    unknown key there (union tags in `loc` are passed over)."""
+    models: list[type[m.Strict]] = [m.Manifest]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        inner: list[type[m.Strict]] = []
+        for model in models:
+            for name, info in model.model_fields.items():
+                if part in (name, info.alias):
+                    inner.extend(_models_in(info.annotation))
+        if inner:
+            models = inner
+    return sorted({info.alias or name for x in models for name, info in x.model_fields.items()})
+
+
+def _models_in(annotation: Any) -> list[type[m.Strict]]:
+    if isinstance(annotation, type) and issubclass(annotation, m.Strict):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
 
 
 def compile_manifest(
@@ -73,9 +135,19 @@ def compile_manifest(
     is only found when the step runs. `ceilings`, when given, refuses a
     sandbox or step timeout above the operator's ceilings (see `compiler.ceilings`).
     """
-    manifest = load_manifest(text, max_bytes=max_bytes)
-    plan = build_plan(manifest, inputs, known_executors=known_executors, ceilings=ceilings)
-    return CompiledPlan(plan=plan, plan_hash=plan_hash(plan))
+    try:
+        manifest, errors = load_lenient(text, max_bytes=max_bytes)
+        if manifest is None:
+            raise ManifestError(errors)
+        try:
+            plan = build_plan(manifest, inputs, known_executors=known_executors, ceilings=ceilings)
+        except ManifestError as exc:
+            raise ManifestError([*errors, *exc.errors]) from None
+        if errors:
+            raise ManifestError(errors)
+        return CompiledPlan(plan=plan, plan_hash=plan_hash(plan))
+    except ManifestError as exc:
+        raise exc.located(lambda: positions(text)) from None
 
 
 def build_plan(
@@ -99,7 +171,9 @@ def _from_pydantic(exc: ValidationError, data: Any) -> list[ErrorDetail]:
         msg = _PYDANTIC_MESSAGES.get(err["type"], err["msg"])
         msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "string_type" and isinstance(err.get("input"), bool):
-            msg += " (YAML reads unquoted yes/no/on/off/true/false as booleans: quote it)"
+            msg += " (YAML reads unquoted true/false as booleans: quote it)"
+        if err["type"] == "extra_forbidden" and err["loc"]:
+            msg += did_you_mean(str(err["loc"][-1]), _keys_at(tuple(err["loc"][:-1])))
         bucket = merged.setdefault(path, [])
         if msg not in bucket:
             bucket.append(msg)
@@ -564,7 +638,7 @@ def _first(*values: bool | None) -> bool:
 
 def _unknown(what: str, name: str, known: Collection[str]) -> str:
     names = ", ".join(sorted(known)[:20]) or "none declared"
-    return f"unknown {what} {name!r} (known: {names})"
+    return f"unknown {what} {name!r}{did_you_mean(name, known)} (known: {names})"
 
 
 def _indexed(steps: list[m.Step], path: str) -> list[tuple[str, m.Step]]:

@@ -23,7 +23,7 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.nodes import ScalarNode
 
-from compiler.errors import ManifestError
+from compiler.errors import ManifestError, join_path
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_NESTING = 100
@@ -185,3 +185,65 @@ def _yaml_message(exc: yaml.YAMLError) -> str:
             where = f" (line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1})"
         return f"{exc.problem or exc.context or 'syntax error'}{where}"
     return str(exc).splitlines()[0] if str(exc) else "syntax error"
+
+
+def positions(text: str | bytes) -> dict[str, tuple[int, int]]:
+    """The 1-based (line, column) of each node of a manifest, by its JSON path (`spec.steps[0]`;
+    a mapping value is placed at its key). Only read when there are errors to place, so the
+    loading of a valid manifest never pays for it. Text that does not parse, or nests deeper
+    than the loader accepts, gives what was read before the problem (the loader has already
+    refused such text with an error that carries its own line and column)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    found: dict[str, tuple[int, int]] = {}
+    # Each open container: [parts of its path, is a mapping, next index or key, expecting key].
+    stack: list[list[Any]] = []
+    loader = _BaseLoader(text)
+    try:
+        while True:
+            event = loader.get_event()
+            if event is None or isinstance(event, yaml.StreamEndEvent):
+                break
+            kind = type(event)
+            if kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                if not stack:
+                    break
+                stack.pop()
+                _advance(stack)
+                continue
+            if kind not in (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent):
+                continue
+            if len(stack) >= MAX_NESTING:
+                break  # the paths would grow without bound (and the loader refused this text)
+            mark = event.start_mark
+            here: list[Any] = []
+            if stack:
+                top = stack[-1]
+                if top[1] and top[3]:  # a key: remember it, place the value there
+                    if kind is not yaml.ScalarEvent:
+                        break  # a mapping as a key: refused by the loader
+                    top[2] = event.value
+                    top[3] = False
+                    found.setdefault(join_path([*top[0], top[2]]), (mark.line + 1, mark.column + 1))
+                    continue
+                here = [*top[0], top[2]]
+                if not top[1]:
+                    found[join_path(here)] = (mark.line + 1, mark.column + 1)
+            if kind is yaml.ScalarEvent:
+                _advance(stack)
+            else:
+                stack.append([here, kind is yaml.MappingStartEvent, 0, True])
+    except (yaml.YAMLError, RecursionError, ValueError):
+        pass
+    finally:
+        loader.dispose()
+    return found
+
+
+def _advance(stack: list[list[Any]]) -> None:
+    if stack:
+        top = stack[-1]
+        if top[1]:
+            top[3] = True
+        else:
+            top[2] += 1

@@ -73,13 +73,14 @@ def _check_manifest(compile_pack: Compile, text: str) -> tuple[str, str]:
     Checked as a run would compile it (ceilings, executor parameters), but inputs are not known
     at publish time: a required input nobody gave yet is no error.
     """
-    manifest = load_manifest(text)
     try:
         compile_pack(text, None)
     except ManifestError as exc:
         errors_left = [e for e in exc.errors if not e.path.startswith("inputs.")]
         if errors_left:
             raise ManifestError(errors_left) from None
+    # Compiled (every error found in one pass) before this, which stops at the first kind.
+    manifest = load_manifest(text)
     return manifest.metadata.name, manifest.metadata.version
 
 

@@ -97,8 +97,10 @@ def assert_refused(response: httpx.Response, what: str) -> None:
     if "errors" in body:  # PlanErrorResponse
         assert set(body) == {"errors"} and body["errors"], (what, body)
         for error in body["errors"]:
-            assert set(error) == {"path", "message"}, (what, error)
+            assert set(error) in ({"path", "message"}, {"path", "message", "line", "column"})
             assert isinstance(error["path"], str) and error["message"], (what, error)
+            if "line" in error:  # where the node is in the YAML
+                assert error["line"] >= 1 and error["column"] >= 1, (what, error)
     else:  # the error envelope
         assert set(body) == {"error"}, (what, body)
         assert set(body["error"]) == {"code", "message", "traceId"}, (what, body)

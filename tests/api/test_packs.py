@@ -22,6 +22,7 @@ from tests.api.support import (
     token,
     wait_for_run,
 )
+from tests.compiler.packs import ONE_PASS
 from tests.helpers import unique
 from workflows.contract.service_key import generate_private_pem, parse_private_pem
 
@@ -66,6 +67,19 @@ class TestPublishPack:
         response = await publish(http, manifest(unique("pk"), "1.0.0").replace("builtin:echo", ""))
         assert response.status_code == 400
         assert response.json()["errors"][0]["path"].startswith("spec.steps[0]")
+
+    async def test_every_manifest_error_is_reported_at_publish(
+        self, http: httpx.AsyncClient
+    ) -> None:
+        # The unknown key once stopped the check before the duplicate id and the unknown step.
+        response = await publish(http, ONE_PASS.replace("name: demo", f"name: {unique('pk')}"))
+        assert response.status_code == 400, response.text
+        assert [(e["path"], e["line"], e["column"]) for e in response.json()["errors"]] == [
+            ("spec.steps[0].run.timoutSeconds", 13, 9),
+            ("spec.steps[1].id", 14, 7),
+            ("spec.steps[2].when", 17, 7),
+            ("spec.steps[2].gate.approval.id", 20, 11),
+        ]
 
     async def test_publishing_takes_admin(self, http: httpx.AsyncClient) -> None:
         for headers in (APPROVER, READER):

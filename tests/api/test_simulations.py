@@ -6,6 +6,7 @@ import httpx
 
 from tests.api.packs import ECHO, GATED, contract_example
 from tests.api.support import READER, bearer, error_code
+from tests.compiler.packs import ONE_PASS
 from tests.helpers import EXAMPLES
 
 SIMULATIONS = "/v1/task-runner/simulations"
@@ -134,10 +135,50 @@ class TestSimulate:
         assert [e["path"] for e in body["errors"]] == ["spec.steps[1].run.bogus"]
         assert body["errors"][0]["message"]
 
+    async def test_every_manifest_error_is_400_at_once_with_line_and_column(
+        self, http: httpx.AsyncClient
+    ) -> None:
+        # A misspelt key, a duplicate step id, a misspelt step and a misspelt approval: one
+        # answer names them all, each where it is in the YAML.
+        response = await http.post(SIMULATIONS, json={"manifest": ONE_PASS}, headers=READER)
+        assert response.status_code == 400, response.text
+        assert response.json() == {
+            "errors": [
+                {
+                    "path": "spec.steps[0].run.timoutSeconds",
+                    "message": "unknown key (did you mean 'timeoutSeconds'?)",
+                    "line": 13,
+                    "column": 9,
+                },
+                {
+                    "path": "spec.steps[1].id",
+                    "message": "duplicate step id 'build' (first at spec.steps[0].id)",
+                    "line": 14,
+                    "column": 7,
+                },
+                {
+                    "path": "spec.steps[2].when",
+                    "message": "unknown step 'biuld' (did you mean 'build'?) (known: build, ship)",
+                    "line": 17,
+                    "column": 7,
+                },
+                {
+                    "path": "spec.steps[2].gate.approval.id",
+                    "message": "unknown approval 'relase' (did you mean 'release'?) (known: "
+                    "release)",
+                    "line": 20,
+                    "column": 11,
+                },
+            ]
+        }
+
     async def test_missing_required_input_is_400(self, http: httpx.AsyncClient) -> None:
         response = await http.post(SIMULATIONS, json={"manifest": ECHO}, headers=READER)
         assert response.status_code == 400
-        assert [e["path"] for e in response.json()["errors"]] == ["inputs.who"]
+        # Not in the manifest's text: no line or column.
+        assert response.json()["errors"] == [
+            {"path": "inputs.who", "message": "required input is missing"}
+        ]
 
     async def test_not_yaml_is_400(self, http: httpx.AsyncClient) -> None:
         response = await http.post(SIMULATIONS, json={"manifest": "[unclosed"}, headers=READER)

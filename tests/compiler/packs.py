@@ -22,6 +22,31 @@ BASE: dict[str, Any] = {
     "spec": {"steps": [{"id": "a", "run": {"uses": "builtin:noop"}}]},
 }
 
+# An unknown key (misspelt), a duplicate step id, a reference to a misspelt step and an unknown
+# approval: each check used to stop the next (an unknown key hid everything after it).
+ONE_PASS = """\
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata:
+  name: demo
+  version: 1.0.0
+spec:
+  approvals:
+    - id: release
+  steps:
+    - id: build
+      run:
+        uses: builtin:noop
+        timoutSeconds: 5
+    - id: build
+      run: {uses: builtin:noop}
+    - id: ship
+      when: "{{ steps.biuld.status == 'Succeeded' }}"
+      gate:
+        approval:
+          id: relase
+"""
+
 
 def manifest(spec: Mapping[str, Any] | None = None, **top: Any) -> dict[str, Any]:
     """A valid manifest dict: BASE with `spec` keys replaced and top-level keys overridden."""

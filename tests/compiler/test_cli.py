@@ -11,7 +11,7 @@ import pytest
 from cli.main import EXIT_ERROR, EXIT_INVALID, EXIT_OK, build_parser, main
 from compiler import compile_manifest
 from tests.compiler.conftest import CliRunner
-from tests.compiler.packs import EXAMPLES, dump, example, manifest
+from tests.compiler.packs import EXAMPLES, ONE_PASS, dump, example, manifest
 
 CREATE_RUN = str(EXAMPLES / "contract" / "create-run.yaml")
 BASIC = str(EXAMPLES / "contract" / "basic-simulation.yaml")
@@ -41,9 +41,37 @@ def test_script_reports_validation_errors_with_exit_2(taskrunner: CliRunner) -> 
     assert result.returncode == EXIT_INVALID
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "spec.steps[0]: a step needs exactly one of run, parallel, map, loop, conditional, gate "
-        "(found none)"
+        "<stdin>:8:5: spec.steps[0]: a step needs exactly one of run, parallel, map, loop, "
+        "conditional, gate (found none)"
     ]
+
+
+def test_script_prints_every_error_at_its_line_and_column(
+    taskrunner: CliRunner, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(ONE_PASS)
+    result = taskrunner("validate", str(bad))
+    assert (result.returncode, result.stdout) == (EXIT_INVALID, "")
+    assert result.stderr.splitlines() == [
+        f"{bad}:13:9: spec.steps[0].run.timoutSeconds: unknown key (did you mean "
+        "'timeoutSeconds'?)",
+        f"{bad}:14:7: spec.steps[1].id: duplicate step id 'build' (first at spec.steps[0].id)",
+        f"{bad}:17:7: spec.steps[2].when: unknown step 'biuld' (did you mean 'build'?) (known: "
+        "build, ship)",
+        f"{bad}:20:11: spec.steps[2].gate.approval.id: unknown approval 'relase' (did you mean "
+        "'release'?) (known: release)",
+    ]
+    # plan and simulate compile the same way, and name standard input `<stdin>`.
+    for command in ("plan", "simulate"):
+        result = taskrunner(command, "-", stdin=ONE_PASS)
+        assert result.returncode == EXIT_INVALID
+        assert [line.split(": ")[0] for line in result.stderr.splitlines()] == [
+            "<stdin>:13:9",
+            "<stdin>:14:7",
+            "<stdin>:17:7",
+            "<stdin>:20:11",
+        ]
 
 
 def test_script_reports_other_errors_in_one_line_with_exit_1(taskrunner: CliRunner) -> None:
@@ -94,7 +122,9 @@ def test_module_entry_point_works_too(root: Path) -> None:
 def test_contract_example_needs_its_executors(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = invoke(capsys, "simulate", BASIC, "-i", '{"target": "t"}')
     assert (code, out) == (EXIT_INVALID, "")
-    assert err.startswith("spec.steps[0].run.uses: unknown executor 'builtin:scanner'")
+    assert err.startswith(
+        f"{BASIC}:24:9: spec.steps[0].run.uses: unknown executor 'builtin:scanner'"
+    )
     assert "docs/executors.md" in err
 
 
@@ -145,7 +175,7 @@ def test_validate_keeps_manifest_errors_when_inputs_are_not_given(
     assert invoke(capsys, "validate", str(pack)) == (
         EXIT_INVALID,
         "",
-        "spec.inputs[0].default: must be an integer, got str\n",
+        f"{pack}:14:5: spec.inputs[0].default: must be an integer, got str\n",
     )
 
 
@@ -171,7 +201,7 @@ def test_every_error_is_printed_one_per_line(
     )
     code, out, err = invoke(capsys, "plan", str(pack))
     assert (code, out) == (EXIT_INVALID, "")
-    assert err.splitlines() == ["kind: Input should be 'TaskPack'"]
+    assert err.splitlines() == [f"{pack}:2:1: kind: Input should be 'TaskPack'"]
     pack.write_text(
         dump(
             manifest(
@@ -188,7 +218,7 @@ def test_every_error_is_printed_one_per_line(
         )
     )
     lines = invoke(capsys, "plan", str(pack))[2].splitlines()
-    assert [line.split(": ", 1)[0] for line in lines] == [
+    assert [line.split(": ", 2)[1] for line in lines] == [
         "spec.steps[0].when",
         "spec.steps[0].run.with.x",
     ]

@@ -9,7 +9,7 @@ import pytest
 
 from compiler import ManifestError, compile_manifest, load_manifest
 from compiler.loader import MAX_MANIFEST_BYTES, MAX_NESTING
-from tests.compiler.packs import BASE, dump, errors_of, manifest, paths_of
+from tests.compiler.packs import BASE, ONE_PASS, dump, errors_of, manifest, paths_of
 
 NOOP = {"uses": "builtin:noop"}
 
@@ -825,9 +825,10 @@ def test_every_error_is_reported_at_once() -> None:
             ],
         }
     )
+    # In the order of the text; the given inputs' errors, not in it, last.
     assert paths_of(dump(data), {"target": 5}) == [
-        "spec.steps[2].id",
         "spec.steps[0].run.with.x",
+        "spec.steps[2].id",
         "spec.steps[3].gate.approval.id",
         "spec.steps[4].run.with.y",
         "spec.steps[4].run.with.z",
@@ -923,3 +924,89 @@ def errors_of_with(text: str, catalog: Any) -> list[tuple[str, str]]:
     with pytest.raises(ManifestError) as info:
         compile_manifest(text, known_executors=catalog)
     return [(e.path, e.message) for e in info.value.errors]
+
+
+# ------------------------------------------------------------------ one pass, located, did you mean
+
+
+def located_errors(text: str) -> list[tuple[int | None, int | None, str, str]]:
+    with pytest.raises(ManifestError) as info:
+        compile_manifest(text)
+    return [(e.line, e.column, e.path, e.message) for e in info.value.errors]
+
+
+def test_an_unknown_key_hides_no_other_error() -> None:
+    assert located_errors(ONE_PASS) == [
+        (
+            13,
+            9,
+            "spec.steps[0].run.timoutSeconds",
+            "unknown key (did you mean 'timeoutSeconds'?)",
+        ),
+        (14, 7, "spec.steps[1].id", "duplicate step id 'build' (first at spec.steps[0].id)"),
+        (
+            17,
+            7,
+            "spec.steps[2].when",
+            "unknown step 'biuld' (did you mean 'build'?) (known: build, ship)",
+        ),
+        (
+            20,
+            11,
+            "spec.steps[2].gate.approval.id",
+            "unknown approval 'relase' (did you mean 'release'?) (known: release)",
+        ),
+    ]
+
+
+def test_load_manifest_locates_its_errors_too() -> None:
+    with pytest.raises(ManifestError) as info:
+        load_manifest(ONE_PASS.replace("  approvals:", "  aprovals:"))
+    # load_manifest type-checks only: the unknown keys, in the order of the text.
+    assert [(e.line, e.column, e.path, e.message) for e in info.value.errors] == [
+        (7, 3, "spec.aprovals", "unknown key (did you mean 'approvals'?)"),
+        (13, 9, "spec.steps[0].run.timoutSeconds", "unknown key (did you mean 'timeoutSeconds'?)"),
+    ]
+
+
+def test_a_key_far_from_any_known_one_gets_no_suggestion() -> None:
+    text = ONE_PASS.replace("timoutSeconds: 5", "zzzz: 5")
+    assert located_errors(text)[0] == (13, 9, "spec.steps[0].run.zzzz", "unknown key")
+
+
+def test_flow_style_and_nested_lists_are_located() -> None:
+    text = (
+        "apiVersion: stellaops.io/pack.v1\n"
+        "kind: TaskPack\n"
+        "metadata: {name: demo, version: 1.0.0}\n"
+        "spec:\n"
+        "  steps:\n"
+        "  - {id: a, run: {uses: builtin:noop}}\n"
+        "  - id: p\n"
+        "    parallel:\n"
+        "      steps: [{id: a, run: {uses: builtin:noop, bogus: 1}}]\n"
+    )
+    assert [(line, col, path) for line, col, path, _ in located_errors(text)] == [
+        (9, 16, "spec.steps[1].parallel.steps[0].id"),  # `a` again
+        (9, 49, "spec.steps[1].parallel.steps[0].run.bogus"),
+    ]
+
+
+def test_errors_not_in_the_text_are_not_located() -> None:
+    text = dump(manifest({"inputs": [{"name": "who", "type": "string", "required": True}]}))
+    with pytest.raises(ManifestError) as info:
+        compile_manifest(text, {"who": 1, "nobody": 2})
+    errors = info.value.errors
+    assert sorted(e.path for e in errors) == ["inputs.nobody", "inputs.who"]
+    assert all(e.line is None and e.column is None for e in errors)
+
+
+def test_a_null_step_kind_is_an_error_not_a_crash() -> None:
+    # `gate: null` once passed the model's one-kind check and failed an assertion (a 500).
+    text = dump(manifest({"steps": [{"id": "a", "gate": None}]}))
+    assert errors_of(text) == [
+        (
+            "spec.steps[0]",
+            "a step needs exactly one of run, parallel, map, loop, conditional, gate (found none)",
+        )
+    ]
