@@ -43,7 +43,7 @@ def test_a_pack_above_the_ceilings_is_refused_with_the_path(
         compile_manifest(Path(pack).read_text(), ceilings=CeilingSettings().ceilings())
     [detail] = api.value.errors
     assert detail.path == "spec.sandbox.memoryLimitMiB"
-    assert err.startswith(f"{detail.path}: {detail.message}")
+    assert err == f"{pack}:{detail.line}:{detail.column}: {detail.path}: {detail.message}\n"
     assert "1024 MiB is more than this installation allows (512 MiB)" in err
 
 
@@ -62,7 +62,9 @@ def test_open_mode_follows_the_operators_switch(
     pack = pack_file(tmp_path, {"mode": "open"})
     code, _, err = invoke(capsys, "validate", pack)
     assert code == EXIT_INVALID
-    assert err.startswith("spec.sandbox.mode: mode `open` is not allowed on this installation")
+    assert err.startswith(
+        f"{pack}:12:5: spec.sandbox.mode: mode `open` is not allowed on this installation"
+    )
     monkeypatch.setenv("TASKRUNNER_SANDBOX_ALLOW_OPEN", "true")
     assert invoke(capsys, "validate", pack)[0] == EXIT_OK
 
@@ -76,7 +78,9 @@ def test_step_timeouts_are_held_to_the_ceiling(
     path.write_text(dump(data))
     code, _, err = invoke(capsys, "plan", str(path))
     assert code == EXIT_INVALID
-    assert err.startswith("spec.steps[0].run.timeoutSeconds: 61s is more than this installation")
+    assert err.startswith(
+        f"{path}:11:7: spec.steps[0].run.timeoutSeconds: 61s is more than this installation"
+    )
 
 
 def test_a_bad_ceiling_variable_is_a_clear_error(
