@@ -12,12 +12,14 @@ import asyncio
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client
 
 from bench.workflow_bench import MAP_PACK, start_dev_server, start_run
+from workflows import pacing
 from workflows.settings import WorkerSettings
 from workflows.worker import build_worker
 
@@ -25,9 +27,11 @@ EVENT_TARGET = 10_000
 BYTES_TARGET = 5 * 1024 * 1024
 
 
-async def history_sizes(client: Client, workflow_id: str) -> list[tuple[str, int, int, int]]:
-    """(workflow id, events, bytes, failed workflow tasks) of the run's every history: each
-    continued run and child."""
+async def history_sizes(
+    client: Client, workflow_id: str, problems: Counter[str]
+) -> list[tuple[str, int, int]]:
+    """(workflow id, events, bytes) of the run's every history: each continued run and child.
+    Workflow tasks that failed or timed out are counted into `problems` by cause."""
     sizes = []
     query = f"WorkflowId = '{workflow_id}' OR WorkflowId STARTS_WITH '{workflow_id}/'"
     async for execution in client.list_workflows(query):
@@ -35,10 +39,18 @@ async def history_sizes(client: Client, workflow_id: str) -> list[tuple[str, int
             execution.id, run_id=execution.run_id
         ).fetch_history()
         size = sum(event.ByteSize() for event in history.events)
-        failed = sum(
-            1 for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-        )
-        sizes.append((execution.id, len(history.events), size, failed))
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                attrs = event.workflow_task_failed_event_attributes
+                cause = WorkflowTaskFailedCause.Name(attrs.cause).removeprefix(
+                    "WORKFLOW_TASK_FAILED_CAUSE_"
+                )
+                if "TMPRL1101" in attrs.failure.message:
+                    cause = "DEADLOCK (TMPRL1101)"
+                problems[f"failed: {cause}"] += 1
+            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+                problems["timed out"] += 1
+        sizes.append((execution.id, len(history.events), size))
     return sizes
 
 
@@ -85,7 +97,8 @@ async def measure(items: int, max_parallel: int) -> None:
             result = await handle.result()
             elapsed = time.perf_counter() - began
         print(f"map of {items:,} items: {result.status} in {elapsed:.0f} s")
-        sizes = await history_sizes(client, handle.id)
+        problems: Counter[str] = Counter()
+        sizes = await history_sizes(client, handle.id, problems)
         events = max(s[1] for s in sizes)
         size = max(s[2] for s in sizes)
         parent = [s for s in sizes if s[0] == handle.id]
@@ -95,12 +108,14 @@ async def measure(items: int, max_parallel: int) -> None:
             f"{'met' if events < EVENT_TARGET else 'MISSED'}), {size / 2**20:.2f} MiB "
             f"(target < 5 MiB: {'met' if size < BYTES_TARGET else 'MISSED'})"
         )
-        failed = sum(s[3] for s in sizes)
-        print(f"failed workflow tasks (TMPRL1101 deadlocks among them): {failed}")
-        for wid, n, b, _ in sorted(parent, key=lambda s: -s[2])[:3]:
+        print(
+            "workflow tasks that failed or timed out: "
+            + (", ".join(f"{n} {cause}" for cause, n in problems.most_common()) or "none")
+        )
+        for wid, n, b in sorted(parent, key=lambda s: -s[2])[:3]:
             print(f"  run history {wid}: {n:,} events, {b / 2**20:.2f} MiB")
         children = sorted((s for s in sizes if s[0] != handle.id), key=lambda s: -s[2])
-        for wid, n, b, _ in children[:2]:
+        for wid, n, b in children[:2]:
             print(f"  largest child {wid}: {n:,} events, {b / 2**20:.2f} MiB")
         for name, n, b in (await bytes_by_event(client, handle.id))[:4]:
             print(f"  in the run's histories: {n:,} x {name}, {b / 2**20:.2f} MiB")
@@ -119,7 +134,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--max-parallel", type=int, default=200)
+    parser.add_argument(
+        "--starts-per-task",
+        type=int,
+        default=None,
+        help="override workflows.pacing.STARTS_PER_TASK (a large number: no pacing), to compare",
+    )
     args = parser.parse_args(argv)
+    if args.starts_per_task is not None:
+        pacing.STARTS_PER_TASK = args.starts_per_task
+        print(f"starts per workflow task: {pacing.STARTS_PER_TASK}")
     asyncio.run(measure(args.items, args.max_parallel))
 
 

@@ -33,8 +33,8 @@ class StartBudget:
     1 ms durable timer guarantees even when nothing else is due to wake the workflow.
     """
 
-    def __init__(self, per_task: int = STARTS_PER_TASK) -> None:
-        self.per_task = per_task
+    def __init__(self, per_task: int | None = None) -> None:
+        self.per_task = per_task or STARTS_PER_TASK
         self._task_mark = -1
         self._used = 0
         self._tick: asyncio.Task[None] | None = None
