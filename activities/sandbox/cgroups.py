@@ -37,6 +37,7 @@ _V2_CONTROLLERS = ("memory", "cpu", "pids")
 _PARENT = "taskrunner"
 _CPU_PERIOD_US = 100_000
 _MIB = 1024 * 1024
+_LEGACY_STALE_SECONDS = 3600
 
 
 class CgroupUnavailable(Exception):
@@ -227,7 +228,7 @@ class CgroupV1(CgroupBackend):
         return "cgroup v1 (" + ", ".join(f"{k}={v}" for k, v in sorted(self.parents.items())) + ")"
 
     def create(self, limits: Limits) -> StepCgroup:
-        name = f"step-{uuid.uuid4().hex[:16]}"
+        name = _step_name()
         folders: dict[Path, Path] = {}
         made: list[Path] = []
         try:
@@ -276,7 +277,7 @@ class CgroupV2(CgroupBackend):
         return f"cgroup v2 ({self.parent})"
 
     def create(self, limits: Limits) -> StepCgroup:
-        folder = self.parent / f"step-{uuid.uuid4().hex[:16]}"
+        folder = self.parent / _step_name()
         try:
             folder.mkdir()
             _write(folder / "memory.max", str(limits.memory_mib * _MIB))
@@ -353,11 +354,43 @@ def _setup_v1(mounts: dict[str, tuple[Path, str]], own: dict[str, str]) -> Cgrou
     return CgroupV1(parents)
 
 
+def _step_name() -> str:
+    """`step-<worker pid>-<random>`: whose group it is, so another worker leaves it alone."""
+    return f"step-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
 def _remove_stale(parent: Path) -> None:
-    """Remove empty step groups a killed worker left behind (rmdir fails on a busy one)."""
+    """Remove the empty step groups of workers that are gone (a killed worker's leftovers).
+
+    Several workers may share the parent (one host, one cgroup): a live worker's group is empty
+    between its creation and its command joining it, and after its command ended but before
+    its usage is read, so removing every empty group would pull one out from under a running
+    step. Only groups whose worker is no longer running go (rmdir fails on a busy one anyway);
+    groups named before the owner was part of the name go once they are an hour old.
+    """
     for folder in parent.glob("step-*"):
+        owner = folder.name.split("-")[1] if folder.name.count("-") == 2 else ""
+        if owner.isdigit():
+            if _alive(int(owner)):
+                continue
+        else:
+            try:
+                if time.time() - folder.stat().st_mtime < _LEGACY_STALE_SECONDS:
+                    continue
+            except OSError:
+                continue
         with contextlib.suppress(OSError):
             folder.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remount_writable(points: list[Path]) -> None:
