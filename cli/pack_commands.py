@@ -104,7 +104,8 @@ def validate_command(args: argparse.Namespace) -> int:
     note = ""
     try:
         # Every error in one pass: unknown keys do not hide what the later checks find.
-        manifest, errors = load_lenient(text)
+        lenient = load_lenient(text)
+        manifest, errors, _ = lenient
         if manifest is None:
             raise ManifestError(errors)
         try:
@@ -113,7 +114,7 @@ def validate_command(args: argparse.Namespace) -> int:
             )
             note = f", {len(walk(plan.steps))} steps"
         except ManifestError as exc:
-            found = exc.errors
+            found = lenient.later(exc.errors)
             if args.inputs is None:
                 # Only the manifest is being checked: a required input nobody gave is not an
                 # error yet. (Without given inputs, every other input error has a `spec.` path.)

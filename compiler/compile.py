@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import posixpath
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, get_args
+from typing import Any, NamedTuple, get_args
 
 from pydantic import ValidationError
 
@@ -49,7 +50,7 @@ def load_manifest(text: str | bytes, *, max_bytes: int = MAX_MANIFEST_BYTES) -> 
     """Parse and type-check a manifest. Raises ManifestError with every structural error, each
     with its line and column."""
     try:
-        manifest, errors = load_lenient(text, max_bytes=max_bytes)
+        manifest, errors, _ = load_lenient(text, max_bytes=max_bytes)
         if manifest is None or errors:
             raise ManifestError(errors)
         return manifest
@@ -57,41 +58,139 @@ def load_manifest(text: str | bytes, *, max_bytes: int = MAX_MANIFEST_BYTES) -> 
         raise exc.located(lambda: positions(text)) from None
 
 
-def load_lenient(
-    text: str | bytes, *, max_bytes: int = MAX_MANIFEST_BYTES
-) -> tuple[m.Manifest | None, list[ErrorDetail]]:
-    """The manifest and its structural errors. When the only errors are unknown keys, the
-    manifest without them is returned too, so the later checks (duplicate ids, unknown steps
-    and approvals, expressions) still run and every error is reported in one pass."""
+class Lenient(NamedTuple):
+    """What `load_lenient` read: the manifest (None when it could not be repaired for the later
+    checks), its structural errors, and the paths it replaced with stand-ins."""
+
+    manifest: m.Manifest | None
+    errors: list[ErrorDetail]
+    stand_ins: tuple[str, ...] = ()
+
+    def later(self, errors: Iterable[ErrorDetail]) -> list[ErrorDetail]:
+        """The later checks' errors, less those about a stand-in (a stand-in step's `id` is the
+        author's, so a duplicate of it is still reported), and without the ids made up for
+        stand-ins of steps whose own id was bad in their lists of known steps."""
+        out = []
+        for error in errors:
+            if any(_under(error.path, path) for path in self.stand_ins):
+                continue
+            message = error.message
+            if _STAND_IN_ID in message:
+                message = re.sub(rf"(, )?{_STAND_IN_ID}\d+__(, )?", _comma, message)
+                message = message.replace("(known: )", "(known: none declared)")
+            out.append(ErrorDetail(error.path, message, error.line, error.column))
+        return out
+
+
+def _comma(match: re.Match[str]) -> str:
+    return ", " if match.group(1) and match.group(2) else ""
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith((root + ".", root + "["))
+
+
+def load_lenient(text: str | bytes, *, max_bytes: int = MAX_MANIFEST_BYTES) -> Lenient:
+    """The manifest and its structural errors, repaired where it can be so that the later checks
+    (duplicate ids, unknown steps and approvals, expressions) still run and every error is
+    reported in one pass: an unknown key is left out; a wrong `apiVersion` or `kind` is read as
+    the right one; bad `metadata` as a stand-in; a bad `sandbox`, `failure`, `slo` or
+    `outputs` as absent; a bad step that holds no steps as a stand-in run step with its id."""
     data = load_yaml(text, max_bytes=max_bytes)
     if not isinstance(data, dict):
         raise ManifestError.single("", "manifest must be a YAML mapping")
     try:
-        return m.Manifest.model_validate(data), []
+        return Lenient(m.Manifest.model_validate(data), [])
     except ValidationError as exc:
         errors = _from_pydantic(exc, data)
-        found = exc.errors(include_url=False)
-        if not all(e["type"] == "extra_forbidden" for e in found):
-            return None, errors
-        stripped = copy.deepcopy(data)
-        for err in found:
-            _drop(stripped, list(err["loc"]))
+        repaired = copy.deepcopy(data)
+        stand_ins: list[str] = []
+        for err in exc.errors(include_url=False):
+            if err["type"] == "extra_forbidden":
+                _drop(repaired, list(err["loc"]))
+                continue
+            stand_in = _stand_in(repaired, tuple(err["loc"]))
+            if stand_in is None:
+                return Lenient(None, errors)
+            stand_ins.append(stand_in)
         try:
-            return m.Manifest.model_validate(stripped), errors
+            return Lenient(m.Manifest.model_validate(repaired), errors, tuple(stand_ins))
         except ValidationError:
-            return None, errors
+            return Lenient(None, errors)
     except RecursionError:
         raise ManifestError.single("", "manifest is nested too deeply") from None
+
+
+_STAND_IN_ID = "__invalid_step_"
+_STAND_IN_METADATA = {"name": "invalid", "version": "0"}
+_DROPPABLE = frozenset({"sandbox", "failure", "slo", "outputs"})
+_STEP_LISTS = frozenset({"steps", "else"})
+_COMPOSITE = ("parallel", "map", "loop", "conditional")
+
+
+def _stand_in(data: dict[str, Any], loc: tuple[str | int, ...]) -> str | None:
+    """Repair `data` at pydantic's `loc` for the later checks; the path of what was replaced
+    (its errors are about the stand-in), or None when it cannot be repaired."""
+    if not loc:
+        return None
+    top = loc[0]
+    if top == "apiVersion" or top == "kind":
+        data[top] = get_args(m.Manifest.model_fields[top].annotation)[0]  # the one Literal
+        return str(top)
+    if top == "metadata":
+        data["metadata"] = dict(_STAND_IN_METADATA)
+        return "metadata"
+    spec = data.get("spec")
+    if top != "spec" or len(loc) < 2 or not isinstance(spec, dict):
+        return None
+    if loc[1] in _DROPPABLE:
+        spec.pop(loc[1], None)
+        return f"spec.{loc[1]}"
+    # The innermost step the error is in: the last `steps`/`else` index of `loc`.
+    cut = max(
+        (i for i in range(2, len(loc)) if isinstance(loc[i], int) and loc[i - 1] in _STEP_LISTS),
+        default=None,
+    )
+    if cut is None or loc[1] != "steps":
+        return None
+    holder: Any = data
+    for part in loc[:cut]:
+        holder = _child(holder, part)
+        if holder is _MISSING:
+            return None  # a union's tag in `loc`: not a plain step list
+    index = loc[cut]
+    if not isinstance(holder, list) or not isinstance(index, int) or index >= len(holder):
+        return None
+    step = holder[index]
+    if isinstance(step, dict) and any(step.get(k) is not None for k in _COMPOSITE):
+        return None  # its steps would be lost with it, and read as unknown where referenced
+    step_id = step.get("id") if isinstance(step, dict) else None
+    if not isinstance(step_id, str) or not re.fullmatch(m.STEP_ID_PATTERN, step_id):
+        step_id = f"{_STAND_IN_ID}{index}__"
+    holder[index] = {"id": step_id, "run": {"uses": "builtin:noop"}}
+    path = join_path(loc[: cut + 1])
+    return path if step_id.startswith(_STAND_IN_ID) else f"{path}.run"
+
+
+_MISSING = object()
+
+
+def _child(data: Any, part: str | int) -> Any:
+    """`data[part]`, or _MISSING."""
+    if isinstance(data, dict):
+        return data.get(part, _MISSING)
+    if isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+        return data[part]
+    return _MISSING
 
 
 def _drop(data: Any, loc: list[str | int]) -> None:
     """Remove the key at pydantic's `loc` (whose union tags are not in the data) from `data`."""
     current = data
     for part in loc[:-1]:
-        if isinstance(current, dict):
-            current = current.get(part, current)
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
-            current = current[part]
+        child = _child(current, part)
+        if child is not _MISSING:  # else a union's tag: passed over
+            current = child
     if isinstance(current, dict):
         current.pop(loc[-1], None)
 
@@ -136,13 +235,14 @@ def compile_manifest(
     sandbox or step timeout above the operator's ceilings (see `compiler.ceilings`).
     """
     try:
-        manifest, errors = load_lenient(text, max_bytes=max_bytes)
+        lenient = load_lenient(text, max_bytes=max_bytes)
+        manifest, errors, _ = lenient
         if manifest is None:
             raise ManifestError(errors)
         try:
             plan = build_plan(manifest, inputs, known_executors=known_executors, ceilings=ceilings)
         except ManifestError as exc:
-            raise ManifestError([*errors, *exc.errors]) from None
+            raise ManifestError([*errors, *lenient.later(exc.errors)]) from None
         if errors:
             raise ManifestError(errors)
         return CompiledPlan(plan=plan, plan_hash=plan_hash(plan))

@@ -1010,3 +1010,66 @@ def test_a_null_step_kind_is_an_error_not_a_crash() -> None:
             "a step needs exactly one of run, parallel, map, loop, conditional, gate (found none)",
         )
     ]
+
+
+def test_structural_errors_hide_no_later_error() -> None:
+    # A wrong kind, bad metadata, a bad sandbox and a step with no kind are read as stand-ins,
+    # so the duplicate id and the unknown step behind them are found in the same pass.
+    data = manifest(
+        {
+            "sandbox": {"memoryLimitMiB": "lots"},
+            "steps": [
+                {"id": "a"},
+                run("a"),
+                echo("b", x="{{ steps.nope.outputs }}"),
+            ],
+        },
+        kind="Pack",
+        metadata={"name": "", "version": "1"},
+    )
+    assert paths_of(dump(data)) == [
+        "kind",
+        "metadata.name",
+        "spec.steps[0]",
+        "spec.steps[1].id",
+        "spec.steps[2].run.with.x",
+        "spec.sandbox.memoryLimitMiB",  # written after the steps
+    ]
+
+
+def test_a_stand_in_step_makes_no_error_of_its_own() -> None:
+    # The broken step keeps its id: a reference to it is no "unknown step", and the stand-in's
+    # executor is not checked against a catalog that lacks it.
+    data = manifest(
+        {
+            "steps": [
+                {"id": "a", "run": {"uses": "builtin:echo", "timeoutSeconds": "soon"}},
+                echo("b", x="{{ steps.a.outputs }}"),
+            ]
+        }
+    )
+    with pytest.raises(ManifestError) as info:
+        compile_manifest(dump(data), known_executors={"builtin:echo"})
+    assert [e.path for e in info.value.errors] == ["spec.steps[0].run.timeoutSeconds"]
+
+
+def test_a_step_with_a_bad_id_is_not_listed_among_the_known() -> None:
+    data = manifest({"steps": [run("c c"), echo("b", x="{{ steps.c.outputs }}")]})
+    assert errors_of(dump(data)) == [
+        ("spec.steps[0].id", "String should match pattern '^[a-zA-Z0-9_-]+$'"),
+        ("spec.steps[1].run.with.x", "unknown step 'c' (known: b)"),
+    ]
+
+
+def test_a_broken_step_that_holds_steps_is_not_replaced() -> None:
+    # A stand-in would lose the parallel's steps, and a reference to one would read as unknown:
+    # the structural error alone is reported (the later checks wait for it to be fixed).
+    data = manifest(
+        {
+            "steps": [
+                {"id": "p", "parallel": {"steps": [run("inner")], "maxParallel": "x"}},
+                echo("b", x="{{ steps.inner.outputs }}"),
+            ]
+        }
+    )
+    assert paths_of(dump(data)) == ["spec.steps[0].parallel.maxParallel"]
