@@ -94,13 +94,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO | N
         show_header=True,
     )
     for header in headers:
-        # A terminal narrower than the table cuts the last column's text, never an id.
-        grid.add_column(header, no_wrap=True, overflow="fold" if live else "ignore")
+        grid.add_column(header, no_wrap=True, overflow="ignore")
     for row in rows:
         styles = [STATUS_STYLES.get(cell, "") if live else "" for cell in row]
         grid.add_row(*(Text(cell, style=style) for cell, style in zip(row, styles, strict=True)))
     target = console(out)
     if live:
+        # A table wider than the terminal is not squeezed (rich would cut ids and times to a
+        # few letters): its lines run on and the terminal wraps them, as kubectl's do.
+        natural = target.measure(grid, options=target.options.update_width(PIPE_WIDTH)).maximum
+        if natural > target.width:
+            target = type(target)(file=out, highlight=False, width=natural)
         target.print(grid)
         return
     with target.capture() as captured:

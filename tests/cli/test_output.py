@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,24 @@ def test_piped_tables_are_plain_columns_never_wrapped() -> None:
         f"{long_id}  succeeded",
         "r2" + " " * (len(long_id) - 2) + "  failed",
     ]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_narrow_terminal_wraps_lines_rather_than_cutting_cells(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    out = Terminal()
+    row = ["run-20261204-f191d518", "succeeded", "2026-12-04T21:04:58.760Z", "140ms"]
+    table(["RUN ID", "STATUS", "CREATED", "DURATION"], [row], out)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    assert "\x1b[1m" in out.getvalue()  # drawn for a terminal: a bold header
+    assert re.search(r"run-20261204-f191d518 +succeeded +2026-12-04T21:04:58\.760Z +140ms", plain)
 
 
 def script() -> list[str]:
