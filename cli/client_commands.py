@@ -263,8 +263,14 @@ class Api:
 
             raise ManifestError(
                 [
-                    ErrorDetail(str(e.get("path", "")), str(e.get("message", "")))
+                    ErrorDetail(
+                        str(e.get("path", "")),
+                        str(e.get("message", "")),
+                        _position(e.get("line")),
+                        _position(e.get("column")),
+                    )
                     for e in body["errors"]
+                    if isinstance(e, dict)
                 ]
             )
         error = body.get("error") if isinstance(body, dict) else None
@@ -345,7 +351,8 @@ def create_command(args: argparse.Namespace) -> int:
     if args.run_id:
         body["runId"] = args.run_id
     api = Api(args)
-    state = api.call("POST", "/runs", json=body)
+    with located_in(args.pack if "manifest" in body else None):
+        state = api.call("POST", "/runs", json=body)
     if not args.wait:
         print(state["runId"])
         return EXIT_OK
@@ -806,6 +813,25 @@ def redrive_command(args: argparse.Namespace) -> int:
         print(answer["runId"])
         return EXIT_OK
     return follow(api, answer["runId"], sys.stdout)
+
+
+def _position(value: Any) -> int | None:
+    """A PlanErrorResponse item's `line` or `column`, when the service sent a sane one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+@contextlib.contextmanager
+def located_in(pack: str | None) -> Iterator[None]:
+    """The API's manifest errors for the pack file `pack` print as `FILE:LINE:COLUMN: ...`, as
+    `taskrunner validate` prints them (`<stdin>` for -)."""
+    from compiler.errors import ManifestError
+
+    try:
+        yield
+    except ManifestError as exc:
+        if pack is not None:
+            exc.source = "<stdin>" if pack == "-" else pack
+        raise
 
 
 def _read_pack(path: str) -> str:

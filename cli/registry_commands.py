@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cli.client_commands import api_options, api_session
+from cli.client_commands import api_options, api_session, located_in
 from cli.main import EXIT_OK, CliError, Subcommands
 from cli.output import add_output_option, dump, duration, table
 
@@ -118,7 +118,7 @@ def publish_command(args: argparse.Namespace) -> int:
         except ServiceKeyError as exc:
             raise CliError(str(exc)) from None
         body["signature"] = sign_pack(manifest, key)
-    with api_session(args) as api:
+    with api_session(args) as api, located_in(str(args.file)):
         record = api.call("POST", "/packs", json=body)
     signed = f", signed by {record['signedBy'][:16]}" if record.get("signedBy") else ""
     print(f"{record['name']}@{record['version']} {record['digest']}{signed}")

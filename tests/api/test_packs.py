@@ -246,6 +246,17 @@ class TestCli:
         code, out, err = await cli("packs", "publish", str(path), "--sign", str(key))
         assert code == 0, err
         assert f"{name}@1.0.0 sha256:" in out and f"signed by {PACK_SIGNER.key_id[:16]}" in out
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(ONE_PASS.replace("name: demo", f"name: {unique('cli')}"))
+        code, out, err = await cli("packs", "publish", str(broken))
+        assert (code, out) == (2, "")
+        # The service's errors, each at its place in the file, as `taskrunner validate` says.
+        assert [line.split(": ", 2)[:2] for line in err.splitlines()] == [
+            [f"{broken}:13:9", "spec.steps[0].run.timoutSeconds"],
+            [f"{broken}:14:7", "spec.steps[1].id"],
+            [f"{broken}:17:7", "spec.steps[2].when"],
+            [f"{broken}:20:11", "spec.steps[2].gate.approval.id"],
+        ]
         code, out, _ = await cli("packs", "list", "--name", name)
         assert out.splitlines()[0].split() == ["PACK", "STATUS", "DIGEST", "PUBLISHED", "AGE", "BY"]
         assert f"{name}@1.0.0  active" in out

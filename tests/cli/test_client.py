@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from cli.client_commands import ASCII_SYMBOLS, SYMBOLS, render
 from tests.api.packs import ECHO, GATED, SLOW
 from tests.api.support import OPERATOR, token
+from tests.compiler.packs import ONE_PASS
 from tests.helpers import unique
 from workflows.contract.names import workflow_id
 
@@ -181,9 +182,19 @@ class TestCreate:
         result = await taskrunner("runs", "create", bad)
         assert result.code == 2
         assert result.out == ""
-        assert any(line.startswith("kind: ") for line in result.err.splitlines()), result.err
+        # Every error, each at its place in the file, as `taskrunner validate` prints them.
+        assert result.err.splitlines()[0] == f"{bad}:3:1: kind: Input should be 'TaskPack'"
         missing = await taskrunner("runs", "create", pack_file(tmp_path, ECHO))  # no inputs
-        assert missing.code == 2 and "inputs.who" in missing.err
+        # Not in the file: no place to name.
+        assert missing.code == 2 and missing.err.startswith("inputs.who: "), missing.err
+        stdin = await taskrunner("runs", "create", "-", stdin=ONE_PASS)
+        assert stdin.code == 2
+        assert [line.split(": ", 2)[:2] for line in stdin.err.splitlines()] == [
+            ["<stdin>:13:9", "spec.steps[0].run.timoutSeconds"],
+            ["<stdin>:14:7", "spec.steps[1].id"],
+            ["<stdin>:17:7", "spec.steps[2].when"],
+            ["<stdin>:20:11", "spec.steps[2].gate.approval.id"],
+        ]
 
 
 class TestArtifacts:
