@@ -71,6 +71,8 @@ _WATCH_SECONDS = 0.1
 _DISK_EVERY = 3
 _MIB = 1024 * 1024
 _PR_SET_PDEATHSIG = 1
+_CANNOT_JOIN = signal.SIGUSR2
+_JOIN_ATTEMPTS = 3
 
 OFF_WARNING = (
     "WARNING: TASKRUNNER_SANDBOX=off: this step ran WITHOUT isolation, as the worker's user, "
@@ -80,6 +82,10 @@ OFF_WARNING = (
 
 class SandboxUnavailable(Exception):
     """The step needs isolation this host cannot give; nothing was run."""
+
+
+class _GroupVanished(Exception):
+    """The step's cgroup was removed before the command joined it: nothing ran."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,39 @@ class CommandRunner:
                 argv, workspace, cwd, env, sandbox, timeout, stdout, stderr, files or {}, scratch
             )
         assert self.host is not None and self.host.cgroups is not None and self.host.bwrap
+        marks = [_position(stdout), _position(stderr)]
+        for attempt in range(1, _JOIN_ATTEMPTS + 1):
+            try:
+                return await self._run_in_group(
+                    argv, workspace, cwd, env, sandbox, timeout, stdout, stderr, files or {}
+                )
+            except _GroupVanished:
+                # Nothing ran: the launcher stops before exec when it cannot join the group,
+                # typically because another worker on this host (an older version, which
+                # removed every empty step group at start-up) took it away. A fresh group is
+                # safe to try again.
+                if attempt == _JOIN_ATTEMPTS:
+                    raise SandboxUnavailable(
+                        "the command could not join the step's cgroup (removed by another "
+                        "process on this host?)"
+                    ) from None
+                for stream, mark in zip((stdout, stderr), marks, strict=True):
+                    _rewind(stream, mark)
+        raise AssertionError("unreachable")
+
+    async def _run_in_group(
+        self,
+        argv: Sequence[str],
+        workspace: Path,
+        cwd: Path,
+        env: Mapping[str, str],
+        sandbox: Sandbox,
+        timeout: float,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+        files: Mapping[str, bytes],
+    ) -> CommandResult:
+        assert self.host is not None and self.host.cgroups is not None
         try:
             group = self.host.cgroups.create(
                 Limits(
@@ -185,17 +224,7 @@ class CommandRunner:
                 )
                 await proxy.__aenter__()
             return await self._run_sandboxed(
-                argv,
-                workspace,
-                cwd,
-                env,
-                sandbox,
-                timeout,
-                stdout,
-                stderr,
-                files or {},
-                group,
-                proxy,
+                argv, workspace, cwd, env, sandbox, timeout, stdout, stderr, files, group, proxy
             )
         finally:
             await asyncio.shield(asyncio.to_thread(group.remove))
@@ -282,18 +311,24 @@ class CommandRunner:
             args = self._bwrap_argv(argv, workspace, cwd, sandbox, file_fds, proxy, forwarder_fd)
             disk_bytes = self.settings.disk_mib * _MIB
             launcher = _launcher(sandbox, disk_bytes, group.join_paths)
-            proc = await asyncio.create_subprocess_exec(
-                *(launcher + args if launcher else args),
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                env=env,
-                pass_fds=list(fds.values()),
-                start_new_session=True,
-                preexec_fn=None
-                if launcher
-                else _child_setup(sandbox, disk_bytes, group.join_paths, cap_memory=False),
-            )
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *(launcher + args if launcher else args),
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=stderr,
+                    env=env,
+                    pass_fds=list(fds.values()),
+                    start_new_session=True,
+                    preexec_fn=None
+                    if launcher
+                    else _child_setup(sandbox, disk_bytes, group.join_paths, cap_memory=False),
+                )
+            except subprocess.SubprocessError:
+                # The preexec_fn failed, so nothing was started: for want of the group?
+                if not all(folder.is_dir() for folder in group.folders):
+                    raise _GroupVanished from None
+                raise
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -309,6 +344,10 @@ class CommandRunner:
             raise
         await _end(proc, group)
         assert proc.returncode is not None
+        if proc.returncode == -_CANNOT_JOIN:
+            # The launcher's own signal, before it became bwrap: nothing of the step ran (a
+            # command's exit status reaches us through bwrap as a code, never as a signal).
+            raise _GroupVanished
         result.returncode = proc.returncode
         usage = group.usage()
         result.cpu_seconds = usage.cpu_seconds
@@ -476,6 +515,23 @@ def _classify(
     return None, ""
 
 
+def _position(stream: IO[bytes]) -> int | None:
+    try:
+        stream.flush()
+        return stream.tell() if stream.seekable() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _rewind(stream: IO[bytes], position: int | None) -> None:
+    """Drop what a failed launch wrote (its own complaint) before the command runs again."""
+    if position is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        stream.seek(position)
+        stream.truncate()
+
+
 def _feed(writers: list[tuple[int, bytes]]) -> None:
     for fd, data in writers:
         try:
@@ -520,7 +576,8 @@ def _kill_group(pgid: int) -> None:
 _LAUNCH = (
     'ulimit -c 0; ulimit -S -t "$2" && ulimit -H -t "$1" && ulimit -f "$3" || exit 125; shift 3; '
     'while [ "$1" != -- ]; do echo 0 > "$1" || '
-    "{ echo 'taskrunner: cannot join the step cgroup' >&2; exit 125; }; shift; done; "
+    "{ echo 'taskrunner: cannot join the step cgroup' >&2; kill -s USR2 $$; exit 125; }; "
+    "shift; done; "
     'shift; exec "$@"'
 )
 
