@@ -4,7 +4,8 @@
 
 NAME is one of `representative` (every step kind, an approval, a retry), `chunked-map` (a map
 large enough to fan out: the parent's history and its chunk's), `wide-map` (a map whose item starts
-are spread over several workflow tasks), `continue-as-new` (a run that
+are spread over several workflow tasks), `nested-paging` (a loop whose log is paged out between
+its own steps), `continue-as-new` (a run that
 continued as new twice: its first history and its last), `cancelled` (cancelled while a gate
 waits), `failed` (a step fails: the workflow closes as Failed) or `cancelled-closed-canceled`
 (cancelled as the API does it, the signal then Temporal's request: closes as Canceled). A committed history is never re-recorded to make a change pass: a change that makes one
@@ -88,6 +89,21 @@ spec:
   steps:
     - id: fan
       map: {items: "inputs.items", maxParallel: 100, step: {id: one, run: {uses: "builtin:noop"}}}
+"""
+
+NESTED = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: nested, version: 1.0.0}
+spec:
+  steps:
+    - id: each
+      loop:
+        items: {range: {start: 0, end: 8, step: 1}}
+        steps:
+          - {id: a, run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}
+          - {id: b, run: {uses: "builtin:noop"}}
+    - {id: tail, run: {uses: "builtin:noop"}}
 """
 
 CONTINUED = """
@@ -182,6 +198,14 @@ async def wide_map(client: Client, tq: str) -> None:
     await _save("wide-map", handle)
 
 
+async def nested_paging(client: Client, tq: str) -> None:
+    # A loop's log paged out between the steps inside it (the page-logs-out-inside-steps patch).
+    handle = await start_pack(client, tq, NESTED, run_id="nested-paging", logsKeptInRun=10)
+    result = await handle.result()
+    assert result.status == "succeeded", result
+    await _save("nested-paging", handle)
+
+
 async def continue_as_new(client: Client, tq: str) -> None:
     handle = await start_pack(
         client, tq, CONTINUED, run_id="continue-as-new", continueAsNewAfterEvents=40
@@ -230,6 +254,7 @@ RECORDERS = {
     "representative": representative,
     "chunked-map": chunked_map,
     "wide-map": wide_map,
+    "nested-paging": nested_paging,
     "continue-as-new": continue_as_new,
     "cancelled": cancelled,
     "failed": failed,

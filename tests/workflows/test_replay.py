@@ -78,7 +78,7 @@ async def test_a_changed_workflow_is_caught(monkeypatch) -> None:  # type: ignor
 def test_the_recorded_histories_cover_the_run_shapes() -> None:
     """Besides the representative run: a map that fanned out (the parent and its chunk), a run
     that continued as new (its first history, which carries, and its last), a cancelled run, a
-    map whose starts were spread over workflow tasks."""
+    map whose starts were spread over workflow tasks, a loop whose log was paged out inside it."""
     shapes = {}
     for path in HISTORIES.glob("*.json"):
         events = WorkflowHistory.from_json(path.stem, path.read_text()).events
@@ -98,6 +98,8 @@ def test_the_recorded_histories_cover_the_run_shapes() -> None:
     assert shapes["cancelled"][0] == "PackRun"
     wide = (HISTORIES / "wide-map.json").read_text()
     assert "EVENT_TYPE_TIMER_STARTED" in wide  # its starts were spread over workflow tasks
+    nested = (HISTORIES / "nested-paging.json").read_text()
+    assert nested.count("core_local_activity") >= 2  # pages written from inside the loop
     cancelled = (HISTORIES / "cancelled.json").read_text()
     assert "EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED" in cancelled  # cut off mid-step
     # Since the close-as-failed-or-canceled patch: a failed run closes Failed, one cancelled as
