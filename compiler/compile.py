@@ -133,6 +133,20 @@ def _stand_in(data: dict[str, Any], loc: tuple[str | int, ...]) -> str | None:
     (its errors are about the stand-in), or None when it cannot be repaired."""
     if not loc:
         return None
+    # The innermost step the error is in: the last `steps`/`else` index of `loc`.
+    cut = None
+    if loc[0] == "spec" and len(loc) > 1 and loc[1] == "steps":
+        cut = max(
+            (
+                i
+                for i in range(2, len(loc))
+                if isinstance(loc[i], int) and loc[i - 1] in _STEP_LISTS
+            ),
+            default=None,
+        )
+    dropped = _drop_optional(data, loc, -1 if cut is None else cut)
+    if dropped is not None:
+        return dropped
     top = loc[0]
     if top == "apiVersion" or top == "kind":
         data[top] = get_args(m.Manifest.model_fields[top].annotation)[0]  # the one Literal
@@ -146,12 +160,7 @@ def _stand_in(data: dict[str, Any], loc: tuple[str | int, ...]) -> str | None:
     if loc[1] in _DROPPABLE:
         spec.pop(loc[1], None)
         return f"spec.{loc[1]}"
-    # The innermost step the error is in: the last `steps`/`else` index of `loc`.
-    cut = max(
-        (i for i in range(2, len(loc)) if isinstance(loc[i], int) and loc[i - 1] in _STEP_LISTS),
-        default=None,
-    )
-    if cut is None or loc[1] != "steps":
+    if cut is None:
         return None
     holder: Any = data
     for part in loc[:cut]:
@@ -172,6 +181,51 @@ def _stand_in(data: dict[str, Any], loc: tuple[str | int, ...]) -> str | None:
     return path if step_id.startswith(_STAND_IN_ID) else f"{path}.run"
 
 
+def _drop_optional(data: dict[str, Any], loc: tuple[str | int, ...], after: int) -> str | None:
+    """Leave out the deepest field of `loc` that its model does not require (the pack reads as
+    if it were not written), when it is inside the innermost step (past `after`) and is not a
+    step's kind or a list the later checks look names up in; its path, or None."""
+    models: list[type[m.Strict]] = [m.Manifest]
+    holder: Any = data
+    parts: list[str | int] = []
+    best: tuple[Any, str, str] | None = None
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            holder = _child(holder, part)
+            if holder is _MISSING:
+                return None
+            parts.append(part)
+            continue
+        fields = [
+            (model, info)
+            for model in models
+            for name, info in model.model_fields.items()
+            if part in (name, info.alias)
+        ]
+        if not fields:
+            continue  # a union's tag: not in the data
+        child = _child(holder, part)
+        if child is _MISSING:
+            break
+        parts.append(part)
+        keep = any(
+            (model is m.Step and part in m.STEP_KIND_KEYS)
+            or (model is m.Spec and part in _NAME_LISTS)
+            for model, _ in fields
+        )
+        if i > after and not keep and not any(info.is_required() for _, info in fields):
+            best = (holder, part, join_path(parts))
+        holder = child
+        models = [x for _, info in fields for x in _models_in(info.annotation)]
+        if not models:
+            break  # free-form data (`with`, a schema): no model knows its keys
+    if best is None or not isinstance(best[0], dict):
+        return None
+    best[0].pop(best[1], None)
+    return best[2]
+
+
+_NAME_LISTS = frozenset({"steps", "inputs", "secrets", "approvals", "policies"})
 _MISSING = object()
 
 

@@ -1038,19 +1038,43 @@ def test_structural_errors_hide_no_later_error() -> None:
 
 
 def test_a_stand_in_step_makes_no_error_of_its_own() -> None:
-    # The broken step keeps its id: a reference to it is no "unknown step", and the stand-in's
-    # executor is not checked against a catalog that lacks it.
+    # A step whose `uses` (required) is broken is read as a stand-in that keeps its id: a
+    # reference to it is no "unknown step", and the stand-in's executor is not checked against
+    # a catalog that lacks it.
     data = manifest(
         {
             "steps": [
-                {"id": "a", "run": {"uses": "builtin:echo", "timeoutSeconds": "soon"}},
+                {"id": "a", "run": {"uses": 5}},
                 echo("b", x="{{ steps.a.outputs }}"),
             ]
         }
     )
     with pytest.raises(ManifestError) as info:
         compile_manifest(dump(data), known_executors={"builtin:echo"})
-    assert [e.path for e in info.value.errors] == ["spec.steps[0].run.timeoutSeconds"]
+    assert [e.path for e in info.value.errors] == ["spec.steps[0].run.uses"]
+
+
+def test_a_bad_optional_field_is_read_as_unwritten() -> None:
+    # The rest of the step (its `with`), a parallel's steps and the inputs are still checked.
+    data = manifest(
+        {
+            "inputs": [{"name": "who", "type": "strin"}],
+            "steps": [
+                echo("a", x="{{ inputs.nobody }}") | {"when": "{{ inputs.who }}"},
+                {"id": "p", "parallel": {"maxParallel": "x", "steps": [run("a")]}},
+            ],
+        },
+        metadata={"name": "n", "version": "1", "tags": [1]},
+    )
+    data["spec"]["steps"][0]["run"]["timeoutSeconds"] = "soon"
+    assert paths_of(dump(data)) == [
+        "metadata.tags[0]",
+        "spec.steps[0].run.with.x",  # `who` is known: the input is read without its type
+        "spec.steps[0].run.timeoutSeconds",
+        "spec.steps[1].parallel.maxParallel",
+        "spec.steps[1].parallel.steps[0].id",  # `a` again
+        "spec.inputs[0].type",  # written after the steps
+    ]
 
 
 def test_a_step_with_a_bad_id_is_not_listed_among_the_known() -> None:
@@ -1061,15 +1085,15 @@ def test_a_step_with_a_bad_id_is_not_listed_among_the_known() -> None:
     ]
 
 
-def test_a_broken_step_that_holds_steps_is_not_replaced() -> None:
-    # A stand-in would lose the parallel's steps, and a reference to one would read as unknown:
+def test_a_step_that_holds_steps_and_lacks_a_required_field_is_not_replaced() -> None:
+    # A stand-in would lose the branch's steps, and a reference to one would read as unknown:
     # the structural error alone is reported (the later checks wait for it to be fixed).
     data = manifest(
         {
             "steps": [
-                {"id": "p", "parallel": {"steps": [run("inner")], "maxParallel": "x"}},
+                {"id": "c", "conditional": {"branches": [{"steps": [run("inner")]}]}},
                 echo("b", x="{{ steps.inner.outputs }}"),
             ]
         }
     )
-    assert paths_of(dump(data)) == ["spec.steps[0].parallel.maxParallel"]
+    assert paths_of(dump(data)) == ["spec.steps[0].conditional.branches[0].condition"]
