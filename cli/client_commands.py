@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
+from cli.completion_commands import RUN_IDS, completes
 from cli.main import EXIT_ERROR, EXIT_OK, CliError, Subcommands
 from cli.output import STATUS_STYLES, add_output_option, console, dump, duration, table
 
@@ -126,7 +127,7 @@ def register(subcommands: Subcommands) -> None:
     show = actions.add_parser(
         "show", parents=[common], help="a run's step tree and status", description="Show a run."
     )
-    show.add_argument("run_id", metavar="ID")
+    completes(show.add_argument("run_id", metavar="ID"), RUN_IDS)
     show.add_argument("--watch", action="store_true", help="follow the run until it ends")
     add_output_option(show)
     show.set_defaults(handler=show_command)
@@ -134,7 +135,7 @@ def register(subcommands: Subcommands) -> None:
     logs = actions.add_parser(
         "logs", parents=[common], help="a run's log", description="Print a run's log."
     )
-    logs.add_argument("run_id", metavar="ID")
+    completes(logs.add_argument("run_id", metavar="ID"), RUN_IDS)
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
     logs.add_argument(
         "--output",
@@ -152,7 +153,7 @@ def register(subcommands: Subcommands) -> None:
         "(to -o FILE, `-` for stdout; default: NAME in the current folder), or print an object "
         "output's value.",
     )
-    artifacts.add_argument("run_id", metavar="ID")
+    completes(artifacts.add_argument("run_id", metavar="ID"), RUN_IDS)
     artifacts.add_argument("name", metavar="NAME", nargs="?")
     artifacts.add_argument(
         "--output",
@@ -169,7 +170,7 @@ def register(subcommands: Subcommands) -> None:
         help="decide on a run's approval gate",
         description="Approve (or with --reject, reject) a gate; the run's planHash is fetched.",
     )
-    approve.add_argument("run_id", metavar="ID")
+    completes(approve.add_argument("run_id", metavar="ID"), RUN_IDS)
     approve.add_argument("approval_id", metavar="APPROVAL")
     approve.add_argument("--reject", action="store_true", help="reject instead of approve")
     approve.add_argument("--summary", help="why (recorded with the decision)")
@@ -178,7 +179,7 @@ def register(subcommands: Subcommands) -> None:
     cancel = actions.add_parser(
         "cancel", parents=[common], help="cancel a run", description="Cancel a run."
     )
-    cancel.add_argument("run_id", metavar="ID")
+    completes(cancel.add_argument("run_id", metavar="ID"), RUN_IDS)
     cancel.set_defaults(handler=cancel_command)
 
     redrive = actions.add_parser(
@@ -188,7 +189,7 @@ def register(subcommands: Subcommands) -> None:
         description="Redrive a run: steps that succeeded before the restart point are reused; "
         "gates carry over only if the planHash is unchanged.",
     )
-    redrive.add_argument("run_id", metavar="ID")
+    completes(redrive.add_argument("run_id", metavar="ID"), RUN_IDS)
     redrive.add_argument("--from", dest="from_step", help="top-level step to restart from")
     redrive.add_argument("--inputs", help="inputs to change: a JSON object, or a JSON/YAML file")
     redrive.add_argument("--pack-version", help="run another version of the registered pack")

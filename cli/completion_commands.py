@@ -12,10 +12,46 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from cli.main import EXIT_OK, Subcommands
 
 SHELLS = ("bash", "zsh", "tcsh")
+
+# Run ids and pack versions are completed by asking the API, through the command being completed
+# (its first word, whatever path it was typed as) with the shell's TASKRUNNER_* settings: the
+# first column of its piped listing, which is plain and stable. No API, no suggestions.
+_LISTED = "\"{command}\" {listing} 2>/dev/null | awk 'NR > 1 {{print $1}}'"
+RUN_IDS: dict[str, Any] = {
+    "bash": "_taskrunner_run_ids",
+    "zsh": "_taskrunner_run_ids",
+    "preamble": {
+        "bash": '_taskrunner_run_ids() {\n  compgen -W "$('
+        + _LISTED.format(command="${COMP_WORDS[0]}", listing="runs list --limit 100")
+        + ')" -- "$1"\n}\n',
+        "zsh": '_taskrunner_run_ids() {\n  local -a ids\n  ids=(${(f)"$('
+        + _LISTED.format(command="${words[1]}", listing="runs list --limit 100")
+        + ')"})\n  compadd -a ids\n}\n',
+    },
+}
+PACKS: dict[str, Any] = {
+    "bash": "_taskrunner_packs",
+    "zsh": "_taskrunner_packs",
+    "preamble": {
+        "bash": '_taskrunner_packs() {\n  compgen -W "$('
+        + _LISTED.format(command="${COMP_WORDS[0]}", listing="packs list")
+        + ')" -- "$1"\n}\n',
+        "zsh": '_taskrunner_packs() {\n  local -a packs\n  packs=(${(f)"$('
+        + _LISTED.format(command="${words[1]}", listing="packs list")
+        + ')"})\n  compadd -a packs\n}\n',
+    },
+}
+
+
+def completes(action: argparse.Action, what: dict[str, Any]) -> argparse.Action:
+    """Mark a positional argument for shtab: its values come from `what` (RUN_IDS, PACKS)."""
+    action.complete = what  # type: ignore[attr-defined]  # shtab reads this attribute
+    return action
 
 
 def register(subcommands: Subcommands) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.client_commands import api_options, api_session, located_in
+from cli.completion_commands import PACKS, completes
 from cli.main import EXIT_OK, CliError, Subcommands
 from cli.output import add_output_option, dump, duration, table
 
@@ -43,7 +44,7 @@ def register(subcommands: Subcommands) -> None:
     show = actions.add_parser(
         "show", parents=[common], help="a version's record and manifest (default: highest active)"
     )
-    show.add_argument("ref", metavar="NAME[@VERSION]")
+    completes(show.add_argument("ref", metavar="NAME[@VERSION]"), PACKS)
     add_output_option(show, wide=False)
     show.set_defaults(handler=show_command)
 
@@ -51,7 +52,7 @@ def register(subcommands: Subcommands) -> None:
         command = actions.add_parser(
             action, parents=[common], help=f"{action} a version (disabled: starts no new run)"
         )
-        command.add_argument("ref", metavar="NAME@VERSION")
+        completes(command.add_argument("ref", metavar="NAME@VERSION"), PACKS)
         command.set_defaults(handler=status_command, action=action)
 
     schedules = subcommands.add_parser(

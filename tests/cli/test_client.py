@@ -389,6 +389,33 @@ class TestReadCommands:
         assert "├── ✓ hello  Succeeded" in plain and "└── ✓ done  Succeeded" in plain, plain
         assert "\x1b[32m" in shown  # succeeded in green
 
+    async def test_bash_completes_run_ids_from_the_api(
+        self, taskrunner: Cli, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        created = await taskrunner(
+            "runs", "create", pack_file(tmp_path, ECHO), "--inputs", '{"who": "x"}', "--wait"
+        )
+        run_id = created.out.splitlines()[0].split()[1]
+        await until(taskrunner, ["runs", "list"], run_id)
+        probe = """
+        source <("$1" completion bash)
+        COMP_WORDS=("$1" runs show "$2"); COMP_CWORD=3; COMP_LINE="${COMP_WORDS[*]}"
+        COMP_POINT=${#COMP_LINE}; COMPREPLY=(); _shtab_taskrunner
+        printf '%s\\n' "${COMPREPLY[@]}"
+        """
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            probe,
+            "probe",
+            script()[0],
+            run_id[:-3],
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert out.decode().split() == [run_id]  # the run whose id starts so, from the API
+
 
 class TestApproveAndCancel:
     async def test_approve_fetches_the_plan_hash(
