@@ -328,6 +328,11 @@ def _from_pydantic(exc: ValidationError, data: Any) -> list[ErrorDetail]:
             msg += " (YAML reads unquoted true/false as booleans: quote it)"
         if err["type"] == "extra_forbidden" and err["loc"]:
             msg += did_you_mean(str(err["loc"][-1]), _keys_at(tuple(err["loc"][:-1])))
+        if err["type"] == "literal_error" and isinstance(err.get("input"), str):
+            # pydantic names the allowed values quoted in its context: `'a', 'b' or 'c'`.
+            allowed = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+            if len(allowed) > 1:  # with one, the message already says it
+                msg += did_you_mean(err["input"], allowed)
         bucket = merged.setdefault(path, [])
         if msg not in bucket:
             bucket.append(msg)

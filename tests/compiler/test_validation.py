@@ -1097,3 +1097,15 @@ def test_a_step_that_holds_steps_and_lacks_a_required_field_is_not_replaced() ->
         }
     )
     assert paths_of(dump(data)) == ["spec.steps[0].conditional.branches[0].condition"]
+
+
+def test_a_misspelt_value_of_a_fixed_set_gets_a_suggestion() -> None:
+    data = manifest({"inputs": [{"name": "who", "type": "strin"}]}, kind="TaskPak")
+    assert errors_of(dump(data)) == [
+        ("kind", "Input should be 'TaskPack'"),  # one value: named already
+        (
+            "spec.inputs[0].type",
+            "Input should be 'string', 'number', 'integer', 'boolean', 'object' or 'array' "
+            "(did you mean 'string'?)",
+        ),
+    ]
