@@ -48,12 +48,22 @@ def _not_null(model: dict[str, Any], key: str) -> None:
 
 def _rules(defs: dict[str, Any]) -> None:
     """The validators' rules, in JSON Schema."""
-    # Step._exactly_one_kind: one kind key per step, counted by presence (a null counts, and
-    # fails: a step of no kind cannot run). With two kinds given, two alternatives match and
-    # oneOf fails, as the compiler does.
+    # An optional object (`Retries | None`, a step's kinds) may be left out, not given as null
+    # (which the compiler reads as left out): as `anyOf [object, null]`, every mistake inside
+    # the object would be reported on the whole of it ("is not valid under any of the given
+    # schemas"), by editors too, instead of at the key that is wrong.
+    for model in defs.values():
+        for key, prop in model.get("properties", {}).items():
+            members = prop.get("anyOf", [])
+            if (
+                len(members) == 2
+                and {"type": "null"} in members
+                and any("$ref" in m for m in members)
+            ):
+                _not_null(model, key)
+    # Step._exactly_one_kind: one kind per step. With two kinds given, two alternatives match
+    # and oneOf fails, as the compiler does.
     defs["Step"]["oneOf"] = [{"required": [key]} for key in STEP_KIND_KEYS]
-    for key in STEP_KIND_KEYS:
-        _not_null(defs["Step"], key)
     # GateBody._exactly_one and LoopItems._exactly_one.
     defs["GateBody"]["oneOf"] = _exactly_one(("approval", "policy"))
     defs["LoopItems"]["oneOf"] = _exactly_one(("expression", "range", "static"))

@@ -123,6 +123,26 @@ WRONG: list[tuple[str, dict[str, Any], str]] = [
         "spec/outputs/0: 'path' is a required property",
     ),
     (
+        "a wrong type inside an optional object",
+        {
+            **BASE,
+            "spec": {
+                "steps": [
+                    {"id": "a", "run": {"uses": "builtin:noop", "retries": {"maxAttempts": "x"}}}
+                ]
+            },
+        },
+        "spec/steps/0/run/retries/maxAttempts: 'x' is not of type 'integer'",
+    ),
+    (
+        "a misspelt key in a gate's approval",
+        {
+            **BASE,
+            "spec": {"steps": [{"id": "g", "gate": {"approval": {"id": "x", "mesage": "m"}}}]},
+        },
+        "spec/steps/0/gate/approval: Additional properties are not allowed ('mesage'",
+    ),
+    (
         "a quote in the pack's name",
         {**BASE, "metadata": {"name": 'a"b', "version": "1"}},
         "metadata/name",
