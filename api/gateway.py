@@ -59,6 +59,7 @@ from compiler.plan import walk
 from workflows.contract.artifacts import stored_file
 from workflows.contract.initial import initial_state
 from workflows.contract.names import (
+    MEMO_FINAL_STATE,
     QUERY_ARTIFACTS,
     QUERY_LOGS,
     QUERY_STATE,
@@ -281,8 +282,9 @@ class RunGateway:
         handle = self._handle(tenant, run_id)
         async with self._run(handle, run_id):
             description = await handle.describe(rpc_timeout=self.timeout)
-            memo = await description.memo()
-        return memo.get(MEMO_REQUEST) == request_token
+            # One key decoded, not the whole memo (a cancelled run's holds its final state).
+            token = await description.memo_value(MEMO_REQUEST, None)
+        return bool(token == request_token)
 
     # ----------------------------------------------------------------- read
 
@@ -319,20 +321,29 @@ class RunGateway:
     ) -> RunStateSnapshot | None:
         """A finished run's state from its result, which the server keeps: no worker replays the
         history for it. None when the run is live, or its result does not hold the page (a run
-        that ended before results carried their state, one cancelled through Temporal, a page
-        past the steps the result holds).
+        that ended before results carried their state, one that closed Canceled before it left
+        its state in its memo, a page past the steps the result or memo holds).
 
-        A failed run's workflow is Failed: its result is the detail of its failure."""
+        A failed run's workflow is Failed: its result is the detail of its failure. A Canceled
+        workflow has no result: the run left its final state in its memo, which the describe
+        already holds."""
         description = await handle.describe(rpc_timeout=self.timeout)
+        state: RunStateSnapshot | None = None
         if description.status == WorkflowExecutionStatus.COMPLETED:
             result: RunResult | None = await self.client.get_workflow_handle(
                 handle.id, run_id=description.run_id, result_type=RunResult
             ).result(follow_runs=False, rpc_timeout=self.timeout)
+            state = result.state if result is not None else None
         elif description.status == WorkflowExecutionStatus.FAILED:
             result = await self._failed_result(await self._close_event(handle))
-        else:
-            return None
-        state = result.state if result is not None else None
+            state = result.state if result is not None else None
+        elif description.status == WorkflowExecutionStatus.CANCELED:
+            try:
+                state = await description.memo_value(
+                    MEMO_FINAL_STATE, None, type_hint=RunStateSnapshot
+                )
+            except ValueError:  # not a state this code reads: the run's query answers instead
+                state = None
         if state is None:
             return None
         end = steps_offset + steps_limit

@@ -58,6 +58,13 @@ MEMO_PACK_VERSION = "packVersion"
 MEMO_PACK_DIGEST = "packDigest"
 MEMO_REDRIVE_OF = "redriveOf"
 """The identity of the keyed request that started the run (see api.idempotency)."""
+_SUMMARY_MEMO_KEYS = (
+    MEMO_RUN_ID,
+    MEMO_CREATED_AT,
+    MEMO_PACK_VERSION,
+    MEMO_PACK_DIGEST,
+    MEMO_REDRIVE_OF,
+)
 
 
 class InvalidPageToken(InvalidRequest):
@@ -215,7 +222,11 @@ async def list_runs(
 
 async def summary(tenant: str, execution: WorkflowExecution) -> RunSummary:
     attributes = execution.typed_search_attributes
-    memo: Mapping[str, Any] = await execution.memo()
+    # Only the keys a summary shows are decoded: a cancelled run's memo also holds its final
+    # state (names.MEMO_FINAL_STATE, up to MEMO_STATE_BYTES), which a listing never ships.
+    memo: Mapping[str, Any] = {
+        key: await execution.memo_value(key, None) for key in _SUMMARY_MEMO_KEYS
+    }
     # Runs started before the API wrote its memo: the id is what follows the tenant's prefix.
     run_id = str(memo.get(MEMO_RUN_ID) or execution.id.removeprefix(workflow_id(tenant, "")))
     return RunSummary(

@@ -7,7 +7,8 @@ decision to the run's log and, for the update, fails it with the refusal's code.
 (signal) and Temporal's own cancel request both end the run gracefully. A run that failed closes
 its workflow as Failed (its RunResult the failure's detail), one cancelled as Canceled when
 Temporal's request came (the API sends it after its signal), so Temporal's own status is the
-run's outcome. The run's state is the RunBook's: this module reads it and calls its methods, and
+run's outcome; a Canceled workflow has no result, so it leaves its final state in its memo. The
+run's state is the RunBook's: this module reads it and calls its methods, and
 never assigns to it.
 """
 
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.contract.names import (
         CHUNK_WORKFLOW_TYPE,
+        MEMO_FINAL_STATE,
         QUERY_ARTIFACTS,
         QUERY_LOGS,
         QUERY_STATE,
@@ -70,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
         StepState,
         Via,
         WebhookRef,
+        bounded_state,
     )
     from workflows.interpreter import Frame, Interpreter
     from workflows.run_book import RunBook
@@ -84,6 +87,9 @@ PATCH_CLOSE_AS_ENDED = "close-as-failed-or-canceled"
 cancelled one as Canceled when Temporal's cancel request came (the Web UI's button, or the API's
 right after its `cancel` signal), so the Web UI's status filter and Failures count tell the truth.
 Before: every run's workflow Completed with its status in the result."""
+PATCH_CANCELLED_STATE_IN_MEMO = "cancelled-state-in-memo"
+"""A run closing as Canceled first leaves its final state in its memo (names.MEMO_FINAL_STATE):
+a Canceled workflow has no result, so the API reads it from a describe with no worker."""
 TEMPORAL_CANCEL_WAIT = timedelta(seconds=30)
 """How long a run cancelled by a signal that announced Temporal's cancel request waits for it
 before it ends (Completed, then) anyway: the sender died between its two calls."""
@@ -263,6 +269,12 @@ class PackRun:
         if workflow.cancellation_reason() is not None:
             # Only Temporal's own request can close a workflow as Canceled; a signal alone
             # (sent by hand from the Web UI, say) leaves it Completed.
+            if workflow.patched(PATCH_CANCELLED_STATE_IN_MEMO) and result.state is not None:
+                # Canceled keeps no result and the SDK's cancel carries no details: the memo,
+                # which a describe returns, is where the final state outlives the workers.
+                held = bounded_state(result.state)
+                if held is not None:
+                    workflow.upsert_memo({MEMO_FINAL_STATE: held})
             raise asyncio.CancelledError
         return result
 

@@ -8,7 +8,8 @@ are spread over several workflow tasks), `nested-paging` (a loop whose log is pa
 its own steps), `continue-as-new` (a run that
 continued as new twice: its first history and its last), `cancelled` (cancelled while a gate
 waits), `failed` (a step fails: the workflow closes as Failed) or `cancelled-closed-canceled`
-(cancelled as the API does it, the signal then Temporal's request: closes as Canceled). A committed history is never re-recorded to make a change pass: a change that makes one
+(cancelled as the API does it, the signal then Temporal's request: closes as Canceled) or
+`cancelled-state-in-memo` (the same, since the run leaves its final state in its memo). A committed history is never re-recorded to make a change pass: a change that makes one
 fail to replay would break running workflows, so it goes behind `workflow.patched()`. Record a
 new one for a new shape of run.
 """
@@ -30,8 +31,19 @@ from temporalio.testing import WorkflowEnvironment
 
 from compiler.history import MAP_INLINE_LIMIT
 from tests.helpers import result_of, start_pack, unique, wait_for, worker_for
-from workflows.contract.names import SEARCH_ATTRIBUTES, SIGNAL_CANCEL, UPDATE_DECIDE_APPROVAL
-from workflows.contract.state import ApprovalOutcome, ApprovalSignal, CancelSignal, RunResult
+from workflows.contract.names import (
+    MEMO_FINAL_STATE,
+    SEARCH_ATTRIBUTES,
+    SIGNAL_CANCEL,
+    UPDATE_DECIDE_APPROVAL,
+)
+from workflows.contract.state import (
+    ApprovalOutcome,
+    ApprovalSignal,
+    CancelSignal,
+    RunResult,
+    RunStateSnapshot,
+)
 
 HISTORIES = Path(__file__).parent / "histories"
 WORKFLOW_IDS = Path(__file__).parent / "history_workflow_ids.json"
@@ -250,6 +262,21 @@ async def cancelled_closed_canceled(client: Client, tq: str) -> None:
     await _save("cancelled-closed-canceled", handle)
 
 
+async def cancelled_state_in_memo(client: Client, tq: str) -> None:
+    handle = await start_pack(client, tq, CANCELLED, run_id="cancelled-state-in-memo")
+    await wait_for(handle, lambda s: s.status == "awaiting-approval")
+    signal = CancelSignal(actorId="ops", reason="not today", temporalCancelFollows=True)
+    await handle.signal(SIGNAL_CANCEL, signal)
+    await handle.cancel(reason="not today")
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
+    description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.CANCELED
+    held = await description.memo_value(MEMO_FINAL_STATE, type_hint=RunStateSnapshot)
+    assert held.status == "cancelled", held
+    await _save("cancelled-state-in-memo", handle)
+
+
 RECORDERS = {
     "representative": representative,
     "chunked-map": chunked_map,
@@ -259,6 +286,7 @@ RECORDERS = {
     "cancelled": cancelled,
     "failed": failed,
     "cancelled-closed-canceled": cancelled_closed_canceled,
+    "cancelled-state-in-memo": cancelled_state_in_memo,
 }
 
 

@@ -78,7 +78,8 @@ async def test_a_changed_workflow_is_caught(monkeypatch) -> None:  # type: ignor
 def test_the_recorded_histories_cover_the_run_shapes() -> None:
     """Besides the representative run: a map that fanned out (the parent and its chunk), a run
     that continued as new (its first history, which carries, and its last), a cancelled run, a
-    map whose starts were spread over workflow tasks, a loop whose log was paged out inside it."""
+    map whose starts were spread over workflow tasks, a loop whose log was paged out inside it,
+    a cancelled run that left its final state in its memo."""
     shapes = {}
     for path in HISTORIES.glob("*.json"):
         events = WorkflowHistory.from_json(path.stem, path.read_text()).events
@@ -110,6 +111,40 @@ def test_the_recorded_histories_cover_the_run_shapes() -> None:
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
     )
     assert shapes["cancelled"][1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED  # before it
+    # Since the cancelled-state-in-memo patch: the run leaves its final state in its memo (a
+    # Canceled workflow has no result) just before it closes.
+    assert shapes["cancelled-state-in-memo"] == (
+        "PackRun",
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+    )
+    memo = WorkflowHistory.from_json("m", (HISTORIES / "cancelled-state-in-memo.json").read_text())
+    assert events_before_close(memo)[-1] == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED
+    older = WorkflowHistory.from_json(
+        "c", (HISTORIES / "cancelled-closed-canceled.json").read_text()
+    )
+    assert EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED not in events_before_close(older)
+
+
+def events_before_close(history: WorkflowHistory) -> list[EventType.ValueType]:
+    return [e.event_type for e in history.events[:-1]]
+
+
+async def test_the_state_left_in_the_memo_needs_its_patch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Replayed as code before the cancelled-state-in-memo patch runs it, the run that left its
+    state in its memo does not replay: the memo's upsert is a command of the patch's."""
+    from temporalio import workflow
+
+    from workflows.pack_run import PATCH_CANCELLED_STATE_IN_MEMO
+
+    patched = workflow.patched
+    monkeypatch.setattr(
+        workflow, "patched", lambda id: id != PATCH_CANCELLED_STATE_IN_MEMO and patched(id)
+    )
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
+    name = "cancelled-state-in-memo"
+    history = WorkflowHistory.from_json(workflow_id(name), (HISTORIES / f"{name}.json").read_text())
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
 
 
 async def test_the_failed_and_canceled_endings_need_their_patch(monkeypatch) -> None:  # type: ignore[no-untyped-def]

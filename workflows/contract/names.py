@@ -27,6 +27,12 @@ RUN_FAILED_ERROR = "RunFailed"
 """The type of the ApplicationError a failed run ends its workflow with (Temporal shows it as
 Failed); its one detail is the run's RunResult. Any other failure is Temporal's, not the run's."""
 
+MEMO_FINAL_STATE = "taskrunnerFinalState"
+"""The memo key under which a run closing as Canceled leaves its final RunStateSnapshot (a
+Canceled workflow has no result, and Temporal's cancel carries no details), so the API reads it
+from a describe with no worker. Its steps are a prefix that fits `MEMO_STATE_BYTES`;
+`totalSteps` is the true count. The listing never decodes it."""
+
 SA_TENANT = SearchAttributeKey.for_keyword("TaskRunnerTenant")
 SA_PACK = SearchAttributeKey.for_keyword("TaskRunnerPack")
 SA_STATUS = SearchAttributeKey.for_keyword("TaskRunnerStatus")

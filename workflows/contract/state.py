@@ -22,6 +22,9 @@ LogLevel = Literal["debug", "info", "warn", "error"]
 TERMINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 FINAL_STATE_STEPS = 1000
 """Steps a run's result carries (about 200 KB at most): well below Temporal's payload warning."""
+MEMO_STATE_BYTES = 64 * 1024
+"""The most a cancelled run's final state in its memo may take, serialized (names.MEMO_FINAL_STATE):
+the memo travels with every describe and every listing page, so it holds a prefix of the steps."""
 
 
 class Model(BaseModel):
@@ -210,6 +213,26 @@ class RunResult(Model):
     state: RunStateSnapshot | None = None
     """The final state with the first `FINAL_STATE_STEPS` steps, so the API reads a finished run
     from the server without a worker replaying its history; later pages come from the query."""
+
+
+def bounded_state(
+    state: RunStateSnapshot, limit: int = MEMO_STATE_BYTES
+) -> RunStateSnapshot | None:
+    """`state` with only its first steps that fit in `limit` bytes of JSON (`totalSteps` stays
+    the run's true count, so a reader knows which pages it does not hold); None when even no
+    steps do not fit (outputs or approvals that large)."""
+    used = len(state.model_copy(update={"steps": []}).model_dump_json())
+    if used > limit:
+        return None
+    kept = 0
+    for step in state.steps:
+        used += len(step.model_dump_json()) + 1  # the comma between steps
+        if used > limit:
+            break
+        kept += 1
+    if kept == len(state.steps):
+        return state
+    return state.model_copy(update={"steps": state.steps[:kept]})
 
 
 class ChunkInput(Model):
