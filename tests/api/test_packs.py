@@ -269,6 +269,10 @@ class TestCli:
         assert records[0]["digest"] in out and PACK_SIGNER.key_id in out
         code, out, _ = await cli("packs", "show", name)
         assert "builtin:echo" in out
+        code, out, _ = await cli("packs", "show", f"{name}@1.0.0", "-o", "yaml")
+        shown = yaml.safe_load(out)
+        assert (shown["name"], shown["digest"]) == (name, records[0]["digest"])
+        assert "builtin:echo" in shown["manifest"]
 
         code, out, err = await cli("runs", "create", f"{name}@1.0.0", "--inputs", '{"who": "cli"}')
         assert code == 0, err
@@ -289,6 +293,8 @@ class TestCli:
         assert row[:2] == [schedule, f"{name}@1.0.0"] and "active" in row
         code, out, _ = await cli("schedules", "pause", schedule)
         assert "paused" in out
+        code, out, _ = await cli("schedules", "show", schedule, "-o", "json")
+        assert code == 0 and json.loads(out)["paused"] is True
         assert (await cli("schedules", "delete", schedule))[0] == 0
         code, _, err = await cli("schedules", "show", schedule)
         assert code == 1 and "schedule_not_found" in err
