@@ -15,7 +15,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.api.conftest import Stack
 from tests.api.packs import GATED, replaced
-from tests.api.support import create_run, status_is, wait_for_run
+from tests.api.support import create_run, error_code, status_is, wait_for_run
 from tests.api.test_links import LINKS, link, waiting_run
 from tests.browser import offline_browser
 
@@ -92,6 +92,28 @@ class TestTheGetDecidesNothing:
             page = await http.get(f"{LINKS}/{approve}", params={"other": other})
             assert page.status_code == 400, page.text
             assert "invalid_link" in page.text and not forms(page.text)
+
+    async def test_an_altered_link_is_no_link(self, http: httpx.AsyncClient) -> None:
+        """A base64 decoder that skips what is not base64 read `\\\\TOKEN=@evil.example` as the
+        very link, and the page put it in a button's action, which a browser sends to
+        evil.example: a link holder could make the service's own page post elsewhere. Only the
+        link exactly as the service minted it is a link."""
+        state = await waiting_run(http)
+        approve = link(state, "approved", nonce="n-alt")
+        reject = link(state, "rejected", nonce="n-alt")
+        offsite = "\\\\" + reject + "=@evil.example"
+        page = await http.get(f"{LINKS}/{approve}", params={"other": offsite})
+        assert page.status_code == 400, page.text
+        assert "invalid_link" in page.text and not forms(page.text)
+        assert "evil.example" not in page.text
+        for altered in ("!" + approve, approve + "=", approve + "=x", approve.replace(".", ".:")):
+            shown = await http.get(f"{LINKS}/{altered}")
+            assert shown.status_code == 400, (altered, shown.text)
+            posted = await http.post(f"{LINKS}/{altered}", json={})
+            assert posted.status_code == 400, (altered, posted.text)
+            assert error_code(posted) == "invalid_link"
+        still = await wait_for_run(http, state["runId"], status_is("awaiting-approval"))
+        assert still["approvals"][0]["decisions"] == []
 
     async def test_bad_links_get_a_page_saying_why(self, http: httpx.AsyncClient) -> None:
         state = await waiting_run(http)
