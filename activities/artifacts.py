@@ -6,6 +6,7 @@ the API serves captured files from the same folders.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,12 +18,14 @@ from workflows.contract.activities import ArtifactRecord
 from workflows.contract.artifacts import (
     ARTIFACTS,
     LOGS,
+    MAPS,
     SCRATCH,
     WORKSPACE,
     UnsafePathError,
     check_name,
     log_segment_name,
     run_folder,
+    stored_file,
 )
 from workflows.contract.times import now_rfc3339
 
@@ -92,6 +95,32 @@ class ArtifactStore:
         data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
         _write_whole(target, data)
         return self.relative(target)
+
+    def write_map_items(
+        self, tenant: str, run_id: str, map_step_id: str, chunk_size: int, items: list[Any]
+    ) -> tuple[str, int]:
+        """Store a map's items as one JSON file per chunk of `chunk_size` under the run's `maps/`
+        folder (named by a digest of the step id, which may hold any characters); returns the
+        folder's path relative to the root and the number of chunks. Writing again gives the
+        same files."""
+        key = hashlib.sha256(map_step_id.encode()).hexdigest()[:32]
+        folder = self.run_dir(tenant, run_id) / MAPS / key
+        folder.mkdir(parents=True, exist_ok=True)
+        chunks = 0
+        for chunks, start in enumerate(range(0, len(items), chunk_size), start=1):
+            data = json.dumps(items[start : start + chunk_size], separators=(",", ":")).encode()
+            _write_whole(folder / f"{chunks - 1}.json", data)
+        return self.relative(folder), chunks
+
+    def read_map_items(self, tenant: str, run_id: str, folder: str, chunk: int) -> list[Any]:
+        """Chunk `chunk`'s items, from a folder `write_map_items` wrote for this run."""
+        path = stored_file(self.root, tenant, run_id, f"{folder}/{int(chunk)}.json")
+        if path is None:
+            raise FileNotFoundError(f"no items of chunk {chunk} in {folder}")
+        items = json.loads(path.read_bytes())
+        if not isinstance(items, list):
+            raise ValueError(f"{path.name} does not hold a list of items")
+        return items
 
     def write_text(self, tenant: str, run_id: str, name: str, text: str) -> ArtifactRecord:
         return self.write_bytes(tenant, run_id, name, text.encode())

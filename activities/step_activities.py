@@ -56,15 +56,21 @@ from workflows.contract.activities import (
     CAPTURE_OUTPUTS,
     EVALUATE_POLICY,
     FAILURE_REASONS,
+    LOAD_MAP_ITEMS,
     RUN_STEP,
     SANDBOX_REFUSED,
     STEP_FAILED,
     STORE_LOG_SEGMENT,
+    STORE_MAP_ITEMS,
     TIMEOUT,
     ArtifactRecord,
     CaptureRequest,
     CaptureResult,
     LogSegmentWrite,
+    MapItems,
+    MapItemsRead,
+    MapItemsRef,
+    MapItemsWrite,
     PolicyRequest,
     PolicyResult,
     RunStepRequest,
@@ -107,7 +113,14 @@ class StepActivities:
 
     def activities(self) -> list[Callable[..., Any]]:
         """The bound activity methods, for `Worker(activities=...)`."""
-        return [self.run_step, self.evaluate_policy, self.capture_outputs, self.store_log_segment]
+        return [
+            self.run_step,
+            self.evaluate_policy,
+            self.capture_outputs,
+            self.store_log_segment,
+            self.store_map_items,
+            self.load_map_items,
+        ]
 
     @activity.defn(name=RUN_STEP)
     async def run_step(self, req: RunStepRequest) -> RunStepResult:
@@ -238,6 +251,27 @@ class StepActivities:
         return LogSegment(
             first=req.entries[0]["sequence"], last=req.entries[-1]["sequence"], storedPath=stored
         )
+
+    @activity.defn(name=STORE_MAP_ITEMS)
+    async def store_map_items(self, req: MapItemsWrite) -> MapItemsRef:
+        """Store a fanned-out map's items, a file per chunk, so chunks get them by reference."""
+        folder, chunks = await asyncio.to_thread(
+            self.store.write_map_items,
+            req.tenant,
+            req.runId,
+            req.mapStepId,
+            req.chunkSize,
+            req.items,
+        )
+        return MapItemsRef(folder=folder, chunks=chunks)
+
+    @activity.defn(name=LOAD_MAP_ITEMS)
+    async def load_map_items(self, req: MapItemsRead) -> MapItems:
+        """One chunk's items, as `store_map_items` stored them."""
+        items = await asyncio.to_thread(
+            self.store.read_map_items, req.tenant, req.runId, req.folder, req.chunk
+        )
+        return MapItems(items=items)
 
     @activity.defn(name=CAPTURE_OUTPUTS)
     async def capture_outputs(self, req: CaptureRequest) -> CaptureResult:

@@ -40,7 +40,10 @@ with workflow.unsafe.imports_passed_through():
         FAILURE_REASONS,
         RUN_STEP,
         STEP_FAILED,
+        STORE_MAP_ITEMS,
         ArtifactRecord,
+        MapItemsRef,
+        MapItemsWrite,
         PolicyRequest,
         PolicyResult,
         RunStepRequest,
@@ -52,6 +55,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.run_book import RunBook, StepResult
 
 POLICY_TIMEOUT = timedelta(seconds=60)
+MAP_ITEMS_TIMEOUT = timedelta(seconds=60)
+PATCH_ITEMS_BY_REFERENCE = "map-items-by-reference"
+"""A fanned-out map stores its items in the artifact store once; each chunk loads its own."""
 
 
 @dataclass(frozen=True)
@@ -355,6 +361,7 @@ class Interpreter:
         visible = self.visible_steps(frame)
         parent_id = workflow.info().workflow_id
         plan = chunk_plan(self.plan, step.step)
+        stored = await self._store_items(rid, items)
 
         async def one(number: int, chunk: Sequence[Any]) -> bool:
             nonlocal stopped
@@ -377,7 +384,9 @@ class Interpreter:
                         mapStepId=rid,
                         template=step.step,
                         startIndex=start,
-                        items=list(chunk),
+                        items=[] if stored else list(chunk),
+                        itemsFolder=stored.folder if stored else None,
+                        chunkNumber=number,
                         vars=frame.vars,
                         visibleSteps=visible,
                         maxParallel=step.maxParallel,
@@ -416,6 +425,32 @@ class Interpreter:
             _reraise_cancel(exc)
             raise StepFailure("chunk-failed", f"map chunk failed: {exc.cause or exc}") from None
         return all(results) and not stopped, outputs
+
+    async def _store_items(self, rid: str, items: list[Any]) -> MapItemsRef | None:
+        """Store a fanned-out map's items once, so chunks are handed a reference and the parent's
+        history holds the items only where they came from. None: hand them over by value (runs
+        that began before this, or a store that cannot take them now)."""
+        if not workflow.patched(PATCH_ITEMS_BY_REFERENCE):
+            return None
+        try:
+            ref: MapItemsRef = await workflow.execute_local_activity(
+                STORE_MAP_ITEMS,
+                MapItemsWrite(
+                    runId=self.meta.runId,
+                    tenant=self.meta.tenant,
+                    mapStepId=rid,
+                    chunkSize=MAP_CHUNK_SIZE,
+                    items=items,
+                ),
+                result_type=MapItemsRef,
+                start_to_close_timeout=MAP_ITEMS_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary=f"{rid}: store items",
+            )
+        except ActivityError as exc:
+            _reraise_cancel(exc)
+            return None
+        return ref
 
     # ----------------------------------------------------------------- loop
 

@@ -27,12 +27,15 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contract.activities import (
         CAPTURE_OUTPUTS,
         DELIVER_WEBHOOK,
+        LOAD_MAP_ITEMS,
         STORE_LOG_SEGMENT,
         ArtifactRecord,
         CaptureRequest,
         CaptureResult,
         DeliveryResult,
         LogSegmentWrite,
+        MapItems,
+        MapItemsRead,
         WebhookDelivery,
     )
     from workflows.contract.names import (
@@ -74,7 +77,7 @@ with workflow.unsafe.imports_passed_through():
         WebhookRef,
         bounded_state,
     )
-    from workflows.interpreter import Frame, Interpreter
+    from workflows.interpreter import MAP_ITEMS_TIMEOUT, Frame, Interpreter
     from workflows.run_book import RunBook
 
 PATCH_APPROVAL_RULES = "approval-rules-v2"
@@ -558,13 +561,30 @@ class PackRunMapChunk:
             chunk.plan, chunk.planHash, chunk.meta, workflow.now, visible=chunk.visibleSteps
         )
         rid = chunk.mapStepId
-        book.start_chunk(chunk.template, rid, chunk.startIndex, len(chunk.items))
+        items = chunk.items
+        if chunk.itemsFolder is not None:
+            # By reference: the parent stored the items; this chunk's history records its slice.
+            loaded = await workflow.execute_local_activity(
+                LOAD_MAP_ITEMS,
+                MapItemsRead(
+                    runId=chunk.meta.runId,
+                    tenant=chunk.meta.tenant,
+                    folder=chunk.itemsFolder,
+                    chunk=chunk.chunkNumber,
+                ),
+                result_type=MapItems,
+                start_to_close_timeout=MAP_ITEMS_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=5),
+                summary=f"{rid}: load items of chunk {chunk.chunkNumber}",
+            )
+            items = loaded.items
+        book.start_chunk(chunk.template, rid, chunk.startIndex, len(items))
         interp = Interpreter(book, fan_out=False)
         ok, outputs = await interp.map_iterations(
             chunk.template,
             Frame(vars=dict(chunk.vars)),
             rid,
-            chunk.items,
+            items,
             chunk.startIndex,
             chunk.maxParallel,
             chunk.continueOnError,
@@ -574,7 +594,7 @@ class PackRunMapChunk:
         ranges: list[tuple[int, int]] = []
         told: set[str] = set()
         if workflow.patched(PATCH_ITEM_RANGES):
-            ranges, told = _plain_items(book, chunk, outputs)
+            ranges, told = _plain_items(book, chunk, len(items), outputs)
         rest = [s for s in book.steps.values() if s.stepId not in told]
         plain = [s for s in rest if _plain_success(s)]
         return ChunkResult(
@@ -590,13 +610,13 @@ class PackRunMapChunk:
 
 
 def _plain_items(
-    book: RunBook, chunk: ChunkInput, outputs: list[Any]
+    book: RunBook, chunk: ChunkInput, count: int, outputs: list[Any]
 ) -> tuple[list[tuple[int, int]], set[str]]:
     """The chunk's items whose every step is a plain success (the template's own step may have
     outputs: they are the item's entry in `outputs`), as index ranges, and those steps' ids."""
     ranges: list[tuple[int, int]] = []
     told: set[str] = set()
-    for offset in range(len(chunk.items)):
+    for offset in range(count):
         index = chunk.startIndex + offset
         root = f"{chunk.mapStepId}[{index}]::{chunk.template.id}"
         subtree = book.subtree(root)

@@ -79,3 +79,20 @@ def test_workspace_path_inside(store: ArtifactStore) -> None:
     workspace = store.workspace("acme", "run-1")
     assert store.workspace_path("acme", "run-1", "a/../b/c.txt") == workspace / "b" / "c.txt"
     assert store.workspace_path("acme", "run-1", ".") == workspace
+
+
+def test_map_items_stored_a_file_per_chunk_and_read_back_only_inside_the_run(
+    store: ArtifactStore,
+) -> None:
+    items = [{"host": f"h{i}"} for i in range(1_201)]
+    folder, chunks = store.write_map_items("acme", "run-1", "loop[3]::fan", 500, items)
+    assert chunks == 3 and folder.startswith("runs/acme/run-1/maps/")
+    assert store.read_map_items("acme", "run-1", folder, 2) == items[1000:]
+    assert store.read_map_items("acme", "run-1", folder, 0) == items[:500]
+    # Another run's (or tenant's) activity cannot read them, nor a folder outside the run.
+    with pytest.raises(FileNotFoundError):
+        store.read_map_items("other", "run-1", folder, 0)
+    with pytest.raises(FileNotFoundError):
+        store.read_map_items("acme", "run-1", "runs/acme/run-1/../../../etc", 0)
+    with pytest.raises(FileNotFoundError):
+        store.read_map_items("acme", "run-1", folder, 3)

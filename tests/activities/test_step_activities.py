@@ -25,9 +25,11 @@ from tests.processes import processes_with
 from workflows.contract.activities import (
     CAPTURE_OUTPUTS,
     EVALUATE_POLICY,
+    LOAD_MAP_ITEMS,
     RUN_STEP,
     STEP_FAILED,
     STORE_LOG_SEGMENT,
+    STORE_MAP_ITEMS,
     CaptureRequest,
     PolicyRequest,
     RunStepRequest,
@@ -346,7 +348,14 @@ def test_the_worker_registers_the_contract_names(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path / "root")
     fns = StepActivities(Registry(entry_points=[]), store).activities()
     names = [activity._Definition.must_from_callable(fn).name for fn in fns]
-    assert names == [RUN_STEP, EVALUATE_POLICY, CAPTURE_OUTPUTS, STORE_LOG_SEGMENT]
+    assert names == [
+        RUN_STEP,
+        EVALUATE_POLICY,
+        CAPTURE_OUTPUTS,
+        STORE_LOG_SEGMENT,
+        STORE_MAP_ITEMS,
+        LOAD_MAP_ITEMS,
+    ]
 
 
 async def test_sealed_http_refusal_through_the_activity(

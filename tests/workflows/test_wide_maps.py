@@ -129,3 +129,47 @@ async def test_a_chunk_names_its_plain_items_by_range_and_the_run_still_shows_ea
     # Each item's output ({"i": n}: about 10 bytes) once, plus the skipped item's whole state;
     # a state per item, as before, is about 300 bytes each.
     assert size < 30 * len(items) + 2_000, size
+
+
+BY_REFERENCE = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: byref, version: 1.0.0}
+spec:
+  inputs: [{name: items, type: array}]
+  steps:
+    - id: fan
+      map: {items: "inputs.items", step: {id: one, run: {uses: "builtin:echo", with: {s: "{{ item }}"}}}}
+"""
+
+
+async def test_chunks_get_their_items_by_reference_not_in_the_parents_history(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The parent stores a large map's items once; each chunk loads its own slice, so the
+    parent's history holds the items only in its input, not again in every chunk's start."""
+    client = dev_env.client
+    tq = unique("tq")
+    items = [f"{i:06d}-" + "x" * 200 for i in range(MAP_CHUNK_SIZE + 100)]  # two chunks
+    async with worker_for(client, tmp_path, tq):
+        handle = await start_pack(client, tq, BY_REFERENCE, {"items": items})
+        result = await asyncio.wait_for(handle.result(), timeout=120)
+        assert result.status == "succeeded", result.error
+        state = await state_of(handle)
+        parent = await handle.fetch_history()
+        chunk = await client.get_workflow_handle(f"{handle.id}/fan/chunk-1").fetch_history()
+
+    steps = {s.stepId: s for s in state.steps}
+    assert steps["fan"].outputs["results"] == [{"s": item} for item in items]
+    assert steps[f"fan[{len(items) - 1}]::one"].outputs == {"s": items[-1]}
+    starts = [
+        e.start_child_workflow_execution_initiated_event_attributes.input.ByteSize()
+        for e in parent.events
+        if e.event_type == CHILD
+    ]
+    # By value, chunk 0's start alone would carry 500 items of 207 bytes (over 100 KB).
+    assert len(starts) == 2 and max(starts) < 10_000, starts
+    # The chunk's own history records its slice (and only its slice) where it loaded it.
+    recorded = b"".join(event.SerializeToString() for event in chunk.events)
+    assert items[MAP_CHUNK_SIZE].encode() in recorded and items[-1].encode() in recorded
+    assert items[MAP_CHUNK_SIZE - 1].encode() not in recorded

@@ -13,6 +13,8 @@ EVALUATE_POLICY = "evaluate_policy"
 CAPTURE_OUTPUTS = "capture_outputs"
 DELIVER_WEBHOOK = "deliver_webhook"
 STORE_LOG_SEGMENT = "store_log_segment"
+STORE_MAP_ITEMS = "store_map_items"
+LOAD_MAP_ITEMS = "load_map_items"
 STEP_FAILED = "StepFailed"
 """ApplicationError type for a step that failed for good; `details[0]` is the step's outputs,
 `details[1]` the artifact records written before the failure and, when the step broke a limit
@@ -113,6 +115,36 @@ class LogSegmentWrite(Wire):
     runId: str
     tenant: str
     entries: list[dict[str, Any]]
+
+
+class MapItemsWrite(Wire):
+    """A fanned-out map's items, to store once as one file per chunk, so each chunk workflow is
+    handed a reference rather than its items (which the parent's history would then hold)."""
+
+    runId: str
+    tenant: str
+    mapStepId: str
+    chunkSize: int
+    items: list[Any]
+
+
+class MapItemsRef(Wire):
+    """Where a map's items are: `folder` (relative to the store's root) holds `<n>.json` for
+    chunk n."""
+
+    folder: str
+    chunks: int
+
+
+class MapItemsRead(Wire):
+    runId: str
+    tenant: str
+    folder: str
+    chunk: int
+
+
+class MapItems(Wire):
+    items: list[Any]
 
 
 class WebhookDelivery(Wire):

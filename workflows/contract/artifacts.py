@@ -7,6 +7,7 @@ Under the store's root (the `data_dir` setting):
     runs/<tenant>/<runId>/artifacts/<name>   captured files, stdout/stderr of shell steps, ...
     runs/<tenant>/<runId>/scratch/           executors' temporary files (removed after use)
     runs/<tenant>/<runId>/logs/<first>-<last>.ndjson   log entries paged out of the workflow
+    runs/<tenant>/<runId>/maps/<key>/<n>.json          a fanned-out map's items, chunk n's slice
 
 `ArtifactRecord.storedPath` is the path relative to the root, so the root can move (or be
 mounted elsewhere by the API) without rewriting run state. Tenants, run ids and artifact names
@@ -22,6 +23,7 @@ WORKSPACE = "workspace"
 ARTIFACTS = "artifacts"
 SCRATCH = "scratch"
 LOGS = "logs"
+MAPS = "maps"
 
 _MAX_NAME_BYTES = 255
 

@@ -246,6 +246,11 @@ class ChunkInput(Model):
     startIndex: int
     items: list[Any]
     vars: dict[str, Any] = Field(default_factory=dict)
+    itemsFolder: str | None = None
+    """Set when the items are by reference: the chunk loads chunk `chunkNumber`'s file from this
+    folder of the artifact store (and `items` is empty), so the parent's history never holds them
+    a second time."""
+    chunkNumber: int = 0
     visibleSteps: dict[str, Any] = Field(default_factory=dict)
     maxParallel: int = 1
     continueOnError: bool = False
