@@ -34,6 +34,10 @@ from api.tracing import current_span_traceparent, new_trace_id, redacted_path, s
 
 log = structlog.get_logger("taskrunner.api")
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods named in the latency histogram; any other is `other`: a caller may send any token as
+a method, and each would otherwise be a new series (unbounded, by anyone, with no token)."""
+
 # The key, in the request's state (`request.state`), of the JSON body as JsonBody parsed it.
 PARSED_BODY = "parsed_json_body"
 
@@ -83,8 +87,9 @@ class RequestContext:
         finally:
             elapsed = time.perf_counter() - began
             route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"] if scope["method"] in METHODS else "other"
             self.metrics.request_seconds.labels(
-                method=scope["method"], route=route, status=str(status)
+                method=method, route=route, status=str(status)
             ).observe(elapsed)
             log.info(
                 "http.request",

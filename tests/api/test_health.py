@@ -149,6 +149,17 @@ class TestHealth:
             'route="/v1/task-runner/runs",status="201"}'
         ) in text
 
+    async def test_anonymous_callers_cannot_grow_the_metrics(self, http: httpx.AsyncClient) -> None:
+        """HTTP lets a request name any method: each made-up one was a series of its own in the
+        latency histogram, so anyone could grow /metrics (and the API's memory) without end."""
+        methods = [f"X{unique('m').replace('-', '').upper()}" for _ in range(20)]
+        for method in methods:
+            answer = await http.request(method, "/healthz")
+            assert answer.status_code == 405
+        text = (await http.get("/metrics")).text
+        assert not any(method in text for method in methods)
+        assert 'method="other",route="/healthz",status="405"' in text
+
 
 class TestWithoutTemporal:
     async def test_live_but_not_ready(self, unreachable: httpx.AsyncClient) -> None:
