@@ -22,6 +22,7 @@ from cli.catalog import installed_executors
 from tests.api.conftest import Stack
 from tests.api.packs import ECHO
 from tests.api.support import READER, REQUESTER, RUNS, run_url, serve, status_is, wait_for_run
+from tests.api.test_links import LINKS, link, waiting_run
 from tests.helpers import unique, worker_for
 from tests.otlp import Collector
 from workflows.contract import telemetry
@@ -205,3 +206,67 @@ class TestConfiguredByTheStandardVariables:
         provider.shutdown()  # flushes the batch
         assert collector.paths == ["/v1/traces"]
         assert collector.spans == [("taskrunner-test", "exported")]
+
+
+def _everything(span: ReadableSpan) -> str:
+    """All a span tells the trace backend: its name, attributes, events and links."""
+    events = [(e.name, dict(e.attributes or {})) for e in span.events]
+    links = [dict(link.attributes or {}) for link in span.links]
+    return f"{span.name} {dict(span.attributes or {})} {events} {links} {span.status}"
+
+
+async def test_a_used_link_leaves_its_token_in_no_span(traced: Traced) -> None:
+    """A link that decides reaches Temporal (the update's spans, the workflow's, the webhook
+    activity's): its token is in none of the trace's spans, the page's GET and the form's POST
+    alike."""
+    async with httpx.AsyncClient(base_url=traced.url, timeout=30) as http:
+        state = await waiting_run(http)
+        approve, reject = (
+            link(state, "approved", nonce="n-otel"),
+            link(state, "rejected", nonce="n-otel"),
+        )
+        page = await http.get(f"{LINKS}/{approve}", params={"other": reject})
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        posted = await http.post(f"{LINKS}/{approve}", headers=form)
+        assert (page.status_code, posted.status_code) == (200, 200), posted.text
+        await wait_for_run(http, state["runId"], status_is("succeeded"))
+    for response in (page, posted):
+        await traced.requests_of(response.headers["x-trace-id"])
+    await asyncio.sleep(1)  # the update's and the workflow's spans end after the answer
+    spans = traced.of_trace(page.headers["x-trace-id"]) + traced.of_trace(
+        posted.headers["x-trace-id"]
+    )
+    assert len(spans) > 2, [s.name for s in spans]
+    for span in spans:
+        told = _everything(span)
+        assert approve not in told and reject not in told, told
+        for part in (*approve.split("."), *reject.split(".")):
+            assert part not in told, told
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "garbage",
+        "00-" + "0" * 32 + "-" + "0" * 16 + "-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        "00-" + "a" * 5000,
+        "\u00e9t\u00e9".encode("latin-1"),
+    ],
+)
+async def test_a_malformed_traceparent_breaks_nothing(
+    traced: Traced, traceparent: str | bytes
+) -> None:
+    headers: dict[str, str | bytes] = {
+        **READER,
+        "traceparent": traceparent,
+        "tracestate": "=,=;" * 100,
+    }
+    async with httpx.AsyncClient(base_url=traced.url, timeout=30) as http:
+        missing = await http.get(run_url(unique("no-such-run")), headers=headers)
+    assert missing.status_code == 404, missing.text
+    trace_id = missing.json()["error"]["traceId"]
+    assert trace_id == missing.headers["x-trace-id"]
+    assert len(trace_id) == 32 and int(trace_id, 16) != 0
