@@ -10,6 +10,7 @@ operator trusts. `runs create NAME[@VERSION]` starts a run of a published pack.
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +227,8 @@ def schedule_list_command(args: argparse.Namespace) -> int:
         dump(schedules, args.output)
         return EXIT_OK
     wide = args.output == "wide"
-    headers = ["SCHEDULE", "PACK", "CRON", "TIMEZONE", "STATE", "NEXT"]
+    headers = ["SCHEDULE", "PACK", "CRON", "TIMEZONE", "STATE", "NEXT", "IN"]
+    now = datetime.now(UTC).isoformat()
     if wide:
         headers += ["OVERLAP", "LAST FIRED", "CREATED BY", "NOTE"]
     rows = []
@@ -238,6 +240,7 @@ def schedule_list_command(args: argparse.Namespace) -> int:
             s["timezone"],
             "paused" if s["paused"] else "active",
             (s.get("nextRunTimes") or ["-"])[0],
+            duration(now, s["nextRunTimes"][0]) if s.get("nextRunTimes") else "-",
         ]
         if wide:
             fired = [a["startedAt"] for a in s.get("recentActions", [])]

@@ -4,6 +4,7 @@ enable; runs and simulations of a registered pack by name and version."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -291,6 +292,9 @@ class TestCli:
         code, out, _ = await cli("schedules", "list")
         row = next(line.split() for line in out.splitlines() if line.startswith(schedule + " "))
         assert row[:2] == [schedule, f"{name}@1.0.0"] and "active" in row
+        assert re.fullmatch(r"\d+(ms|s|m\d\ds|h\d\dm|d\d\dh)", row[-1]), (
+            row
+        )  # until the next firing
         code, out, _ = await cli("schedules", "pause", schedule)
         assert "paused" in out
         code, out, _ = await cli("schedules", "show", schedule, "-o", "json")
