@@ -119,6 +119,13 @@ def review_page(
         parts.append("<p class='note'>This run has no such gate.</p>")
     elif status not in OPEN or run.status in ("succeeded", "failed", "cancelled"):
         parts.append(f"<p class='note'>Nothing left to decide: the gate is {escape(status)}.</p>")
+    elif any(d.actorId == claims.identity for d in approval.decisions):
+        # One vote per identity (the run refuses a second): a gate still waiting for other
+        # people has nothing left for this link's holder, whichever button it pressed.
+        parts.append(
+            f"<p class='note'>{escape(claims.identity)} has decided already: this link has "
+            "nothing left to decide.</p>"
+        )
     else:
         for button in buttons:
             # A relative action: the form posts back to this service, under whatever prefix a

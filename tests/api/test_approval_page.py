@@ -16,7 +16,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.api.conftest import Stack
 from tests.api.packs import GATED, replaced
 from tests.api.support import create_run, error_code, status_is, wait_for_run
-from tests.api.test_links import LINKS, link, waiting_run
+from tests.api.test_links import LINKS, QUORUM, link, waiting_run
 from tests.browser import offline_browser
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)> & \"quoted\" 'single'"
@@ -148,6 +148,24 @@ class TestTheGetDecidesNothing:
             f"{LINKS}/{action}", headers={"Content-Type": "application/x-www-form-urlencoded"}
         )
         assert again.status_code == 409 and "text/html" in again.headers["content-type"]
+
+    async def test_a_used_link_offers_no_buttons_while_the_gate_waits_on(
+        self, http: httpx.AsyncClient
+    ) -> None:
+        """On a 2-of-2 gate the first vote leaves the gate pending: the page of that delivery's
+        links offered Approve and Reject again, each a sure 409 (the link's identity has voted)."""
+        state = await waiting_run(http, QUORUM)
+        url = review_url(state, subject="webhook:hook-page")
+        approve = forms((await http.get(url)).text)[0][0]
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        assert (await http.post(f"{LINKS}/{approve}", headers=form)).status_code == 200
+        page = await http.get(url)
+        assert page.status_code == 200, page.text
+        assert "pending" in page.text and not forms(page.text)
+        assert "webhook:hook-page has decided already" in page.text
+        # Another delivery's links (another identity) still have their say.
+        other = review_url(state, subject="webhook:hook-other")
+        assert [label for _, label in forms((await http.get(other)).text)] == ["Approve", "Reject"]
 
 
 async def test_link_tokens_stay_out_of_the_access_log(
