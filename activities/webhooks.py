@@ -174,8 +174,12 @@ class WebhookActivities:
                 )
         except httpx.HTTPError as exc:
             # Retryable: the receiver may be down for a while; Temporal backs off.
+            # The origin only: a receiver's URL often holds its credential in the path or the
+            # query, and this message is the reason of the run log's `webhook.failed`, which
+            # every viewer of the tenant reads (only admins list webhooks).
             raise ApplicationError(
-                f"delivery to {req.url} failed: {type(exc).__name__}", type="WebhookUnreachable"
+                f"delivery to {_origin(httpx.URL(req.url))} failed: {type(exc).__name__}",
+                type="WebhookUnreachable",
             ) from None
         if response.status_code >= 500 or response.status_code in RETRYABLE_STATUSES:
             raise ApplicationError(f"receiver answered {response.status_code}", type="WebhookRetry")
@@ -186,6 +190,13 @@ class WebhookActivities:
                 non_retryable=True,
             )
         return DeliveryResult(status=response.status_code, attempt=attempt)
+
+
+def _origin(url: httpx.URL) -> str:
+    """`scheme://host[:port]` of a URL, without its path, query or credentials."""
+    port = f":{url.port}" if url.port is not None else ""
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{url.scheme}://{host}{port}"
 
 
 def _epoch(stamp: Any, *, default: int) -> int:

@@ -5,6 +5,7 @@ allows internal targets, and the Temporal frontend is refused always."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -114,3 +115,19 @@ async def test_the_temporal_frontend_is_refused_even_when_internal_is_allowed(
 )
 def test_internal_addresses(address: str, internal: bool) -> None:
     assert is_internal(ipaddress.ip_address(address)) is internal
+
+
+async def test_a_failed_delivery_does_not_name_the_urls_secret_parts() -> None:
+    """Receivers often put their credential in the URL's path or query (a chat service's
+    incoming-webhook URL): only an admin lists webhooks, but a delivery's failure is the reason of
+    the run log's `webhook.failed`, which every viewer of the tenant reads. It names the origin."""
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/services/T0001/B0002/xoxb-path-secret?token=query-secret#frag"
+    with pytest.raises(ApplicationError) as caught:
+        await deliver(TargetPolicy(allow_internal=True), url)
+    message = caught.value.message
+    assert not caught.value.non_retryable  # the receiver may come back
+    assert f"http://127.0.0.1:{port}" in message
+    assert "path-secret" not in message and "query-secret" not in message, message
