@@ -34,8 +34,9 @@ from api.gateway import RunGateway
 from api.listing import PageTokens
 from api.metrics import Metrics
 from api.middleware import PARSED_BODY
+from api.queue import Recent
 from api.reads import StateReads
-from api.schemas import MAX_RUN_ID_LENGTH, RUN_ID_PATTERN
+from api.schemas import MAX_RUN_ID_LENGTH, RUN_ID_PATTERN, TaskQueueHealth
 from api.settings import ApiSettings
 from api.temporal import TemporalConnection
 from compiler import compile_manifest
@@ -57,6 +58,10 @@ class Services:
     page_tokens: PageTokens = field(default_factory=lambda: PageTokens(None))
     service_key: ServiceKey | None = None
     """The Ed25519 key evidence bundles are signed with (workflows.contract.service_key)."""
+    queue_health: Recent[TaskQueueHealth] = field(default_factory=Recent)
+    """/readyz's figures of the task queue, shared by close callers (api.queue.Recent)."""
+    runs_in_flight: Recent[dict[str, int]] = field(default_factory=Recent)
+    """/metrics' counts of open runs, shared by close scrapes."""
     executors: ExecutorCatalog | None = None
     """The executors the service runs, with their parameter schemas: packs are checked
     against it at compile time (None: not checked, an unknown executor fails when it runs)."""

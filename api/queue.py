@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Generic, TypeVar
 
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -30,6 +33,37 @@ QUOTABLE = re.compile(r"^[^'\"\\\x00-\x1f]+$")
 OPEN_STATUSES = ("pending", "running", "awaiting-approval")
 """A run's TaskRunnerStatus while its workflow runs (a run that has ended may still be open a
 moment, delivering its webhooks: it is not in flight)."""
+FIGURES_TTL_SECONDS = 2.0
+"""How long one answer of Temporal serves /readyz or /metrics: they need no token, so without it
+every GET by anyone was as many queries on Temporal (and its visibility store)."""
+
+T = TypeVar("T")
+
+
+class Recent(Generic[T]):
+    """The last outcome of a question to Temporal, for `ttl` seconds: concurrent and close askers
+    share one asking. A failure is kept as long (re-raised to each asker), so an outage does not
+    line every caller up behind its own timeout."""
+
+    def __init__(self, ttl: float = FIGURES_TTL_SECONDS) -> None:
+        self.ttl = ttl
+        self._lock = asyncio.Lock()
+        self._at = float("-inf")
+        self._value: T | None = None
+        self._error: Exception | None = None
+
+    async def get(self, ask: Callable[[], Awaitable[T]]) -> T:
+        async with self._lock:
+            if time.monotonic() - self._at >= self.ttl:
+                try:
+                    self._value, self._error = await ask(), None
+                except Exception as exc:
+                    self._value, self._error = None, exc
+                self._at = time.monotonic()
+            if self._error is not None:
+                raise self._error
+            assert self._value is not None
+            return self._value
 
 
 async def task_queue_health(client: Client, task_queue: str) -> TaskQueueHealth:

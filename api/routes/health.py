@@ -48,7 +48,8 @@ async def readyz(services: ServicesDep) -> HealthStatus:
         raise DatabaseUnavailable(problem)
     name = services.settings.task_queue
     try:
-        queue = await task_queue_health(await services.temporal.client(), name)
+        client = await services.temporal.client()
+        queue = await services.queue_health.get(lambda: task_queue_health(client, name))
     except Exception as exc:  # the queue's figures are a report, never a reason to be unready
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         return HealthStatus(
@@ -86,8 +87,9 @@ async def metrics(services: ServicesDep, request: Request) -> Response:
                 f"metrics labelled by tenant need the {METRICS} scope or a platform admin's token",
             )
     try:
-        counts: dict[str, int] | None = await runs_in_flight(
-            await services.temporal.client(), services.settings.task_queue
+        client = await services.temporal.client()
+        counts: dict[str, int] | None = await services.runs_in_flight.get(
+            lambda: runs_in_flight(client, services.settings.task_queue)
         )
     except Exception as exc:  # the API's own metrics are served whatever Temporal does
         log.warning("metrics.in-flight-unavailable", error=str(exc).splitlines()[0][:200])

@@ -249,3 +249,37 @@ async def metrics_when(http: httpx.AsyncClient, ready: Callable[[str], bool]) ->
             return text
         await asyncio.sleep(0.2)
     raise AssertionError(f"the metrics never showed what was wanted:\n{text}")
+
+
+async def test_callers_without_a_token_cannot_multiply_temporal_queries(
+    stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/readyz and /metrics need no token, and each asked Temporal anew (two DescribeTaskQueue,
+    three visibility counts): anyone could turn a flood of cheap GETs into as many queries on
+    Temporal's visibility store. Concurrent and close callers share one answer."""
+    from temporalio.service import WorkflowService
+
+    queue = unique("probe-tq")
+    asked: list[str] = []
+    for name in ("describe_task_queue", "count_workflow_executions"):
+        original = getattr(WorkflowService, name)
+
+        def counting(self: Any, req: Any, *args: Any, _o: Any = original, **kw: Any) -> Any:
+            if queue in str(req):
+                asked.append(type(req).__name__)
+            return _o(self, req, *args, **kw)
+
+        monkeypatch.setattr(WorkflowService, name, counting)
+    app = create_app(stack.settings.model_copy(update={"task_queue": queue}))
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            answers = await asyncio.gather(
+                *(http.get(path) for path in ("/readyz", "/metrics") * 30)
+            )
+    assert {a.status_code for a in answers} == {200}
+    assert all(a.json()["taskQueue"]["name"] == queue for a in answers[::2])
+    assert 'taskrunner_runs_in_flight{status="pending"} 0.0' in answers[1].text
+    # One describe of each kind and one count per status, twice at most (a second round when
+    # the figures' few seconds ran out mid-test): not 60 callers' worth.
+    assert asked.count("DescribeTaskQueueRequest") <= 4, asked
+    assert asked.count("CountWorkflowExecutionsRequest") <= 6, asked
