@@ -31,6 +31,7 @@ from api.auth import (
 from api.database import ApiDatabase
 from api.errors import InvalidTenant
 from api.gateway import RunGateway
+from api.link_refusals import RefusedLinks
 from api.listing import PageTokens
 from api.metrics import Metrics
 from api.middleware import PARSED_BODY
@@ -58,6 +59,8 @@ class Services:
     page_tokens: PageTokens = field(default_factory=lambda: PageTokens(None))
     service_key: ServiceKey | None = None
     """The Ed25519 key evidence bundles are signed with (workflows.contract.service_key)."""
+    refused_links: RefusedLinks = field(default_factory=RefusedLinks)
+    """Approval links the runs refused for good: their repeats are answered here."""
     queue_health: Recent[TaskQueueHealth] = field(default_factory=Recent)
     """/readyz's figures of the task queue, shared by close callers (api.queue.Recent)."""
     runs_in_flight: Recent[dict[str, int]] = field(default_factory=Recent)

@@ -13,7 +13,7 @@ from temporalio.service import RPCError
 from api import approval_page
 from api.actions import check_decision, seat_grants_held
 from api.auth import OPERATOR
-from api.deps import Operator, RunId, Runs, SettingsDep, Tenant, signing_key
+from api.deps import Operator, RunId, Runs, ServicesDep, SettingsDep, Tenant, signing_key
 from api.errors import (
     ApiError,
     ApprovalNotFound,
@@ -21,11 +21,13 @@ from api.errors import (
     InvalidLink,
     LinkExpired,
     LinkNotAccepted,
+    RunFinished,
     SigningKeyMissing,
     documented,
     from_rpc,
 )
 from api.idempotency import Claim, IdempotentRoute, idempotent
+from api.link_refusals import RefusedLinks
 from api.routes import PREFIX
 from api.schemas import (
     ApprovalDecisionRequest,
@@ -42,7 +44,12 @@ from workflows.contract.signing import (
     TokenInvalid,
     verify_token,
 )
-from workflows.contract.state import ApprovalOutcome, ApprovalSignal, RefusedDecision
+from workflows.contract.state import (
+    TERMINAL_RUN_STATUSES,
+    ApprovalOutcome,
+    ApprovalSignal,
+    RefusedDecision,
+)
 
 router = APIRouter(prefix=PREFIX, tags=["Approvals"], route_class=IdempotentRoute)
 Idempotent = Annotated[Claim | None, idempotent(OPERATOR)]
@@ -198,7 +205,7 @@ async def show_approval_link(
 async def apply_approval_link(
     token: LinkToken,
     request: Request,
-    settings: SettingsDep,
+    services: ServicesDep,
     runs: Runs,
     body: Annotated[ApprovalLinkRequest | None, Body()] = None,
 ) -> ApprovalDecisionResponse | HTMLResponse:
@@ -208,11 +215,12 @@ async def apply_approval_link(
     A browser's form POST (the buttons of the link's page, with no fields) is answered with a
     page, its errors too; any other caller gets JSON as before."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    settings, refused = services.settings, services.refused_links
     if content_type not in FORM_TYPES:
-        return await _apply_link(token, settings, runs, body)
+        return await _apply_link(token, settings, runs, refused, body)
     try:
         claims = link_claims(settings, token)
-        outcome = await _decide_link(claims, runs, ApprovalLinkRequest())
+        outcome = await _decide_link(claims, runs, refused, ApprovalLinkRequest())
     except RPCError as exc:
         error = from_rpc(exc)
         return approval_page.error_page(error.status, error.code, error.message)
@@ -222,19 +230,41 @@ async def apply_approval_link(
 
 
 async def _apply_link(
-    token: str, settings: ApiSettings, runs: Runs, body: ApprovalLinkRequest | None
+    token: str,
+    settings: ApiSettings,
+    runs: Runs,
+    refused: RefusedLinks,
+    body: ApprovalLinkRequest | None,
 ) -> ApprovalDecisionResponse:
     claims = link_claims(settings, token)
-    return approval_outcome(await _decide_link(claims, runs, body or ApprovalLinkRequest()))
+    outcome = await _decide_link(claims, runs, refused, body or ApprovalLinkRequest())
+    return approval_outcome(outcome)
 
 
 async def _decide_link(
-    claims: ApprovalToken, runs: Runs, body: ApprovalLinkRequest
+    claims: ApprovalToken, runs: Runs, refused: RefusedLinks, body: ApprovalLinkRequest
 ) -> ApprovalOutcome:
     if body.decision is not None and body.decision != claims.decision:
         raise InvalidLink(
             f"this link {claims.decision[:-1]}s; it cannot be used to {body.decision[:-1]}"
         )
+    # A link refused for good was logged in its run the first time; its repeats (anyone may
+    # send it, with no token) get the same answer here and never grow the run's history.
+    before = refused.recall(claims)
+    if before is not None:
+        # A query, not an update: shared reads of the run, nothing written to its history.
+        read = await runs.state(claims.tenant, claims.runId, steps_limit=0)
+        if read.snapshot.status in TERMINAL_RUN_STATUSES:
+            raise RunFinished(claims.runId)
+        raise before
+    try:
+        return await _decide(claims, runs, body)
+    except ApiError as exc:
+        refused.remember(claims, exc)
+        raise
+
+
+async def _decide(claims: ApprovalToken, runs: Runs, body: ApprovalLinkRequest) -> ApprovalOutcome:
     outcome = await runs.decide(
         claims.tenant,
         claims.runId,

@@ -118,6 +118,31 @@ class TestApplyApprovalLink:
             assert response.status_code == 409, body
             assert error_code(response) == "link_already_used"
 
+    async def test_a_link_sent_again_and_again_is_logged_once(
+        self, http: httpx.AsyncClient
+    ) -> None:
+        """Each refused use of a link reached the run, which logged it: anyone holding a used
+        link (no token needed) could grow a waiting run's log and history without end, up to
+        Temporal's limits, which end the run. The first refusal is in the log; its repeats are
+        refused by the API alike, without reaching the run."""
+        state = await waiting_run(http, QUORUM)
+        token = link(state, subject="webhook:hook-flood")
+        assert (await http.post(f"{LINKS}/{token}")).status_code == 200
+        for _ in range(15):
+            again = await http.post(f"{LINKS}/{token}")
+            assert (again.status_code, error_code(again)) == (409, "link_already_used")
+        logs = (await http.get(f"{run_url(state['runId'])}/logs", headers=READER)).text
+        refused = [line for line in logs.splitlines() if "gate.decision-refused" in line]
+        assert len(refused) == 1, refused
+        assert '"error":"TokenAlreadyUsed"' in refused[0]
+        # Another link of the same person is a refusal of its own, logged once too.
+        other = link(state, subject="webhook:hook-flood")
+        for _ in range(3):
+            again = await http.post(f"{LINKS}/{other}")
+            assert (again.status_code, error_code(again)) == (409, "duplicate_approver")
+        logs = (await http.get(f"{run_url(state['runId'])}/logs", headers=READER)).text
+        assert logs.count("gate.decision-refused") == 2, logs
+
     async def test_one_link_holder_fills_one_seat_whatever_name_it_gives(
         self, http: httpx.AsyncClient
     ) -> None:
