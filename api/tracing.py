@@ -51,5 +51,13 @@ LINK_PATH = "/v1/task-runner/approvals/"
 
 def redacted_path(path: str) -> str:
     """`path` fit for logs and spans: an approval link's token is its authority, so it is
-    replaced by `{token}`."""
-    return f"{LINK_PATH}{{token}}" if path.startswith(LINK_PATH) else path
+    replaced by `{token}`, also where the link's path is mangled (a doubled slash, a proxy's
+    prefix: no route then, but the token is as good): there, any segment after `/approvals/`
+    that holds a dot, as a token does."""
+    at = path.find(LINK_PATH)
+    if at >= 0:
+        return f"{path[:at]}{LINK_PATH}{{token}}"
+    return _DOTTED_AFTER_APPROVALS.sub("/approvals/{token}", path)
+
+
+_DOTTED_AFTER_APPROVALS = re.compile(r"/approvals/[^/]*\.[^/]*")
