@@ -40,20 +40,26 @@ async def readyz(services: ServicesDep) -> HealthStatus:
     """Ready when Temporal and the database answer. The runs' task queue is reported beside:
     its backlog (tasks no worker has picked up yet, and the oldest one's age) and how many
     workers poll it; no worker is a warning, not unreadiness (the API still serves reads)."""
+    # No token is needed here: the answer says what is out of reach, never where it lives (an
+    # address, a database URL's host and user); the API's log has the details.
     problem = await services.temporal.ready()
     if problem is not None:
-        raise TemporalUnavailable(problem)
+        log.warning("readyz.temporal-unavailable", problem=problem)
+        raise TemporalUnavailable("Temporal is not reachable (the API's log says why)")
     problem = await services.database.ready()
     if problem is not None:
-        raise DatabaseUnavailable(problem)
+        log.warning("readyz.database-unavailable", problem=problem)
+        raise DatabaseUnavailable("the database is not reachable (the API's log says why)")
     name = services.settings.task_queue
     try:
         client = await services.temporal.client()
         queue = await services.queue_health.get(lambda: task_queue_health(client, name))
     except Exception as exc:  # the queue's figures are a report, never a reason to be unready
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        log.warning("readyz.task-queue-undescribed", task_queue=name, error=reason)
         return HealthStatus(
-            status="ready", warnings=[f"task queue {name!r} could not be described: {reason}"]
+            status="ready",
+            warnings=[f"task queue {name!r} could not be described (the API's log says why)"],
         )
     warnings = [
         f"no worker polls task queue {name!r} for {what}: runs do not move"

@@ -167,6 +167,10 @@ class TestWithoutTemporal:
         response = await unreachable.get("/readyz")
         assert response.status_code == 503
         assert error_code(response) == "temporal_unavailable"
+        # /readyz needs no token: it says what is out of reach, not where it lives (the API's
+        # log has the address and the error).
+        assert "Temporal" in response.text
+        assert "127.0.0.1" not in response.text, response.text
 
     async def test_run_operations_are_503(self, unreachable: httpx.AsyncClient) -> None:
         # Auth is off here, so no token is needed; Temporal is what is missing.
