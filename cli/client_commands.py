@@ -28,7 +28,15 @@ from urllib.parse import quote
 
 from cli.completion_commands import RUN_IDS, completes
 from cli.main import EXIT_ERROR, EXIT_OK, CliError, Subcommands
-from cli.output import STATUS_STYLES, add_output_option, console, dump, duration, table
+from cli.output import (
+    STATUS_STYLES,
+    add_output_option,
+    console,
+    dump,
+    duration,
+    printable,
+    table,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 API = "/v1/task-runner"
@@ -222,6 +230,9 @@ class Api:
         if tenant:
             headers["X-StellaOps-Tenant"] = tenant
         self.http = httpx.Client(base_url=self.url + API, headers=headers, timeout=30)
+        # For people, answers are shown with terminal controls spelled out (cli.output.printable);
+        # -o json|yaml keep them as the API sent them.
+        self.for_people = getattr(args, "output", None) not in ("json", "yaml")
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx
@@ -233,7 +244,8 @@ class Api:
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach the API at {self.url}: {exc}") from None
         self.check(response)
-        return response.json() if response.content else None
+        answer = response.json() if response.content else None
+        return printable(answer) if self.for_people else answer
 
     def stream_lines(self, path: str, params: dict[str, Any]) -> Iterator[str]:
         import httpx
@@ -256,7 +268,7 @@ class Api:
         if response.status_code < 400:
             return
         try:
-            body = response.json()
+            body = printable(response.json())  # errors are for people, whatever -o says
         except ValueError:
             body = None
         if isinstance(body, dict) and isinstance(body.get("errors"), list):
@@ -307,7 +319,7 @@ class Api:
         for line in self.stream_lines(f"/runs/{run_id}/logs", {}):
             if '"step.failed"' not in line:
                 continue
-            entry = json.loads(line)
+            entry = printable(json.loads(line))  # shown to people only
             if entry.get("eventType") == "step.failed" and entry.get("stepId"):
                 found[entry["stepId"]] = entry.get("message", "")
         return found
@@ -490,7 +502,10 @@ def logs_command(args: argparse.Namespace) -> int:
                     raise Unreachable(f"{error.get('message')} ({error.get('code')})")
                 after = item["sequence"]
                 retrying.reset()
-                text = json.dumps(item, ensure_ascii=False) if args.output else log_line(item)
+                if args.output:
+                    text = json.dumps(item, ensure_ascii=False)
+                else:
+                    text = log_line(printable(item))
                 print(text, flush=True)
             return EXIT_OK
         except Unreachable as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -53,6 +54,30 @@ def add_output_option(parser: argparse.ArgumentParser, *, wide: bool = True) -> 
     parser.add_argument(
         "--json", dest="output", action="store_const", const="json", help="the same as -o json"
     )
+
+
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""Characters a terminal acts on rather than shows: C0 controls but tab and newline (ESC starts
+every sequence: a title, a cleared screen, OSC 52's clipboard write, OSC 8's hidden link), DEL,
+C1 controls (U+009B is a CSI of its own), and the bidi overrides that reorder what is read."""
+
+
+def _spelled(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(value: Any) -> Any:
+    """`value` (an API answer) with every string's terminal controls spelled out (`\\x1b`): what
+    pack authors, step commands and link holders wrote is shown to people, never obeyed by their
+    terminal. For human output; `-o json|yaml` keep the API's text (JSON escapes controls)."""
+    if isinstance(value, str):
+        return _UNPRINTABLE.sub(_spelled, value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(v) for v in value]
+    return value
 
 
 def dump(data: Any, fmt: str, out: TextIO | None = None) -> None:
