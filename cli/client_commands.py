@@ -34,6 +34,7 @@ from cli.output import (
     console,
     dump,
     duration,
+    json_text,
     printable,
     table,
 )
@@ -502,10 +503,7 @@ def logs_command(args: argparse.Namespace) -> int:
                     raise Unreachable(f"{error.get('message')} ({error.get('code')})")
                 after = item["sequence"]
                 retrying.reset()
-                if args.output:
-                    text = json.dumps(item, ensure_ascii=False)
-                else:
-                    text = log_line(printable(item))
+                text = json_text(item) if args.output else log_line(printable(item))
                 print(text, flush=True)
             return EXIT_OK
         except Unreachable as exc:

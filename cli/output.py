@@ -80,6 +80,17 @@ def printable(value: Any) -> Any:
     return value
 
 
+_RAW_IN_JSON = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""What json.dumps(ensure_ascii=False) leaves raw that a terminal acts on (it escapes C0)."""
+
+
+def json_text(data: Any, indent: int | None = None) -> str:
+    """JSON as the API sent it, readable (not ASCII-escaped), with DEL, C1 controls and bidi
+    overrides as `\\u` escapes too: the same document, which no terminal obeys."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    return _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def dump(data: Any, fmt: str, out: TextIO | None = None) -> None:
     """Print `data` as JSON (indented, as the API sent it) or YAML (block style, keys in order)."""
     out = out or sys.stdout
@@ -88,7 +99,7 @@ def dump(data: Any, fmt: str, out: TextIO | None = None) -> None:
 
         out.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100))
     else:
-        out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        out.write(json_text(data, indent=2) + "\n")
 
 
 def console(out: TextIO | None = None) -> Any:

@@ -86,9 +86,15 @@ class TestTheGetDecidesNothing:
 
     async def test_a_page_of_two_links_needs_a_true_pair(self, http: httpx.AsyncClient) -> None:
         state = await waiting_run(http)
+        elsewhere = await waiting_run(http)  # another run, its link minted with the same nonce
         approve = link(state, "approved", nonce="one")
-        # Another link's reject (another nonce), or the same decision twice: no page.
-        for other in (link(state, "rejected", nonce="two"), link(state, "approved", nonce="one")):
+        # Another link's reject (another nonce), another run's, or the same decision twice: no
+        # page (a page pairing them would decide one run with the other's button).
+        for other in (
+            link(state, "rejected", nonce="two"),
+            link(elsewhere, "rejected", nonce="one"),
+            link(state, "approved", nonce="one"),
+        ):
             page = await http.get(f"{LINKS}/{approve}", params={"other": other})
             assert page.status_code == 400, page.text
             assert "invalid_link" in page.text and not forms(page.text)

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.skipif(
     reason=f"this host cannot sandbox: {host_sandbox().unavailable}",
 )
 
-ESCAPES = r"\033]0;pwned\033\\\033]52;c;cHduZWQ=\033\\\033[2J\033[31mboom\233m"
+# OSC 0 (title), OSC 52 (clipboard), ED (clear), SGR, and U+009B (a CSI of its own) in UTF-8.
+ESCAPES = r"\033]0;pwned\033\\\033]52;c;cHduZWQ=\033\\\033[2J\033[31mboom\302\2332J"
 COMMAND = json.dumps("printf '" + ESCAPES + "\\n' >&2; exit 3")
 HOSTILE = f"""
 apiVersion: stellaops.io/pack.v1
@@ -41,9 +42,11 @@ async def test_a_steps_escape_sequences_are_shown_not_run(taskrunner: Cli, tmp_p
     run_id = created.out.splitlines()[0].split()[1]
     shown = await taskrunner("runs", "show", run_id)
     logs = await taskrunner("runs", "logs", run_id)
-    for result in (created, shown, logs):
+    logs_json = await taskrunner("runs", "logs", run_id, "-o", "json")
+    for result in (created, shown, logs, logs_json):
         text = result.out + result.err
         assert "boom" in text, result
         assert "\x1b" not in text and "\x9b" not in text, repr(text)
-    # The sequences are still there to read, spelled out.
-    assert "\\x1b]52;c;" in shown.out, shown.out
+    # The sequences are still there to read, spelled out (in JSON, as JSON escapes them).
+    assert "\\x1b]52;c;" in shown.out and "\\x9b2J" in shown.out, shown.out
+    assert "\\u009b2j" in logs_json.out.lower() and "\\u001b]52" in logs_json.out.lower()
