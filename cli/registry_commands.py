@@ -10,7 +10,6 @@ operator trusts. `runs create NAME[@VERSION]` starts a run of a published pack.
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from cli.client_commands import api_options, api_session, located_in
 from cli.completion_commands import PACKS, completes
 from cli.main import EXIT_OK, CliError, Subcommands
 from cli.output import add_output_option, dump, duration, table
+from workflows.contract.times import now_rfc3339
 
 
 def register(subcommands: Subcommands) -> None:
@@ -228,7 +228,7 @@ def schedule_list_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     wide = args.output == "wide"
     headers = ["SCHEDULE", "PACK", "CRON", "TIMEZONE", "STATE", "NEXT", "IN"]
-    now = datetime.now(UTC).isoformat()
+    now = now_rfc3339()
     if wide:
         headers += ["OVERLAP", "LAST FIRED", "CREATED BY", "NOTE"]
     rows = []

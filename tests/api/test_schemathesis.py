@@ -5,7 +5,9 @@ documented status codes and content types, and bodies and headers that match the
 Bounded and repeatable: a fixed number of examples per operation, derandomized. Operations on
 a run get random run ids, so mostly 404s: what a run with real state does is the other tests'
 business. The requests run in a thread, so the session's event loop (and the worker on it)
-goes on answering the API's queries meanwhile.
+goes on answering the API's queries meanwhile. Schemathesis's OpenAPI modules are imported here,
+at collection, not first in that thread: pytest rewrites (parses) them on import, and CPython
+3.11.7's parser raised "AST constructor recursion depth mismatch" doing it in the thread.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import httpx
 import requests
 import schemathesis
+import schemathesis.specs.openapi.schemas  # imported at collection: see the docstring
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import checks
