@@ -716,14 +716,7 @@ def follow(api: Api, run_id: str, out: TextIO, *, wide: bool = False) -> int:
         return follow_live(api, run_id, out, marks, wide=wide)
     seen: dict[str, tuple[str, str | None]] = {}
     status = ""
-    retrying = Retrying()
-    while True:
-        try:
-            state = api.state(run_id)
-        except Unreachable as exc:
-            retrying.wait(exc, "trying again")
-            continue
-        retrying.reset()
+    for state in polled_states(api, run_id):
         if not seen:
             out.write("\n".join(render(state, marks, wide=wide)) + "\n")
         else:
@@ -736,10 +729,25 @@ def follow(api: Api, run_id: str, out: TextIO, *, wide: bool = False) -> int:
         out.flush()
         seen = {s["stepId"]: (s["status"], s.get("statusReason")) for s in state["steps"]}
         status = state["status"]
-        if status in TERMINAL:
-            why = explain(api, run_id, state)
-            out.write("\n".join([f"run {run_id}: {status}", *why]) + "\n")
-            return exit_code(status)
+    why = explain(api, run_id, state)
+    out.write("\n".join([f"run {run_id}: {status}", *why]) + "\n")
+    return exit_code(status)
+
+
+def polled_states(api: Api, run_id: str) -> Iterator[dict[str, Any]]:
+    """The run's state every POLL_SECONDS, the last one its final state; an API or run out of
+    reach is tried again (for RESUME_FOR_SECONDS in a row) rather than taken for an end."""
+    retrying = Retrying()
+    while True:
+        try:
+            state = api.state(run_id)
+        except Unreachable as exc:
+            retrying.wait(exc, "trying again")
+            continue
+        retrying.reset()
+        yield state
+        if state["status"] in TERMINAL:
+            return
         time.sleep(POLL_SECONDS)
 
 
@@ -749,23 +757,12 @@ def follow_live(
     from rich.live import Live
 
     screen = console(out)
-    retrying = Retrying()
     with Live(console=screen, auto_refresh=False, transient=False) as live:
-        while True:
-            try:
-                state = api.state(run_id)
-            except Unreachable as exc:
-                retrying.wait(exc, "trying again")
-                continue
-            retrying.reset()
+        for state in polled_states(api, run_id):
             ended = state["status"] in TERMINAL
             why = explain(api, run_id, state) if ended else []
             height = max(screen.size.height - 1, 5)
-            view = tree_view(state, marks, why, max_lines=height, wide=wide)
-            live.update(view, refresh=True)
-            if ended:
-                break
-            time.sleep(POLL_SECONDS)
+            live.update(tree_view(state, marks, why, max_lines=height, wide=wide), refresh=True)
     screen.print(f"run {run_id}: {state['status']}")
     return exit_code(state["status"])
 
