@@ -138,7 +138,11 @@ def mtls_frontend(pki: Pki, dev_env: WorkflowEnvironment) -> Iterator[str]:
     context.set_alpn_protocols(["h2"])
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(upstream_host, int(upstream_port))
+        try:
+            up_reader, up_writer = await asyncio.open_connection(upstream_host, int(upstream_port))
+        except BaseException:
+            writer.close()
+            raise
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
     loop = asyncio.new_event_loop()
@@ -158,6 +162,9 @@ def mtls_frontend(pki: Pki, dev_env: WorkflowEnvironment) -> Iterator[str]:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await server.wait_closed()
+            # A closed transport lets go of its socket in a callback of the next loop turns:
+            # run them before the loop stops, or the socket is only found unclosed by the GC.
+            await asyncio.sleep(0.1)
 
         asyncio.run_coroutine_threadsafe(shut_down(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
