@@ -32,6 +32,18 @@ def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _executor_hint(uses: str, catalog: Iterable[str]) -> str:
+    """A "did you mean" for an unknown `uses`, comparing the names after a shared `scheme:`
+    prefix: on the whole string the prefix makes any two names look alike (`builtin:build` was
+    offered `builtin:fail`)."""
+    scheme, colon, name = uses.rpartition(":")
+    if not colon:
+        return did_you_mean(uses, catalog, 0.8)
+    same_scheme = {c.rpartition(":")[2]: c for c in catalog if c.rpartition(":")[0] == scheme}
+    close = difflib.get_close_matches(name, list(same_scheme), n=1, cutoff=0.6)
+    return f" (did you mean {same_scheme[close[0]]!r}?)" if close else ""
+
+
 def check_run(
     catalog: ExecutorCatalog, uses: str, with_: Mapping[str, Any], path: str
 ) -> list[ErrorDetail]:
@@ -42,8 +54,7 @@ def check_run(
         return [
             ErrorDetail(
                 f"{path}.uses",
-                # The shared `builtin:` prefix makes any two names look alike: a higher bar.
-                f"unknown executor {uses!r}{did_you_mean(uses, catalog, 0.8)}; "
+                f"unknown executor {uses!r}{_executor_hint(uses, catalog)}; "
                 f"this service has: {known} (an operator adds executors with a package of "
                 "`taskrunner.executors` entry points: docs/executors.md)",
             )

@@ -888,6 +888,19 @@ class TestExecutorCatalog:
         assert "did you mean" not in message
         assert "docs/executors.md" in message
 
+    def test_a_suggestion_compares_names_not_the_shared_prefix(self) -> None:
+        # The contract's `builtin:build` was offered `builtin:fail`: alike only by `builtin:`.
+        catalog = {**CATALOG, "builtin:fail": None, "builtin:shell": None}
+        steps = [
+            {"id": "a", "run": {"uses": "builtin:build"}},
+            {"id": "b", "run": {"uses": "builtin:shel"}},
+            {"id": "c", "run": {"uses": "acme:echo"}},
+        ]
+        found = dict(errors_of_with(dump(manifest({"steps": steps})), catalog))
+        assert "did you mean" not in found["spec.steps[0].run.uses"]
+        assert "did you mean 'builtin:shell'?" in found["spec.steps[1].run.uses"]
+        assert "did you mean" not in found["spec.steps[2].run.uses"]
+
     def test_with_is_checked_against_the_schema(self) -> None:
         steps = [
             {"id": "a", "run": {"uses": "builtin:sleep", "with": {"second": 1}}},
