@@ -36,7 +36,8 @@ def register(subcommands: Subcommands) -> None:
     plan = subcommands.add_parser(
         "plan",
         help="print a pack's planHash and compiled plan",
-        description="Compile a pack: print `planHash: sha256:...`, then the plan as JSON.",
+        description="Compile a pack: the plan as JSON on stdout (for jq and files), "
+        "`planHash: sha256:...` on stderr.",
     )
     _pack_arguments(plan)
     plan.set_defaults(handler=plan_command)
@@ -131,7 +132,8 @@ def validate_command(args: argparse.Namespace) -> int:
 
 def plan_command(args: argparse.Namespace) -> int:
     compiled = _compile(args)
-    print(f"planHash: {compiled.plan_hash}")
+    # The hash on stderr keeps stdout one JSON document: `taskrunner plan x.yaml | jq` works.
+    print(f"planHash: {compiled.plan_hash}", file=sys.stderr)
     print(json.dumps(plan_document(compiled.plan), indent=2, ensure_ascii=False))
     return EXIT_OK
 
