@@ -24,8 +24,9 @@ constraints:
 	$(BIN)/python deploy/constraints.py > constraints.txt
 	touch $(STAMP)
 
+# `make run ARGS='--port 7300 --api-port 8090'` passes flags on to `taskrunner dev`.
 run: $(STAMP)
-	$(BIN)/taskrunner dev
+	$(BIN)/taskrunner dev $(ARGS)
 
 # The browser tests drive Debian's Chromium and its driver (tests/browser.py): installed here
 # when missing (as root, as in CI; about 100 MB to download once), never fetched at run time.
