@@ -112,6 +112,21 @@ class CommandResult:
     denied: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Command:
+    """One command of a step and what `CommandRunner.run` was given for it."""
+
+    argv: Sequence[str]
+    workspace: Path
+    cwd: Path
+    env: Mapping[str, str]
+    sandbox: Sandbox
+    timeout: float
+    stdout: IO[bytes]
+    stderr: IO[bytes]
+    files: Mapping[str, bytes]
+
+
 @dataclass
 class CommandRunner:
     """Runs commands for steps: sandboxed, unless the operator turned the sandbox off."""
@@ -163,17 +178,14 @@ class CommandRunner:
         the program cannot be started.
         """
         self.check(sandbox)
+        command = _Command(argv, workspace, cwd, env, sandbox, timeout, stdout, stderr, files or {})
         if not self.settings.enabled:
-            return await self._run_bare(
-                argv, workspace, cwd, env, sandbox, timeout, stdout, stderr, files or {}, scratch
-            )
+            return await self._run_bare(command, scratch)
         assert self.host is not None and self.host.cgroups is not None and self.host.bwrap
         marks = [_position(stdout), _position(stderr)]
         for attempt in range(1, _JOIN_ATTEMPTS + 1):
             try:
-                return await self._run_in_group(
-                    argv, workspace, cwd, env, sandbox, timeout, stdout, stderr, files or {}
-                )
+                return await self._run_in_group(command)
             except _GroupVanished:
                 # Nothing ran: the launcher stops before exec when it cannot join the group,
                 # typically because another worker on this host (an older version, which
@@ -188,18 +200,8 @@ class CommandRunner:
                     _rewind(stream, mark)
         raise AssertionError("unreachable")
 
-    async def _run_in_group(
-        self,
-        argv: Sequence[str],
-        workspace: Path,
-        cwd: Path,
-        env: Mapping[str, str],
-        sandbox: Sandbox,
-        timeout: float,
-        stdout: IO[bytes],
-        stderr: IO[bytes],
-        files: Mapping[str, bytes],
-    ) -> CommandResult:
+    async def _run_in_group(self, command: _Command) -> CommandResult:
+        sandbox = command.sandbox
         assert self.host is not None and self.host.cgroups is not None
         try:
             group = self.host.cgroups.create(
@@ -223,9 +225,7 @@ class CommandRunner:
                     self.settings.egress,
                 )
                 await proxy.__aenter__()
-            return await self._run_sandboxed(
-                argv, workspace, cwd, env, sandbox, timeout, stdout, stderr, files, group, proxy
-            )
+            return await self._run_sandboxed(command, group, proxy)
         finally:
             await asyncio.shield(asyncio.to_thread(group.remove))
             if proxy is not None:
@@ -235,16 +235,14 @@ class CommandRunner:
 
     def _bwrap_argv(
         self,
-        argv: Sequence[str],
-        workspace: Path,
-        cwd: Path,
-        sandbox: Sandbox,
+        command: _Command,
         file_fds: Mapping[str, int],
         proxy: EgressProxy | None,
         forwarder_fd: int | None,
     ) -> list[str]:
         assert self.host is not None and self.host.bwrap
-        relative = cwd.relative_to(workspace).as_posix()
+        workspace, sandbox = command.workspace, command.sandbox
+        relative = command.cwd.relative_to(workspace).as_posix()
         inside_cwd = WORKSPACE if relative == "." else f"{WORKSPACE}/{relative}"
         args = [
             self.host.bwrap,
@@ -264,39 +262,29 @@ class CommandRunner:
             args.append("--unshare-net")
         for name, fd in file_fds.items():
             args += ["--perms", "0444", "--ro-bind-data", str(fd), f"{FILES_DIR}/{name}"]
-        command = list(argv)
+        argv = list(command.argv)
         if proxy is not None and forwarder_fd is not None:
             assert self.host.python
             args += ["--bind", str(proxy.socket_path), _PROXY_SOCKET]
             args += ["--perms", "0444", "--ro-bind-data", str(forwarder_fd), _FORWARDER]
-            command = [self.host.python, "-I", "-S", _FORWARDER, str(PROXY_PORT), _PROXY_SOCKET,
-                       "--", *command]  # fmt: skip
+            argv = [self.host.python, "-I", "-S", _FORWARDER, str(PROXY_PORT), _PROXY_SOCKET,
+                    "--", *argv]  # fmt: skip
         # The sandbox's root is bwrap's own tmpfs: read-only once everything is mounted, so the
         # workspace and /tmp are the only writable places.
-        args += ["--remount-ro", "/", "--chdir", inside_cwd, "--", *command]
+        args += ["--remount-ro", "/", "--chdir", inside_cwd, "--", *argv]
         return args
 
     async def _run_sandboxed(
-        self,
-        argv: Sequence[str],
-        workspace: Path,
-        cwd: Path,
-        env: Mapping[str, str],
-        sandbox: Sandbox,
-        timeout: float,
-        stdout: IO[bytes],
-        stderr: IO[bytes],
-        files: Mapping[str, bytes],
-        group: StepCgroup,
-        proxy: EgressProxy | None,
+        self, command: _Command, group: StepCgroup, proxy: EgressProxy | None
     ) -> CommandResult:
-        env = dict(env)
+        sandbox, stderr = command.sandbox, command.stderr
+        env = dict(command.env)
         if proxy is not None:
             url = f"http://127.0.0.1:{PROXY_PORT}"
             for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
                 env[name] = env[name.lower()] = url
         # Files reach bwrap through pipes, never through the disk: a script may hold secrets.
-        payloads = dict(files)
+        payloads = dict(command.files)
         if proxy is not None:
             payloads["\0forwarder"] = (Path(__file__).parent / "forwarder.py").read_bytes()
         fds: dict[str, int] = {}
@@ -308,14 +296,14 @@ class CommandRunner:
                 writers.append((write_fd, data))
             file_fds = {k: v for k, v in fds.items() if k != "\0forwarder"}
             forwarder_fd = fds.get("\0forwarder")
-            args = self._bwrap_argv(argv, workspace, cwd, sandbox, file_fds, proxy, forwarder_fd)
+            args = self._bwrap_argv(command, file_fds, proxy, forwarder_fd)
             disk_bytes = self.settings.disk_mib * _MIB
             launcher = _launcher(sandbox, disk_bytes, group.join_paths)
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *(launcher + args if launcher else args),
                     stdin=subprocess.DEVNULL,
-                    stdout=stdout,
+                    stdout=command.stdout,
                     stderr=stderr,
                     env=env,
                     pass_fds=list(fds.values()),
@@ -337,7 +325,9 @@ class CommandRunner:
             await asyncio.to_thread(_feed, writers)
         result = CommandResult(returncode=0)
         try:
-            await self._watch(proc, group, sandbox, timeout, workspace, disk_bytes, result)
+            await self._watch(
+                proc, group, sandbox, command.timeout, command.workspace, disk_bytes, result
+            )
         except BaseException:
             # Cancelled: shielded, so a second cancellation cannot leave processes running.
             await asyncio.shield(_end(proc, group))
@@ -411,34 +401,23 @@ class CommandRunner:
                 await _end(proc, group)
                 return
 
-    async def _run_bare(
-        self,
-        argv: Sequence[str],
-        workspace: Path,
-        cwd: Path,
-        env: Mapping[str, str],
-        sandbox: Sandbox,
-        timeout: float,
-        stdout: IO[bytes],
-        stderr: IO[bytes],
-        files: Mapping[str, bytes],
-        scratch: Path,
-    ) -> CommandResult:
+    async def _run_bare(self, command: _Command, scratch: Path) -> CommandResult:
+        sandbox, timeout, stderr = command.sandbox, command.timeout, command.stderr
         stderr.write(OFF_WARNING.encode())
         stderr.flush()
         with tempfile.TemporaryDirectory(prefix="files-", dir=scratch) as folder:
-            for name, data in files.items():
+            for name, data in command.files.items():
                 path = Path(folder) / name
                 path.write_bytes(data)
                 path.chmod(0o600)
-            command = [arg.replace(FILES_DIR + "/", folder + "/") for arg in argv]
+            argv = [arg.replace(FILES_DIR + "/", folder + "/") for arg in command.argv]
             proc = await asyncio.create_subprocess_exec(
-                *command,
+                *argv,
                 stdin=subprocess.DEVNULL,
-                stdout=stdout,
+                stdout=command.stdout,
                 stderr=stderr,
-                cwd=cwd,
-                env=dict(env),
+                cwd=command.cwd,
+                env=dict(command.env),
                 start_new_session=True,
                 preexec_fn=_child_setup(sandbox, None, [], cap_memory=True),
             )
