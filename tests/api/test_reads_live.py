@@ -93,6 +93,12 @@ async def cancel_at_the_gate(http: httpx.AsyncClient, manifest: str) -> dict[str
     return state
 
 
+async def read_by_a_fresh_api(settings: Settings, run_id: str) -> httpx.Response:
+    """GET the run through a new API that has never read it (what a restarted API meets)."""
+    async with api(settings) as fresh:
+        return await fresh.get(run_url(run_id), headers=READER)
+
+
 class TestWorkerOutage:
     async def test_a_live_run_answers_its_last_known_state_marked_stale(
         self, dev_env: WorkflowEnvironment, tmp_path: Path
@@ -123,8 +129,7 @@ class TestWorkerOutage:
         ):
             run_id = (await create_run(http, GATED))["runId"]
             await wait_for_run(http, run_id, status_is("awaiting-approval"))
-        async with api(settings) as fresh:
-            response = await fresh.get(run_url(run_id), headers=READER)
+        response = await read_by_a_fresh_api(settings, run_id)
         assert response.status_code == 503, response.text
         assert "Retry-After" in response.headers
 
@@ -161,8 +166,7 @@ class TestWorkerOutage:
         ):
             run_id = (await create_run(http, FAILING))["runId"]
             await wait_for_run(http, run_id, status_is("failed"))
-        async with api(settings) as fresh:
-            response = await fresh.get(run_url(run_id), headers=READER)
+        response = await read_by_a_fresh_api(settings, run_id)
         assert response.status_code == 200, response.text
         state = response.json()
         assert (state["status"], state["error"]) == ("failed", "step build failed (step-failed)")
@@ -180,8 +184,7 @@ class TestWorkerOutage:
         ):
             state = await cancel_at_the_gate(http, GATED)
             await closed_canceled(dev_env, str(state["tenant"]), str(state["runId"]))
-        async with api(settings) as fresh:
-            response = await fresh.get(run_url(str(state["runId"])), headers=READER)
+        response = await read_by_a_fresh_api(settings, str(state["runId"]))
         assert response.status_code == 200, response.text
         read = response.json()
         assert read["status"] == "cancelled"
