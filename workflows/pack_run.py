@@ -126,7 +126,6 @@ class PackRun:
         # The task running the plan (cancelled by the `cancel` signal) and the webhook
         # deliveries under way: the workflow's own machinery, not the run's state.
         self._task: asyncio.Task[Any] | None = None
-        self._temporal_cancel_follows = False
         self._deliveries: list[asyncio.Task[None]] = []
         self._paging = asyncio.Lock()
         """Held while a page of the log is written, so only one is under way at a time."""
@@ -259,7 +258,7 @@ class PackRun:
                 raise asyncio.CancelledError
             return result
         result = await self._close(ended=True)
-        if self._temporal_cancel_follows and workflow.cancellation_reason() is None:
+        if self.book.temporal_cancel_follows and workflow.cancellation_reason() is None:
             try:
                 await workflow.wait_condition(
                     lambda: workflow.cancellation_reason() is not None,
@@ -530,9 +529,9 @@ class PackRun:
     def cancel(self, request: CancelSignal | None = None) -> None:
         actor = request.actorId if request else None
         reason = request.reason if request else None
-        if not self.book.request_cancel(actor, reason):
+        follows = bool(request and request.temporalCancelFollows)
+        if not self.book.request_cancel(actor, reason, temporal_follows=follows):
             return
-        self._temporal_cancel_follows = bool(request and request.temporalCancelFollows)
         if self._task is not None:
             self._task.cancel()
 

@@ -107,6 +107,9 @@ class RunBook:
         self.cancel_requested = False
         self.cancelled_through_temporal = False
         """Temporal's own cancel request (the Web UI's button), not our `cancel` signal."""
+        self.temporal_cancel_follows = False
+        """Our `cancel` signal said Temporal's cancel request comes next (the API sends both),
+        so the run waits for it to close its workflow as Canceled."""
         self.next_step_index = 0
         self.open_gates: dict[str, str] = {}
         """Steps waiting for a decision now, with the approval each waits on."""
@@ -738,12 +741,18 @@ class RunBook:
         )
 
     def request_cancel(
-        self, actor: str | None = None, reason: str | None = None, *, through_temporal: bool = False
+        self,
+        actor: str | None = None,
+        reason: str | None = None,
+        *,
+        through_temporal: bool = False,
+        temporal_follows: bool = False,
     ) -> bool:
         """Cancellation asked for; returns False when it already was or the run has ended."""
         if self.cancel_requested or self.status in TERMINAL_RUN_STATUSES:
             return False
         self.cancel_requested = True
+        self.temporal_cancel_follows = temporal_follows
         if through_temporal:
             self.cancelled_through_temporal = True
             self.log(

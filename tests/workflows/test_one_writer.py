@@ -16,11 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 READERS = ("workflows/interpreter.py", "workflows/pack_run.py")
 MUTATORS = {"append", "extend", "insert", "pop", "remove", "clear", "update", "setdefault"}
 # The workflow's own machinery, not run state: the task running the plan, set as it starts.
-ALLOWED = {
-    ("run", "self._task"),
-    # How the workflow will close (waiting for Temporal's cancel request), not the run's state.
-    ("cancel", "self._temporal_cancel_follows"),
-}
+ALLOWED = {("run", "self._task")}
 
 
 def _targets(node: ast.AST) -> list[ast.expr]:
