@@ -23,30 +23,25 @@ SHELLS = ("bash", "zsh", "tcsh")
 # (its first word, whatever path it was typed as) with the shell's TASKRUNNER_* settings: the
 # first column of its piped listing, which is plain and stable. No API, no suggestions.
 _LISTED = "\"{command}\" {listing} 2>/dev/null | awk 'NR > 1 {{print $1}}'"
-RUN_IDS: dict[str, Any] = {
-    "bash": "_taskrunner_run_ids",
-    "zsh": "_taskrunner_run_ids",
-    "preamble": {
-        "bash": '_taskrunner_run_ids() {\n  compgen -W "$('
-        + _LISTED.format(command="${COMP_WORDS[0]}", listing="runs list --limit 100")
-        + ')" -- "$1"\n}\n',
-        "zsh": '_taskrunner_run_ids() {\n  local -a ids\n  ids=(${(f)"$('
-        + _LISTED.format(command="${words[1]}", listing="runs list --limit 100")
-        + ')"})\n  compadd -a ids\n}\n',
-    },
-}
-PACKS: dict[str, Any] = {
-    "bash": "_taskrunner_packs",
-    "zsh": "_taskrunner_packs",
-    "preamble": {
-        "bash": '_taskrunner_packs() {\n  compgen -W "$('
-        + _LISTED.format(command="${COMP_WORDS[0]}", listing="packs list")
-        + ')" -- "$1"\n}\n',
-        "zsh": '_taskrunner_packs() {\n  local -a packs\n  packs=(${(f)"$('
-        + _LISTED.format(command="${words[1]}", listing="packs list")
-        + ')"})\n  compadd -a packs\n}\n',
-    },
-}
+
+
+def _from_listing(function: str, listing: str) -> dict[str, Any]:
+    """A shtab completer (bash and zsh) offering the first column of `taskrunner LISTING`."""
+    bash = _LISTED.format(command="${COMP_WORDS[0]}", listing=listing)
+    zsh = _LISTED.format(command="${words[1]}", listing=listing)
+    return {
+        "bash": function,
+        "zsh": function,
+        "preamble": {
+            "bash": f'{function}() {{\n  compgen -W "$({bash})" -- "$1"\n}}\n',
+            "zsh": f'{function}() {{\n  local -a found\n  found=(${{(f)"$({zsh})"}})\n'
+            "  compadd -a found\n}\n",
+        },
+    }
+
+
+RUN_IDS = _from_listing("_taskrunner_run_ids", "runs list --limit 100")
+PACKS = _from_listing("_taskrunner_packs", "packs list")
 
 
 def completes(action: argparse.Action, what: dict[str, Any]) -> argparse.Action:
