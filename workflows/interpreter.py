@@ -9,8 +9,9 @@ step kind is a `match` closed by `assert_never`, so a new kind is a type error u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, assert_never
@@ -102,12 +103,15 @@ class Interpreter:
         *,
         notify: Callable[[], None] = lambda: None,
         fan_out: bool = True,
-        between_steps: Callable[[], Awaitable[None]] | None = None,
+        between_steps: Callable[[bool], Awaitable[None]] | None = None,
     ) -> None:
         """`notify`: called when a gate opens or closes. `fan_out`: whether large maps may move
         into child workflows (not inside a chunk, which is one already). `between_steps`: awaited
         at each boundary between steps inside a parallel block, map, loop or conditional (the
-        run's own top-level boundaries are PackRun's)."""
+        run's own top-level boundaries are PackRun's), told whether the run could continue as
+        new there: nothing runs beside the step that just ended, and every enclosing step can
+        pick up where it stands (a loop or conditional can; a parallel block, a map or a policy
+        gate's `else` branch cannot)."""
         self.book = book
         self.plan = book.plan
         self.meta = book.meta
@@ -115,6 +119,8 @@ class Interpreter:
         self.fan_out = fan_out
         self.between_steps = between_steps
         self.starts = StartBudget()
+        self._concurrent: list[object] = []
+        """One token per parallel block, map or policy branch under way, wherever it is."""
 
     # ----------------------------------------------------------------- scope
 
@@ -147,12 +153,23 @@ class Interpreter:
                 for rest in steps[index + 1 :]:
                     self.skip(rest, frame, "previous-step-failed")
                 return False
-            await self._boundary()
+            await self._boundary(resumable=not self._concurrent)
         return True
 
-    async def _boundary(self) -> None:
+    async def _boundary(self, *, resumable: bool) -> None:
         if self.between_steps is not None:
-            await self.between_steps()
+            await self.between_steps(resumable)
+
+    @contextlib.contextmanager
+    def _not_resumable(self) -> Iterator[None]:
+        """While a block runs whose place cannot be carried across continue-as-new (steps side
+        by side, or a policy gate's branch), no boundary anywhere in the run is resumable."""
+        token = object()
+        self._concurrent.append(token)
+        try:
+            yield
+        finally:
+            self._concurrent.remove(token)
 
     def skip(self, step: p.PlanStep, frame: Frame, reason: str) -> None:
         self.book.skip(frame.rid(step.id), reason)
@@ -161,6 +178,14 @@ class Interpreter:
     async def run_step(self, step: p.PlanStep, frame: Frame) -> bool:
         """Run one step to a final status. Returns whether what follows may go on."""
         rid = frame.rid(step.id)
+        done = self.book.finished(rid)
+        if done is not None:
+            # The run continued as new inside a step that holds this one, after this one ended:
+            # walking the plan again, it is passed with what it recorded, not run again.
+            self._record(step, frame)
+            return done.status != "Failed" or step.continueOnError
+        # A loop or conditional under way when the run continued as new: its `when` held.
+        resumed = rid in self.book.progress
         redrive = self.meta.redrive
         reused = redrive.reuse.get(rid) if redrive is not None else None
         if redrive is not None and reused is not None:
@@ -169,7 +194,11 @@ class Interpreter:
             self._record(step, frame)
             return True
         try:
-            if step.when is not None and not evaluate_condition(step.when, self.scope(frame)):
+            if (
+                step.when is not None
+                and not resumed
+                and not evaluate_condition(step.when, self.scope(frame))
+            ):
                 self.skip(step, frame, "condition-false")
                 return True
             ok = await self._dispatch(step, frame, rid)
@@ -296,10 +325,11 @@ class Interpreter:
                 ok = await self.run_step(step, where)
                 if not ok and not continue_on_error:
                     stopped = True
-            await self._boundary()
+            await self._boundary(resumable=False)
             return ok
 
-        results = await asyncio.gather(*(one(s, f) for s, f in jobs))
+        with self._not_resumable():
+            results = await asyncio.gather(*(one(s, f) for s, f in jobs))
         return all(results) and not stopped
 
     def _items(self, source: str | tuple[Any, ...], frame: Frame) -> list[Any]:
@@ -464,34 +494,53 @@ class Interpreter:
         return self._items(step.itemsExpression, frame)
 
     async def _loop(self, step: p.LoopStep, frame: Frame, rid: str) -> bool:
+        # Evaluated again when the run continued as new inside the loop: what it reads (inputs,
+        # steps that ended before it) was carried, so it is the same list.
         items = self._loop_items(step, frame)
-        if len(items) > step.maxIterations:
-            raise StepFailure(
-                "max-iterations-exceeded",
-                f"{len(items)} items, more than maxIterations ({step.maxIterations})",
-            )
-        self.book.transition(rid, "Running", items=len(items))
-        self._register_iterations(step.steps, rid, len(items))
-        outputs: list[dict[str, Any]] = []
-        ok = True
-        for index, item in enumerate(items):
-            sub = frame.child(f"{rid}[{index}]::", {step.iterator: item, step.index: index})
+        progress = self.book.progress.get(rid)
+        if progress is None:
+            if len(items) > step.maxIterations:
+                raise StepFailure(
+                    "max-iterations-exceeded",
+                    f"{len(items)} items, more than maxIterations ({step.maxIterations})",
+                )
+            self.book.transition(rid, "Running", items=len(items))
+            self._register_iterations(step.steps, rid, len(items))
+            progress = self.book.begin_loop(rid)
+        # Finished iterations are not walked again: their outputs are in the progress, reduced
+        # to what the aggregation needs.
+        for index in range(progress.nextIteration, len(items)):
+            sub = frame.child(f"{rid}[{index}]::", {step.iterator: items[index], step.index: index})
             passed = await self.run_sequence(step.steps, sub)
-            outputs.append(_iteration_output(step.steps, self.book.results(sub.prefix)))
+            output = _iteration_output(step.steps, self.book.results(sub.prefix))
+            self.book.iteration_done(rid, index, output, passed, step.aggregation)
             self.book.forget_results([sub.prefix])
-            if not passed:
-                ok = False
-                if not step.continueOnError:
-                    for later in range(index + 1, len(items)):
-                        rest = frame.child(f"{rid}[{later}]::", {})
-                        for body_step in step.steps:
-                            self.skip(body_step, rest, "previous-step-failed")
-                    break
-        return self.book.finish_step(rid, ok, _aggregate(step.aggregation, outputs))
+            if not passed and not step.continueOnError:
+                for later in range(index + 1, len(items)):
+                    rest = frame.child(f"{rid}[{later}]::", {})
+                    for body_step in step.steps:
+                        self.skip(body_step, rest, "previous-step-failed")
+                break
+        return self.book.finish_step(
+            rid, progress.ok, _aggregate(step.aggregation, progress.outputs)
+        )
 
     # ----------------------------------------------------------------- conditional
 
     async def _conditional(self, step: p.ConditionalStep, frame: Frame, rid: str) -> bool:
+        # The run continued as new inside the branch (a progress): the decision stands as taken.
+        progress = self.book.progress.get(rid)
+        chosen = progress.branch if progress is not None else self._choose_branch(step, frame, rid)
+        taken = step.branches[chosen].steps if chosen is not None else step.elseSteps
+        ok = await self.run_sequence(taken, frame)
+        outputs: dict[str, Any] = {}
+        if step.outputUnion:
+            for s in taken:
+                outputs.update(self.book.step(frame.rid(s.id)).outputs)
+        outputs["branch"] = chosen if chosen is not None else "else"
+        return self.book.finish_step(rid, ok, outputs)
+
+    def _choose_branch(self, step: p.ConditionalStep, frame: Frame, rid: str) -> int | None:
         self.book.transition(rid, "Running")
         scope = self.scope(frame)
         chosen: int | None = None
@@ -499,7 +548,6 @@ class Interpreter:
             if evaluate_condition(branch.condition, scope):
                 chosen = index
                 break
-        taken = step.branches[chosen].steps if chosen is not None else step.elseSteps
         for index, branch in enumerate(step.branches):
             if index != chosen:
                 for other in branch.steps:
@@ -512,13 +560,8 @@ class Interpreter:
             f"Branch taken: {rid} -> {chosen if chosen is not None else 'else'}",
             step_id=rid,
         )
-        ok = await self.run_sequence(taken, frame)
-        outputs: dict[str, Any] = {}
-        if step.outputUnion:
-            for s in taken:
-                outputs.update(self.book.step(frame.rid(s.id)).outputs)
-        outputs["branch"] = chosen if chosen is not None else "else"
-        return self.book.finish_step(rid, ok, outputs)
+        self.book.take_branch(rid, chosen)
+        return chosen
 
     # ----------------------------------------------------------------- gates
 
@@ -598,7 +641,8 @@ class Interpreter:
             )
             book.record_outputs(rid, {"passed": False})
             return self._after_decision(step.approvalId, decision, rid, "override-")
-        ok = await self.run_sequence(step.elseSteps, frame)
+        with self._not_resumable():  # where the policy stood is not carried
+            ok = await self.run_sequence(step.elseSteps, frame)
         return book.finish_step(rid, ok, {"passed": False}, reason="policy-branch")
 
     async def _evaluate_policy(self, policy: p.PolicySpec, frame: Frame, rid: str) -> PolicyResult:

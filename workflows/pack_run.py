@@ -108,6 +108,12 @@ PATCH_ITEM_RANGES = "chunk-items-by-range"
 PATCH_NESTED_LOG_PAGING = "page-logs-out-inside-steps"
 """Log entries are also paged out at boundaries between steps inside a parallel block, map, loop
 or conditional, not only between top-level steps."""
+PATCH_NESTED_CONTINUE_AS_NEW = "continue-as-new-inside-steps"
+"""A run also continues as new at a boundary between steps inside a loop or conditional (when
+nothing runs beside it), carrying where each enclosing step stands (`CarriedState.progress`)."""
+CARRY_RETRY_EVENTS = 1000
+"""After the state proved too large to carry, the events to wait before measuring it again (a
+loop's boundaries come every few events; measuring at each would cost more than the steps)."""
 CARRY_LIMIT_BYTES = 1_500_000
 """Temporal refuses payloads over 2 MB; carried state stays well below that."""
 
@@ -179,27 +185,42 @@ class PackRun:
             ):
                 await self._page_out_logs()
             if moving_on:
-                carried = book.carry()
-                if len(carried.model_dump_json()) > CARRY_LIMIT_BYTES:
-                    # Too big to pass on in one payload: this history still has headroom (the
-                    # suggestion comes far below Temporal's hard limits), so go on in it.
-                    book.warn_too_large_to_carry()
-                    continue
-                await self._deliveries_done()
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(
-                    PackRunInput(
-                        plan=book.plan, planHash=book.plan_hash, meta=book.meta, carried=carried
-                    )
-                )
+                await self._continue_as_new()
         return True
 
-    async def _between_inner_steps(self) -> None:
-        """A boundary inside a parallel block, map, loop or conditional: page the log out here
-        too, so a long loop holds no more entries than a long plan. (No continue-as-new here:
-        the steps still running beside this one, and where each nested sequence stands, cannot
-        be carried across it; that waits for the next top-level boundary.)"""
+    async def _continue_as_new(self) -> None:
+        """Continue as new with the run's state; returns only when it is too large to carry."""
         book = self.book
+        carried = book.carry()
+        if len(carried.model_dump_json()) > CARRY_LIMIT_BYTES:
+            # Too big to pass on in one payload: this history still has headroom (the
+            # suggestion comes far below Temporal's hard limits), so go on in it.
+            book.warn_too_large_to_carry(workflow.info().get_current_history_length())
+            return
+        await self._deliveries_done()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            PackRunInput(plan=book.plan, planHash=book.plan_hash, meta=book.meta, carried=carried)
+        )
+
+    async def _between_inner_steps(self, resumable: bool) -> None:
+        """A boundary inside a parallel block, map, loop or conditional: page the log out here
+        too, so a long loop holds no more entries than a long plan; and where the run could pick
+        up again (`resumable`: nothing runs beside the step that ended, and every step enclosing
+        it is a loop or conditional), continue as new here when it is time, so a long loop is
+        not bound to one history."""
+        book = self.book
+        if (
+            resumable
+            and self._should_continue_as_new()
+            and not self._carry_refused_recently()
+            # New commands (continue-as-new mid-step): only for runs that started with this code.
+            and workflow.patched(PATCH_NESTED_CONTINUE_AS_NEW)
+        ):
+            if book.logs:
+                await self._page_out_logs()
+            await self._continue_as_new()
+            return
         # One page at a time: branches that reach a boundary meanwhile leave it to this one.
         if self._paging.locked() or len(book.logs) < book.meta.logsKeptInRun:
             return
@@ -227,6 +248,11 @@ class PackRun:
             book.warn_logs_kept(f"{exc.cause or exc}")
             return
         book.paged_out(segment)
+
+    def _carry_refused_recently(self) -> bool:
+        refused = self.book.carry_refused_at
+        length = workflow.info().get_current_history_length()
+        return refused is not None and length < refused + CARRY_RETRY_EVENTS
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()

@@ -37,6 +37,7 @@ from workflows.contract.state import (
     RunStateSnapshot,
     RunStatus,
     StateQuery,
+    StepProgress,
     StepState,
     StepStatus,
     Via,
@@ -115,7 +116,14 @@ class RunBook:
         """Steps waiting for a decision now, with the approval each waits on."""
         self._scopes: dict[str, dict[str, StepResult]] = {"": dict(visible or {})}
         """What expressions see of finished steps, per iteration prefix ("" for the run's own)."""
+        self.progress: dict[str, StepProgress] = {}
+        """Loops and conditionals under way: where each stands (carried across continue-as-new)."""
+        self.resuming = False
+        """This history continued as new inside a step: the plan is walked again from the top
+        step under way, and steps already finished are not run again."""
         self._carry_warned = False
+        self.carry_refused_at: int | None = None
+        """The history length when the state was last too large to carry."""
         self._paging_warned = False
         if carried is not None:
             self.status = carried.status
@@ -136,10 +144,14 @@ class RunBook:
             self.artifacts = list(carried.artifacts)
             self.cancel_requested = carried.cancelRequested
             self.next_step_index = carried.nextStepIndex
+            self.progress = dict(carried.progress)
+            self.resuming = bool(carried.progress)
             self._scopes[""] = {
                 s.stepId: {"status": s.status, "outputs": s.outputs}
                 for s in carried.steps
-                if s.templateId is None
+                # Walked again, the run records each finished step as it passes it; a step not
+                # finished yet was not in scope when the run continued as new.
+                if s.templateId is None and (not self.resuming or s.status in TERMINAL_STEP)
             }
 
     # ----------------------------------------------------------------- clock and log
@@ -367,6 +379,7 @@ class RunBook:
     ) -> bool:
         """A step that holds others (or a gate) ends with its outputs: Succeeded or Failed."""
         self.steps[runtime_id].outputs = outputs
+        self.progress.pop(runtime_id, None)
         if ok:
             self.transition(runtime_id, "Succeeded", reason=reason)
         else:
@@ -375,6 +388,7 @@ class RunBook:
 
     def fail_step(self, runtime_id: str, reason: str, message: str) -> None:
         """A step fails for good; whatever below it has not finished is skipped."""
+        self.progress.pop(runtime_id, None)
         self.transition(runtime_id, "Failed", reason=reason, message=message)
         self.skip_subtree(runtime_id, reason)
 
@@ -424,6 +438,43 @@ class RunBook:
             elif approval.status == "waiting":
                 approval.status = "cancelled"
                 approval.missing = []
+
+    # ----------------------------------------------------------------- where steps stand
+
+    def begin_loop(self, runtime_id: str) -> StepProgress:
+        """A loop starts its iterations; its progress (carried) from here on."""
+        return self.progress.setdefault(runtime_id, StepProgress())
+
+    def iteration_done(
+        self, runtime_id: str, index: int, output: dict[str, Any], passed: bool, aggregation: str
+    ) -> None:
+        """A loop's iteration `index` ended; keep of its output what the aggregation needs."""
+        progress = self.progress[runtime_id]
+        progress.nextIteration = index + 1
+        progress.ok = progress.ok and passed
+        if aggregation == "collect":
+            progress.outputs.append(output)
+        elif aggregation == "merge":
+            if not progress.outputs:
+                progress.outputs.append({})
+            progress.outputs[0].update(output)
+        elif aggregation == "first":
+            if not progress.outputs:
+                progress.outputs.append(output)
+        elif aggregation == "last":
+            progress.outputs[:] = [output]
+
+    def take_branch(self, runtime_id: str, branch: int | None) -> None:
+        """A conditional chose its branch (None: `else`); carried, never evaluated again."""
+        self.progress[runtime_id] = StepProgress(branch=branch)
+
+    def finished(self, runtime_id: str) -> StepState | None:
+        """Walking the plan again after continuing as new inside a step: the step's state if it
+        had already finished (it is not run again), else None."""
+        if not self.resuming:
+            return None
+        state = self.steps.get(runtime_id)
+        return state if state is not None and state.status in TERMINAL_STEP else None
 
     # ----------------------------------------------------------------- what expressions see
 
@@ -729,8 +780,10 @@ class RunBook:
             level="warn",
         )
 
-    def warn_too_large_to_carry(self) -> None:
-        """The state is too big to continue as new with; said once, the run goes on here."""
+    def warn_too_large_to_carry(self, history_length: int | None = None) -> None:
+        """The state is too big to continue as new with (at `history_length` events); said once,
+        the run goes on here."""
+        self.carry_refused_at = history_length
         if self._carry_warned:
             return
         self._carry_warned = True
@@ -896,4 +949,5 @@ class RunBook:
             logsPagedHead=self.paged_head,
             artifacts=self.artifacts,
             cancelRequested=self.cancel_requested,
+            progress=self.progress,
         )

@@ -9,7 +9,9 @@ its own steps), `continue-as-new` (a run that
 continued as new twice: its first history and its last), `cancelled` (cancelled while a gate
 waits), `failed` (a step fails: the workflow closes as Failed) or `cancelled-closed-canceled`
 (cancelled as the API does it, the signal then Temporal's request: closes as Canceled) or
-`cancelled-state-in-memo` (the same, since the run leaves its final state in its memo). A committed history is never re-recorded to make a change pass: a change that makes one
+`cancelled-state-in-memo` (the same, since the run leaves its final state in its memo) or
+`continue-inside-loop` (a run that continued as new inside a loop and a conditional in it: its
+first history and the one after, which walks the plan again and resumes there). A committed history is never re-recorded to make a change pass: a change that makes one
 fail to replay would break running workflows, so it goes behind `workflow.patched()`. Record a
 new one for a new shape of run.
 """
@@ -134,6 +136,25 @@ STEPS
         f'    - {{id: s{i}, run: {{uses: "builtin:echo", with: {{i: {i}}}}}}}' for i in range(12)
     ),
 )
+
+INSIDE_LOOP = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: inside-loop, version: 1.0.0}
+spec:
+  steps:
+    - {id: first, run: {uses: "builtin:echo", with: {n: 1}}}
+    - id: each
+      loop:
+        items: {range: {start: 0, end: 6, step: 1}}
+        steps:
+          - {id: a, run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}
+          - id: route
+            conditional:
+              branches: [{condition: "{{ item > `2` }}", steps: [{id: b, run: {uses: "builtin:noop"}}, {id: c, run: {uses: "builtin:noop"}}]}]
+              else: [{id: d, run: {uses: "builtin:noop"}}]
+    - {id: tail, run: {uses: "builtin:echo", with: {seen: "{{ steps.each.outputs.results }}"}}}
+"""
 
 CANCELLED = """
 apiVersion: stellaops.io/pack.v1
@@ -277,6 +298,29 @@ async def cancelled_state_in_memo(client: Client, tq: str) -> None:
     await _save("cancelled-state-in-memo", handle)
 
 
+async def continue_inside_loop(client: Client, tq: str) -> None:
+    # Continued as new at boundaries inside the loop (the continue-as-new-inside-steps patch).
+    handle = await start_pack(
+        client, tq, INSIDE_LOOP, run_id="continue-inside-loop", continueAsNewAfterEvents=30
+    )
+    result = await client.get_workflow_handle(handle.id, result_type=RunResult).result()
+    assert result.status == "succeeded", result
+    runs = [e.run_id async for e in client.list_workflows(f"WorkflowId = '{handle.id}'")]
+    assert len(runs) >= 3, runs
+    first = client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    await _save("continue-inside-loop-first", first)
+    # The second history: handed a loop under way, it walks the plan again and resumes there.
+    for run in runs:
+        other = client.get_workflow_handle(handle.id, run_id=run)
+        started = (
+            (await other.fetch_history()).events[0].workflow_execution_started_event_attributes
+        )
+        if started.continued_execution_run_id == handle.first_execution_run_id:
+            await _save("continue-inside-loop-resumed", other)
+            return
+    raise AssertionError("no history followed the first")
+
+
 RECORDERS = {
     "representative": representative,
     "chunked-map": chunked_map,
@@ -287,6 +331,7 @@ RECORDERS = {
     "failed": failed,
     "cancelled-closed-canceled": cancelled_closed_canceled,
     "cancelled-state-in-memo": cancelled_state_in_memo,
+    "continue-inside-loop": continue_inside_loop,
 }
 
 

@@ -10,6 +10,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.contract.state import CarriedState, PackRunInput
 from workflows.worker import WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -123,6 +124,25 @@ def test_the_recorded_histories_cover_the_run_shapes() -> None:
         "c", (HISTORIES / "cancelled-closed-canceled.json").read_text()
     )
     assert EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED not in events_before_close(older)
+    # Since the continue-as-new-inside-steps patch: a run continues as new inside a loop (and a
+    # conditional in it), handing on where they stand; the next history resumes there.
+    for name in ("continue-inside-loop-first", "continue-inside-loop-resumed"):
+        assert shapes[name] == ("PackRun", EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW)
+        progress = carried_on(name).progress
+        assert "each" in progress and any(k.startswith("each[") for k in progress), progress
+    assert carried_on("continue-inside-loop-resumed").progress["each"].nextIteration > (
+        carried_on("continue-inside-loop-first").progress["each"].nextIteration
+    )
+
+
+def carried_on(name: str) -> CarriedState:
+    """The state a recorded history continued as new with."""
+    history = WorkflowHistory.from_json(name, (HISTORIES / f"{name}.json").read_text())
+    attributes = history.events[-1].workflow_execution_continued_as_new_event_attributes
+    (payload,) = attributes.input.payloads
+    carried = PackRunInput.model_validate_json(payload.data).carried
+    assert carried is not None
+    return carried
 
 
 def events_before_close(history: WorkflowHistory) -> list[EventType.ValueType]:
@@ -163,3 +183,21 @@ async def test_the_failed_and_canceled_endings_need_their_patch(monkeypatch) -> 
         history = WorkflowHistory.from_json(workflow_id(name), path.read_text())
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is not None, name
+
+
+async def test_continuing_as_new_inside_a_loop_needs_its_patch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Replayed as code before the continue-as-new-inside-steps patch runs it, the run that
+    continued as new inside its loop does not replay: it would have gone on in that history."""
+    from temporalio import workflow
+
+    from workflows.pack_run import PATCH_NESTED_CONTINUE_AS_NEW
+
+    patched = workflow.patched
+    monkeypatch.setattr(
+        workflow, "patched", lambda id: id != PATCH_NESTED_CONTINUE_AS_NEW and patched(id)
+    )
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
+    name = "continue-inside-loop-first"
+    history = WorkflowHistory.from_json(workflow_id(name), (HISTORIES / f"{name}.json").read_text())
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None

@@ -273,9 +273,26 @@ class ChunkResult(Model):
     range, so the parent's history holds a few numbers per chunk rather than an id per item."""
 
 
+class StepProgress(Model):
+    """Where a loop or conditional that is still running stands, so a run that continued as new
+    inside it picks up there: the plan is walked again, finished steps are not run again."""
+
+    nextIteration: int = 0
+    """A loop: its first iteration not finished (the one under way, if any)."""
+    ok: bool = True
+    """A loop: no iteration failed so far (one may, under continueOnError)."""
+    outputs: list[dict[str, Any]] = Field(default_factory=list)
+    """A loop: finished iterations' outputs, reduced to what its aggregation needs (`collect`
+    keeps each; `merge` one merged; `first`/`last` one)."""
+    branch: int | None = None
+    """A conditional: the branch taken (None: `else`), never evaluated again."""
+
+
 class CarriedState(Model):
     """What a run carries across continue-as-new. Log entries older than `logsPagedThrough` are
-    in the artifact store (`logSegments`), not here."""
+    in the artifact store (`logSegments`), not here. `progress`: the loops and conditionals
+    under way when the run continued as new at a boundary inside them (empty: it did so between
+    top-level steps)."""
 
     status: RunStatus
     createdAt: str
@@ -289,6 +306,7 @@ class CarriedState(Model):
     logsPagedHead: str | None = None
     artifacts: list[ArtifactRecord]
     cancelRequested: bool = False
+    progress: dict[str, StepProgress] = Field(default_factory=dict)
 
 
 class ApprovalSignal(Model):

@@ -1,0 +1,232 @@
+"""A run continues as new at boundaries inside a loop or a conditional, not only between top-level
+steps: the next history walks the plan again, passes the steps that already ended with what they
+recorded, resumes a loop at its first unfinished iteration and a conditional in the branch it
+took. No step runs twice (the shell steps' trail counts them), and what a reader sees (steps,
+outputs, the log in order) is what an uninterrupted run shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from tests.faults.support import trail
+from tests.helpers import (
+    result_of,
+    start_pack,
+    state_of,
+    steps_by_id,
+    unique,
+    whole_log,
+    worker_for,
+)
+from workflows.contract.log_chain import chain_head
+from workflows.contract.state import CarriedState, PackRunInput
+
+ITERATIONS = 24
+KINDS = ["even" if i % 2 == 0 else "odd" for i in range(ITERATIONS)]
+
+LOOP = f"""
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {{name: long-loop, version: 1.0.0}}
+spec:
+  steps:
+    - {{id: first, run: {{uses: "builtin:echo", with: {{n: 7}}}}}}
+    - id: each
+      loop:
+        items: {{static: {KINDS}}}
+        iterator: kind
+        index: i
+        steps:
+          - {{id: mark, run: {{uses: "builtin:shell", with: {{command: "echo m{{{{ i }}}} >> trail.txt"}}}}}}
+          - id: route
+            conditional:
+              outputUnion: true
+              branches:
+                - condition: "{{{{ kind == 'even' }}}}"
+                  steps:
+                    - {{id: e1, run: {{uses: "builtin:shell", with: {{command: "echo e{{{{ i }}}} >> trail.txt"}}}}}}
+                    - {{id: e2, run: {{uses: "builtin:echo", with: {{half: "{{{{ i }}}}"}}}}}}
+              else:
+                - {{id: o1, run: {{uses: "builtin:shell", with: {{command: "echo o{{{{ i }}}} >> trail.txt"}}}}}}
+          - id: out
+            run:
+              uses: builtin:echo
+              with: {{i: "{{{{ i }}}}", first: "{{{{ steps.first.outputs.n }}}}", branch: "{{{{ steps.route.outputs.branch }}}}"}}
+    - {{id: tail, run: {{uses: "builtin:echo", with: {{seen: "{{{{ steps.each.outputs.results[*].i }}}}"}}}}}}
+"""
+
+BRANCH_STEPS = 12
+CONDITIONAL = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: long-branch, version: 1.0.0}
+spec:
+  inputs: [{name: env, type: string, default: prod}]
+  steps:
+    - id: route
+      conditional:
+        outputUnion: true
+        branches:
+          - condition: "{{ inputs.env == 'prod' }}"
+            steps:
+BODY
+        else:
+          - {id: never, run: {uses: "builtin:shell", with: {command: "echo never >> trail.txt"}}}
+    - {id: tail, run: {uses: "builtin:echo", with: {last: "{{ steps.s11.outputs.s }}"}}}
+""".replace(
+    "BODY",
+    "\n".join(
+        f'              - {{id: s{i}, run: {{uses: "builtin:shell", '
+        f'with: {{command: "echo s{i} >> trail.txt"}}}}}}'
+        for i in range(BRANCH_STEPS - 1)
+    )
+    + f'\n              - {{id: s{BRANCH_STEPS - 1}, run: {{uses: "builtin:echo", with: {{s: 11}}}}}}',
+)
+
+
+async def carried_states(client: Client, handle: WorkflowHandle[Any, Any]) -> list[CarriedState]:
+    """What each history after the first was handed, oldest first."""
+    carried = []
+    async for execution in client.list_workflows(f"WorkflowId = '{handle.id}'"):
+        history = await client.get_workflow_handle(
+            handle.id, run_id=execution.run_id
+        ).fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        (run_input,) = await client.data_converter.decode(started.input.payloads, [PackRunInput])
+        if run_input.carried is not None:
+            carried.append(run_input.carried)
+    return sorted(carried, key=lambda c: c.updatedAt)
+
+
+class TestContinueAsNewInsideALoop:
+    async def test_a_long_loop_continues_as_new_inside_and_runs_every_step_once(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        client = dev_env.client
+        tq = unique("tq")
+        async with worker_for(client, tmp_path, tq):
+            handle = await start_pack(client, tq, LOOP, continueAsNewAfterEvents=60)
+            result = await result_of(handle)
+            assert result.status == "succeeded", result.error
+            latest = client.get_workflow_handle(handle.id)
+            state = await state_of(latest)
+            run_id = handle.id.split("/")[-1]
+            entries = await whole_log(client, tmp_path, run_id)
+            carried = await carried_states(client, handle)
+
+        # It continued as new several times, and inside the loop, not only around it.
+        inside = [c for c in carried if "each" in c.progress]
+        assert len(inside) >= 3, [sorted(c.progress) for c in carried]
+        # Where it stood: the loop's next iteration moved on from one history to the next.
+        nexts = [c.progress["each"].nextIteration for c in inside]
+        assert nexts == sorted(nexts) and nexts[-1] > nexts[0], nexts
+
+        # Every shell step ran exactly once, in order, across every history.
+        expected = []
+        for i, kind in enumerate(KINDS):
+            expected += [f"m{i}", f"e{i}" if kind == "even" else f"o{i}"]
+        assert trail(tmp_path, "default", run_id) == expected
+
+        # The state shows every iteration, as an uninterrupted run would.
+        steps = steps_by_id(state)
+        for i, kind in enumerate(KINDS):
+            taken, other = (("e1", "e2"), ("o1",)) if kind == "even" else (("o1",), ("e1", "e2"))
+            for body in ("mark", "route", "out", *taken):
+                assert steps[f"each[{i}]::{body}"].status == "Succeeded", (i, body)
+                assert steps[f"each[{i}]::{body}"].attempts <= 1
+            for body in other:
+                assert steps[f"each[{i}]::{body}"].status == "Skipped"
+                assert steps[f"each[{i}]::{body}"].statusReason == "branch-not-taken"
+            assert steps[f"each[{i}]::route"].outputs["branch"] == (0 if kind == "even" else "else")
+        assert steps["each"].status == "Succeeded"
+        results = steps["each"].outputs["results"]
+        assert results == [
+            {"i": i, "first": 7, "branch": 0 if kind == "even" else "else"}
+            for i, kind in enumerate(KINDS)
+        ]
+        assert steps["tail"].outputs == {"seen": list(range(ITERATIONS))}
+        assert state.totalSteps == len(state.steps) == 3 + ITERATIONS * 6
+
+        # The log: whole, gap-free, chained, one start and one end per step, one branch decision
+        # per iteration, and one `run.continued` per history after the first.
+        assert [e.sequence for e in entries] == list(range(1, len(entries) + 1))
+        chain_head(e.model_dump(mode="json") for e in entries)
+        started = [e.stepId for e in entries if e.eventType == "step.started"]
+        completed = [e.stepId for e in entries if e.eventType == "step.completed"]
+        assert len(started) == len(set(started)) and len(completed) == len(set(completed))
+        assert sorted(completed) == sorted(s.stepId for s in state.steps if s.status == "Succeeded")
+        assert sum(e.eventType == "step.branch" for e in entries) == ITERATIONS
+        assert sum(e.eventType == "run.continued" for e in entries) == len(carried)
+
+
+class TestContinueAsNewInsideAConditional:
+    async def test_the_branch_taken_stands_and_its_steps_run_once(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        client = dev_env.client
+        tq = unique("tq")
+        async with worker_for(client, tmp_path, tq):
+            handle = await start_pack(client, tq, CONDITIONAL, continueAsNewAfterEvents=30)
+            result = await result_of(handle)
+            assert result.status == "succeeded", result.error
+            state = await state_of(client.get_workflow_handle(handle.id))
+            run_id = handle.id.split("/")[-1]
+            entries = await whole_log(client, tmp_path, run_id)
+            carried = await carried_states(client, handle)
+
+        inside = [c for c in carried if "route" in c.progress]
+        assert len(inside) >= 2, [sorted(c.progress) for c in carried]
+        assert all(c.progress["route"].branch == 0 for c in inside)
+        assert trail(tmp_path, "default", run_id) == [f"s{i}" for i in range(BRANCH_STEPS - 1)]
+        steps = steps_by_id(state)
+        assert steps["never"].status == "Skipped"
+        assert steps["never"].statusReason == "branch-not-taken"
+        # The union of the taken branch's outputs, with the branch that was taken.
+        assert steps["route"].outputs["s"] == 11 and steps["route"].outputs["branch"] == 0
+        assert steps["tail"].outputs == {"last": 11}
+        assert [e.eventType for e in entries].count("step.branch") == 1
+        assert [e.sequence for e in entries] == list(range(1, len(entries) + 1))
+
+
+PARALLEL = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: side-by-side, version: 1.0.0}
+spec:
+  steps:
+    - id: both
+      parallel:
+        steps:
+          - id: left
+            loop:
+              items: {range: {start: 0, end: 10, step: 1}}
+              steps: [{id: l, run: {uses: "builtin:shell", with: {command: "echo l{{ index }} >> trail.txt"}}}]
+          - id: right
+            loop:
+              items: {range: {start: 0, end: 10, step: 1}}
+              steps: [{id: r, run: {uses: "builtin:noop"}}]
+    - {id: tail, run: {uses: "builtin:noop"}}
+"""
+
+
+class TestNoContinueAsNewBesideOtherSteps:
+    async def test_loops_side_by_side_wait_for_the_next_top_level_boundary(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        """Where the steps running beside a boundary stand cannot be carried: inside a parallel
+        block the run goes on in its history, and continues as new after it."""
+        client = dev_env.client
+        tq = unique("tq")
+        async with worker_for(client, tmp_path, tq):
+            handle = await start_pack(client, tq, PARALLEL, continueAsNewAfterEvents=30)
+            result = await result_of(handle)
+            assert result.status == "succeeded", result.error
+            run_id = handle.id.split("/")[-1]
+            carried = await carried_states(client, handle)
+        assert len(carried) == 1 and carried[0].progress == {}
+        assert carried[0].nextStepIndex == 1
+        assert trail(tmp_path, "default", run_id) == [f"l{i}" for i in range(10)]
