@@ -2,8 +2,11 @@
 
 A map with more items than `MAP_INLINE_LIMIT` whose template holds no step that waits for people
 (an approval gate, or a policy gate that may request an override) runs in child workflows of
-`MAP_CHUNK_SIZE` items each, so no single history grows with the item count. Only the run's own
-workflow fans out: a map inside a chunk runs inline in the chunk's history.
+`MAP_CHUNK_SIZE` items each, so no single history grows with the item count. A map of more chunks
+than `MAP_CHILDREN_PER_WORKFLOW` fans out in levels: the run starts group workflows that each
+start a contiguous range of the chunks (or of smaller groups), so no workflow starts more than
+`MAP_CHILDREN_PER_WORKFLOW` children whatever the item count. Only the run's own workflow fans
+out: a map inside a chunk runs inline in the chunk's history.
 
 `estimate_history` turns a simulated run into event counts, using rough per-step costs: enough to
 tell a pack that fits easily from one that would need continue-as-new or a smaller map.
@@ -25,6 +28,16 @@ T = TypeVar("T")
 
 MAP_INLINE_LIMIT = 200
 MAP_CHUNK_SIZE = 500
+MAP_CHILDREN_PER_WORKFLOW = 100
+"""The most child workflows one workflow (the run, or a group) starts for a map: about 9 events
+each, so its history stays near 1,000 events however many items. 100 x 500 = 50,000 items fan
+out in one level; more go through groups (a million items: 20 groups of 100 chunks)."""
+MAP_RESULTS_LIMIT_BYTES = 2 * 1024 * 1024
+"""What a map that fans out in levels may hand back to the run, all groups together: its items'
+outputs (`{}` costs nothing) and the states of items that did not plainly succeed. The run's
+history holds it once, so it is bounded; past it the map fails with `map-results-too-large`."""
+MAP_RESULTS_FLOOR_BYTES = 16 * 1024
+"""The least a group may hand back however small its share (a few failed items' states)."""
 HISTORY_EVENT_LIMIT = 50_000
 
 # Rough event costs. A workflow task is 3 events (scheduled, started, completed).
@@ -55,6 +68,38 @@ def map_runs_in_chunks(step: p.MapStep, item_count: int) -> bool:
 def map_chunks(items: Sequence[T]) -> list[Sequence[T]]:
     """A fanned-out map's items, `MAP_CHUNK_SIZE` to a child workflow, in order."""
     return [items[i : i + MAP_CHUNK_SIZE] for i in range(0, len(items), MAP_CHUNK_SIZE)]
+
+
+def map_chunk_count(item_count: int) -> int:
+    """How many chunk workflows a fanned-out map of `item_count` items runs."""
+    return math.ceil(item_count / MAP_CHUNK_SIZE)
+
+
+def map_span(chunk_count: int) -> int:
+    """How many chunks each child of a workflow covering `chunk_count` chunks takes on: 1 (the
+    children are the chunks) while they fit `MAP_CHILDREN_PER_WORKFLOW`, else the smallest power
+    of it that makes them fit (the children are groups of that many chunks)."""
+    span = 1
+    while math.ceil(chunk_count / span) > MAP_CHILDREN_PER_WORKFLOW:
+        span *= max(2, MAP_CHILDREN_PER_WORKFLOW)
+    return span
+
+
+def map_children(first_chunk: int, chunk_count: int) -> list[tuple[int, int]]:
+    """The children of a workflow covering chunks `first_chunk ..` (`chunk_count` of them), as
+    (first chunk, chunks): each one chunk, or a group of `map_span` chunks (the last may be short).
+    The run and every group decide with this one function, as does `estimate_history`."""
+    span = map_span(chunk_count)
+    return [
+        (first_chunk + offset, min(span, chunk_count - offset))
+        for offset in range(0, chunk_count, span)
+    ]
+
+
+def map_result_bytes(group_items: int, map_items: int) -> int:
+    """A group's share of `MAP_RESULTS_LIMIT_BYTES`, by its items (never below the floor)."""
+    share = MAP_RESULTS_LIMIT_BYTES * group_items // max(1, map_items)
+    return max(MAP_RESULTS_FLOOR_BYTES, share)
 
 
 def chunks_at_once(max_parallel: int) -> int:
@@ -228,16 +273,35 @@ class _Estimator:
         return cost if count is None else cost.times(count)
 
     def chunks(self, items: Sequence[_Cost]) -> _Cost:
-        """A map's items run in child workflows of MAP_CHUNK_SIZE items each."""
-        cost = _Cost()
+        """A map's items run in child workflows of MAP_CHUNK_SIZE items each (through groups of
+        chunks when there are more than MAP_CHILDREN_PER_WORKFLOW of them)."""
+        chunks = []
         for slice_ in map_chunks(items):
             chunk = _events(WORKFLOW_EVENTS)
             for item in slice_:
                 chunk = chunk + item
-            cost = cost + _Cost(
-                own=CHILD_WORKFLOW_EVENTS,
-                largest_child=max(chunk.own, chunk.largest_child),
-                total=CHILD_WORKFLOW_EVENTS + chunk.total,
-                workflows=chunk.workflows + 1,
-            )
-        return cost
+            chunks.append(chunk)
+        return _fan_out(chunks)
+
+
+def _as_child(history: _Cost) -> _Cost:
+    """What a child workflow with this history costs the workflow that starts it."""
+    return _Cost(
+        own=CHILD_WORKFLOW_EVENTS,
+        largest_child=max(history.own, history.largest_child),
+        total=CHILD_WORKFLOW_EVENTS + history.total,
+        workflows=history.workflows + 1,
+    )
+
+
+def _fan_out(chunks: Sequence[_Cost]) -> _Cost:
+    """The cost, to the workflow that starts them, of running these chunk histories: each its own
+    child, or groups of them as `map_children` makes them (each group a history of its own)."""
+    cost = _Cost()
+    for first, count in map_children(0, len(chunks)):
+        covered = chunks[first : first + count]
+        if count == 1 and map_span(len(chunks)) == 1:
+            cost = cost + _as_child(covered[0])
+        else:
+            cost = cost + _as_child(_events(WORKFLOW_EVENTS) + _fan_out(covered))
+    return cost

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -27,6 +28,7 @@ from temporalio.exceptions import (
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from compiler import history
     from compiler import plan as p
     from compiler.expressions import (
         ExpressionError,
@@ -35,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         references,
         render,
     )
-    from compiler.history import MAP_CHUNK_SIZE, chunks_at_once, map_chunks, map_runs_in_chunks
+    from compiler.history import chunks_at_once, map_chunks, map_runs_in_chunks
     from workflows.contract.activities import (
         EVALUATE_POLICY,
         FAILURE_REASONS,
@@ -50,13 +52,24 @@ with workflow.unsafe.imports_passed_through():
         RunStepRequest,
         RunStepResult,
     )
-    from workflows.contract.names import CHUNK_WORKFLOW_TYPE
-    from workflows.contract.state import ChunkInput, ChunkResult, Decision
+    from workflows.contract.names import CHUNK_WORKFLOW_TYPE, GROUP_WORKFLOW_TYPE
+    from workflows.contract.state import ChunkInput, ChunkResult, Decision, MapGroupInput
+    from workflows.map_levels import (
+        MAP_RESULTS_TOO_LARGE,
+        PATCH_MAP_LEVELS,
+        counts_text,
+        dense_outputs,
+        group_id,
+        item_counts,
+    )
     from workflows.pacing import CHUNK_START_COST, StartBudget
     from workflows.run_book import RunBook, StepResult
 
 POLICY_TIMEOUT = timedelta(seconds=60)
 MAP_ITEMS_TIMEOUT = timedelta(seconds=60)
+REGISTER_PER_TASK = 10_000
+"""Item steps a map that fans out in levels registers per workflow task (about 0.1 s of work on
+an idle 2-core box): a group's items are registered as it starts, over several tasks."""
 PATCH_ITEMS_BY_REFERENCE = "map-items-by-reference"
 """A fanned-out map stores its items in the artifact store once; each chunk loads its own."""
 
@@ -392,10 +405,31 @@ class Interpreter:
         parent_id = workflow.info().workflow_id
         plan = chunk_plan(self.plan, step.step)
         stored = await self._store_items(rid, items)
+        if (
+            stored is not None
+            and history.map_span(len(chunks)) > 1
+            # New commands (groups instead of chunks): only for runs that started with this code.
+            and workflow.patched(PATCH_MAP_LEVELS)
+        ):
+            template = ChunkInput(
+                plan=plan,
+                planHash=self.book.plan_hash,
+                meta=self.meta,
+                mapStepId=rid,
+                template=step.step,
+                startIndex=0,
+                items=[],
+                itemsFolder=stored.folder,
+                vars=frame.vars,
+                visibleSteps=visible,
+                maxParallel=step.maxParallel,
+                continueOnError=step.continueOnError,
+            )
+            return await self._map_in_levels(step, frame, rid, len(items), template)
 
         async def one(number: int, chunk: Sequence[Any]) -> bool:
             nonlocal stopped
-            start = number * MAP_CHUNK_SIZE
+            start = number * history.MAP_CHUNK_SIZE
             async with gate:
                 await self.starts.take(CHUNK_START_COST)
                 for index in range(start, start + len(chunk)):
@@ -456,6 +490,102 @@ class Interpreter:
             raise StepFailure("chunk-failed", f"map chunk failed: {exc.cause or exc}") from None
         return all(results) and not stopped, outputs
 
+    async def _map_in_levels(
+        self, step: p.MapStep, frame: Frame, rid: str, count: int, template: ChunkInput
+    ) -> tuple[bool, list[Any]]:
+        """A map of more chunks than one workflow should start: start groups of them
+        (workflows.map_levels), each handing back one bounded result for its range of items."""
+        size = history.MAP_CHUNK_SIZE
+        total = history.map_chunk_count(count)
+        span = history.map_span(total)
+        at_once = chunks_at_once(step.maxParallel)
+        gate = asyncio.Semaphore(max(1, math.ceil(at_once / span)))
+        # Registering a group's items (up to 50,000) in one workflow task could pass the
+        # deadlock detector's 2 s on a busy worker: a slice per task, a few events per slice.
+        registering = StartBudget(per_task=REGISTER_PER_TASK)
+        outputs: list[Any] = [None] * count
+        stopped = False
+        parent_id = f"{workflow.info().workflow_id}/{rid}"
+
+        async def one(first: int, chunks: int) -> bool:
+            nonlocal stopped
+            lo, hi = first * size, min(count, (first + chunks) * size)
+            async with gate:
+                for begin in range(lo, hi, size):
+                    end = min(hi, begin + size)
+                    await registering.take(end - begin)
+                    for index in range(begin, end):
+                        self.book.register_tree(
+                            (step.step,), f"{rid}[{index}]::", rid, templated=True
+                        )
+                await self.starts.take(CHUNK_START_COST)
+                if stopped:
+                    await self._skip_items(step.step, frame, rid, [(lo, hi - 1)], registering)
+                    return True
+                result: ChunkResult = await workflow.execute_child_workflow(
+                    GROUP_WORKFLOW_TYPE,
+                    MapGroupInput(
+                        chunk=template.model_copy(update={"chunkNumber": first, "startIndex": lo}),
+                        chunks=chunks,
+                        chunkSize=size,
+                        itemCount=count,
+                        chunksAtOnce=min(at_once, chunks),
+                        resultBytes=history.map_result_bytes(hi - lo, count),
+                    ),
+                    id=group_id(parent_id, first, chunks),
+                    result_type=ChunkResult,
+                    static_summary=f"{rid}: items {lo}..{hi - 1} in {chunks} chunks",
+                )
+            got = dense_outputs(result, lo, hi - lo)
+            self.book.merge(
+                result.steps, result.logs, result.artifacts, result.succeeded, result.succeededAt
+            )
+            self.book.merge_items(
+                rid, step.step.id, result.succeededItems, got, lo, result.succeededAt
+            )
+            await self._skip_items(step.step, frame, rid, result.skippedItems, registering)
+            self.book.log(
+                "map.chunk",
+                f"Items {lo}..{hi - 1} of {rid} done: " + counts_text(item_counts(result, rid)),
+                level="info" if not result.failed else "warn",
+                step_id=rid,
+                chunks=f"{first}..{first + chunks - 1}",
+            )
+            outputs[lo:hi] = got
+            if result.failed and not step.continueOnError:
+                stopped = True
+            return not result.failed
+
+        try:
+            results = await asyncio.gather(
+                *(one(first, n) for first, n in history.map_children(0, total))
+            )
+        except ChildWorkflowError as exc:
+            _reraise_cancel(exc)
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == MAP_RESULTS_TOO_LARGE:
+                raise StepFailure("map-results-too-large", cause.message) from None
+            raise StepFailure("chunk-failed", f"map chunk failed: {cause or exc}") from None
+        return all(results) and not stopped, outputs
+
+    async def _skip_items(
+        self,
+        template: p.PlanStep,
+        frame: Frame,
+        rid: str,
+        ranges: Sequence[tuple[int, int]],
+        budget: StartBudget,
+    ) -> None:
+        """Items never started (an item before them failed): skipped, a slice per task."""
+        for first, last in ranges:
+            for begin in range(first, last + 1, history.MAP_CHUNK_SIZE):
+                end = min(last + 1, begin + history.MAP_CHUNK_SIZE)
+                await budget.take(end - begin)
+                for index in range(begin, end):
+                    self.skip(
+                        template, frame.child(f"{rid}[{index}]::", {}), "previous-step-failed"
+                    )
+
     async def _store_items(self, rid: str, items: list[Any]) -> MapItemsRef | None:
         """Store a fanned-out map's items once, so chunks are handed a reference and the parent's
         history holds the items only where they came from. None: hand them over by value (runs
@@ -469,7 +599,7 @@ class Interpreter:
                     runId=self.meta.runId,
                     tenant=self.meta.tenant,
                     mapStepId=rid,
-                    chunkSize=MAP_CHUNK_SIZE,
+                    chunkSize=history.MAP_CHUNK_SIZE,
                     items=items,
                 ),
                 result_type=MapItemsRef,

@@ -23,13 +23,14 @@ from activities.step_activities import StepActivities
 from activities.webhooks import WebhookActivities
 from workflows.contract import telemetry
 from workflows.contract.settings import connect
+from workflows.map_levels import PackRunMapGroup
 from workflows.pack_run import PackRun, PackRunMapChunk
 from workflows.scheduled import PackRunScheduled
 from workflows.settings import WorkerSettings
 
 log = structlog.get_logger("taskrunner.worker")
 
-WORKFLOWS: Sequence[type] = (PackRun, PackRunMapChunk, PackRunScheduled)
+WORKFLOWS: Sequence[type] = (PackRun, PackRunMapChunk, PackRunMapGroup, PackRunScheduled)
 
 
 def build_worker(

@@ -315,3 +315,38 @@ def test_many_small_top_level_steps_rely_on_continue_as_new() -> None:
         f"the run's own history would reach about {WF + count * RUN} events, past Temporal's "
         f"limit of {HISTORY_EVENT_LIMIT}: it relies on continuing as new between top-level steps"
     ]
+
+
+def test_a_map_of_many_chunks_fans_out_in_levels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAP_CHILDREN_PER_WORKFLOW chunks the run starts groups of chunks, as the workflow
+    does (compiler.history.map_children): 20 chunks, 3 a workflow, make 3 groups of up to 9
+    chunks, those 6 groups of up to 3, then the chunks; no history starts more than 3."""
+    from compiler import history
+
+    monkeypatch.setattr(history, "MAP_INLINE_LIMIT", 4)
+    monkeypatch.setattr(history, "MAP_CHUNK_SIZE", 5)
+    monkeypatch.setattr(history, "MAP_CHILDREN_PER_WORKFLOW", 3)
+    count = 100
+    compiled = compile_manifest(
+        dump(manifest({"inputs": xs(count), "steps": [big_map(count, noop("t"))]}))
+    )
+    estimate = estimate_history(compiled.plan, simulate(compiled.plan, compiled.plan_hash)["steps"])
+    assert estimate.workflows == 1 + 3 + 6 + 20
+    chunk = WF + 5 * RUN
+    assert estimate.largest == max(chunk, WF + 3 * CHILD_WORKFLOW_EVENTS)
+    full = WF + 3 * CHILD_WORKFLOW_EVENTS  # a history that starts three children
+    # The run, the groups of chunks 0-8 and 9-17, the short group of chunks 18-19 (which starts
+    # them directly), the six groups of three chunks, the twenty chunks.
+    assert (
+        estimate.total == full + 2 * full + (WF + 2 * CHILD_WORKFLOW_EVENTS) + 6 * full + 20 * chunk
+    )
+
+
+def test_a_million_items_stay_under_the_history_target() -> None:
+    """A million-item map: 2,000 chunks under 20 groups; the run's history holds 20 starts."""
+    from compiler import history
+
+    assert history.map_children(0, 2000) == [(n, 100) for n in range(0, 2000, 100)]
+    assert history.map_children(0, 200) == [(0, 100), (100, 100)]
+    assert history.map_span(100) == 1
+    assert history.map_span(100 * 100 + 1) == 100 * 100

@@ -11,6 +11,9 @@ from temporalio.common import SearchAttributeKey
 
 WORKFLOW_TYPE = "PackRun"
 CHUNK_WORKFLOW_TYPE = "PackRunMapChunk"
+GROUP_WORKFLOW_TYPE = "PackRunMapGroup"
+"""Between a very large map and its chunks: starts a contiguous range of them (or of further
+groups) so no workflow starts more than `compiler.history.MAP_CHILDREN_PER_WORKFLOW` children."""
 SCHEDULED_WORKFLOW_TYPE = "PackRunScheduled"
 """What a Temporal Schedule starts: it starts one PackRun as its child and waits for it."""
 

@@ -256,6 +256,23 @@ class ChunkInput(Model):
     continueOnError: bool = False
 
 
+class MapGroupInput(Model):
+    """Chunks `chunk.chunkNumber ..` (`chunks` of them) of one very large map, started by a
+    PackRunMapGroup for its parent (the run, or a group above) so that no workflow starts more
+    than `MAP_CHILDREN_PER_WORKFLOW` children. `chunk` is the input each chunk gets, less its
+    number and first index; items are by reference (`chunk.itemsFolder`)."""
+
+    chunk: ChunkInput
+    chunks: int
+    chunkSize: int
+    itemCount: int
+    """Items of the whole map: the last chunk of the map may be short."""
+    chunksAtOnce: int = 1
+    resultBytes: int = 2 * 1024 * 1024
+    """What this group's result may hold (outputs, states of items that did not plainly
+    succeed, their log entries): its share of the map's `MAP_RESULTS_LIMIT_BYTES`."""
+
+
 class ChunkResult(Model):
     steps: list[StepState]
     logs: list[LogEntry]
@@ -271,6 +288,13 @@ class ChunkResult(Model):
     """Items (first, last, inclusive ranges of map indexes) whose every step succeeded at its
     first attempt with nothing to say but the iteration's own outputs (in `outputs`): named by
     range, so the parent's history holds a few numbers per chunk rather than an id per item."""
+    skippedItems: list[tuple[int, int]] = Field(default_factory=list)
+    """A group's items (ranges, as `succeededItems`) it never started because an item before
+    them failed: the parent skips them (`previous-step-failed`)."""
+    outputsAt: list[tuple[int, Any]] | None = None
+    """A group's items' outputs, sparsely: (map index, outputs) for each item whose outputs are
+    not `{}`, every other item's being `{}`; `outputs` is then empty. A million `builtin:noop`
+    items hand back nothing."""
 
 
 class StepProgress(Model):

@@ -1,0 +1,204 @@
+"""A map of more chunks than one workflow may start fans out in levels (workflows/map_levels.py):
+the run starts groups, groups start smaller groups or the chunks, and every history stays small.
+
+The sizes are shrunk (chunks of 5 items, 3 children per workflow) so 100 items make three levels
+below the run: 3 groups, 6 smaller groups, 20 chunks. The worker runs in this process, so the
+workflow code reads the same `compiler.history` module the test patches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from compiler import history
+from tests.helpers import result_of, start_pack, state_of, unique, wait_for, worker_for
+from workflows.contract.names import SIGNAL_CANCEL
+from workflows.contract.state import CancelSignal
+
+CHILD = EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+ITEMS = 100
+WIDTH = 3
+
+
+@pytest.fixture(autouse=True)
+def small_levels(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(history, "MAP_INLINE_LIMIT", 4)
+    monkeypatch.setattr(history, "MAP_CHUNK_SIZE", 5)
+    monkeypatch.setattr(history, "MAP_CHILDREN_PER_WORKFLOW", WIDTH)
+    yield
+
+
+def pack(template: str, *, max_parallel: int = 100, continue_on_error: bool = False) -> str:
+    return f"""
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {{name: levels, version: 1.0.0}}
+spec:
+  inputs: [{{name: items, type: array}}]
+  steps:
+    - id: fan
+      continueOnError: {str(continue_on_error).lower()}
+      map: {{items: "inputs.items", maxParallel: {max_parallel}, step: {template}}}
+    - {{id: after, run: {{uses: "builtin:echo", with: {{n: "{{{{ length(steps.fan.outputs.results) }}}}"}}}}}}
+"""
+
+
+ECHO = '{id: one, when: "{{ item != `42` }}", run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}'
+FAILING = """{id: pick, conditional: {branches: [{condition: "item == `13`", steps: [{id: bad, run: {uses: "builtin:fail", with: {message: "item 13 is bad"}}}]}], else: [{id: ok, run: {uses: "builtin:noop"}}]}}"""
+SLEEPY = '{id: nap, run: {uses: "builtin:sleep", with: {seconds: 120}}}'
+
+
+async def histories(client: Client, run_id: str) -> dict[str, list[Any]]:
+    """Every history of the run: its own and each group's and chunk's, by workflow id."""
+    found: dict[str, list[Any]] = {}
+    query = f"WorkflowId = '{run_id}' OR WorkflowId STARTS_WITH '{run_id}/'"
+    async for execution in client.list_workflows(query):
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        found[execution.id] = list((await handle.fetch_history()).events)
+    return found
+
+
+async def test_a_map_fans_out_in_three_levels_and_every_history_stays_small(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    client = dev_env.client
+    tq = unique("tq")
+    async with worker_for(client, tmp_path, tq):
+        handle = await start_pack(client, tq, pack(ECHO), {"items": list(range(ITEMS))})
+        result = await asyncio.wait_for(result_of(handle), timeout=240)
+        assert result.status == "succeeded", result.error
+        state = await state_of(handle)
+    found = await histories(client, handle.id)
+
+    steps = {s.stepId: s for s in state.steps}
+    # What the user sees: every item's state and outputs, in order, and the step after reads them.
+    assert steps["fan"].outputs["results"] == [{} if i == 42 else {"i": i} for i in range(ITEMS)]
+    assert steps["after"].outputs == {"n": ITEMS}
+    for index in range(ITEMS):
+        one = steps[f"fan[{index}]::one"]
+        if index == 42:
+            assert (one.status, one.statusReason) == ("Skipped", "condition-false")
+        else:
+            assert (one.status, one.attempts, one.outputs) == ("Succeeded", 1, {"i": index})
+    assert state.totalSteps == 2 + ITEMS
+
+    groups = [w for w in found if w.rsplit("/", 1)[-1].startswith("chunks-")]
+    chunks = [w for w in found if w.rsplit("/", 1)[-1].startswith("chunk-")]
+    assert len(chunks) == ITEMS // 5
+    # Three levels below the run: groups, groups inside them, then chunks.
+    assert len(groups) == 3 + 6
+    assert any(w.count("/chunks-") == 2 for w in chunks)
+    for workflow_id, events in found.items():
+        started = sum(1 for e in events if e.event_type == CHILD)
+        assert started <= WIDTH, (workflow_id, started)
+        assert len(events) < 150, (workflow_id, len(events))
+
+
+async def test_a_failing_item_fails_the_map_and_the_rest_is_skipped(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    client = dev_env.client
+    tq = unique("tq")
+    async with worker_for(client, tmp_path, tq):
+        handle = await start_pack(
+            client, tq, pack(FAILING, max_parallel=1), {"items": list(range(ITEMS))}
+        )
+        result = await asyncio.wait_for(result_of(handle), timeout=240)
+        state = await state_of(handle)
+
+    assert result.status == "failed"
+    assert result.error == "step fan failed (child-failed)"
+    steps = {s.stepId: s for s in state.steps}
+    failed = [s for s in state.steps if s.status == "Failed"]
+    assert steps["fan"].status == "Failed"
+    assert "fan[13]::pick" in {s.stepId for s in failed}
+    bad = next(s for s in failed if s.stepId.startswith("fan[13]::") and s.stepId.endswith("bad"))
+    assert bad.statusReason == "step-failed"
+    assert steps["after"].status == "Skipped"
+    # One at a time: items before 13 ran, those in chunks never started were skipped.
+    assert all(steps[f"fan[{i}]::pick"].status == "Succeeded" for i in range(13))
+    later = [steps[f"fan[{i}]::pick"] for i in range(15, ITEMS)]
+    assert {(s.status, s.statusReason) for s in later} == {("Skipped", "previous-step-failed")}
+
+
+async def test_continue_on_error_runs_every_item_past_a_failure(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    client = dev_env.client
+    tq = unique("tq")
+    async with worker_for(client, tmp_path, tq):
+        handle = await start_pack(
+            client,
+            tq,
+            pack(FAILING, max_parallel=1, continue_on_error=True),
+            {"items": list(range(ITEMS))},
+        )
+        result = await asyncio.wait_for(result_of(handle), timeout=240)
+        state = await state_of(handle)
+
+    assert result.status == "succeeded", result.error
+    steps = {s.stepId: s for s in state.steps}
+    assert steps["fan"].status == "Failed"
+    assert steps["fan[13]::pick"].status == "Failed"
+    assert all(steps[f"fan[{i}]::pick"].status == "Succeeded" for i in range(ITEMS) if i != 13)
+    assert steps["after"].outputs == {"n": ITEMS}
+
+
+async def test_too_large_results_fail_the_map_with_a_reason(
+    dev_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history, "MAP_RESULTS_LIMIT_BYTES", 300)
+    monkeypatch.setattr(history, "MAP_RESULTS_FLOOR_BYTES", 100)
+    client = dev_env.client
+    tq = unique("tq")
+    async with worker_for(client, tmp_path, tq):
+        handle = await start_pack(client, tq, pack(ECHO), {"items": list(range(ITEMS))})
+        result = await asyncio.wait_for(result_of(handle), timeout=240)
+        state = await state_of(handle)
+
+    assert result.status == "failed"
+    fan = next(s for s in state.steps if s.stepId == "fan")
+    assert (fan.status, fan.statusReason) == ("Failed", "map-results-too-large")
+    assert result.error == "step fan failed (map-results-too-large)"
+
+
+async def test_cancelling_the_run_stops_every_group_and_chunk(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    client = dev_env.client
+    tq = unique("tq")
+    async with worker_for(client, tmp_path, tq):
+        handle = await start_pack(client, tq, pack(SLEEPY), {"items": list(range(ITEMS))})
+        await wait_for(handle, lambda s: s.status == "running")
+        running: dict[str, Any] = {}
+        deadline = asyncio.get_running_loop().time() + 60
+        # Wait until chunks three levels down are running.
+        while not any(w.count("/chunks-") == 2 for w in running):
+            assert asyncio.get_running_loop().time() < deadline, sorted(running)
+            await asyncio.sleep(0.5)
+            query = f"WorkflowId STARTS_WITH '{handle.id}/' AND ExecutionStatus = 'Running'"
+            running = {w.id: w async for w in client.list_workflows(query)}
+        await handle.signal(
+            SIGNAL_CANCEL, CancelSignal(actorId="ops", reason="enough", temporalCancelFollows=True)
+        )
+        await handle.cancel(reason="enough")
+        for workflow_id in running:
+            child = client.get_workflow_handle(workflow_id)
+            for _ in range(120):
+                status = (await child.describe()).status
+                if status != WorkflowExecutionStatus.RUNNING:
+                    break
+                await asyncio.sleep(0.5)
+            assert status in (
+                WorkflowExecutionStatus.CANCELED,
+                WorkflowExecutionStatus.TERMINATED,
+            ), (workflow_id, status)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
