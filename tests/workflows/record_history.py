@@ -11,7 +11,9 @@ waits), `failed` (a step fails: the workflow closes as Failed) or `cancelled-clo
 (cancelled as the API does it, the signal then Temporal's request: closes as Canceled) or
 `cancelled-state-in-memo` (the same, since the run leaves its final state in its memo) or
 `continue-inside-loop` (a run that continued as new inside a loop and a conditional in it: its
-first history and the one after, which walks the plan again and resumes there). A committed history is never re-recorded to make a change pass: a change that makes one
+first history and the one after, which walks the plan again and resumes there) or `map-levels`
+(a map that fans out in levels, recorded under small sizes kept in history_constants.json: the
+run's history, a group that starts groups, a group that starts chunks). A committed history is never re-recorded to make a change pass: a change that makes one
 fail to replay would break running workflows, so it goes behind `workflow.patched()`. Record a
 new one for a new shape of run.
 """
@@ -49,6 +51,8 @@ from workflows.contract.state import (
 
 HISTORIES = Path(__file__).parent / "histories"
 WORKFLOW_IDS = Path(__file__).parent / "history_workflow_ids.json"
+CONSTANTS = Path(__file__).parent / "history_constants.json"
+"""compiler.history's sizes a history was recorded under, where they are not the defaults."""
 
 PACK = """
 apiVersion: stellaops.io/pack.v1
@@ -321,6 +325,51 @@ async def continue_inside_loop(client: Client, tq: str) -> None:
     raise AssertionError("no history followed the first")
 
 
+LEVELS = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: levels, version: 1.0.0}
+spec:
+  inputs: [{name: items, type: array}]
+  steps:
+    - id: fan
+      map: {items: "inputs.items", maxParallel: 20, step: {id: one, run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}}
+    - {id: after, run: {uses: "builtin:echo", with: {n: "{{ length(steps.fan.outputs.results) }}"}}}
+"""
+LEVELS_CONSTANTS = {"MAP_INLINE_LIMIT": 4, "MAP_CHUNK_SIZE": 5, "MAP_CHILDREN_PER_WORKFLOW": 3}
+"""Small sizes, so 100 items fan out in three levels below the run; the replay test sets the
+same ones (history_constants.json) before it replays these histories."""
+
+
+async def map_levels(client: Client, tq: str) -> None:
+    # A map of more chunks than a workflow may start (the map-fan-out-in-levels patch): the run
+    # starts groups, the first group starts smaller groups, those start the chunks.
+    from compiler import history
+
+    saved = {name: getattr(history, name) for name in LEVELS_CONSTANTS}
+    for name, value in LEVELS_CONSTANTS.items():
+        setattr(history, name, value)
+    try:
+        items = {"items": list(range(100))}
+        handle = await start_pack(client, tq, LEVELS, items, run_id="map-levels")
+        result = await handle.result()
+        assert result.status == "succeeded", result
+    finally:
+        for name, value in saved.items():
+            setattr(history, name, value)
+    group = f"{handle.id}/fan/chunks-0-8"
+    records = {
+        "map-levels": handle,
+        "map-levels-group": client.get_workflow_handle(group),
+        "map-levels-subgroup": client.get_workflow_handle(f"{group}/chunks-0-2"),
+    }
+    constants = json.loads(CONSTANTS.read_text()) if CONSTANTS.exists() else {}
+    for name, recorded in records.items():
+        await _save(name, recorded)
+        constants[name] = LEVELS_CONSTANTS
+    CONSTANTS.write_text(json.dumps(constants, indent=2, sort_keys=True) + "\n")
+
+
 RECORDERS = {
     "representative": representative,
     "chunked-map": chunked_map,
@@ -332,6 +381,7 @@ RECORDERS = {
     "cancelled-closed-canceled": cancelled_closed_canceled,
     "cancelled-state-in-memo": cancelled_state_in_memo,
     "continue-inside-loop": continue_inside_loop,
+    "map-levels": map_levels,
 }
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
@@ -17,9 +19,29 @@ HISTORIES = Path(__file__).parent / "histories"
 WORKFLOW_IDS = json.loads((Path(__file__).parent / "history_workflow_ids.json").read_text())
 
 
+CONSTANTS = json.loads((Path(__file__).parent / "history_constants.json").read_text())
+
+
 def workflow_id(name: str) -> str:
     """The id the recorded workflow ran under (a chunk's child ids are built from it)."""
     return str(WORKFLOW_IDS.get(name, name))
+
+
+@contextlib.contextmanager
+def recorded_sizes(name: str) -> Iterator[None]:
+    """compiler.history's sizes as they were when `name` was recorded (small ones, so a map
+    fans out in levels with 100 items); the workflow code reads them when it runs."""
+    from compiler import history
+
+    wanted = CONSTANTS.get(name, {})
+    saved = {key: getattr(history, key) for key in wanted}
+    for key, value in wanted.items():
+        setattr(history, key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(history, key, value)
 
 
 async def test_recorded_histories_replay() -> None:
@@ -28,7 +50,8 @@ async def test_recorded_histories_replay() -> None:
     replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
     for path in files:
         history = WorkflowHistory.from_json(workflow_id(path.stem), path.read_text())
-        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        with recorded_sizes(path.stem):
+            result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
 
@@ -52,7 +75,8 @@ async def test_recorded_histories_replay_on_a_traced_worker() -> None:
     )
     for path in sorted(HISTORIES.glob("*.json")):
         history = WorkflowHistory.from_json(workflow_id(path.stem), path.read_text())
-        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        with recorded_sizes(path.stem):
+            result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
     assert spans.get_finished_spans() == ()
 
@@ -92,6 +116,21 @@ def test_the_recorded_histories_cover_the_run_shapes() -> None:
     )
     assert shapes["chunked-map"][0] == "PackRun"
     assert shapes["chunked-map-chunk"][0] == "PackRunMapChunk"
+    # A map in levels: the run starts groups, a group starts groups, a group starts chunks.
+    assert shapes["map-levels"][0] == "PackRun"
+    assert shapes["map-levels-group"][0] == shapes["map-levels-subgroup"][0] == "PackRunMapGroup"
+    for name, child in (
+        ("map-levels", "PackRunMapGroup"),
+        ("map-levels-group", "PackRunMapGroup"),
+        ("map-levels-subgroup", "PackRunMapChunk"),
+    ):
+        events = WorkflowHistory.from_json(name, (HISTORIES / f"{name}.json").read_text()).events
+        started = {
+            e.start_child_workflow_execution_initiated_event_attributes.workflow_type.name
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+        }
+        assert started == {child}, name
     assert shapes["continue-as-new-first"] == (
         "PackRun",
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
@@ -200,4 +239,25 @@ async def test_continuing_as_new_inside_a_loop_needs_its_patch(monkeypatch) -> N
     name = "continue-inside-loop-first"
     history = WorkflowHistory.from_json(workflow_id(name), (HISTORIES / f"{name}.json").read_text())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+
+
+async def test_a_map_in_levels_needs_its_patch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Replayed as code before the map-fan-out-in-levels patch runs it, the run whose map started
+    groups does not replay: that code started every chunk itself. Nor does it replay with sizes
+    under which its map would not fan out in levels: the sizes are part of what was recorded."""
+    from temporalio import workflow
+
+    from workflows.map_levels import PATCH_MAP_LEVELS
+
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
+    name = "map-levels"
+    history = WorkflowHistory.from_json(workflow_id(name), (HISTORIES / f"{name}.json").read_text())
+    with recorded_sizes(name):
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None
+    patched = workflow.patched
+    monkeypatch.setattr(workflow, "patched", lambda id: id != PATCH_MAP_LEVELS and patched(id))
+    with recorded_sizes(name):
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None
