@@ -2,7 +2,14 @@
 count and size against the targets (each history under 10,000 events and 5 MB).
 
 Not part of `make bench` (a 100,000-item map takes long on a small machine); run it on its own:
-`python -m bench.map_scale --items 100000`.
+`python -m bench.map_scale --items 100000`. A map of more than 100 chunks (50,000 items) fans out
+in levels (workflows/map_levels.py), so the largest history stays near 1,000 events whatever N.
+
+`--range` writes the items as `items: {range: {end: N}}` instead of an N-item input list (a
+million numbers are 6.9 MB, past gRPC's 4 MB for a start); it needs map items to take the loop's
+forms. `--minutes M` stops after M minutes: it prints items done per second (from the chunk
+workflows that completed), the histories so far, and extrapolates the whole run's time, then
+terminates it. E.g. `python -m bench.map_scale --items 1000000 --range --minutes 10`.
 """
 
 from __future__ import annotations
@@ -14,11 +21,13 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client
 
 from bench.workflow_bench import MAP_PACK, start_dev_server, start_run
+from compiler import history
 from workflows import pacing
 from workflows.settings import WorkerSettings
 from workflows.worker import build_worker
@@ -84,17 +93,38 @@ async def bytes_by_event(client: Client, workflow_id: str) -> list[tuple[str, in
     return sorted(((k, n, b) for k, (n, b) in totals.items()), key=lambda t: -t[2])
 
 
-async def measure(items: int, max_parallel: int) -> None:
+async def chunks_done(client: Client, workflow_id: str) -> int:
+    """How many of the run's chunk workflows completed so far."""
+    query = (
+        f"WorkflowId STARTS_WITH '{workflow_id}/' AND WorkflowType = 'PackRunMapChunk' "
+        "AND ExecutionStatus = 'Completed'"
+    )
+    return (await client.count_workflows(query)).count
+
+
+async def measure(items: int, max_parallel: int, as_range: bool, minutes: float | None) -> None:
     env = await start_dev_server()
     try:
         client = env.client
         settings = WorkerSettings(data_dir=Path(tempfile.mkdtemp(prefix="bench-map-")))
         tq = f"bench-map-{uuid.uuid4().hex[:6]}"
         manifest = MAP_PACK.replace("maxParallel: 200", f"maxParallel: {max_parallel}")
+        inputs: dict[str, Any] | None = {"items": list(range(items))}
+        if as_range:
+            manifest = manifest.replace('"inputs.items"', f"{{range: {{end: {items}}}}}")
+            inputs = None
         async with build_worker(client, settings, task_queue=tq):
             began = time.perf_counter()
-            handle = await start_run(client, tq, manifest, {"items": list(range(items))})
-            result = await handle.result()
+            handle = await start_run(client, tq, manifest, inputs)
+            try:
+                result = await asyncio.wait_for(
+                    handle.result(), timeout=minutes * 60 if minutes else None
+                )
+            except TimeoutError:
+                elapsed = time.perf_counter() - began
+                await report_partial(client, handle, items, elapsed)
+                await handle.terminate(reason="bench: time is up")
+                return
             elapsed = time.perf_counter() - began
         print(f"map of {items:,} items: {result.status} in {elapsed:.0f} s")
         problems: Counter[str] = Counter()
@@ -130,6 +160,41 @@ async def measure(items: int, max_parallel: int) -> None:
         await env.shutdown()
 
 
+async def report_partial(client: Client, handle: Any, items: int, elapsed: float) -> None:
+    """A run stopped after a while: how fast it went, its histories so far, and where it would
+    end (linear in the chunks done: the groups are alike)."""
+    done = min(items, await chunks_done(client, handle.id) * history.MAP_CHUNK_SIZE)
+    rate = done / elapsed if elapsed else 0.0
+    print(f"map of {items:,} items: stopped after {elapsed:.0f} s with {done:,} items done")
+    print(f"items done per second: {rate:.1f}")
+    if rate:
+        whole = items / rate
+        print(f"extrapolated time for all {items:,}: {whole:,.0f} s ({whole / 3600:.1f} h)")
+    problems: Counter[str] = Counter()
+    sizes = await history_sizes(client, handle.id, problems)
+    groups = [s for s in sizes if s[0].rsplit("/", 1)[-1].startswith("chunks-")]
+    chunks = [s for s in sizes if s[0].rsplit("/", 1)[-1].startswith("chunk-")]
+    for wid, n, b in [s for s in sizes if s[0] == handle.id]:
+        print(f"  run history so far {wid}: {n:,} events, {b / 2**20:.2f} MiB")
+    for wid, n, b in sorted(groups, key=lambda s: -s[1])[:3]:
+        print(f"  group history so far {wid}: {n:,} events, {b / 2**20:.2f} MiB")
+    if chunks:
+        n, b = max(s[1] for s in chunks), max(s[2] for s in chunks)
+        print(f"  largest of {len(chunks)} chunk histories: {n:,} events, {b / 2**20:.2f} MiB")
+    total_chunks = history.map_chunk_count(items)
+    if history.map_span(total_chunks) == 1:
+        print(f"one level: {total_chunks} chunks, started by the run itself")
+    else:
+        print(
+            f"in levels: {len(history.map_children(0, total_chunks))} groups below the run, "
+            f"{total_chunks} chunks; {len(groups)} groups started so far"
+        )
+    print(
+        "workflow tasks that failed or timed out: "
+        + (", ".join(f"{n} {cause}" for cause, n in problems.most_common()) or "none")
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
@@ -140,11 +205,19 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="override workflows.pacing.STARTS_PER_TASK (a large number: no pacing), to compare",
     )
+    parser.add_argument(
+        "--range",
+        action="store_true",
+        help="items as `range: {end: N}` in the manifest, not an N-item input list",
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="stop after this long and extrapolate"
+    )
     args = parser.parse_args(argv)
     if args.starts_per_task is not None:
         pacing.STARTS_PER_TASK = args.starts_per_task
         print(f"starts per workflow task: {pacing.STARTS_PER_TASK}")
-    asyncio.run(measure(args.items, args.max_parallel))
+    asyncio.run(measure(args.items, args.max_parallel, args.range, args.minutes))
 
 
 if __name__ == "__main__":
