@@ -67,6 +67,9 @@ with workflow.unsafe.imports_passed_through():
 
 POLICY_TIMEOUT = timedelta(seconds=60)
 MAP_ITEMS_TIMEOUT = timedelta(seconds=60)
+PATCH_HELD_ITEMS = "map-items-held"
+"""A map in levels holds its items as a status byte each (workflows/held_items.py) rather than
+registering a step state per step as each group starts."""
 REGISTER_PER_TASK = 10_000
 """Item steps a map that fans out in levels registers per workflow task (about 0.1 s of work on
 an idle 2-core box): a group's items are registered as it starts, over several tasks."""
@@ -506,12 +509,23 @@ class Interpreter:
         outputs: list[Any] = [None] * count
         stopped = False
         parent_id = f"{workflow.info().workflow_id}/{rid}"
+        # Held, the items cost a byte each and no workflow task registers them (no timers to
+        # spread it over tasks): commands of their own, so only for runs that began with this.
+        held = workflow.patched(PATCH_HELD_ITEMS)
+        if held:
+            self.book.hold_items(rid, step.step, count)
+
+        async def skip(ranges: Sequence[tuple[int, int]]) -> None:
+            if held:
+                self.book.skip_items(rid, ranges, "previous-step-failed")
+            else:
+                await self._skip_items(step.step, frame, rid, ranges, registering)
 
         async def one(first: int, chunks: int) -> bool:
             nonlocal stopped
             lo, hi = first * size, min(count, (first + chunks) * size)
             async with gate:
-                for begin in range(lo, hi, size):
+                for begin in range(lo, hi, size) if not held else ():
                     end = min(hi, begin + size)
                     await registering.take(end - begin)
                     for index in range(begin, end):
@@ -520,7 +534,7 @@ class Interpreter:
                         )
                 await self.starts.take(CHUNK_START_COST)
                 if stopped:
-                    await self._skip_items(step.step, frame, rid, [(lo, hi - 1)], registering)
+                    await skip([(lo, hi - 1)])
                     return True
                 result: ChunkResult = await workflow.execute_child_workflow(
                     GROUP_WORKFLOW_TYPE,
@@ -543,7 +557,7 @@ class Interpreter:
             self.book.merge_items(
                 rid, step.step.id, result.succeededItems, got, lo, result.succeededAt
             )
-            await self._skip_items(step.step, frame, rid, result.skippedItems, registering)
+            await skip(result.skippedItems)
             self.book.log(
                 "map.chunk",
                 f"Items {lo}..{hi - 1} of {rid} done: " + counts_text(item_counts(result, rid)),

@@ -43,6 +43,7 @@ from workflows.contract.state import (
     Via,
 )
 from workflows.contract.times import rfc3339
+from workflows.held_items import HeldItems
 
 DECIDED = frozenset({"approved", "rejected", "expired"})
 ANONYMOUS = "anonymous"
@@ -90,6 +91,9 @@ class RunBook:
         self.children: dict[str, list[str]] = {}
         self.roots: list[str] = []
         """The top-level steps, in order: where a walk of the tree starts."""
+        self.held: dict[str, HeldItems] = {}
+        """Maps in levels, by id: their items held as a status each, registered in `steps` only
+        when an item has more to say (workflows/held_items.py)."""
         self.approvals: dict[str, ApprovalState] = {a.approvalId: a for a in approval_states(plan)}
         if meta.redrive is not None:
             # Decided approvals of the run redriven (the API sends them only for an equal planHash).
@@ -213,9 +217,11 @@ class RunBook:
         Log entries are renumbered into this run's sequence so it stays gap-free.
         """
         for state in steps:
+            self._register_held(state.stepId)
             if state.stepId in self.steps:
                 self.steps[state.stepId] = state
         for step_id in succeeded:
+            self._register_held(step_id)
             known = self.steps.get(step_id)
             if known is not None:
                 known.status = "Succeeded"
@@ -240,6 +246,11 @@ class RunBook:
     ) -> None:
         """A chunk's items that succeeded plainly, by index range: every step of each succeeded
         at its first attempt; the template's own step has the item's `outputs` (from `start`)."""
+        held = self.held.get(map_id)
+        if held is not None:
+            for first, last in ranges:
+                held.succeed(first, last, outputs[first - start : last + 1 - start], succeeded_at)
+            return
         for first, last in ranges:
             for index in range(first, last + 1):
                 root = f"{map_id}[{index}]::{template_id}"
@@ -251,6 +262,38 @@ class RunBook:
                     known.statusReason = None
                     known.nextAttemptAt = None
                 self.steps[root].outputs = dict(outputs[index - start] or {})
+
+    def hold_items(self, map_id: str, template: p.PlanStep, count: int) -> None:
+        """A map in levels: its `count` items are held as a status each (Pending until told),
+        not registered step by step."""
+        self.held[map_id] = HeldItems(map_id, template, count)
+
+    def _register_held(self, step_id: str) -> None:
+        """A held item with more to say than a status: register its steps here, as they were."""
+        if step_id in self.steps:
+            return
+        for held in self.held.values():
+            index = held.index_of(step_id)
+            if index is not None and held.register(index):
+                self.register_tree(
+                    (held.template,), held.prefix(index), held.map_id, templated=True
+                )
+                return
+
+    def skip_items(self, map_id: str, ranges: Iterable[tuple[int, int]], reason: str) -> None:
+        """Held items that will not run (an item before them failed): skipped, one log entry per
+        range rather than per item."""
+        held = self.held[map_id]
+        stamp = self.stamp()
+        for first, last in ranges:
+            if held.skip(first, last, reason, stamp, pending_only=False):
+                self.log(
+                    "step.skipped",
+                    f"Steps skipped ({reason}): {map_id}[{first}..{last}]",
+                    step_id=map_id,
+                    items=f"{first}..{last}",
+                )
+        self.updated_at = stamp
 
     def subtree(self, root: str) -> list[str]:
         """A step's id and the ids of every step below it, the step first."""
@@ -400,12 +443,20 @@ class RunBook:
 
     def skip_subtree(self, runtime_id: str, reason: str) -> None:
         """Skip every still-open step below a step (the step itself is handled by the caller)."""
+        self._skip_held(runtime_id, reason)
         stack = list(self.children.get(runtime_id, ()))
         while stack:
             child = stack.pop()
             if self.steps[child].status not in TERMINAL_STEP:
                 self.transition(child, "Skipped", reason=reason, quiet=True)
+            self._skip_held(child, reason)
             stack.extend(self.children.get(child, ()))
+
+    def _skip_held(self, runtime_id: str, reason: str) -> None:
+        """A map in levels whose pending items will not run now: skipped, quietly."""
+        held = self.held.get(runtime_id)
+        if held is not None:
+            held.skip(0, held.count - 1, reason, self.stamp(), pending_only=True)
 
     def close_open_steps(self, reason: str, *, loud: bool = False) -> None:
         """At the end of a run: steps never started are Skipped; ones cut off mid-way are Failed.
@@ -414,6 +465,8 @@ class RunBook:
         `step.failed` / `step.skipped` entry with the reason; steps never reached stay quiet so a
         cancelled map of thousands does not log thousands of lines.
         """
+        for held in self.held.values():
+            held.skip(0, held.count - 1, reason, self.stamp(), pending_only=True)
         for state in self.steps.values():
             begun = state.lastTransitionAt is not None
             if state.status == "Pending":
@@ -874,12 +927,12 @@ class RunBook:
 
         A page walks the step tree only as far as its end: a query of a run with 100,000 steps
         costs the page asked for, not a copy of every step."""
-        total = len(self.steps)
+        total = len(self.steps) + sum(held.hidden_steps for held in self.held.values())
         if query is None:
             steps = self.ordered_steps()
         else:
-            end = None if query.stepsLimit is None else query.stepsOffset + query.stepsLimit
-            steps = list(itertools.islice(self._walk(), query.stepsOffset, end))
+            walk = self._walk(query.stepsOffset)
+            steps = list(itertools.islice(walk, query.stepsLimit))
             if not query.includeOutputs:
                 steps = [s.model_copy(update={"outputs": {}}) for s in steps]
         return RunStateSnapshot(
@@ -907,12 +960,31 @@ class RunBook:
         """Steps in tree order: each step followed by everything below it (iterations in order)."""
         return list(self._walk())
 
-    def _walk(self) -> Iterator[StepState]:
-        stack = list(reversed(self.roots))
+    def _walk(self, skip: int = 0) -> Iterator[StepState]:
+        """Steps in tree order from the `skip`-th on. A held map's items that are not
+        registered are passed over without making their states, a whole item at a time."""
+        if not self.held:
+            return itertools.islice(self._walk_registered(self.roots), skip, None)
+        return self._walk_from(self.roots, [skip])
+
+    def _walk_registered(self, roots: Iterable[str]) -> Iterator[StepState]:
+        stack = list(reversed(list(roots)))
         while stack:
             step_id = stack.pop()
             yield self.steps[step_id]
             stack.extend(reversed(self.children.get(step_id, ())))
+
+    def _walk_from(self, roots: Iterable[str], skip: list[int]) -> Iterator[StepState]:
+        for step_id in roots:
+            if skip[0]:
+                skip[0] -= 1
+            else:
+                yield self.steps[step_id]
+            held = self.held.get(step_id)
+            if held is None:
+                yield from self._walk_from(self.children.get(step_id, ()), skip)
+            else:
+                yield from held.walk(skip, lambda root: self._walk_from([root], skip))
 
     def logs_page(self, after: int, limit: int, finished: bool) -> LogsPage:
         limit = max(1, min(limit, 5000))
@@ -941,7 +1013,9 @@ class RunBook:
             createdAt=self.created_at,
             updatedAt=self.updated_at,
             nextStepIndex=self.next_step_index,
-            steps=list(self.steps.values()),
+            # Held items are carried as the states they stand for (in tree order, which the next
+            # history registers them in).
+            steps=list(self._walk()) if self.held else list(self.steps.values()),
             approvals=list(self.approvals.values()),
             logs=self.logs,
             logSegments=self.log_segments,

@@ -13,7 +13,8 @@ waits), `failed` (a step fails: the workflow closes as Failed) or `cancelled-clo
 `continue-inside-loop` (a run that continued as new inside a loop and a conditional in it: its
 first history and the one after, which walks the plan again and resumes there) or `map-levels`
 (a map that fans out in levels, recorded under small sizes kept in history_constants.json: the
-run's history, a group that starts groups, a group that starts chunks). A committed history is never re-recorded to make a change pass: a change that makes one
+run's history, a group that starts groups, a group that starts chunks) or `map-levels-held` (the
+same since the run holds the items as a status each). A committed history is never re-recorded to make a change pass: a change that makes one
 fail to replay would break running workflows, so it goes behind `workflow.patched()`. Record a
 new one for a new shape of run.
 """
@@ -336,12 +337,39 @@ spec:
       map: {items: "inputs.items", maxParallel: 20, step: {id: one, run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}}
     - {id: after, run: {uses: "builtin:echo", with: {n: "{{ length(steps.fan.outputs.results) }}"}}}
 """
+LEVELS_HELD = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: levels, version: 1.0.0}
+spec:
+  inputs: [{name: items, type: array}]
+  steps:
+    - id: fan
+      map:
+        items: "inputs.items"
+        maxParallel: 1
+        step:
+          id: pick
+          conditional:
+            branches:
+              - condition: "item == `7`"
+                steps: [{id: quiet, run: {uses: "builtin:noop"}, when: "{{ `false` }}"}]
+              - condition: "item == `13`"
+                steps: [{id: bad, run: {uses: "builtin:fail", with: {message: "item 13 is bad"}}}]
+            else: [{id: ok, run: {uses: "builtin:noop"}}]
+"""
 LEVELS_CONSTANTS = {"MAP_INLINE_LIMIT": 4, "MAP_CHUNK_SIZE": 5, "MAP_CHILDREN_PER_WORKFLOW": 3}
 """Small sizes, so 100 items fan out in three levels below the run; the replay test sets the
 same ones (history_constants.json) before it replays these histories."""
 
 
-async def map_levels(client: Client, tq: str) -> None:
+async def map_levels_held(client: Client, tq: str) -> None:
+    """A map in levels whose items are held as a status each (the map-items-held patch); item
+    13 fails, so later items are skipped by range."""
+    await map_levels(client, tq, held=True)
+
+
+async def map_levels(client: Client, tq: str, *, held: bool = False) -> None:
     # A map of more chunks than a workflow may start (the map-fan-out-in-levels patch): the run
     # starts groups, the first group starts smaller groups, those start the chunks.
     from compiler import history
@@ -351,18 +379,24 @@ async def map_levels(client: Client, tq: str) -> None:
         setattr(history, name, value)
     try:
         items = {"items": list(range(100))}
-        handle = await start_pack(client, tq, LEVELS, items, run_id="map-levels")
-        result = await handle.result()
-        assert result.status == "succeeded", result
+        if held:
+            handle = await start_pack(client, tq, LEVELS_HELD, items, run_id="map-levels-held")
+            result = await result_of(handle)
+            assert result.status == "failed", result
+            records = {"map-levels-held": handle}
+        else:
+            handle = await start_pack(client, tq, LEVELS, items, run_id="map-levels")
+            result = await handle.result()
+            group = f"{handle.id}/fan/chunks-0-8"
+            records = {
+                "map-levels": handle,
+                "map-levels-group": client.get_workflow_handle(group),
+                "map-levels-subgroup": client.get_workflow_handle(f"{group}/chunks-0-2"),
+            }
+            assert result.status == "succeeded", result
     finally:
         for name, value in saved.items():
             setattr(history, name, value)
-    group = f"{handle.id}/fan/chunks-0-8"
-    records = {
-        "map-levels": handle,
-        "map-levels-group": client.get_workflow_handle(group),
-        "map-levels-subgroup": client.get_workflow_handle(f"{group}/chunks-0-2"),
-    }
     constants = json.loads(CONSTANTS.read_text()) if CONSTANTS.exists() else {}
     for name, recorded in records.items():
         await _save(name, recorded)
@@ -382,6 +416,7 @@ RECORDERS = {
     "cancelled-state-in-memo": cancelled_state_in_memo,
     "continue-inside-loop": continue_inside_loop,
     "map-levels": map_levels,
+    "map-levels-held": map_levels_held,
 }
 
 

@@ -119,8 +119,12 @@ def test_the_recorded_histories_cover_the_run_shapes() -> None:
     # A map in levels: the run starts groups, a group starts groups, a group starts chunks.
     assert shapes["map-levels"][0] == "PackRun"
     assert shapes["map-levels-group"][0] == shapes["map-levels-subgroup"][0] == "PackRunMapGroup"
+    assert shapes["map-levels-held"] == ("PackRun", EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED)
+    assert "map-items-held" in patches_in("map-levels-held")
+    assert "map-items-held" not in patches_in("map-levels")
     for name, child in (
         ("map-levels", "PackRunMapGroup"),
+        ("map-levels-held", "PackRunMapGroup"),
         ("map-levels-group", "PackRunMapGroup"),
         ("map-levels-subgroup", "PackRunMapChunk"),
     ):
@@ -182,6 +186,17 @@ def carried_on(name: str) -> CarriedState:
     carried = PackRunInput.model_validate_json(payload.data).carried
     assert carried is not None
     return carried
+
+
+def patches_in(name: str) -> set[str]:
+    """The patches a recorded history's markers name."""
+    events = WorkflowHistory.from_json(name, (HISTORIES / f"{name}.json").read_text()).events
+    return {
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    }
 
 
 def events_before_close(history: WorkflowHistory) -> list[EventType.ValueType]:
@@ -258,6 +273,23 @@ async def test_a_map_in_levels_needs_its_patch(monkeypatch) -> None:  # type: ig
     assert result.replay_failure is None
     patched = workflow.patched
     monkeypatch.setattr(workflow, "patched", lambda id: id != PATCH_MAP_LEVELS and patched(id))
+    with recorded_sizes(name):
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+
+
+async def test_held_map_items_need_their_patch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Replayed as code before the map-items-held patch runs it, the run whose map held its items
+    as a status each does not replay (its patch marker is a command that code never sends)."""
+    from temporalio import workflow
+
+    from workflows.interpreter import PATCH_HELD_ITEMS
+
+    patched = workflow.patched
+    monkeypatch.setattr(workflow, "patched", lambda id: id != PATCH_HELD_ITEMS and patched(id))
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
+    name = "map-levels-held"
+    history = WorkflowHistory.from_json(workflow_id(name), (HISTORIES / f"{name}.json").read_text())
     with recorded_sizes(name):
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None
