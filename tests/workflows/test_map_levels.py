@@ -202,3 +202,12 @@ async def test_cancelling_the_run_stops_every_group_and_chunk(
                 WorkflowExecutionStatus.TERMINATED,
             ), (workflow_id, status)
         assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+        state = await state_of(handle)
+    # Every item still shows, none left running: those cut off mid-way failed, the rest skipped.
+    items = [s for s in state.steps if s.parentId == "fan"]
+    assert len(items) == ITEMS
+    assert {(s.status, s.statusReason) for s in items} <= {
+        ("Skipped", "cancelled"),
+        ("Failed", "cancelled"),
+    }
+    assert state.status == "cancelled"
