@@ -502,7 +502,11 @@ class Interpreter:
         total = history.map_chunk_count(count)
         span = history.map_span(total)
         at_once = chunks_at_once(step.maxParallel)
-        gate = asyncio.Semaphore(max(1, math.ceil(at_once / span)))
+        groups_at_once = max(1, math.ceil(at_once / span))
+        # Each group running runs its share of the chunks allowed at once, so the map as a whole
+        # runs about `at_once` chunks (maxParallel items) at a time, not that many per group.
+        share = max(1, math.ceil(at_once / groups_at_once))
+        gate = asyncio.Semaphore(groups_at_once)
         # Registering a group's items (up to 50,000) in one workflow task could pass the
         # deadlock detector's 2 s on a busy worker: a slice per task, a few events per slice.
         registering = StartBudget(per_task=REGISTER_PER_TASK)
@@ -543,7 +547,7 @@ class Interpreter:
                         chunks=chunks,
                         chunkSize=size,
                         itemCount=count,
-                        chunksAtOnce=min(at_once, chunks),
+                        chunksAtOnce=min(share, chunks),
                         resultBytes=history.map_result_bytes(hi - lo, count),
                     ),
                     id=group_id(parent_id, first, chunks),

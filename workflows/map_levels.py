@@ -200,7 +200,9 @@ class PackRunMapGroup:
         end_item = min(group.itemCount, (chunk.chunkNumber + group.chunks) * size)
         tally = Tally(group.resultBytes)
         span = history.map_span(group.chunks)
-        gate = asyncio.Semaphore(max(1, math.ceil(group.chunksAtOnce / span)))
+        children_at_once = max(1, math.ceil(group.chunksAtOnce / span))
+        share = max(1, math.ceil(group.chunksAtOnce / children_at_once))
+        gate = asyncio.Semaphore(children_at_once)
         starts = StartBudget()
         stopped = False
 
@@ -228,7 +230,7 @@ class PackRunMapGroup:
                             update={
                                 "chunk": own,
                                 "chunks": count,
-                                "chunksAtOnce": min(group.chunksAtOnce, count),
+                                "chunksAtOnce": min(share, count),
                             }
                         ),
                         id=group_id(me, first, count),

@@ -176,16 +176,22 @@ async def test_cancelling_the_run_stops_every_group_and_chunk(
     client = dev_env.client
     tq = unique("tq")
     async with worker_for(client, tmp_path, tq):
-        handle = await start_pack(client, tq, pack(SLEEPY), {"items": list(range(ITEMS))})
+        # maxParallel 20: four chunks of five at a time, across all groups.
+        manifest = pack(SLEEPY, max_parallel=20)
+        handle = await start_pack(client, tq, manifest, {"items": list(range(ITEMS))})
         await wait_for(handle, lambda s: s.status == "running")
         running: dict[str, Any] = {}
         deadline = asyncio.get_running_loop().time() + 60
-        # Wait until chunks three levels down are running.
-        while not any(w.count("/chunks-") == 2 for w in running):
+        query = f"WorkflowId STARTS_WITH '{handle.id}/' AND ExecutionStatus = 'Running'"
+        # Wait until chunks three levels down are running, and a little longer: no more start.
+        while sum(1 for w in running if w.count("/chunks-") == 2) < 4:
             assert asyncio.get_running_loop().time() < deadline, sorted(running)
             await asyncio.sleep(0.5)
-            query = f"WorkflowId STARTS_WITH '{handle.id}/' AND ExecutionStatus = 'Running'"
             running = {w.id: w async for w in client.list_workflows(query)}
+        await asyncio.sleep(2)
+        running = {w.id: w async for w in client.list_workflows(query)}
+        chunks = [w for w in running if w.rsplit("/", 1)[-1].startswith("chunk-")]
+        assert len(chunks) == 4, sorted(running)
         await handle.signal(
             SIGNAL_CANCEL, CancelSignal(actorId="ops", reason="enough", temporalCancelFollows=True)
         )
