@@ -25,12 +25,16 @@ from compiler.expressions import (
     strip_braces,
     template_parts,
 )
-from compiler.hashing import plan_hash
+from compiler.hashing import MAX_SAFE_INTEGER, plan_hash
 from compiler.inputs import check_schema, resolve_inputs
 from compiler.loader import MAX_MANIFEST_BYTES, load_yaml, positions
 
 DEFAULT_MAP_PARALLELISM = 10
 DEFAULT_RUN_TIMEOUT_SECONDS = 3600
+MAP_MAX_ITEMS = 1_000_000
+"""The most items a map's `range` may count: what fanning out in levels has been run with
+(docs/manifest.md). A literal list is bounded by the manifest's size, an expression's list by the
+size of the run's inputs."""
 # Scope names a loop variable may not take: it would hide them from the loop's steps.
 RESERVED_NAMES = frozenset({"inputs", "steps", "secrets", "env"})
 
@@ -589,11 +593,38 @@ class _Builder:
         return step, defined
 
     def _map(self, common: _Common, mp: m.MapBody, path: str, scope: _Scope) -> p.MapStep:
-        items: str | tuple[Any, ...]
-        if isinstance(mp.items, str):
-            items = self._expression(mp.items, f"{path}.map.items", scope)
+        items: str | tuple[Any, ...] | p.ItemsRange
+        where = f"{path}.map.items"
+        src = mp.items
+        # The `{expression|range|static}` forms of an expression or a list compile to the plan
+        # of the plain form: one meaning, one plan, one planHash.
+        if isinstance(src, m.ItemsSource):
+            if src.expression is not None:
+                src, where = src.expression, f"{where}.expression"
+            elif src.static is not None:
+                src, where = src.static, f"{where}.static"
+        if isinstance(src, str):
+            items = self._expression(src, where, scope)
+        elif isinstance(src, list):
+            items = tuple(src)  # as long as the manifest's size allows
         else:
-            items = tuple(mp.items)
+            r = src.range
+            assert r is not None  # ItemsSource holds exactly one
+            items = p.ItemsRange(start=r.start, end=r.end, step=r.step)
+            if r.count == 0:
+                way = "down" if r.step < 0 else "up"
+                self.error(
+                    f"{where}.range",
+                    f"range from {r.start} to {r.end} by {r.step} has no items (`end` is left "
+                    f"out, and a step of {r.step} counts {way})",
+                )
+            self._map_size(r.count, f"{where}.range")
+            for key in ("start", "end", "step"):
+                if abs(getattr(r, key)) > MAX_SAFE_INTEGER:
+                    self.error(
+                        f"{where}.range.{key}",
+                        f"beyond ±{MAX_SAFE_INTEGER} (2^53 - 1): JSON cannot carry it exactly",
+                    )
         inner = _Scope(scope.iteration_vars | {"item", "index"})
         template, _ = self._step(mp.step, f"{path}.map.step", inner)
         return p.MapStep(
@@ -604,6 +635,14 @@ class _Builder:
             maxParallel=mp.maxParallel or DEFAULT_MAP_PARALLELISM,
         )
 
+    def _map_size(self, count: int, path: str) -> None:
+        if count > MAP_MAX_ITEMS:
+            self.error(
+                path,
+                f"{count:,} items, more than a map may have ({MAP_MAX_ITEMS:,}): split the work "
+                "over several maps or runs",
+            )
+
     def _loop(self, common: _Common, lp: m.LoopBody, path: str, scope: _Scope) -> p.LoopStep:
         src = lp.items
         expr = rng = static = None
@@ -612,8 +651,7 @@ class _Builder:
         elif src.range is not None:
             r = src.range
             rng = (r.start, r.end, r.step)
-            # range(...).__len__ overflows past sys.maxsize; the arithmetic does not.
-            count = max(0, (r.end - r.start + r.step - (1 if r.step > 0 else -1)) // r.step)
+            count = r.count
             if count > lp.maxIterations:
                 self.error(
                     f"{path}.loop.items.range",

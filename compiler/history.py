@@ -267,10 +267,19 @@ class _Estimator:
             # A chunk workflow runs its items, and any map inside them, inline.
             if count is None:
                 return self.chunks([self.step(child, False) for child in children])
-            return self.chunks([self.sequence(children, False)] * count)
+            return self.counted_chunks(self.sequence(children, False), count)
         # Parallel, an inline map, a loop: every child runs in this history.
         cost = self.sequence(children, fan_out)
         return cost if count is None else cost.times(count)
+
+    def counted_chunks(self, item: _Cost, count: int) -> _Cost:
+        """`count` items of one cost in chunks: full chunks cost alike, so a million items are
+        a few thousand sums, not a million."""
+        full, rest = divmod(count, MAP_CHUNK_SIZE)
+        chunks = [_events(WORKFLOW_EVENTS) + item.times(MAP_CHUNK_SIZE)] * full
+        if rest:
+            chunks.append(_events(WORKFLOW_EVENTS) + item.times(rest))
+        return _fan_out(chunks)
 
     def chunks(self, items: Sequence[_Cost]) -> _Cost:
         """A map's items run in child workflows of MAP_CHUNK_SIZE items each (through groups of

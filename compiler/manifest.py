@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 API_VERSION = "stellaops.io/pack.v1"
 KIND = "TaskPack"
@@ -19,6 +27,12 @@ STEP_KIND_KEYS = ("run", "parallel", "map", "loop", "conditional", "gate")
 
 InputType = Literal["string", "number", "integer", "boolean", "object", "array"]
 Condition = str | bool
+
+
+def range_count(start: int, end: int, step: int) -> int:
+    """len(range(start, end, step)), without building it (and without its overflow past
+    sys.maxsize)."""
+    return max(0, (end - start + step - (1 if step > 0 else -1)) // step)
 
 
 class Strict(BaseModel):
@@ -200,9 +214,26 @@ class ParallelBody(Strict):
     continueOnError: bool | None = None
 
 
+def _items_form(value: Any) -> str:
+    """Which form a map's `items` takes, so a mistake is reported against that form alone (not
+    as "not a string, not a list" beside the real error)."""
+    if isinstance(value, str):
+        return "expression"
+    if isinstance(value, dict):
+        return "source"
+    return "list"
+
+
 class MapBody(Strict):
-    items: str | list[Any]
-    """The items: an expression, or a literal list."""
+    items: Annotated[
+        Annotated[str, Tag("expression")]
+        | Annotated[list[Any], Tag("list")]
+        | Annotated[ItemsSource, Tag("source")],
+        Discriminator(_items_form),
+    ]
+    """The items: an expression, a literal list, or as a loop's: exactly one of `expression`,
+    `range` (integers counted without any input: a million items need no million-item input)
+    or `static`."""
     step: Step
     """The template step, run once per item (`{{ item }}`, `{{ index }}`)."""
     maxParallel: int | None = Field(default=None, ge=1)
@@ -210,9 +241,19 @@ class MapBody(Strict):
 
 
 class RangeSpec(Strict):
+    """Integers from `start` up to (or down to, with a negative `step`) `end`, which is left out."""
+
     start: int = 0
+    """The first item (default 0)."""
     end: int
+    """Where counting stops: `end` itself is not an item."""
     step: int = 1
+    """The distance between items, not 0 (default 1; negative counts down)."""
+
+    @property
+    def count(self) -> int:
+        """How many items the range has (0 when `end` lies the wrong way)."""
+        return range_count(self.start, self.end, self.step)
 
     @field_validator("step")
     @classmethod
@@ -222,21 +263,29 @@ class RangeSpec(Strict):
         return value
 
 
-class LoopItems(Strict):
+class ItemsSource(Strict):
+    """Where a loop's or a map's items come from: exactly one of the three."""
+
     expression: str | None = None
+    """An expression whose value is the list (`{{ inputs.hosts }}`)."""
     range: RangeSpec | None = None
+    """Integers counted from `start` to `end` (excluded) by `step`."""
     static: list[Any] | None = None
+    """A literal list."""
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> LoopItems:
+    def _exactly_one(self) -> ItemsSource:
         given = [k for k in ("expression", "range", "static") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("loop items need exactly one of `expression`, `range` or `static`")
+            raise ValueError("items need exactly one of `expression`, `range` or `static`")
         return self
 
 
+LoopItems = ItemsSource
+
+
 class LoopBody(Strict):
-    items: LoopItems
+    items: ItemsSource
     """Exactly one of `expression`, `range` or `static`."""
     iterator: str = Field(default="item", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """The name the current item goes by in the body's expressions (default item)."""

@@ -120,9 +120,23 @@ class ParallelStep(StepBase):
     maxParallel: int
 
 
+class ItemsRange(Frozen):
+    """A map's items counted rather than listed: `range(start, end, step)`. The plan of a
+    million-item map stays a few bytes, and each chunk computes its own slice."""
+
+    start: int
+    end: int
+    step: int
+
+    def values(self) -> range:
+        return range(self.start, self.end, self.step)
+
+
 class MapStep(StepBase):
     kind: Literal["map"] = "map"
-    items: str | tuple[Any, ...]
+    items: str | tuple[Any, ...] | ItemsRange
+    """An expression, a literal list, or a range. A range is an object here, not a new field, so
+    the plans (and planHashes) of maps of the other two forms are what they always were."""
     step: PlanStep
     maxParallel: int
 

@@ -64,9 +64,9 @@ def _rules(defs: dict[str, Any]) -> None:
     # Step._exactly_one_kind: one kind per step. With two kinds given, two alternatives match
     # and oneOf fails, as the compiler does.
     defs["Step"]["oneOf"] = [{"required": [key]} for key in STEP_KIND_KEYS]
-    # GateBody._exactly_one and LoopItems._exactly_one.
+    # GateBody._exactly_one and ItemsSource._exactly_one.
     defs["GateBody"]["oneOf"] = _exactly_one(("approval", "policy"))
-    defs["LoopItems"]["oneOf"] = _exactly_one(("expression", "range", "static"))
+    defs["ItemsSource"]["oneOf"] = _exactly_one(("expression", "range", "static"))
     # Output._needs_source.
     defs["Output"]["allOf"] = [
         {

@@ -385,10 +385,14 @@ class _Simulator:
         """Whether a step is known to fail, and so to stop what holds it, when it is reached."""
         return node["id"] in self.failing and not step.continueOnError
 
-    def items(self, step_id: str, source: str | tuple[Any, ...], known: Mapping[str, Any]) -> Any:
-        """A map's or loop's items when known (as a list), else UNKNOWN."""
+    def items(
+        self, step_id: str, source: str | tuple[Any, ...] | p.ItemsRange, known: Mapping[str, Any]
+    ) -> Any:
+        """A map's or loop's items when known (as a sequence), else UNKNOWN."""
         if isinstance(source, tuple):
             return list(source)
+        if isinstance(source, p.ItemsRange):
+            return source.values()  # counted, not built: a range map may have a million
         value = known_value(source, known)
         if value is UNKNOWN or isinstance(value, list):
             return value
@@ -592,6 +596,12 @@ class _Simulator:
         skip: str | None,
     ) -> list[SimulationStep]:
         items = self.items(sid, step.items, known)
+        if (
+            items is not UNKNOWN
+            and self.max_steps is not None
+            and self.count + len(items) > self.max_steps
+        ):
+            raise _TooManySteps  # known now: no need to list steps up to the limit first
         if items is UNKNOWN or self.max_steps is None:
             if items is not UNKNOWN:
                 self.iterations[sid] = len(items)

@@ -75,6 +75,8 @@ REGISTER_PER_TASK = 10_000
 an idle 2-core box): a group's items are registered as it starts, over several tasks."""
 PATCH_ITEMS_BY_REFERENCE = "map-items-by-reference"
 """A fanned-out map stores its items in the artifact store once; each chunk loads its own."""
+PATCH_MAP_RANGES = "map-items-range"
+"""A fanned-out map of a range stores nothing: each chunk computes its own slice of the range."""
 
 
 @dataclass(frozen=True)
@@ -348,9 +350,11 @@ class Interpreter:
             results = await asyncio.gather(*(one(s, f) for s, f in jobs))
         return all(results) and not stopped
 
-    def _items(self, source: str | tuple[Any, ...], frame: Frame) -> list[Any]:
+    def _items(self, source: str | tuple[Any, ...] | p.ItemsRange, frame: Frame) -> Sequence[Any]:
         if isinstance(source, tuple):
             return list(source)
+        if isinstance(source, p.ItemsRange):
+            return source.values()  # a range object: a million items cost no memory
         value = evaluate(source, self.scope(frame))
         if value is None:
             return []
@@ -383,7 +387,7 @@ class Interpreter:
         template: p.PlanStep,
         frame: Frame,
         rid: str,
-        items: list[Any],
+        items: Sequence[Any],
         start: int,
         max_parallel: int,
         continue_on_error: bool,
@@ -398,7 +402,7 @@ class Interpreter:
         return ok, outputs
 
     async def _map_in_chunks(
-        self, step: p.MapStep, frame: Frame, rid: str, items: list[Any]
+        self, step: p.MapStep, frame: Frame, rid: str, items: Sequence[Any]
     ) -> tuple[bool, list[Any]]:
         chunks = map_chunks(items)
         gate = asyncio.Semaphore(chunks_at_once(step.maxParallel))
@@ -407,9 +411,15 @@ class Interpreter:
         visible = self.visible_steps(frame)
         parent_id = workflow.info().workflow_id
         plan = chunk_plan(self.plan, step.step)
-        stored = await self._store_items(rid, items)
+        counted = (
+            (step.items.start, step.items.end, step.items.step)
+            if isinstance(step.items, p.ItemsRange) and workflow.patched(PATCH_MAP_RANGES)
+            else None
+        )
+        stored = None if counted else await self._store_items(rid, list(items))
+        by_value = stored is None and counted is None
         if (
-            stored is not None
+            not by_value
             and history.map_span(len(chunks)) > 1
             # New commands (groups instead of chunks): only for runs that started with this code.
             and workflow.patched(PATCH_MAP_LEVELS)
@@ -422,7 +432,9 @@ class Interpreter:
                 template=step.step,
                 startIndex=0,
                 items=[],
-                itemsFolder=stored.folder,
+                itemsFolder=stored.folder if stored else None,
+                itemsRange=counted,
+                rangeChunkSize=history.MAP_CHUNK_SIZE if counted else 0,
                 vars=frame.vars,
                 visibleSteps=visible,
                 maxParallel=step.maxParallel,
@@ -451,8 +463,10 @@ class Interpreter:
                         mapStepId=rid,
                         template=step.step,
                         startIndex=start,
-                        items=[] if stored else list(chunk),
+                        items=list(chunk) if by_value else [],
                         itemsFolder=stored.folder if stored else None,
+                        itemsRange=counted,
+                        rangeChunkSize=history.MAP_CHUNK_SIZE if counted else 0,
                         chunkNumber=number,
                         vars=frame.vars,
                         visibleSteps=visible,
@@ -632,7 +646,7 @@ class Interpreter:
 
     # ----------------------------------------------------------------- loop
 
-    def _loop_items(self, step: p.LoopStep, frame: Frame) -> list[Any]:
+    def _loop_items(self, step: p.LoopStep, frame: Frame) -> Sequence[Any]:
         if step.itemsRange is not None:
             start, end, stride = step.itemsRange
             return list(range(start, end, stride))

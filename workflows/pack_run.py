@@ -15,6 +15,7 @@ never assigns to it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -586,8 +587,12 @@ class PackRunMapChunk:
             chunk.plan, chunk.planHash, chunk.meta, workflow.now, visible=chunk.visibleSteps
         )
         rid = chunk.mapStepId
-        items = chunk.items
-        if chunk.itemsFolder is not None:
+        items: Sequence[Any] = chunk.items
+        if chunk.itemsRange is not None:
+            # A range: this chunk's slice, computed (a slice of a range is a range, no list).
+            begin = chunk.startIndex
+            items = range(*chunk.itemsRange)[begin : begin + chunk.rangeChunkSize]
+        elif chunk.itemsFolder is not None:
             # By reference: the parent stored the items; this chunk's history records its slice.
             loaded = await workflow.execute_local_activity(
                 LOAD_MAP_ITEMS,

@@ -251,6 +251,10 @@ class ChunkInput(Model):
     folder of the artifact store (and `items` is empty), so the parent's history never holds them
     a second time."""
     chunkNumber: int = 0
+    itemsRange: tuple[int, int, int] | None = None
+    """Set when the map's items are a range (start, end, step): the chunk's items are the
+    `rangeChunkSize` of them from `startIndex`, computed here, neither stored nor sent."""
+    rangeChunkSize: int = 0
     visibleSteps: dict[str, Any] = Field(default_factory=dict)
     maxParallel: int = 1
     continueOnError: bool = False
