@@ -20,6 +20,7 @@ from workflows.contract.artifacts import (
     LOGS,
     MAPS,
     SCRATCH,
+    STEPS,
     WORKSPACE,
     UnsafePathError,
     check_name,
@@ -95,6 +96,37 @@ class ArtifactStore:
         data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
         _write_whole(target, data)
         return self.relative(target)
+
+    def write_step_segment(
+        self,
+        tenant: str,
+        run_id: str,
+        loop_id: str,
+        first: int,
+        last: int,
+        steps: list[dict[str, Any]],
+    ) -> tuple[str, int]:
+        """Store step states of a loop's iterations `first..last` as one NDJSON file in the
+        run's `steps/` folder (named by a digest of the loop's id, which may hold any
+        characters); returns its `storedPath` and how many states it holds. An entry
+        `{"segment": storedPath}` stands for the states of a segment stored before (an inner
+        loop's iterations): they are written in its place. Writing the same states again gives
+        the same file."""
+        folder = self.run_dir(tenant, run_id) / STEPS
+        folder.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256(loop_id.encode()).hexdigest()[:32]
+        target = folder / f"{key}-{first:09d}-{last:09d}.ndjson"
+        lines: list[bytes] = []
+        for entry in steps:
+            if "segment" in entry:
+                inner = stored_file(self.root, tenant, run_id, str(entry["segment"]))
+                if inner is None:
+                    raise FileNotFoundError(f"step segment {entry['segment']} is missing")
+                lines += inner.read_bytes().splitlines(keepends=True)
+            else:
+                lines.append(json.dumps(entry, separators=(",", ":")).encode() + b"\n")
+        _write_whole(target, b"".join(lines))
+        return self.relative(target), len(lines)
 
     def write_map_items(
         self, tenant: str, run_id: str, map_step_id: str, chunk_size: int, items: list[Any]

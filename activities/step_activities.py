@@ -62,6 +62,7 @@ from workflows.contract.activities import (
     STEP_FAILED,
     STORE_LOG_SEGMENT,
     STORE_MAP_ITEMS,
+    STORE_STEP_SEGMENT,
     TIMEOUT,
     ArtifactRecord,
     CaptureRequest,
@@ -75,9 +76,10 @@ from workflows.contract.activities import (
     PolicyResult,
     RunStepRequest,
     RunStepResult,
+    StepSegmentWrite,
 )
 from workflows.contract.artifacts import UnsafePathError, check_name
-from workflows.contract.state import LogSegment
+from workflows.contract.state import LogSegment, StepSegment
 from workflows.contract.times import now_rfc3339
 
 HEARTBEAT_SECONDS = 1.0
@@ -118,6 +120,7 @@ class StepActivities:
             self.evaluate_policy,
             self.capture_outputs,
             self.store_log_segment,
+            self.store_step_segment,
             self.store_map_items,
             self.load_map_items,
         ]
@@ -250,6 +253,22 @@ class StepActivities:
         )
         return LogSegment(
             first=req.entries[0]["sequence"], last=req.entries[-1]["sequence"], storedPath=stored
+        )
+
+    @activity.defn(name=STORE_STEP_SEGMENT)
+    async def store_step_segment(self, req: StepSegmentWrite) -> StepSegment:
+        """Page a long loop's finished iterations' step states out of the workflow."""
+        stored, count = await asyncio.to_thread(
+            self.store.write_step_segment,
+            req.tenant,
+            req.runId,
+            req.loopId,
+            req.first,
+            req.last,
+            req.steps,
+        )
+        return StepSegment(
+            loopId=req.loopId, first=req.first, last=req.last, count=count, storedPath=stored
         )
 
     @activity.defn(name=STORE_MAP_ITEMS)

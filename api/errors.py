@@ -320,6 +320,14 @@ class LogsUnavailable(ApiError):
     code = "logs_unavailable"
 
 
+class StepsUnavailable(ApiError):
+    """Step states a run paged out to the artifact store (a long loop's finished iterations)
+    that this API cannot read."""
+
+    status = 503
+    code = "steps_unavailable"
+
+
 class InternalError(ApiError):
     def __init__(self) -> None:
         super().__init__("An unexpected error occurred")

@@ -8,6 +8,7 @@ tenant's run is simply not found.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -90,6 +91,7 @@ from workflows.contract.state import (
     RunResult,
     RunStateSnapshot,
     StateQuery,
+    StepState,
     WebhookRef,
 )
 from workflows.contract.times import now_rfc3339, rfc3339
@@ -308,6 +310,7 @@ class RunGateway:
                     StateQuery(stepsOffset=steps_offset, stepsLimit=steps_limit),
                     RunStateSnapshot,
                 )
+            answer = await self._with_paged_steps(tenant, answer)
             return answer if ended is None else ended_outside(answer, ended)
 
         read = await self.reads.read(handle.id, page, fetch)
@@ -346,6 +349,7 @@ class RunGateway:
                 state = None
         if state is None:
             return None
+        state = await self._with_paged_steps(state.tenant, state)
         end = steps_offset + steps_limit
         if end > len(state.steps) and len(state.steps) < state.totalSteps:
             return None
@@ -568,7 +572,32 @@ class RunGateway:
             )
         if answer.tenant != tenant:
             raise errors.RunNotFound(run_id)
-        return answer
+        return await self._with_paged_steps(tenant, answer)
+
+    async def _with_paged_steps(self, tenant: str, state: RunStateSnapshot) -> RunStateSnapshot:
+        """The page with the steps the run paged out (a long loop's finished iterations) read
+        back from the artifact store into their places: a reader never sees the difference."""
+        if not state.pagedSteps:
+            return state
+        return await asyncio.to_thread(self._fill_paged_steps, tenant, state)
+
+    def _fill_paged_steps(self, tenant: str, state: RunStateSnapshot) -> RunStateSnapshot:
+        steps = list(state.steps)
+        # From the last: an earlier insertion would move the places of the later ones.
+        for ref in reversed(state.pagedSteps):
+            path = stored_file(self.settings.data_dir, tenant, state.runId, ref.storedPath)
+            if path is None:
+                raise errors.StepsUnavailable(
+                    f"steps of run {state.runId!r} are in the artifact store ({ref.storedPath}), "
+                    "which this API cannot read: is its data directory the workers'?"
+                )
+            with path.open() as lines:
+                wanted = itertools.islice(lines, ref.skip, ref.skip + ref.take)
+                stored = [StepState.model_validate_json(line) for line in wanted]
+            if not ref.withOutputs:
+                stored = [s.model_copy(update={"outputs": {}}) for s in stored]
+            steps[ref.at : ref.at] = stored
+        return state.model_copy(update={"steps": steps, "pagedSteps": []})
 
     async def all_logs(self, tenant: str, run_id: str) -> list[LogEntry]:
         entries: list[LogEntry] = []

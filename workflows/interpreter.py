@@ -668,7 +668,7 @@ class Interpreter:
                 )
             self.book.transition(rid, "Running", items=len(items))
             self._register_iterations(step.steps, rid, len(items))
-            progress = self.book.begin_loop(rid)
+            progress = self.book.begin_loop(rid, len(items))
         # Finished iterations are not walked again: their outputs are in the progress, reduced
         # to what the aggregation needs.
         for index in range(progress.nextIteration, len(items)):

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         DELIVER_WEBHOOK,
         LOAD_MAP_ITEMS,
         STORE_LOG_SEGMENT,
+        STORE_STEP_SEGMENT,
         ArtifactRecord,
         CaptureRequest,
         CaptureResult,
@@ -37,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         LogSegmentWrite,
         MapItems,
         MapItemsRead,
+        StepSegmentWrite,
         WebhookDelivery,
     )
     from workflows.contract.names import (
@@ -73,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         RunResult,
         RunStateSnapshot,
         StateQuery,
+        StepSegment,
         StepState,
         Via,
         WebhookRef,
@@ -112,6 +115,10 @@ or conditional, not only between top-level steps."""
 PATCH_NESTED_CONTINUE_AS_NEW = "continue-as-new-inside-steps"
 """A run also continues as new at a boundary between steps inside a loop or conditional (when
 nothing runs beside it), carrying where each enclosing step stands (`CarriedState.progress`)."""
+PATCH_PAGE_ITERATIONS = "page-iterations-out"
+"""Before continuing as new, the finished iterations of loops are paged out to the artifact store
+(`CarriedState.stepSegments`) and the iterations not begun are left to be registered again, so
+the carried state does not grow with a loop's length."""
 CARRY_RETRY_EVENTS = 1000
 """After the state proved too large to carry, the events to wait before measuring it again (a
 loop's boundaries come every few events; measuring at each would cost more than the steps)."""
@@ -192,6 +199,7 @@ class PackRun:
     async def _continue_as_new(self) -> None:
         """Continue as new with the run's state; returns only when it is too large to carry."""
         book = self.book
+        await self._page_out_iterations()
         carried = book.carry()
         if len(carried.model_dump_json()) > CARRY_LIMIT_BYTES:
             # Too big to pass on in one payload: this history still has headroom (the
@@ -249,6 +257,37 @@ class PackRun:
             book.warn_logs_kept(f"{exc.cause or exc}")
             return
         book.paged_out(segment)
+
+    async def _page_out_iterations(self) -> None:
+        """Move the finished iterations' step states of loops to the artifact store, so the
+        state carried across continue-as-new does not grow with a loop's length (the state
+        query says where they went; the API reads them back in their places)."""
+        book = self.book
+        pages = book.iterations_to_page()
+        # New commands (local activities): only for runs that started with this code.
+        if not pages or not workflow.patched(PATCH_PAGE_ITERATIONS):
+            return
+        for page in pages:
+            try:
+                segment = await workflow.execute_local_activity(
+                    STORE_STEP_SEGMENT,
+                    StepSegmentWrite(
+                        runId=book.meta.runId,
+                        tenant=book.meta.tenant,
+                        loopId=page.loop_id,
+                        first=page.first,
+                        last=page.last,
+                        steps=page.entries,
+                    ),
+                    result_type=StepSegment,
+                    start_to_close_timeout=LOG_PAGE_TIMEOUT,
+                    retry_policy=RetryPolicy(maximum_attempts=3),
+                    summary=f"page out {page.loop_id}[{page.first}..{page.last}]",
+                )
+            except ActivityError:
+                # The states stay here: nothing is lost; the carried state is measured as is.
+                return
+            book.paged_out_steps(page, segment)
 
     def _carry_refused_recently(self) -> bool:
         refused = self.book.carry_refused_at

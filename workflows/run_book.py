@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,11 +34,13 @@ from workflows.contract.state import (
     LogLevel,
     LogSegment,
     LogsPage,
+    PagedSteps,
     RunMeta,
     RunStateSnapshot,
     RunStatus,
     StateQuery,
     StepProgress,
+    StepSegment,
     StepState,
     StepStatus,
     Via,
@@ -52,6 +55,9 @@ TIMER = "timer"
 """Who settles an approval when its deadline passes: never a person."""
 SEGMENTS_PER_PAGE = 20
 TERMINAL_STEP = frozenset({"Succeeded", "Failed", "Skipped"})
+PAGE_MIN_STEPS = 200
+"""A loop's finished iterations are paged out once they hold this many step states: fewer are
+carried as they are (a page per small loop would cost more than it saves)."""
 
 _EVENT_FOR_STATUS: dict[str, tuple[str, LogLevel, str]] = {
     "Running": ("step.started", "info", "Starting step"),
@@ -59,6 +65,19 @@ _EVENT_FOR_STATUS: dict[str, tuple[str, LogLevel, str]] = {
     "Failed": ("step.failed", "error", "Step failed"),
     "Skipped": ("step.skipped", "info", "Step skipped"),
 }
+
+
+@dataclass(frozen=True)
+class IterationPage:
+    """Finished iterations `first..last` of a loop, to page out of the run: their states in
+    tree order (as dicts), with `{"segment": storedPath}` where one of them holds a loop whose
+    own iterations were paged out before (the store writes those states in its place)."""
+
+    loop_id: str
+    first: int
+    last: int
+    roots: tuple[str, ...]
+    entries: list[dict[str, Any]]
 
 
 StepResult = dict[str, Any]
@@ -122,6 +141,11 @@ class RunBook:
         """What expressions see of finished steps, per iteration prefix ("" for the run's own)."""
         self.progress: dict[str, StepProgress] = {}
         """Loops and conditionals under way: where each stands (carried across continue-as-new)."""
+        self.step_segments: list[StepSegment] = []
+        """Finished iterations of long loops, paged out to the artifact store, in tree order
+        per loop (the state query says where they go; the API reads them back)."""
+        self.paged_steps = 0
+        """How many step states `step_segments` hold."""
         self.resuming = False
         """This history continued as new inside a step: the plan is walked again from the top
         step under way, and steps already finished are not run again."""
@@ -150,6 +174,9 @@ class RunBook:
             self.next_step_index = carried.nextStepIndex
             self.progress = dict(carried.progress)
             self.resuming = bool(carried.progress)
+            self.step_segments = list(carried.stepSegments)
+            self.paged_steps = sum(segment.count for segment in self.step_segments)
+            self._register_unbegun()
             self._scopes[""] = {
                 s.stepId: {"status": s.status, "outputs": s.outputs}
                 for s in carried.steps
@@ -494,9 +521,27 @@ class RunBook:
 
     # ----------------------------------------------------------------- where steps stand
 
-    def begin_loop(self, runtime_id: str) -> StepProgress:
+    def begin_loop(self, runtime_id: str, iterations: int) -> StepProgress:
         """A loop starts its iterations; its progress (carried) from here on."""
-        return self.progress.setdefault(runtime_id, StepProgress())
+        return self.progress.setdefault(runtime_id, StepProgress(iterations=iterations))
+
+    def _unbegun(self) -> Iterator[tuple[str, p.LoopStep, int]]:
+        """(loop id, loop, iteration) for each iteration of a loop under way not begun yet:
+        Pending from the plan, so neither carried nor paged, only registered again."""
+        if not any(progress.iterations for progress in self.progress.values()):
+            return
+        loops = {s.id: s for s in p.walk(self.plan.steps) if isinstance(s, p.LoopStep)}
+        for loop_id, progress in list(self.progress.items()):
+            state = self.steps.get(loop_id)
+            loop = loops.get(state.templateId or state.stepId) if state is not None else None
+            if loop is None:
+                continue
+            for index in range(progress.nextIteration + 1, progress.iterations):
+                yield loop_id, loop, index
+
+    def _register_unbegun(self) -> None:
+        for loop_id, loop, index in self._unbegun():
+            self.register_tree(loop.steps, f"{loop_id}[{index}]::", loop_id, templated=True)
 
     def iteration_done(
         self, runtime_id: str, index: int, output: dict[str, Any], passed: bool, aggregation: str
@@ -927,14 +972,19 @@ class RunBook:
 
         A page walks the step tree only as far as its end: a query of a run with 100,000 steps
         costs the page asked for, not a copy of every step."""
-        total = len(self.steps) + sum(held.hidden_steps for held in self.held.values())
+        total = len(self.steps) + self.paged_steps
+        total += sum(held.hidden_steps for held in self.held.values())
+        paged: list[PagedSteps] = []
         if query is None:
-            steps = self.ordered_steps()
+            query = StateQuery(includeOutputs=True, stepsLimit=None)
+        if self.step_segments:
+            end = None if query.stepsLimit is None else query.stepsOffset + query.stepsLimit
+            steps, paged = self._page(query.stepsOffset, end, query.includeOutputs)
         else:
             walk = self._walk(query.stepsOffset)
             steps = list(itertools.islice(walk, query.stepsLimit))
-            if not query.includeOutputs:
-                steps = [s.model_copy(update={"outputs": {}}) for s in steps]
+        if not query.includeOutputs:
+            steps = [s.model_copy(update={"outputs": {}}) for s in steps]
         return RunStateSnapshot(
             runId=self.meta.runId,
             tenant=self.meta.tenant,
@@ -954,10 +1004,42 @@ class RunBook:
             packDigest=self.meta.packDigest,
             logChainHead=self.log_chain_head,
             logEntries=self.paged_through + len(self.logs),
+            pagedSteps=paged,
         )
 
+    def _page(
+        self, offset: int, end: int | None, with_outputs: bool
+    ) -> tuple[list[StepState], list[PagedSteps]]:
+        """Steps `offset..end` in tree order: those the run holds, and where the paged-out ones
+        go. Walks only as far as the page's end."""
+        steps: list[StepState] = []
+        paged: list[PagedSteps] = []
+        position = 0
+        for item in self._walk_paged():
+            if end is not None and position >= end:
+                break
+            if isinstance(item, StepSegment):
+                low = max(offset, position)
+                high = item.count + position if end is None else min(end, item.count + position)
+                if low < high:
+                    paged.append(
+                        PagedSteps(
+                            at=len(steps),
+                            storedPath=item.storedPath,
+                            skip=low - position,
+                            take=high - low,
+                            withOutputs=with_outputs,
+                        )
+                    )
+                position += item.count
+                continue
+            if position >= offset:
+                steps.append(item)
+            position += 1
+        return steps, paged
+
     def ordered_steps(self) -> list[StepState]:
-        """Steps in tree order: each step followed by everything below it (iterations in order)."""
+        """The steps the run holds in tree order: each followed by everything below it."""
         return list(self._walk())
 
     def _walk(self, skip: int = 0) -> Iterator[StepState]:
@@ -974,6 +1056,24 @@ class RunBook:
             yield self.steps[step_id]
             stack.extend(reversed(self.children.get(step_id, ())))
 
+    def _walk_paged(self, roots: Iterable[str] | None = None) -> Iterator[StepState | StepSegment]:
+        """Tree order; a loop's paged-out iterations (segments) come before those it holds."""
+        segments: dict[str, list[StepSegment]] = {}
+        for segment in self.step_segments:
+            segments.setdefault(segment.loopId, []).append(segment)
+
+        def walk(ids: Iterable[str]) -> Iterator[StepState | StepSegment]:
+            for step_id in ids:
+                yield self.steps[step_id]
+                yield from segments.get(step_id, ())
+                held = self.held.get(step_id)
+                if held is None:
+                    yield from walk(self.children.get(step_id, ()))
+                else:
+                    yield from held.walk([0], lambda root: walk([root]))
+
+        return walk(self.roots if roots is None else roots)
+
     def _walk_from(self, roots: Iterable[str], skip: list[int]) -> Iterator[StepState]:
         for step_id in roots:
             if skip[0]:
@@ -985,6 +1085,71 @@ class RunBook:
                 yield from self._walk_from(self.children.get(step_id, ()), skip)
             else:
                 yield from held.walk(skip, lambda root: self._walk_from([root], skip))
+
+    # ----------------------------------------------------------------- paging steps out
+
+    def iterations_to_page(self) -> list[IterationPage]:
+        """The finished iterations the run still holds of each loop (all of a loop that ended;
+        those before the one under way of a loop running), outermost loops first: an inner
+        loop inside them goes out with them."""
+        pages: list[IterationPage] = []
+        stack = list(reversed(self.roots))
+        while stack:
+            step_id = stack.pop()
+            state = self.steps[step_id]
+            children = self.children.get(step_id, [])
+            if state.kind == "Loop" and children:
+                page = self._finished_iterations(state, children)
+                if page is not None:
+                    pages.append(page)
+                    children = children[len(page.roots) :]
+            stack.extend(reversed(children))
+        return pages
+
+    def _finished_iterations(self, loop: StepState, children: list[str]) -> IterationPage | None:
+        if loop.status in TERMINAL_STEP:
+            limit = None
+        elif loop.stepId in self.progress:
+            limit = self.progress[loop.stepId].nextIteration
+        else:
+            return None
+        roots: list[str] = []
+        indexes: list[int] = []
+        for child in children:
+            index = _iteration(loop.stepId, child)
+            if limit is not None and index >= limit:
+                break
+            roots.append(child)
+            indexes.append(index)
+        if not roots:
+            return None
+        entries: list[dict[str, Any]] = []
+        count = 0
+        for item in self._walk_paged(roots):
+            if isinstance(item, StepSegment):
+                entries.append({"segment": item.storedPath})
+                count += item.count
+            else:
+                entries.append(item.model_dump(mode="json"))
+                count += 1
+        if count < PAGE_MIN_STEPS:
+            return None
+        return IterationPage(loop.stepId, indexes[0], indexes[-1], tuple(roots), entries)
+
+    def paged_out_steps(self, page: IterationPage, segment: StepSegment) -> None:
+        """A page of iterations is in the artifact store now (`segment`): drop their states
+        here, and the segments of inner loops the page took in."""
+        dropped = {e["segment"] for e in page.entries if "segment" in e}
+        for item in list(self._walk_paged(page.roots)):
+            if isinstance(item, StepState):
+                self.steps.pop(item.stepId, None)
+                self.children.pop(item.stepId, None)
+                self.held.pop(item.stepId, None)
+        loop_children = self.children[page.loop_id]
+        del loop_children[: len(page.roots)]
+        kept = [s for s in self.step_segments if s.storedPath not in dropped]
+        self.step_segments = [*kept, segment]
+        self.paged_steps = sum(s.count for s in self.step_segments)
 
     def logs_page(self, after: int, limit: int, finished: bool) -> LogsPage:
         limit = max(1, min(limit, 5000))
@@ -1008,6 +1173,14 @@ class RunBook:
         self.paged_head = last.hash
 
     def carry(self) -> CarriedState:
+        # Iterations of a loop under way not begun yet are registered again from the plan.
+        unbegun: set[str] = set()
+        for loop_id, progress in self.progress.items():
+            if not progress.iterations:
+                continue
+            for child in self.children.get(loop_id, ()):
+                if _iteration(loop_id, child) > progress.nextIteration:
+                    unbegun.update(self.subtree(child))
         return CarriedState(
             status=self.status,
             createdAt=self.created_at,
@@ -1015,7 +1188,11 @@ class RunBook:
             nextStepIndex=self.next_step_index,
             # Held items are carried as the states they stand for (in tree order, which the next
             # history registers them in).
-            steps=list(self._walk()) if self.held else list(self.steps.values()),
+            steps=[
+                s
+                for s in (self._walk() if self.held else self.steps.values())
+                if s.stepId not in unbegun
+            ],
             approvals=list(self.approvals.values()),
             logs=self.logs,
             logSegments=self.log_segments,
@@ -1024,4 +1201,11 @@ class RunBook:
             artifacts=self.artifacts,
             cancelRequested=self.cancel_requested,
             progress=self.progress,
+            stepSegments=self.step_segments,
         )
+
+
+def _iteration(loop_id: str, child_id: str) -> int:
+    """The iteration a loop's child belongs to: `<loopId>[<i>]::<stepId>`."""
+    start = len(loop_id) + 1
+    return int(child_id[start : child_id.index("]::", start)])

@@ -30,6 +30,7 @@ from workflows.contract.activities import (
     STEP_FAILED,
     STORE_LOG_SEGMENT,
     STORE_MAP_ITEMS,
+    STORE_STEP_SEGMENT,
     CaptureRequest,
     PolicyRequest,
     RunStepRequest,
@@ -353,6 +354,7 @@ def test_the_worker_registers_the_contract_names(tmp_path: Path) -> None:
         EVALUATE_POLICY,
         CAPTURE_OUTPUTS,
         STORE_LOG_SEGMENT,
+        STORE_STEP_SEGMENT,
         STORE_MAP_ITEMS,
         LOAD_MAP_ITEMS,
     ]

@@ -14,7 +14,9 @@ waits), `failed` (a step fails: the workflow closes as Failed) or `cancelled-clo
 first history and the one after, which walks the plan again and resumes there) or `map-levels`
 (a map that fans out in levels, recorded under small sizes kept in history_constants.json: the
 run's history, a group that starts groups, a group that starts chunks) or `map-levels-held` (the
-same since the run holds the items as a status each). A committed history is never re-recorded to make a change pass: a change that makes one
+same since the run holds the items as a status each) or `paged-iterations` (a long loop whose
+finished iterations were paged out to the artifact store before it continued as new: that
+history and the next, handed the segments). A committed history is never re-recorded to make a change pass: a change that makes one
 fail to replay would break running workflows, so it goes behind `workflow.patched()`. Record a
 new one for a new shape of run.
 """
@@ -46,6 +48,7 @@ from workflows.contract.state import (
     ApprovalOutcome,
     ApprovalSignal,
     CancelSignal,
+    PackRunInput,
     RunResult,
     RunStateSnapshot,
 )
@@ -159,6 +162,21 @@ spec:
               branches: [{condition: "{{ item > `2` }}", steps: [{id: b, run: {uses: "builtin:noop"}}, {id: c, run: {uses: "builtin:noop"}}]}]
               else: [{id: d, run: {uses: "builtin:noop"}}]
     - {id: tail, run: {uses: "builtin:echo", with: {seen: "{{ steps.each.outputs.results }}"}}}
+"""
+
+PAGED = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: paged-iterations, version: 1.0.0}
+spec:
+  steps:
+    - id: each
+      loop:
+        items: {range: {start: 0, end: 130, step: 1}}
+        steps:
+          - {id: a, run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}
+          - {id: b, run: {uses: "builtin:noop"}}
+    - {id: tail, run: {uses: "builtin:echo", with: {n: "{{ length(steps.each.outputs.results) }}"}}}
 """
 
 CANCELLED = """
@@ -404,6 +422,35 @@ async def map_levels(client: Client, tq: str, *, held: bool = False) -> None:
     CONSTANTS.write_text(json.dumps(constants, indent=2, sort_keys=True) + "\n")
 
 
+async def paged_iterations(client: Client, tq: str) -> None:
+    # Finished iterations paged out before continuing as new (the page-iterations-out patch).
+    handle = await start_pack(
+        client, tq, PAGED, run_id="paged-iterations", continueAsNewAfterEvents=150
+    )
+    result = await client.get_workflow_handle(handle.id, result_type=RunResult).result()
+    assert result.status == "succeeded", result
+    runs = [e.run_id async for e in client.list_workflows(f"WorkflowId = '{handle.id}'")]
+    following = {}
+    paging = []
+    for run in runs:
+        other = client.get_workflow_handle(handle.id, run_id=run)
+        events = (await other.fetch_history()).events
+        started = events[0].workflow_execution_started_event_attributes
+        following[started.continued_execution_run_id] = other
+        (given,) = await client.data_converter.decode(started.input.payloads, [PackRunInput])
+        if not events[-1].HasField("workflow_execution_continued_as_new_event_attributes"):
+            continue
+        moved = events[-1].workflow_execution_continued_as_new_event_attributes
+        (handed,) = await client.data_converter.decode(moved.input.payloads, [PackRunInput])
+        before = len(given.carried.stepSegments) if given.carried else 0
+        if len(handed.carried.stepSegments) > before:
+            paging.append((run, other))
+    assert paging, "no history paged iterations out"
+    run, first = paging[0]
+    await _save("paged-iterations", first)
+    await _save("paged-iterations-next", following[run])
+
+
 RECORDERS = {
     "representative": representative,
     "chunked-map": chunked_map,
@@ -417,6 +464,7 @@ RECORDERS = {
     "continue-inside-loop": continue_inside_loop,
     "map-levels": map_levels,
     "map-levels-held": map_levels_held,
+    "paged-iterations": paged_iterations,
 }
 
 

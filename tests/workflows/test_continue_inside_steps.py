@@ -12,6 +12,9 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from api.gateway import RunGateway
+from api.metrics import Metrics
+from api.settings import ApiSettings
 from tests.faults.support import trail
 from tests.helpers import (
     result_of,
@@ -24,6 +27,7 @@ from tests.helpers import (
 )
 from workflows.contract.log_chain import chain_head
 from workflows.contract.state import CarriedState, PackRunInput
+from workflows.run_book import PAGE_MIN_STEPS
 
 ITERATIONS = 24
 KINDS = ["even" if i % 2 == 0 else "odd" for i in range(ITERATIONS)]
@@ -230,3 +234,124 @@ class TestNoContinueAsNewBesideOtherSteps:
         assert len(carried) == 1 and carried[0].progress == {}
         assert carried[0].nextStepIndex == 1
         assert trail(tmp_path, "default", run_id) == [f"l{i}" for i in range(10)]
+
+
+def gateway(client: Client, data_dir: Path) -> RunGateway:
+    settings = ApiSettings(
+        temporal_address=client.service_client.config.target_host, data_dir=data_dir
+    )
+    return RunGateway(client, settings, Metrics())
+
+
+LONG = 150
+LONG_LOOP = f"""
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {{name: longer-loop, version: 1.0.0}}
+spec:
+  steps:
+    - {{id: first, run: {{uses: "builtin:noop"}}}}
+    - id: each
+      loop:
+        items: {{range: {{start: 0, end: {LONG}, step: 1}}}}
+        aggregation: merge
+        steps:
+          - {{id: a, run: {{uses: "builtin:echo", with: {{i: "{{{{ item }}}}"}}}}}}
+          - {{id: b, run: {{uses: "builtin:echo", with: {{last: "{{{{ steps.a.outputs.i }}}}"}}}}}}
+    - {{id: tail, run: {{uses: "builtin:echo", with: {{last: "{{{{ steps.each.outputs.last }}}}"}}}}}}
+"""
+
+
+class TestLongLoopCarriesBoundedState:
+    async def test_finished_iterations_are_paged_out_and_read_back_in_place(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        """The carried state holds neither the finished iterations (paged out to the artifact
+        store once they hold PAGE_MIN_STEPS states) nor those not begun (registered again from
+        the plan): it stays bounded however long the loop. Read through the API, the run shows
+        every iteration's steps in order, with their outputs, as if nothing had moved."""
+        client = dev_env.client
+        tq = unique("tq")
+        async with worker_for(client, tmp_path, tq):
+            handle = await start_pack(client, tq, LONG_LOOP, continueAsNewAfterEvents=150)
+            result = await result_of(handle)
+            assert result.status == "succeeded", result.error
+            run_id = handle.id.split("/")[-1]
+            api = gateway(client, tmp_path)
+            full = await api.state_with_outputs("default", run_id)
+            window = (await api.state("default", run_id, steps_offset=190, steps_limit=30)).snapshot
+            carried = await carried_states(client, handle)
+
+        assert len(carried) >= 4, len(carried)
+        assert any(c.stepSegments for c in carried), "nothing was paged out"
+        # Bounded: the top-level steps, the unpaged finished iterations (under PAGE_MIN_STEPS
+        # states) and the one under way; never the 2 x 150 iteration states registered.
+        sizes = [len(c.steps) for c in carried]
+        assert max(sizes) < PAGE_MIN_STEPS + 10, sizes
+
+        expected = ["first", "each"]
+        for i in range(LONG):
+            expected += [f"each[{i}]::a", f"each[{i}]::b"]
+        expected.append("tail")
+        assert [s.stepId for s in full.steps] == expected
+        assert full.totalSteps == len(expected)
+        assert all(s.status == "Succeeded" for s in full.steps)
+        assert all(s.attempts == 1 for s in full.steps if s.kind == "Run")
+        steps = steps_by_id(full)
+        assert all(steps[f"each[{i}]::a"].outputs == {"i": i} for i in range(LONG))
+        assert steps["each"].outputs == {"last": LONG - 1}
+        assert steps["tail"].outputs == {"last": LONG - 1}
+        # A page across a paged-out segment's edge is the same slice, outputs left out.
+        assert [s.stepId for s in window.steps] == expected[190:220]
+        assert all(s.outputs == {} for s in window.steps)
+        assert window.pagedSteps == []
+
+
+NESTED_LOOPS = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: loops-in-loops, version: 1.0.0}
+spec:
+  steps:
+    - id: outer
+      loop:
+        items: {range: {start: 0, end: 2, step: 1}}
+        iterator: o
+        steps:
+          - id: inner
+            loop:
+              items: {range: {start: 0, end: 260, step: 1}}
+              steps: [{id: x, run: {uses: "builtin:echo", with: {o: "{{ o }}", i: "{{ item }}"}}}]
+    - {id: tail, run: {uses: "builtin:noop"}}
+"""
+
+
+class TestNestedLongLoops:
+    async def test_an_outer_iteration_takes_in_its_inner_loops_pages(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        """An inner loop's iterations paged out while it ran go out again inside its outer
+        iteration's page; read back, every step is where it was."""
+        client = dev_env.client
+        tq = unique("tq")
+        async with worker_for(client, tmp_path, tq):
+            handle = await start_pack(client, tq, NESTED_LOOPS, continueAsNewAfterEvents=200)
+            result = await result_of(handle)
+            assert result.status == "succeeded", result.error
+            run_id = handle.id.split("/")[-1]
+            full = await gateway(client, tmp_path).state_with_outputs("default", run_id)
+            carried = await carried_states(client, handle)
+
+        expected = ["outer"]
+        for o in range(2):
+            expected += [f"outer[{o}]::inner"]
+            expected += [f"outer[{o}]::inner[{i}]::x" for i in range(260)]
+        expected.append("tail")
+        assert [s.stepId for s in full.steps] == expected
+        assert all(s.status == "Succeeded" for s in full.steps)
+        steps = steps_by_id(full)
+        assert steps["outer[1]::inner[259]::x"].outputs == {"o": 1, "i": 259}
+        assert steps["outer[0]::inner[3]::x"].outputs == {"o": 0, "i": 3}
+        loops = {segment.loopId for c in carried for segment in c.stepSegments}
+        assert "outer[0]::inner" in loops and "outer" in loops, loops
+        assert max(len(c.steps) for c in carried) < PAGE_MIN_STEPS + 10

@@ -176,6 +176,11 @@ def test_the_recorded_histories_cover_the_run_shapes() -> None:
     assert carried_on("continue-inside-loop-resumed").progress["each"].nextIteration > (
         carried_on("continue-inside-loop-first").progress["each"].nextIteration
     )
+    # Since the page-iterations-out patch: a long loop's finished iterations are paged out before
+    # the run continues as new; the next history is handed the segments, not the states.
+    paged = carried_on("paged-iterations")
+    assert paged.stepSegments and paged.stepSegments[0].loopId == "each"
+    assert shapes["paged-iterations-next"][0] == "PackRun"
 
 
 def carried_on(name: str) -> CarriedState:
@@ -292,4 +297,20 @@ async def test_held_map_items_need_their_patch(monkeypatch) -> None:  # type: ig
     history = WorkflowHistory.from_json(workflow_id(name), (HISTORIES / f"{name}.json").read_text())
     with recorded_sizes(name):
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+
+
+async def test_paging_iterations_out_needs_its_patch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Replayed as code before the page-iterations-out patch runs it, the run that paged its
+    loop's finished iterations out does not replay: the page's local activity is the patch's."""
+    from temporalio import workflow
+
+    from workflows.pack_run import PATCH_PAGE_ITERATIONS
+
+    patched = workflow.patched
+    monkeypatch.setattr(workflow, "patched", lambda id: id != PATCH_PAGE_ITERATIONS and patched(id))
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
+    name = "paged-iterations"
+    history = WorkflowHistory.from_json(workflow_id(name), (HISTORIES / f"{name}.json").read_text())
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None

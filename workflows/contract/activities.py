@@ -13,6 +13,7 @@ EVALUATE_POLICY = "evaluate_policy"
 CAPTURE_OUTPUTS = "capture_outputs"
 DELIVER_WEBHOOK = "deliver_webhook"
 STORE_LOG_SEGMENT = "store_log_segment"
+STORE_STEP_SEGMENT = "store_step_segment"
 STORE_MAP_ITEMS = "store_map_items"
 LOAD_MAP_ITEMS = "load_map_items"
 STEP_FAILED = "StepFailed"
@@ -115,6 +116,18 @@ class LogSegmentWrite(Wire):
     runId: str
     tenant: str
     entries: list[dict[str, Any]]
+
+
+class StepSegmentWrite(Wire):
+    """Finished iterations `first..last` of a loop: their step states (as dicts: the contract's
+    StepState), in tree order, to page out to the artifact store."""
+
+    runId: str
+    tenant: str
+    loopId: str
+    first: int
+    last: int
+    steps: list[dict[str, Any]]
 
 
 class MapItemsWrite(Wire):

@@ -8,6 +8,8 @@ Under the store's root (the `data_dir` setting):
     runs/<tenant>/<runId>/scratch/           executors' temporary files (removed after use)
     runs/<tenant>/<runId>/logs/<first>-<last>.ndjson   log entries paged out of the workflow
     runs/<tenant>/<runId>/maps/<key>/<n>.json          a fanned-out map's items, chunk n's slice
+    runs/<tenant>/<runId>/steps/<key>-<first>-<last>.ndjson  a long loop's finished iterations'
+                                                       step states, paged out of the workflow
 
 `ArtifactRecord.storedPath` is the path relative to the root, so the root can move (or be
 mounted elsewhere by the API) without rewriting run state. Tenants, run ids and artifact names
@@ -24,6 +26,7 @@ ARTIFACTS = "artifacts"
 SCRATCH = "scratch"
 LOGS = "logs"
 MAPS = "maps"
+STEPS = "steps"
 
 _MAX_NAME_BYTES = 255
 

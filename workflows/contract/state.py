@@ -179,6 +179,29 @@ class PackRunInput(Model):
     carried: CarriedState | None = None
 
 
+class StepSegment(Model):
+    """Finished iterations `first..last` of a loop, their step states (`count`, the iterations'
+    whole subtrees, in tree order) paged out of the run to the artifact store at `storedPath`."""
+
+    loopId: str
+    first: int
+    last: int
+    count: int
+    storedPath: str
+
+
+class PagedSteps(Model):
+    """Steps of a `state` page that the run paged out: lines `skip..skip+take` of `storedPath`
+    (one StepState each) go at index `at` of the page's `steps`, before the step there.
+    `withOutputs`: the page was asked with outputs (else they are left out, as the run does)."""
+
+    at: int
+    storedPath: str
+    skip: int
+    take: int
+    withOutputs: bool = False
+
+
 class RunStateSnapshot(Model):
     """What the `state` query returns: the contract's run state plus the run's status."""
 
@@ -202,6 +225,9 @@ class RunStateSnapshot(Model):
     logChainHead: str | None = None
     """The hash of the last log entry: commits to the whole log (contract.log_chain)."""
     logEntries: int = 0
+    pagedSteps: list[PagedSteps] = Field(default_factory=list)
+    """Where `steps` has steps the run paged out (finished loop iterations of a long loop): the
+    API fills them in from the artifact store before anyone sees the page."""
 
 
 class RunResult(Model):
@@ -232,7 +258,9 @@ def bounded_state(
         kept += 1
     if kept == len(state.steps):
         return state
-    return state.model_copy(update={"steps": state.steps[:kept]})
+    # Paged-out steps placed past the kept ones would land out of place.
+    paged = [ref for ref in state.pagedSteps if ref.at < kept]
+    return state.model_copy(update={"steps": state.steps[:kept], "pagedSteps": paged})
 
 
 class ChunkInput(Model):
@@ -314,6 +342,9 @@ class StepProgress(Model):
     keeps each; `merge` one merged; `first`/`last` one)."""
     branch: int | None = None
     """A conditional: the branch taken (None: `else`), never evaluated again."""
+    iterations: int = 0
+    """A loop: how many iterations it registered. Those after `nextIteration` have not begun:
+    their states are left out of the carried state and registered again from the plan."""
 
 
 class CarriedState(Model):
@@ -335,6 +366,8 @@ class CarriedState(Model):
     artifacts: list[ArtifactRecord]
     cancelRequested: bool = False
     progress: dict[str, StepProgress] = Field(default_factory=dict)
+    stepSegments: list[StepSegment] = Field(default_factory=list)
+    """Finished loop iterations paged out to the artifact store: their states are not here."""
 
 
 class ApprovalSignal(Model):
