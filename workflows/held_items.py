@@ -110,10 +110,13 @@ class HeldItems:
                 state.lastTransitionAt = stamp
             states[0].outputs = dict(self.outputs[index] or {})
         elif status >= SKIPPED:
+            reason = self.reasons[status - SKIPPED]
             for state in states:
                 state.status = "Skipped"
-                state.statusReason = self.reasons[status - SKIPPED]
+                state.statusReason = reason
                 state.lastTransitionAt = stamp
+                # As RunBook.transition has it: a step skipped by its condition is not enabled.
+                state.enabled = reason != "condition-false"
         return states
 
     def walk(self, skip: list[int], registered: Any) -> Iterator[StepState]:

@@ -57,10 +57,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows.map_levels import (
         MAP_RESULTS_TOO_LARGE,
         PATCH_MAP_LEVELS,
+        bit_indexes,
         counts_text,
         dense_outputs,
         group_id,
         item_counts,
+        unpack_bits,
     )
     from workflows.pacing import CHUNK_START_COST, StartBudget
     from workflows.run_book import RunBook, StepResult
@@ -576,6 +578,18 @@ class Interpreter:
                 rid, step.step.id, result.succeededItems, got, lo, result.succeededAt
             )
             await skip(result.skippedItems)
+            by_condition = bit_indexes(unpack_bits(result.skippedByCondition), lo, hi)
+            if held:
+                self.book.skip_items(
+                    rid,
+                    [(index, index) for index in by_condition],
+                    "condition-false",
+                    quiet=True,
+                    stamp=result.succeededAt,
+                )
+            else:
+                for index in by_condition:
+                    self.skip(step.step, frame.child(f"{rid}[{index}]::", {}), "condition-false")
             self.book.log(
                 "map.chunk",
                 f"Items {lo}..{hi - 1} of {rid} done: " + counts_text(item_counts(result, rid)),

@@ -21,8 +21,10 @@ parent close policy (TERMINATE, the default) ends them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -86,6 +88,9 @@ def item_counts(result: ChunkResult, map_id: str) -> dict[str, int]:
     for state in result.steps:
         if state.parentId == map_id:
             counts[state.status] = counts.get(state.status, 0) + 1
+    by_condition = bit_indexes(unpack_bits(result.skippedByCondition), 0, 1 << 62)
+    if by_condition:
+        counts["Skipped"] = counts.get("Skipped", 0) + len(by_condition)
     for step_id in result.succeeded:
         if _is_item_root(step_id, map_id):
             counts["Succeeded"] = counts.get("Succeeded", 0) + 1
@@ -106,6 +111,65 @@ def add_range(ranges: list[tuple[int, int]], first: int, last: int) -> None:
         ranges.append((first, last))
 
 
+def pack_bits(bits: bytearray) -> str:
+    """A bitmap of items as ChunkResult.skippedByCondition holds it."""
+    return base64.b64encode(zlib.compress(bytes(bits), 9)).decode()
+
+
+def unpack_bits(packed: str | None) -> bytearray:
+    return bytearray(zlib.decompress(base64.b64decode(packed))) if packed else bytearray()
+
+
+def bit_indexes(bits: bytearray, start: int, end: int) -> list[int]:
+    """The items in `start..end-1` whose bit is set."""
+    found = []
+    for byte in range(start // 8, min(len(bits), (end + 7) // 8)):
+        if bits[byte]:
+            for bit in range(8):
+                index = byte * 8 + bit
+                if bits[byte] >> bit & 1 and start <= index < end:
+                    found.append(index)
+    return found
+
+
+def skipped_by_condition(steps: list[StepState], map_id: str) -> tuple[list[StepState], list[int]]:
+    """A chunk's states less those of items skipped because their `when` was false (every step
+    of the item Skipped so, which is all there is to say of it), and those items' indexes."""
+    head = map_id + "["
+    candidates: set[int] = set()
+    for state in steps:
+        if (
+            state.parentId == map_id
+            and state.status == "Skipped"
+            and state.statusReason == "condition-false"
+        ):
+            index = _index(state.stepId, head)
+            if index is not None:
+                candidates.add(index)
+    if not candidates:
+        return steps, []
+    for state in steps:
+        index = _index(state.stepId, head)
+        if index in candidates and not (
+            state.status == "Skipped"
+            and state.statusReason == "condition-false"
+            and not state.enabled
+            and not state.outputs
+            and state.attempts == 0
+        ):
+            candidates.discard(index)
+    kept = [s for s in steps if _index(s.stepId, head) not in candidates]
+    return kept, sorted(candidates)
+
+
+def _index(step_id: str, head: str) -> int | None:
+    if not step_id.startswith(head):
+        return None
+    end = step_id.find("]::", len(head))
+    digits = step_id[len(head) : end]
+    return int(digits) if end > 0 and digits.isdigit() else None
+
+
 def counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items())) or "none"
 
@@ -113,8 +177,11 @@ def counts_text(counts: dict[str, int]) -> str:
 class Tally:
     """What a group's children handed back, gathered into one result, and its size so far."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, map_id: str, limit: int) -> None:
+        self.map_id = map_id
         self.limit = limit
+        self.by_condition = bytearray()
+        self.any_by_condition = False
         self.size = 0
         self.failed = False
         self.steps: list[StepState] = []
@@ -133,8 +200,16 @@ class Tally:
     def add(self, result: ChunkResult, start: int, count: int) -> None:
         """A child's result for items `start ..` (`count` of them)."""
         self.failed = self.failed or result.failed
-        self.steps.extend(result.steps)
-        self.size += sum(len(state.model_dump_json()) for state in result.steps)
+        steps, skipped = skipped_by_condition(result.steps, self.map_id)
+        skipped += bit_indexes(unpack_bits(result.skippedByCondition), start, start + count)
+        for index in skipped:
+            if len(self.by_condition) <= index // 8:
+                self.by_condition.extend(bytes(index // 8 + 1 - len(self.by_condition)))
+            self.by_condition[index // 8] |= 1 << (index % 8)
+        self.any_by_condition = self.any_by_condition or bool(skipped)
+        self.size += len(skipped) // 8 + 1
+        self.steps.extend(steps)
+        self.size += sum(len(state.model_dump_json()) for state in steps)
         self.logs.extend(result.logs)
         self.size += sum(len(entry.model_dump_json()) for entry in result.logs)
         self.artifacts.extend(result.artifacts)
@@ -173,6 +248,7 @@ class Tally:
             succeededAt=self.succeeded_at,
             succeededItems=sorted(self.ranges),
             skippedItems=skipped,
+            skippedByCondition=pack_bits(self.by_condition) if self.any_by_condition else None,
         )
 
 
@@ -198,7 +274,7 @@ class PackRunMapGroup:
         me = workflow.info().workflow_id
         first_item = chunk.chunkNumber * size
         end_item = min(group.itemCount, (chunk.chunkNumber + group.chunks) * size)
-        tally = Tally(group.resultBytes)
+        tally = Tally(chunk.mapStepId, group.resultBytes)
         span = history.map_span(group.chunks)
         children_at_once = max(1, math.ceil(group.chunksAtOnce / span))
         share = max(1, math.ceil(group.chunksAtOnce / children_at_once))

@@ -307,13 +307,21 @@ class RunBook:
                 )
                 return
 
-    def skip_items(self, map_id: str, ranges: Iterable[tuple[int, int]], reason: str) -> None:
+    def skip_items(
+        self,
+        map_id: str,
+        ranges: Iterable[tuple[int, int]],
+        reason: str,
+        *,
+        quiet: bool = False,
+        stamp: str | None = None,
+    ) -> None:
         """Held items that will not run (an item before them failed): skipped, one log entry per
-        range rather than per item."""
+        range rather than per item (none if `quiet`: a chunk skipped them, and logged it)."""
         held = self.held[map_id]
-        stamp = self.stamp()
+        stamp = stamp or self.stamp()
         for first, last in ranges:
-            if held.skip(first, last, reason, stamp, pending_only=False):
+            if held.skip(first, last, reason, stamp, pending_only=False) and not quiet:
                 self.log(
                     "step.skipped",
                     f"Steps skipped ({reason}): {map_id}[{first}..{last}]",

@@ -170,6 +170,41 @@ async def test_too_large_results_fail_the_map_with_a_reason(
     assert result.error == "step fan failed (map-results-too-large)"
 
 
+FILTER = (
+    '{id: one, when: "{{ item.keep }}", run: {uses: "builtin:echo", with: {i: "{{ item.i }}"}}}'
+)
+
+
+async def test_items_skipped_by_their_condition_cost_a_bit_each(
+    dev_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter that skips every third item: the groups name those items in a bitmap, so a
+    budget far below a state per skipped item (about 330 bytes each) is enough."""
+    monkeypatch.setattr(history, "MAP_RESULTS_LIMIT_BYTES", 4_000)
+    monkeypatch.setattr(history, "MAP_RESULTS_FLOOR_BYTES", 500)
+    client = dev_env.client
+    tq = unique("tq")
+    items = [{"i": i, "keep": i % 3 != 0} for i in range(ITEMS)]
+    async with worker_for(client, tmp_path, tq):
+        handle = await start_pack(client, tq, pack(FILTER), {"items": items})
+        result = await asyncio.wait_for(result_of(handle), timeout=240)
+        assert result.status == "succeeded", result.error
+        state = await state_of(handle)
+
+    steps = {s.stepId: s for s in state.steps}
+    assert steps["fan"].outputs["results"] == [{"i": i} if i % 3 else {} for i in range(ITEMS)]
+    for index in range(ITEMS):
+        one = steps[f"fan[{index}]::one"]
+        if index % 3:
+            assert (one.status, one.outputs, one.enabled) == ("Succeeded", {"i": index}, True)
+        else:
+            assert (one.status, one.statusReason, one.enabled) == (
+                "Skipped",
+                "condition-false",
+                False,
+            )
+
+
 async def test_cancelling_the_run_stops_every_group_and_chunk(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:

@@ -323,6 +323,10 @@ class ChunkResult(Model):
     skippedItems: list[tuple[int, int]] = Field(default_factory=list)
     """A group's items (ranges, as `succeededItems`) it never started because an item before
     them failed: the parent skips them (`previous-step-failed`)."""
+    skippedByCondition: str | None = None
+    """A group's items skipped because their `when` was false, every step of each: a bitmap by
+    map index (bit i of byte i // 8, least significant first), zlib-compressed and base64, so a
+    filter that skips every other item of a million costs kilobytes, not a state per step."""
     outputsAt: list[tuple[int, Any]] | None = None
     """A group's items' outputs, sparsely: (map index, outputs) for each item whose outputs are
     not `{}`, every other item's being `{}`; `outputs` is then empty. A million `builtin:noop`
