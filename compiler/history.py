@@ -168,9 +168,12 @@ def estimate_history(
     are unknown before the run counts as one iteration (the simulation lists it once). A map or
     loop whose simulated id is in `iterations` lists one iteration that stands for that many.
 
-    `largest` ignores continue-as-new. The run continues as new between its top-level steps when
-    Temporal suggests it, so the warnings tell a history that only relies on that from one that
-    no continue-as-new can save: a single top-level step, or a map chunk, past the limit.
+    `largest` ignores continue-as-new. The run continues as new when Temporal suggests it at a
+    boundary between steps, top-level or inside loops and conditionals (not inside a parallel
+    block, a map or a policy gate's branch, where other steps run beside or where it stands is not
+    carried), so the warnings tell a history that only relies on that from one that no
+    continue-as-new can save: a stretch between two such boundaries, or a map chunk, past the
+    limit.
     """
     estimator = _Estimator(plan, iterations or {})
     root = _events(WORKFLOW_EVENTS)
@@ -178,13 +181,15 @@ def estimate_history(
     for step in steps:
         cost = estimator.step(step, True)
         root = root + cost
-        if WORKFLOW_EVENTS + cost.own > HISTORY_EVENT_LIMIT:
+        unbroken = estimator.unbroken(step)
+        if WORKFLOW_EVENTS + unbroken > HISTORY_EVENT_LIMIT:
             warnings.append(
-                f"{step['id']}: this step alone would put about {WORKFLOW_EVENTS + cost.own} "
+                f"{step['id']}: this step alone would put about {WORKFLOW_EVENTS + unbroken} "
                 f"events in one workflow history, more than Temporal's limit of "
-                f"{HISTORY_EVENT_LIMIT}, and the run continues as new only between top-level "
-                f"steps: split it, or move its work into a map of more than {MAP_INLINE_LIMIT} "
-                "items without approval gates"
+                f"{HISTORY_EVENT_LIMIT}, and the run continues as new only between steps (not "
+                "inside a parallel block, a map or a policy gate's branch): split it, or move "
+                f"its work into a map of more than {MAP_INLINE_LIMIT} items without approval "
+                "gates"
             )
     if root.largest_child > HISTORY_EVENT_LIMIT:
         warnings.append(
@@ -195,7 +200,7 @@ def estimate_history(
     if root.own > HISTORY_EVENT_LIMIT and not warnings:
         warnings.append(
             f"the run's own history would reach about {root.own} events, past Temporal's limit "
-            f"of {HISTORY_EVENT_LIMIT}: it relies on continuing as new between top-level steps"
+            f"of {HISTORY_EVENT_LIMIT}: it relies on continuing as new between steps"
         )
     return HistoryEstimate(largest, root.total, root.workflows + 1, warnings)
 
@@ -211,6 +216,18 @@ class _Estimator:
         for step in steps:
             total = total + self.step(step, fan_out)
         return total
+
+    def unbroken(self, sim: SimulationStep) -> int:
+        """The most events a step puts in the run's history with no boundary in between where
+        the run can continue as new: the boundaries between the steps inside a loop or a
+        conditional are such places (PackRun continues as new there); inside anything else the
+        step is one stretch."""
+        if sim["status"] == "Skipped":
+            return 0
+        step = self.by_id[sim["templateId"]]
+        if isinstance(step, p.LoopStep | p.ConditionalStep):
+            return max((self.unbroken(child) for child in sim["children"]), default=0)
+        return self.step(sim, True).own
 
     def approval(self, approval_id: str | None) -> int:
         spec = self.plan.approval(approval_id) if approval_id else None

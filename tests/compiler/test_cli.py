@@ -354,10 +354,18 @@ def test_simulate_table_shows_warnings(capsys: pytest.CaptureFixture[str], tmp_p
                     "steps": [
                         {
                             "id": "l",
-                            "loop": {
-                                "items": {"range": {"end": 10000}},
-                                "maxIterations": 10000,
-                                "steps": [{"id": "x", "run": {"uses": "builtin:noop"}}],
+                            # Inside a parallel block: no continue-as-new between its steps.
+                            "parallel": {
+                                "steps": [
+                                    {
+                                        "id": "inner",
+                                        "loop": {
+                                            "items": {"range": {"end": 10000}},
+                                            "maxIterations": 10000,
+                                            "steps": [{"id": "x", "run": {"uses": "builtin:noop"}}],
+                                        },
+                                    }
+                                ]
                             },
                         }
                     ]

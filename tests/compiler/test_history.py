@@ -234,7 +234,8 @@ def test_a_history_past_the_limit_warns() -> None:
     )
     assert result["historyEstimate"] == WF + 10000 * RUN > HISTORY_EVENT_LIMIT
     assert len(result["warnings"]) == 1
-    assert f"more than Temporal's limit of {HISTORY_EVENT_LIMIT}" in result["warnings"][0]
+    # A loop: the run continues as new between the steps inside it, so it relies on that.
+    assert f"Temporal's limit of {HISTORY_EVENT_LIMIT}" in result["warnings"][0]
 
 
 def test_estimate_counts_workflows() -> None:
@@ -313,8 +314,33 @@ def test_many_small_top_level_steps_rely_on_continue_as_new() -> None:
     assert result["historyEstimate"] == WF + count * RUN > HISTORY_EVENT_LIMIT
     assert result["warnings"] == [
         f"the run's own history would reach about {WF + count * RUN} events, past Temporal's "
-        f"limit of {HISTORY_EVENT_LIMIT}: it relies on continuing as new between top-level steps"
+        f"limit of {HISTORY_EVENT_LIMIT}: it relies on continuing as new between steps"
     ]
+
+
+def long_loop(step_id: str) -> dict[str, Any]:
+    iterations = HISTORY_EVENT_LIMIT // (2 * RUN) + 1
+    return {
+        "id": step_id,
+        "loop": {
+            "items": {"range": {"end": iterations}},
+            "maxIterations": 10000,
+            "steps": [noop("x"), noop("y")],
+        },
+    }
+
+
+def test_a_long_loop_relies_on_continue_as_new_inside_it() -> None:
+    """The run continues as new between the steps inside a loop: however long, the loop is no
+    stretch no continue-as-new can save. Inside a parallel block it is."""
+    result = sim([long_loop("l")])
+    assert result["historyEstimate"] > HISTORY_EVENT_LIMIT
+    assert result["warnings"] == [
+        f"the run's own history would reach about {result['historyEstimate']} events, past "
+        f"Temporal's limit of {HISTORY_EVENT_LIMIT}: it relies on continuing as new between steps"
+    ]
+    beside = sim([{"id": "both", "parallel": {"steps": [long_loop("l"), noop("z")]}}])
+    assert beside["warnings"][0].startswith("both: this step alone would put about")
 
 
 def test_a_map_of_many_chunks_fans_out_in_levels(monkeypatch: pytest.MonkeyPatch) -> None:
