@@ -184,11 +184,12 @@ def _executors(schema: dict[str, Any], executors: ExecutorCatalog) -> None:
         params.pop("$schema", None)
         with_ = _lenient_children(params)  # itself a mapping, as `with` always is
         with_.setdefault("description", f"The parameters of {uses}")
+        then: dict[str, Any] = {"properties": {"with": with_}}
+        if params.get("required"):
+            # A left-out `with` is `{}` to the compiler, which lacks what the executor requires.
+            then["required"] = ["with"]
         branches.append(
-            {
-                "if": {"properties": {"uses": {"const": uses}}, "required": ["uses"]},
-                "then": {"properties": {"with": with_}},
-            }
+            {"if": {"properties": {"uses": {"const": uses}}, "required": ["uses"]}, "then": then}
         )
     if branches:
         run["allOf"] = branches
