@@ -208,6 +208,9 @@ class PackRun:
             return
         await self._deliveries_done()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        # Measured again: what happened while waiting (a delivery's log entry, a decision) goes
+        # along too. (The command is the same either way, so histories replay alike.)
+        carried = book.carry()
         workflow.continue_as_new(
             PackRunInput(plan=book.plan, planHash=book.plan_hash, meta=book.meta, carried=carried)
         )
