@@ -16,7 +16,8 @@ first history and the one after, which walks the plan again and resumes there) o
 run's history, a group that starts groups, a group that starts chunks) or `map-levels-held` (the
 same since the run holds the items as a status each) or `paged-iterations` (a long loop whose
 finished iterations were paged out to the artifact store before it continued as new: that
-history and the next, handed the segments). A committed history is never re-recorded to make a change pass: a change that makes one
+history and the next, handed the segments) or `map-range` (a map of a `range`, whose chunks
+compute their own items: the run and its last chunk, started by the run and through groups). A committed history is never re-recorded to make a change pass: a change that makes one
 fail to replay would break running workflows, so it goes behind `workflow.patched()`. Record a
 new one for a new shape of run.
 """
@@ -422,6 +423,51 @@ async def map_levels(client: Client, tq: str, *, held: bool = False) -> None:
     CONSTANTS.write_text(json.dumps(constants, indent=2, sort_keys=True) + "\n")
 
 
+RANGE = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: map-range, version: 1.0.0}
+spec:
+  steps:
+    - id: fan
+      map:
+        items: {range: {start: 100, end: 0, step: -3}}
+        maxParallel: 10
+        step: {id: one, run: {uses: "builtin:echo", with: {n: "{{ item }}"}}}
+    - {id: tail, run: {uses: "builtin:echo", with: {n: "{{ length(steps.fan.outputs.results) }}"}}}
+"""
+RANGE_CONSTANTS = {"MAP_INLINE_LIMIT": 4, "MAP_CHUNK_SIZE": 5}
+"""34 items in 7 chunks the run starts itself, or (3 children per workflow) through groups."""
+
+
+async def map_range(client: Client, tq: str) -> None:
+    # A map of a range (the map-items-range patch): nothing stored, each chunk computes its
+    # slice; started by the run itself and, with 3 children per workflow, through groups.
+    from compiler import history
+
+    records: dict[str, tuple[WorkflowHandle[Any, Any], dict[str, int]]] = {}
+    for width, name in ((100, "map-range"), (3, "map-range-levels")):
+        sizes = {**RANGE_CONSTANTS, "MAP_CHILDREN_PER_WORKFLOW": width}
+        saved = {key: getattr(history, key) for key in sizes}
+        for key, value in sizes.items():
+            setattr(history, key, value)
+        try:
+            handle = await start_pack(client, tq, RANGE, run_id=name)
+            result = await handle.result()
+            assert result.status == "succeeded", result
+        finally:
+            for key, value in saved.items():
+                setattr(history, key, value)
+        records[name] = (handle, sizes)
+        chunk = "fan/chunk-6" if width == 100 else "fan/chunks-6-6/chunk-6"
+        records[f"{name}-chunk"] = (client.get_workflow_handle(f"{handle.id}/{chunk}"), sizes)
+    constants = json.loads(CONSTANTS.read_text()) if CONSTANTS.exists() else {}
+    for name, (recorded, sizes) in records.items():
+        await _save(name, recorded)
+        constants[name] = sizes
+    CONSTANTS.write_text(json.dumps(constants, indent=2, sort_keys=True) + "\n")
+
+
 async def paged_iterations(client: Client, tq: str) -> None:
     # Finished iterations paged out before continuing as new (the page-iterations-out patch).
     handle = await start_pack(
@@ -465,6 +511,7 @@ RECORDERS = {
     "map-levels": map_levels,
     "map-levels-held": map_levels_held,
     "paged-iterations": paged_iterations,
+    "map-range": map_range,
 }
 
 

@@ -181,6 +181,14 @@ def test_the_recorded_histories_cover_the_run_shapes() -> None:
     paged = carried_on("paged-iterations")
     assert paged.stepSegments and paged.stepSegments[0].loopId == "each"
     assert shapes["paged-iterations-next"][0] == "PackRun"
+    # Since the map-items-range patch: a map of a range stores no items (no store, no load), and
+    # its chunks compute their slices, whether the run or a group starts them.
+    for name in ("map-range", "map-range-levels"):
+        assert "map-items-range" in patches_in(name)
+        assert "map-items-by-reference" not in patches_in(name)
+        assert shapes[f"{name}-chunk"][0] == "PackRunMapChunk"
+        chunk = (HISTORIES / f"{name}-chunk.json").read_text()
+        assert "core_local_activity" not in chunk  # no local activity loaded its items
 
 
 def carried_on(name: str) -> CarriedState:
