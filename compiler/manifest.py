@@ -214,14 +214,16 @@ class ParallelBody(Strict):
     continueOnError: bool | None = None
 
 
-def _items_form(value: Any) -> str:
+def _items_form(value: Any) -> str | None:
     """Which form a map's `items` takes, so a mistake is reported against that form alone (not
-    as "not a string, not a list" beside the real error)."""
+    as "not a string, not a list" beside the real error); None for none of them."""
     if isinstance(value, str):
         return "expression"
     if isinstance(value, dict):
         return "source"
-    return "list"
+    if isinstance(value, list):
+        return "list"
+    return None
 
 
 class MapBody(Strict):
@@ -229,7 +231,12 @@ class MapBody(Strict):
         Annotated[str, Tag("expression")]
         | Annotated[list[Any], Tag("list")]
         | Annotated[ItemsSource, Tag("source")],
-        Discriminator(_items_form),
+        Discriminator(
+            _items_form,
+            custom_error_type="items_form",
+            custom_error_message="items must be an expression (a string), a list, or exactly one "
+            "of `expression`, `range` or `static`",
+        ),
     ]
     """The items: an expression, a literal list, or as a loop's: exactly one of `expression`,
     `range` (integers counted without any input: a million items need no million-item input)

@@ -123,6 +123,8 @@ ITEMS = "spec.steps[0].map.items"
         ({"rang": {"end": 3}}, f"{ITEMS}.rang", "did you mean 'range'"),
         ({"range": {"end": 3}, "static": [1]}, ITEMS, "exactly one of"),
         ({}, ITEMS, "exactly one of"),
+        (5, ITEMS, "items must be an expression (a string), a list, or exactly one of"),
+        (True, ITEMS, "items must be an expression (a string), a list, or exactly one of"),
         ({"expression": "{{ inputs.nope }}"}, f"{ITEMS}.expression", "unknown input 'nope'"),
     ],
     ids=[
@@ -138,6 +140,8 @@ ITEMS = "spec.steps[0].map.items"
         "misspelt form",
         "two forms",
         "no form",
+        "a number",
+        "a boolean",
         "unknown input",
     ],
 )
