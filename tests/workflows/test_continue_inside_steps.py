@@ -6,15 +6,18 @@ outputs, the log in order) is what an uninterrupted run shows."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from api.gateway import RunGateway
 from api.metrics import Metrics
 from api.settings import ApiSettings
+from compiler import compile_manifest
 from tests.faults.support import trail
 from tests.helpers import (
     result_of,
@@ -26,8 +29,9 @@ from tests.helpers import (
     worker_for,
 )
 from workflows.contract.log_chain import chain_head
-from workflows.contract.state import CarriedState, PackRunInput
-from workflows.run_book import PAGE_MIN_STEPS
+from workflows.contract.state import CarriedState, PackRunInput, RunMeta
+from workflows.interpreter import _aggregate as aggregate
+from workflows.run_book import PAGE_MIN_STEPS, RunBook
 
 ITERATIONS = 24
 KINDS = ["even" if i % 2 == 0 else "odd" for i in range(ITERATIONS)]
@@ -355,3 +359,23 @@ class TestNestedLongLoops:
         loops = {segment.loopId for c in carried for segment in c.stepSegments}
         assert "outer[0]::inner" in loops and "outer" in loops, loops
         assert max(len(c.steps) for c in carried) < PAGE_MIN_STEPS + 10
+
+
+@pytest.mark.parametrize("mode", ["collect", "merge", "first", "last", "none"])
+def test_a_loop_carries_only_what_its_aggregation_needs(mode: str) -> None:
+    """Across continue-as-new a loop hands on its finished iterations' outputs reduced to what
+    its aggregation needs (one merged object, the first, the last; every one for `collect`),
+    and the loop's outputs come out as if it had kept them all."""
+    compiled = compile_manifest(LONG_LOOP)
+    meta = RunMeta(runId="r", tenant="t", requestedAt="2026-01-01T00:00:00Z")
+    book = RunBook(
+        compiled.plan, compiled.plan_hash, meta, lambda: datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    outputs = [{"i": i, f"k{i % 3}": i} for i in range(7)]
+    book.begin_loop("each", len(outputs))
+    for index, output in enumerate(outputs):
+        book.iteration_done("each", index, output, True, mode)
+    carried = CarriedState.model_validate_json(book.carry().model_dump_json())
+    kept = carried.progress["each"].outputs
+    assert aggregate(mode, kept) == aggregate(mode, outputs)
+    assert len(kept) == (len(outputs) if mode == "collect" else 0 if mode == "none" else 1)
