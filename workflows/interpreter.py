@@ -169,11 +169,15 @@ class Interpreter:
 
     async def run_sequence(self, steps: tuple[p.PlanStep, ...], frame: Frame) -> bool:
         for index, step in enumerate(steps):
+            # Passed again after continuing as new: no boundary of this history's making, so no
+            # reason to continue as new again before a step has run here.
+            passed = self.book.finished(frame.rid(step.id)) is not None
             if not await self.run_step(step, frame):
                 for rest in steps[index + 1 :]:
                     self.skip(rest, frame, "previous-step-failed")
                 return False
-            await self._boundary(resumable=not self._concurrent)
+            if not passed:
+                await self._boundary(resumable=not self._concurrent)
         return True
 
     async def _boundary(self, *, resumable: bool) -> None:
