@@ -56,11 +56,18 @@ async def history_sizes(
                 )
                 if "TMPRL1101" in attrs.failure.message:
                     cause = "DEADLOCK (TMPRL1101)"
-                problems[f"failed: {cause}"] += 1
+                problems[f"failed: {cause} (in a {_kind(execution.id, workflow_id)})"] += 1
             elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
-                problems["timed out"] += 1
+                problems[f"timed out (in a {_kind(execution.id, workflow_id)})"] += 1
         sizes.append((execution.id, len(history.events), size))
     return sizes
+
+
+def _kind(execution_id: str, workflow_id: str) -> str:
+    """Which of the run's workflows this is: the run, a group of chunks, or a chunk."""
+    if execution_id == workflow_id:
+        return "run"
+    return "group" if execution_id.rsplit("/", 1)[-1].startswith("chunks-") else "chunk"
 
 
 async def chunk_inputs(client: Client, workflow_id: str) -> list[int]:
