@@ -29,8 +29,16 @@ from tests.helpers import (
     worker_for,
 )
 from workflows.contract.log_chain import chain_head
-from workflows.contract.state import CarriedState, PackRunInput, RunMeta
+from workflows.contract.names import QUERY_STATE
+from workflows.contract.state import (
+    CarriedState,
+    PackRunInput,
+    RunMeta,
+    RunStateSnapshot,
+    StateQuery,
+)
 from workflows.interpreter import _aggregate as aggregate
+from workflows.pack_run import CARRY_LIMIT_BYTES
 from workflows.run_book import PAGE_MIN_STEPS, RunBook
 
 ITERATIONS = 24
@@ -379,3 +387,52 @@ def test_a_loop_carries_only_what_its_aggregation_needs(mode: str) -> None:
     kept = carried.progress["each"].outputs
     assert aggregate(mode, kept) == aggregate(mode, outputs)
     assert len(kept) == (len(outputs) if mode == "collect" else 0 if mode == "none" else 1)
+
+
+PAD = "x" * 60_000
+HEAVY = f"""
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {{name: heavy-loop, version: 1.0.0}}
+spec:
+  steps:
+    - id: each
+      loop:
+        items: {{range: {{end: 36}}}}
+        steps:
+          - {{id: big, run: {{uses: "builtin:echo", with: {{i: "{{{{ item }}}}", pad: "{PAD}"}}}}}}
+    - {{id: tail, run: {{uses: "builtin:echo", with: {{is: "{{{{ steps.each.outputs.results[*].i }}}}"}}}}}}
+"""
+
+
+class TestTooLargeToCarryInsideALoop:
+    async def test_the_run_goes_on_in_its_history_and_says_so_once(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        """A `collect` loop's results ride in the carried state: past 1.5 MB the run stops
+        continuing as new, warns once, and finishes in its history (trying again only after
+        CARRY_RETRY_EVENTS more events, not at every boundary)."""
+        client = dev_env.client
+        tq = unique("tq")
+        async with worker_for(client, tmp_path, tq):
+            handle = await start_pack(client, tq, HEAVY, continueAsNewAfterEvents=30)
+            result = await result_of(handle)
+            assert result.status == "succeeded", result.error
+            run_id = handle.id.split("/")[-1]
+            entries = await whole_log(client, tmp_path, run_id)
+            carried = await carried_states(client, handle)
+            # Only the last step's outputs: the loop's results are megabytes, past a query's 4 MB.
+            tail = await client.get_workflow_handle(handle.id).query(
+                QUERY_STATE,
+                StateQuery(includeOutputs=True, stepsOffset=1 + 36, stepsLimit=1),
+                result_type=RunStateSnapshot,
+            )
+
+        skipped = [e for e in entries if e.eventType == "run.continue-as-new-skipped"]
+        assert len(skipped) == 1, skipped
+        continued = [e.sequence for e in entries if e.eventType == "run.continued"]
+        assert carried and continued and max(continued) < skipped[0].sequence
+        assert max(len(c.model_dump_json()) for c in carried) < CARRY_LIMIT_BYTES
+        assert [(s.stepId, s.outputs) for s in tail.steps] == [("tail", {"is": list(range(36))})]
+        completed = [e.stepId for e in entries if e.eventType == "step.completed"]
+        assert len(completed) == len(set(completed)) == 36 + 2
