@@ -189,8 +189,9 @@ async def runtime_and_api(args: argparse.Namespace) -> list[Row]:
         client = env.client
         figures = await workflow_bench.overhead(client, args.runs, args.steps, args.rounds)
         if args.big_runs:
-            # Issue #12: 1,000 concurrent runs, once each side (a round takes minutes).
-            for figure in await workflow_bench.overhead(client, args.big_runs, args.steps, 1):
+            # Issue #12: 1,000 concurrent runs, `--big-rounds` each side (one: a round takes minutes).
+            big = await workflow_bench.overhead(client, args.big_runs, args.steps, args.big_rounds)
+            for figure in big:
                 figure.name = f"{figure.name}, {args.big_runs:,} at once"
                 figures.append(figure)
         if args.map_items:
@@ -222,6 +223,24 @@ async def runtime_and_api(args: argparse.Namespace) -> list[Row]:
 async def keyed_rows(client: Any, address: str, databases: list[str]) -> list[Row]:
     figures = await keyed_bench.measure(client, address, databases)
     return [Row("keyed", f.name, f.value, f.unit, f.target, f.met, f.note) for f in figures]
+
+
+async def throughput_only(args: argparse.Namespace) -> list[Row]:
+    """The throughput comparison alone: `--runs` x `--rounds`, then `--big-runs` once."""
+    env = await workflow_bench.start_dev_server()
+    try:
+        client = env.client
+        figures: list[workflow_bench.Figure] = []
+        if args.runs:
+            figures += await workflow_bench.overhead(client, args.runs, args.steps, args.rounds)
+        if args.big_runs:
+            big = await workflow_bench.overhead(client, args.big_runs, args.steps, args.big_rounds)
+            for figure in big:
+                figure.name = f"{figure.name}, {args.big_runs:,} at once"
+                figures.append(figure)
+        return runtime_rows(figures)
+    finally:
+        await env.shutdown()
 
 
 async def keyed_only(databases: list[str]) -> list[Row]:
@@ -266,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--big-runs", type=int, default=1000, help="0 skips the large batch")
+    parser.add_argument(
+        "--big-rounds", type=int, default=1, help="rounds of the large batch (minutes each)"
+    )
     parser.add_argument("--map-items", type=int, default=10_000)
     parser.add_argument(
         "--waiting", type=int, nargs="*", default=[0, 200, 1000], help="runs at gates for reads"
@@ -285,7 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the API's databases for the keyed-create bench (none skips it)",
     )
     parser.add_argument(
-        "--only", choices=["sandbox", "keyed"], help="run only this benchmark (quick look)"
+        "--only",
+        choices=["sandbox", "keyed", "throughput"],
+        help="run only this benchmark (quick look); throughput: PackRun against the "
+        "hand-written baseline (`--runs 0 --big-runs 1000` for the 1,000 concurrent runs alone)",
     )
     args = parser.parse_args(argv)
 
@@ -297,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += compile_rows(args.sizes, args.repeat)
     if args.only == "keyed":
         rows += asyncio.run(keyed_only(args.keyed_databases))
+    elif args.only == "throughput":
+        rows += asyncio.run(throughput_only(args))
     elif args.sandbox_rounds:
         rows += [
             Row("sandbox", f.name, f.value, f.unit, f.target, f.met, f.note)
