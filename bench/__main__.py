@@ -189,7 +189,7 @@ async def runtime_and_api(args: argparse.Namespace) -> list[Row]:
         client = env.client
         figures = await workflow_bench.overhead(client, args.runs, args.steps, args.rounds)
         if args.big_runs:
-            # Issue #12: 1,000 concurrent runs, `--big-rounds` each side (one: a round takes minutes).
+            # Issue #12: 1,000 concurrent runs, `--big-rounds` times (one: a round takes minutes).
             big = await workflow_bench.overhead(client, args.big_runs, args.steps, args.big_rounds)
             for figure in big:
                 figure.name = f"{figure.name}, {args.big_runs:,} at once"
