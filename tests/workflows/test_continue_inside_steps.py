@@ -436,3 +436,79 @@ class TestTooLargeToCarryInsideALoop:
         assert [(s.stepId, s.outputs) for s in tail.steps] == [("tail", {"is": list(range(36))})]
         completed = [e.stepId for e in entries if e.eventType == "step.completed"]
         assert len(completed) == len(set(completed)) == 36 + 2
+
+
+MIXED = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: mixed-loop, version: 1.0.0}
+spec:
+  steps:
+    - {id: first, run: {uses: "builtin:echo", with: {n: 3}}}
+    - id: each
+      continueOnError: true
+      loop:
+        items: {range: {end: 12}}
+        continueOnError: true
+        aggregation: merge
+        steps:
+          - {id: a, run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}
+          - id: pick
+            conditional:
+              branches:
+                - condition: "{{ item == `4` }}"
+                  steps: [{id: broken, run: {uses: "builtin:fail", with: {message: "four"}}}]
+                - condition: "{{ item > `6` }}"
+                  steps:
+                    - {id: late, run: {uses: "builtin:echo", with: {late: "{{ item }}"}}}
+                    - {id: maybe, when: "{{ item == `9` }}", run: {uses: "builtin:noop"}}
+              else: [{id: early, run: {uses: "builtin:echo", with: {early: "{{ item }}"}}}]
+          - {id: z, run: {uses: "builtin:echo", with: {z: "{{ steps.a.outputs.i }}"}}}
+    - {id: tail, run: {uses: "builtin:echo", with: {seen: "{{ steps.each.outputs }}"}}}
+"""
+
+
+def what_a_reader_sees(state: Any, entries: list[Any]) -> tuple[Any, Any]:
+    """Steps and log, less what differs between any two runs (times, durations) and the
+    `run.continued` entries that say where a history began."""
+    steps = [
+        (s.stepId, s.kind, s.status, s.statusReason, s.attempts, s.enabled, s.outputs)
+        for s in state.steps
+    ]
+    log = [
+        (e.eventType, e.stepId, e.level, e.message)
+        for e in entries
+        if e.eventType != "run.continued"
+    ]
+    return steps, log
+
+
+class TestSameAsAnUninterruptedRun:
+    async def test_a_run_that_continued_as_new_inside_shows_what_one_that_did_not_shows(
+        self, dev_env: WorkflowEnvironment, tmp_path: Path
+    ) -> None:
+        """The same pack (a failing iteration under continueOnError, branches, a `when`, a merge
+        aggregation) run in one history and continued as new every few steps: a reader sees the
+        same steps, outputs and log, entry for entry."""
+        client = dev_env.client
+        tq = unique("tq")
+        seen = []
+        async with worker_for(client, tmp_path, tq):
+            for every in (None, 25):
+                handle = await start_pack(client, tq, MIXED, continueAsNewAfterEvents=every)
+                result = await result_of(handle)
+                run_id = handle.id.split("/")[-1]
+                state = await gateway(client, tmp_path).state_with_outputs("default", run_id)
+                entries = await whole_log(client, tmp_path, run_id)
+                carried = await carried_states(client, handle)
+                seen.append((result.status, result.error, *what_a_reader_sees(state, entries)))
+                if every is not None:
+                    assert sum(1 for c in carried if "each" in c.progress) >= 3, len(carried)
+                else:
+                    assert carried == []
+        assert seen[0] == seen[1]
+        _, _, steps, _ = seen[0]
+        by_id = {s[0]: s for s in steps}
+        assert by_id["each[4]::broken"][2] == "Failed" and by_id["each"][2] == "Failed"
+        assert by_id["each[9]::maybe"][2] == "Succeeded"
+        assert by_id["each[8]::maybe"][3] == "condition-false"
