@@ -252,3 +252,32 @@ async def test_cancelling_the_run_stops_every_group_and_chunk(
         ("Failed", "cancelled"),
     }
     assert state.status == "cancelled"
+
+
+async def test_a_new_worker_takes_a_map_in_levels_over_half_way(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The worker stops with groups and chunks under way; a fresh one (nothing cached: it replays
+    the run, its groups and its chunks from their histories) finishes the map, every item once."""
+    client = dev_env.client
+    tq = unique("tq")
+    # One second an item, two chunks at a time: about ten seconds in all.
+    slow = '{id: one, run: {uses: "builtin:sleep", with: {seconds: 1}}}'
+    async with worker_for(client, tmp_path, tq):
+        handle = await start_pack(
+            client, tq, pack(slow, max_parallel=10), {"items": list(range(ITEMS))}
+        )
+        done = f"WorkflowId STARTS_WITH '{handle.id}/' AND ExecutionStatus = 'Completed'"
+        deadline = asyncio.get_running_loop().time() + 60
+        while (await client.count_workflows(done)).count < 3:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.5)
+    async with worker_for(client, tmp_path, tq):
+        result = await asyncio.wait_for(result_of(handle), timeout=240)
+        assert result.status == "succeeded", result.error
+        state = await state_of(handle)
+    steps = {s.stepId: s for s in state.steps}
+    assert steps["after"].outputs == {"n": ITEMS}
+    for index in range(ITEMS):
+        one = steps[f"fan[{index}]::one"]
+        assert (one.status, one.attempts) == ("Succeeded", 1), one
