@@ -281,6 +281,7 @@ class PackRunMapGroup:
         gate = asyncio.Semaphore(children_at_once)
         starts = StartBudget()
         stopped = False
+        done = [0]
 
         async def one(first: int, count: int) -> None:
             nonlocal stopped
@@ -314,6 +315,12 @@ class PackRunMapGroup:
                         static_summary=f"{chunk.mapStepId}: items {lo}..{hi - 1} in {count} chunks",
                     )
             tally.add(result, lo, hi - lo)
+            done[0] += hi - lo
+            # What the Web UI shows of this group (no history event): how far it is.
+            workflow.set_current_details(
+                f"`{chunk.mapStepId}` items {first_item}..{end_item - 1}: {done[0]:,} of "
+                f"{end_item - first_item:,} done" + (" (an item failed)" if tally.failed else "")
+            )
             if (result.failed and not chunk.continueOnError) or tally.too_large:
                 stopped = True
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
@@ -76,6 +77,10 @@ async def test_a_map_fans_out_in_three_levels_and_every_history_stays_small(
         result = await asyncio.wait_for(result_of(handle), timeout=240)
         assert result.status == "succeeded", result.error
         state = await state_of(handle)
+        # The Web UI shows how far a group is (its current details).
+        group = client.get_workflow_handle(f"{handle.id}/fan/chunks-0-8")
+        metadata = await group.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        assert metadata.current_details == "`fan` items 0..44: 45 of 45 done"
     found = await histories(client, handle.id)
 
     steps = {s.stepId: s for s in state.steps}
