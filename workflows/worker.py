@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.artifacts import ArtifactStore
 from activities.netpolicy import TargetPolicy
@@ -31,6 +32,24 @@ from workflows.settings import WorkerSettings
 log = structlog.get_logger("taskrunner.worker")
 
 WORKFLOWS: Sequence[type] = (PackRun, PackRunMapChunk, PackRunMapGroup, PackRunScheduled)
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox, with the modules defining our workflows passed through like the interpreter,
+    the RunBook and the contract they import already are.
+
+    The sandbox imports a workflow's own module afresh for every workflow instance it creates
+    (each run, and each replay of an evicted or finished run for a query): for PackRun that was
+    ~2.5 ms of worker CPU per run, mostly the SDK reading the classes' signal, query and update
+    handlers again (`make bench`, issue #12). These modules hold constants and class definitions,
+    no state, so sharing them across instances changes nothing a run sees; the sandbox's
+    restrictions still cover every other import, and the replay tests (tests/workflows/
+    test_replay.py), which replay through the default sandbox, keep checking these modules too.
+    """
+    modules = sorted({cls.__module__ for cls in WORKFLOWS})
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules)
+    )
 
 
 def build_worker(
@@ -64,7 +83,7 @@ def build_worker(
         workflows=list(WORKFLOWS),
         activities=[*steps.activities(), *hooks.activities()],
         max_concurrent_activities=settings.max_concurrent_activities,
-        **worker_options,
+        **{"workflow_runner": workflow_runner(), **worker_options},
     )
 
 

@@ -453,5 +453,9 @@ class LogsPage(Model):
     (`entries` is empty then); the API reads them from the artifact store."""
 
 
+# Completed here, where every name they use is defined: left to pydantic's rebuild on first use,
+# a model looks its names up in the module as the importing code's sys.modules has it, which a
+# workflow sandbox that never imported this module does not.
+CarriedState.model_rebuild()
 PackRunInput.model_rebuild()
 ChunkInput.model_rebuild()
