@@ -243,12 +243,16 @@ class RunBook:
 
         Log entries are renumbered into this run's sequence so it stays gap-free.
         """
+        steps = list(steps)
+        succeeded = list(succeeded)
+        for step_id in [*(s.stepId for s in steps), *succeeded]:
+            self._register_held(step_id)
+        self._register_iterations_of(s.stepId for s in steps)
+        self._register_iterations_of(succeeded)
         for state in steps:
-            self._register_held(state.stepId)
             if state.stepId in self.steps:
                 self.steps[state.stepId] = state
         for step_id in succeeded:
-            self._register_held(step_id)
             known = self.steps.get(step_id)
             if known is not None:
                 known.status = "Succeeded"
@@ -261,6 +265,37 @@ class RunBook:
             self._chain(entry.model_copy(update={"sequence": sequence}))
         self.artifacts.extend(artifacts)
         self.updated_at = self.stamp()
+
+    def _register_iterations_of(self, step_ids: Iterable[str]) -> None:
+        """Steps a chunk reports that the run never registered: iterations of a loop (or map)
+        inside a map item, which only the chunk knew how many there were. Each iteration's body
+        is registered as the chunk registered it, iterations in order, outer ones first, so the
+        item reads as it would in a map run here."""
+        prefixes: set[str] = set()
+        for step_id in step_ids:
+            if step_id in self.steps:
+                continue
+            cut = step_id.rfind("]::")
+            while cut > 0:
+                prefix = step_id[: cut + 3]
+                if prefix in prefixes:
+                    break
+                prefixes.add(prefix)
+                if prefix[: prefix.rindex("[")] in self.steps:
+                    break  # its loop or map is known: no need to look further out
+                cut = prefix.rfind("]::", 0, cut)
+        if not prefixes:
+            return
+        bodies = {s.id: s for s in p.walk(self.plan.steps) if isinstance(s, p.MapStep | p.LoopStep)}
+        for prefix in sorted(prefixes, key=_iteration_path):
+            container_id = prefix[: prefix.rindex("[")]
+            container = self.steps.get(container_id)
+            body = bodies.get(container.templateId or container.stepId) if container else None
+            if body is None:
+                continue  # not under a loop or map the run knows
+            inner = body.steps if isinstance(body, p.LoopStep) else (body.step,)
+            if prefix + inner[0].id not in self.steps:
+                self.register_tree(inner, prefix, container_id, templated=True)
 
     def merge_items(
         self,
@@ -1217,3 +1252,12 @@ def _iteration(loop_id: str, child_id: str) -> int:
     """The iteration a loop's child belongs to: `<loopId>[<i>]::<stepId>`."""
     start = len(loop_id) + 1
     return int(child_id[start : child_id.index("]::", start)])
+
+
+def _iteration_path(prefix: str) -> tuple[tuple[str, int], ...]:
+    """`map[3]::loop[10]::` as ((map, 3), (loop, 10)): iteration prefixes in tree order."""
+    path = []
+    for segment in prefix.split("]::")[:-1]:
+        name, _, index = segment.rpartition("[")
+        path.append((name, int(index)))
+    return tuple(path)
