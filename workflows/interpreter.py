@@ -165,6 +165,20 @@ class Interpreter:
     def _record(self, step: p.PlanStep, frame: Frame) -> None:
         self.book.record_result(frame.prefix, step.id)
 
+    def _record_passed(self, step: p.PlanStep, frame: Frame) -> None:
+        """A step passed again after continuing as new, with the steps inside it that share its
+        iteration (a branch's, a parallel block's, a policy gate's `else`): each was recorded as
+        it ended in the history before, so later steps of the iteration read them as they did
+        there. (A loop's or map's own iterations have scopes of their own; a skipped block's
+        steps, and steps that never ended, were never recorded.)"""
+        status = self.book.step(frame.rid(step.id)).status
+        if status in ("Pending", "Running"):
+            return
+        if status != "Skipped" and not isinstance(step, p.MapStep | p.LoopStep):
+            for child in p.children(step):
+                self._record_passed(child, frame)
+        self._record(step, frame)
+
     # ----------------------------------------------------------------- sequencing
 
     async def run_sequence(self, steps: tuple[p.PlanStep, ...], frame: Frame) -> bool:
@@ -206,7 +220,7 @@ class Interpreter:
         if done is not None:
             # The run continued as new inside a step that holds this one, after this one ended:
             # walking the plan again, it is passed with what it recorded, not run again.
-            self._record(step, frame)
+            self._record_passed(step, frame)
             return done.status != "Failed" or step.continueOnError
         # A loop or conditional under way when the run continued as new: its `when` held.
         resumed = rid in self.book.progress

@@ -199,3 +199,47 @@ async def test_an_approval_gate_inside_a_loop_is_decided_across_continue_as_new(
     inside = [c for c in carried if "each" in c.progress]
     assert any(c.progress["each"].nextIteration < 4 for c in inside)
     assert any(c.progress["each"].nextIteration > 4 for c in inside)
+
+
+INNER_REFERENCES = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: inner-references, version: 1.0.0}
+spec:
+  steps:
+    - id: each
+      loop:
+        items: {range: {end: 6}}
+        steps:
+          - id: pick
+            conditional:
+              branches:
+                - condition: "{{ item >= `0` }}"
+                  steps: [{id: a, run: {uses: "builtin:echo", with: {x: "{{ item }}"}}}]
+          - id: both
+            parallel:
+              steps: [{id: p1, run: {uses: "builtin:echo", with: {p: "{{ item }}"}}}]
+          - {id: b, run: {uses: "builtin:echo", with: {x: "{{ steps.a.outputs.x }}", p: "{{ steps.p1.outputs.p }}"}}}
+    - {id: tail, run: {uses: "builtin:echo", with: {seen: "{{ steps.each.outputs.results }}"}}}
+"""
+
+
+@pytest.mark.parametrize("every", [14, 17, 20, 23])
+async def test_steps_inside_a_finished_branch_or_parallel_block_stay_readable_after_resuming(
+    dev_env: WorkflowEnvironment, tmp_path: Path, every: int
+) -> None:
+    """The run continued as new right after a conditional (or parallel block) inside an
+    iteration ended: the next history passes the block, and the step after it still reads the
+    outputs of the steps inside it."""
+    client = dev_env.client
+    tq = unique("tq")
+    async with worker_for(client, tmp_path, tq):
+        handle = await start_pack(client, tq, INNER_REFERENCES, continueAsNewAfterEvents=every)
+        result = await result_of(handle)
+        run_id = handle.id.split("/")[-1]
+        state = await gateway(client, tmp_path).state_with_outputs("default", run_id)
+        carried = await carried_states(client, handle)
+    assert sum(1 for c in carried if "each" in c.progress) >= 2, len(carried)
+    assert result.status == "succeeded", result.error
+    tail = next(s for s in state.steps if s.stepId == "tail")
+    assert tail.outputs == {"seen": [{"x": i, "p": i} for i in range(6)]}
