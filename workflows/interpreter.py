@@ -726,6 +726,11 @@ class Interpreter:
         progress = self.book.progress.get(rid)
         chosen = progress.branch if progress is not None else self._choose_branch(step, frame, rid)
         taken = step.branches[chosen].steps if chosen is not None else step.elseSteps
+        if progress is not None:
+            # The branches not taken were skipped (and recorded) in the history before.
+            for other in p.children(step):
+                if other not in taken:
+                    self._record_passed(other, frame)
         ok = await self.run_sequence(taken, frame)
         outputs: dict[str, Any] = {}
         if step.outputUnion:
