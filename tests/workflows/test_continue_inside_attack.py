@@ -245,3 +245,45 @@ async def test_steps_inside_a_finished_branch_or_parallel_block_stay_readable_af
     assert result.status == "succeeded", result.error
     tail = next(s for s in state.steps if s.stepId == "tail")
     assert tail.outputs == {"seen": [{"x": i, "p": i, "n": "Skipped"} for i in range(6)]}
+
+
+POLICIES = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: policy-loop, version: 1.0.0}
+spec:
+  policies:
+    - {id: even, condition: "{{ contains(`[0, 2, 4, 6]`, steps.a.outputs.v) }}"}
+  steps:
+    - id: each
+      loop:
+        items: {range: {end: 7}}
+        aggregation: merge
+        steps:
+          - {id: a, run: {uses: "builtin:echo", with: {v: "{{ item }}"}}}
+          - id: check
+            gate:
+              policy:
+                policy: even
+                failureAction: branch
+                else:
+                  - {id: odd, run: {uses: "builtin:echo", with: {odd: "{{ item }}"}}}
+                  - {id: odd2, run: {uses: "builtin:shell", with: {command: "echo o{{ item }} >> trail.txt"}}}
+          - id: z
+            run:
+              uses: builtin:echo
+              with: {"k{{ item }}": "{{ steps.check.outputs.passed }}/{{ steps.odd.status }}/{{ steps.odd.outputs.odd }}"}
+    - {id: tail, run: {uses: "builtin:echo", with: {seen: "{{ steps.each.outputs }}"}}}
+"""
+
+
+@pytest.mark.parametrize("every", [13, 19])
+async def test_a_policy_gate_branch_in_a_loop_reads_alike(
+    dev_env: WorkflowEnvironment, tmp_path: Path, every: int
+) -> None:
+    plain, continued = await run_both(dev_env, tmp_path, POLICIES, [None, every])
+    assert plain[-1] == 0 and continued[-1] >= 2, continued[-1]
+    assert plain[:2] == continued[:2]
+    assert plain[2] == continued[2]
+    assert plain[3] == continued[3]
+    assert plain[4] == continued[4]
