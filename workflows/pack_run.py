@@ -200,6 +200,10 @@ class PackRun:
         """Continue as new with the run's state; returns only when it is too large to carry."""
         book = self.book
         await self._page_out_iterations()
+        if book.surely_too_large_to_carry(CARRY_LIMIT_BYTES):
+            # Told from a count (a map in levels): building it would only prove the same.
+            book.warn_too_large_to_carry(workflow.info().get_current_history_length())
+            return
         carried = book.carry()
         if len(carried.model_dump_json()) > CARRY_LIMIT_BYTES:
             # Too big to pass on in one payload: this history still has headroom (the

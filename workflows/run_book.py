@@ -84,6 +84,11 @@ StepResult = dict[str, Any]
 """What expressions see of a finished step: `{"status": ..., "outputs": {...}}`."""
 
 
+MIN_CARRIED_STEP_BYTES = 100
+"""No step state serialises to fewer bytes (its id, kind, status and the defaults are always
+written), so a count of states times this is a floor of the state carried across continue-as-new."""
+
+
 class RunBook:
     """Steps, approvals, logs and artifacts of one run (or of one map chunk)."""
 
@@ -1214,6 +1219,14 @@ class RunBook:
         self.logs = [e for e in self.logs if e.sequence > segment.last]
         self.paged_through = segment.last
         self.paged_head = last.hash
+
+    def surely_too_large_to_carry(self, limit: int) -> bool:
+        """Whether the carried state would be over `limit` bytes, told from a count, without
+        building it: a map in levels holds 50,000 or more items, whose states would take seconds
+        to build and serialise in one workflow task (the SDK's deadlock deadline is 2 s) only
+        to be refused. A floor of the size, so a True here is what measuring would have said."""
+        hidden = sum(held.hidden_steps for held in self.held.values())
+        return hidden * MIN_CARRIED_STEP_BYTES > limit
 
     def carry(self) -> CarriedState:
         # Iterations of a loop under way not begun yet are registered again from the plan.

@@ -10,7 +10,8 @@ import pytest
 from compiler import compile_manifest
 from compiler import plan as p
 from workflows.contract.state import RunMeta, StateQuery, StepState
-from workflows.run_book import RunBook
+from workflows.pack_run import CARRY_LIMIT_BYTES
+from workflows.run_book import MIN_CARRIED_STEP_BYTES, RunBook
 
 PACK = """
 apiVersion: stellaops.io/pack.v1
@@ -118,3 +119,20 @@ def test_held_items_are_carried_as_the_states_they_stand_for() -> None:
     assert carried.steps == registered.ordered_steps()
     again = RunBook(held.plan, held.plan_hash, held.meta, lambda: datetime.now(UTC), carried)
     assert again.snapshot().steps == registered.snapshot().steps
+
+
+@pytest.mark.parametrize("count", [1, 7, 1000])
+def test_the_floor_of_a_carried_size_never_exceeds_the_size(count: int) -> None:
+    """`surely_too_large_to_carry` tells a refusal from a count of held states; it may say so
+    only when measuring the built state would have said the same."""
+    run, template = book()
+    run.hold_items("fan", template, count)
+    size = len(run.carry().model_dump_json())
+    assert size >= sum(h.hidden_steps for h in run.held.values()) * MIN_CARRIED_STEP_BYTES
+    assert not run.surely_too_large_to_carry(size)
+
+
+def test_a_million_held_items_are_refused_without_building_their_states() -> None:
+    run, template = book()
+    run.hold_items("fan", template, 1_000_000)
+    assert run.surely_too_large_to_carry(CARRY_LIMIT_BYTES)

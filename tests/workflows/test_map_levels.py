@@ -20,9 +20,19 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from compiler import history
-from tests.helpers import result_of, start_pack, state_of, unique, wait_for, worker_for
+from tests.helpers import (
+    result_of,
+    start_pack,
+    state_of,
+    unique,
+    wait_for,
+    whole_log,
+    worker_for,
+)
+from workflows import pack_run
 from workflows.contract.names import SIGNAL_CANCEL
-from workflows.contract.state import CancelSignal
+from workflows.contract.state import CancelSignal, CarriedState
+from workflows.run_book import RunBook
 
 CHILD = EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
 ITEMS = 100
@@ -286,3 +296,38 @@ async def test_a_new_worker_takes_a_map_in_levels_over_half_way(
     for index in range(ITEMS):
         one = steps[f"fan[{index}]::one"]
         assert (one.status, one.attempts) == ("Succeeded", 1), one
+
+
+async def test_a_run_past_a_map_in_levels_never_builds_its_items_states_to_carry(
+    dev_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A map in levels holds 50,000+ items: building their states to measure the carried state
+    takes seconds in one workflow task (past the deadlock deadline), only to be refused. The
+    count refuses it: the run warns once, goes on in its history and finishes."""
+    built: list[int] = []
+    carry = RunBook.carry
+
+    def counted(book: RunBook) -> CarriedState:
+        built.append(len(book.held))
+        return carry(book)
+
+    monkeypatch.setattr(RunBook, "carry", counted)
+    # 100 held items of one step are a floor of 10,000 bytes: over this limit.
+    monkeypatch.setattr(pack_run, "CARRY_LIMIT_BYTES", 5_000)
+    client = dev_env.client
+    tq = unique("tq")
+    async with worker_for(client, tmp_path, tq):
+        run_id = unique("run")
+        handle = await start_pack(
+            client,
+            tq,
+            pack(ECHO),
+            {"items": list(range(ITEMS))},
+            run_id=run_id,
+            continueAsNewAfterEvents=10,
+        )
+        result = await asyncio.wait_for(result_of(handle), timeout=240)
+        entries = await whole_log(client, tmp_path, run_id)
+    assert result.status == "succeeded", result.error
+    assert [e.eventType for e in entries].count("run.continue-as-new-skipped") == 1
+    assert not [held for held in built if held], "a map in levels' states were built to carry"
