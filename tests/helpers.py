@@ -59,6 +59,16 @@ async def worker_for(
         yield worker
 
 
+async def run_histories(client: Client, workflow_id: str) -> dict[str, list[Any]]:
+    """Every history of a run: its own and each map group's and chunk's, by workflow id."""
+    found: dict[str, list[Any]] = {}
+    query = f"WorkflowId = '{workflow_id}' OR WorkflowId STARTS_WITH '{workflow_id}/'"
+    async for execution in client.list_workflows(query):
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        found[execution.id] = list((await handle.fetch_history()).events)
+    return found
+
+
 async def start_pack(
     client: Client,
     task_queue: str,

@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from compiler import history
 from tests.helpers import (
     result_of,
+    run_histories,
     start_pack,
     state_of,
     unique,
@@ -67,16 +68,6 @@ FAILING = """{id: pick, conditional: {branches: [{condition: "item == `13`", ste
 SLEEPY = '{id: nap, run: {uses: "builtin:sleep", with: {seconds: 120}}}'
 
 
-async def histories(client: Client, run_id: str) -> dict[str, list[Any]]:
-    """Every history of the run: its own and each group's and chunk's, by workflow id."""
-    found: dict[str, list[Any]] = {}
-    query = f"WorkflowId = '{run_id}' OR WorkflowId STARTS_WITH '{run_id}/'"
-    async for execution in client.list_workflows(query):
-        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        found[execution.id] = list((await handle.fetch_history()).events)
-    return found
-
-
 async def test_a_map_fans_out_in_three_levels_and_every_history_stays_small(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
@@ -91,7 +82,7 @@ async def test_a_map_fans_out_in_three_levels_and_every_history_stays_small(
         group = client.get_workflow_handle(f"{handle.id}/fan/chunks-0-8")
         metadata = await group.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
         assert metadata.current_details == "`fan` items 0..44: 45 of 45 done"
-    found = await histories(client, handle.id)
+    found = await run_histories(client, handle.id)
 
     steps = {s.stepId: s for s in state.steps}
     # What the user sees: every item's state and outputs, in order, and the step after reads them.

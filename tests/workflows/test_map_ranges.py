@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from compiler import history
-from tests.helpers import result_of, start_pack, state_of, unique, worker_for
+from tests.helpers import result_of, run_histories, start_pack, state_of, unique, worker_for
 from workflows.contract.artifacts import MAPS
 
 CHILD = EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
@@ -55,16 +53,6 @@ spec:
 """
 
 
-async def histories(client: Client, run_id: str) -> dict[str, list[Any]]:
-    """Every history of the run: its own and each group's and chunk's, by workflow id."""
-    found: dict[str, list[Any]] = {}
-    query = f"WorkflowId = '{run_id}' OR WorkflowId STARTS_WITH '{run_id}/'"
-    async for execution in client.list_workflows(query):
-        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        found[execution.id] = list((await handle.fetch_history()).events)
-    return found
-
-
 def stored_items(data_dir: Path) -> list[Path]:
     return [p for p in data_dir.rglob("*") if p.is_dir() and p.name == MAPS]
 
@@ -84,7 +72,7 @@ async def test_a_map_of_a_range_fans_out_with_no_stored_or_sent_items(
         result = await asyncio.wait_for(result_of(handle), timeout=240)
         assert result.status == "succeeded", result.error
         state = await state_of(handle)
-    found = await histories(client, handle.id)
+    found = await run_histories(client, handle.id)
 
     steps = {s.stepId: s for s in state.steps}
     # Each item got its own value and index, in order, and the step after read them all.
