@@ -54,9 +54,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.contract.names import CHUNK_WORKFLOW_TYPE, GROUP_WORKFLOW_TYPE
     from workflows.contract.state import ChunkInput, ChunkResult, Decision, MapGroupInput
+    from workflows.local_activities import run_local_activity
     from workflows.map_levels import (
         MAP_RESULTS_TOO_LARGE,
-        PATCH_MAP_LEVELS,
         bit_indexes,
         counts_text,
         dense_outputs,
@@ -65,20 +65,19 @@ with workflow.unsafe.imports_passed_through():
         unpack_bits,
     )
     from workflows.pacing import CHUNK_START_COST, StartBudget
+    from workflows.patches import (
+        PATCH_HELD_ITEMS,
+        PATCH_ITEMS_BY_REFERENCE,
+        PATCH_MAP_LEVELS,
+        PATCH_MAP_RANGES,
+    )
     from workflows.run_book import RunBook, StepResult
 
 POLICY_TIMEOUT = timedelta(seconds=60)
 MAP_ITEMS_TIMEOUT = timedelta(seconds=60)
-PATCH_HELD_ITEMS = "map-items-held"
-"""A map in levels holds its items as a status byte each (workflows/held_items.py) rather than
-registering a step state per step as each group starts."""
 REGISTER_PER_TASK = 10_000
 """Item steps a map that fans out in levels registers per workflow task (about 0.1 s of work on
 an idle 2-core box): a group's items are registered as it starts, over several tasks."""
-PATCH_ITEMS_BY_REFERENCE = "map-items-by-reference"
-"""A fanned-out map stores its items in the artifact store once; each chunk loads its own."""
-PATCH_MAP_RANGES = "map-items-range"
-"""A fanned-out map of a range stores nothing: each chunk computes its own slice of the range."""
 
 
 @dataclass(frozen=True)
@@ -657,7 +656,7 @@ class Interpreter:
         if not workflow.patched(PATCH_ITEMS_BY_REFERENCE):
             return None
         try:
-            ref: MapItemsRef = await workflow.execute_local_activity(
+            ref = await run_local_activity(
                 STORE_MAP_ITEMS,
                 MapItemsWrite(
                     runId=self.meta.runId,
@@ -667,6 +666,7 @@ class Interpreter:
                     items=items,
                 ),
                 result_type=MapItemsRef,
+                budget=self.starts,
                 start_to_close_timeout=MAP_ITEMS_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=3),
                 summary=f"{rid}: store items",

@@ -38,8 +38,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contract.state import ChunkResult, LogEntry, MapGroupInput, StepState
     from workflows.pacing import CHUNK_START_COST, StartBudget
 
-PATCH_MAP_LEVELS = "map-fan-out-in-levels"
-"""A map of more chunks than MAP_CHILDREN_PER_WORKFLOW starts groups of chunks, not the chunks."""
 MAP_RESULTS_TOO_LARGE = "MapResultsTooLarge"
 """The ApplicationError type a group fails with when its items hand back more than its share of
 MAP_RESULTS_LIMIT_BYTES; the map step's reason is then `map-results-too-large`."""

@@ -12,9 +12,9 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-PATCH_BOUNDED_STARTS = "bounded-starts-per-task"
-"""At most `STARTS_PER_TASK` activities (or their worth in chunk workflows) started in one
-workflow task; the rest start in the tasks that follow."""
+with workflow.unsafe.imports_passed_through():
+    from workflows.patches import PATCH_BOUNDED_STARTS
+
 STARTS_PER_TASK = 50
 """Each start costs the task its bookkeeping (the step's state, a chained log entry, the
 request's payload): 500 at once took 6.5 s on a busy 2-core box, past the 2 s deadlock detector
@@ -38,6 +38,13 @@ class StartBudget:
         self._task_mark = -1
         self._used = 0
         self._tick: asyncio.Task[None] | None = None
+
+    def after_local_activity(self) -> None:
+        """Start counting afresh: the code after a local activity may run in the activity's own
+        task (replaying a history core split around it) or in the next (as it first ran), and
+        the history length that tells tasks apart differs between the two; counted from zero
+        either way, the starts it makes are the same."""
+        self._task_mark, self._used = -1, 0
 
     async def take(self, cost: int = 1) -> None:
         while True:

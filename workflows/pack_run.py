@@ -82,21 +82,20 @@ with workflow.unsafe.imports_passed_through():
         bounded_state,
     )
     from workflows.interpreter import MAP_ITEMS_TIMEOUT, Frame, Interpreter
+    from workflows.local_activities import run_local_activity
+    from workflows.patches import (
+        PATCH_APPROVAL_RULES,
+        PATCH_CANCELLED_STATE_IN_MEMO,
+        PATCH_CLOSE_AS_ENDED,
+        PATCH_ENDED_RUNS,
+        PATCH_ITEM_RANGES,
+        PATCH_LOG_PAGING,
+        PATCH_NESTED_CONTINUE_AS_NEW,
+        PATCH_NESTED_LOG_PAGING,
+        PATCH_PAGE_ITERATIONS,
+    )
     from workflows.run_book import RunBook
 
-PATCH_APPROVAL_RULES = "approval-rules-v2"
-"""Decisions refused at or past the deadline, `expired` only from the timer, requester and
-quorum seats checked, refusals logged from updates too."""
-PATCH_ENDED_RUNS = "ended-runs-close-gates"
-"""A run that ends cancelled or failed cancels its open approvals and logs its cut-off steps."""
-PATCH_CLOSE_AS_ENDED = "close-as-failed-or-canceled"
-"""A failed run ends its workflow as Failed (an ApplicationError carrying its RunResult), a
-cancelled one as Canceled when Temporal's cancel request came (the Web UI's button, or the API's
-right after its `cancel` signal), so the Web UI's status filter and Failures count tell the truth.
-Before: every run's workflow Completed with its status in the result."""
-PATCH_CANCELLED_STATE_IN_MEMO = "cancelled-state-in-memo"
-"""A run closing as Canceled first leaves its final state in its memo (names.MEMO_FINAL_STATE):
-a Canceled workflow has no result, so the API reads it from a describe with no worker."""
 TEMPORAL_CANCEL_WAIT = timedelta(seconds=30)
 """How long a run cancelled by a signal that announced Temporal's cancel request waits for it
 before it ends (Completed, then) anyway: the sender died between its two calls."""
@@ -106,19 +105,6 @@ WEBHOOK_ATTEMPT_TIMEOUT = timedelta(seconds=30)
 WEBHOOK_GIVE_UP_AFTER = timedelta(hours=1)
 WEBHOOK_ATTEMPTS = 10
 LOG_PAGE_TIMEOUT = timedelta(seconds=30)
-PATCH_LOG_PAGING = "page-logs-out"
-PATCH_ITEM_RANGES = "chunk-items-by-range"
-"""A chunk names its plainly succeeded items by index range (`ChunkResult.succeededItems`)."""
-PATCH_NESTED_LOG_PAGING = "page-logs-out-inside-steps"
-"""Log entries are also paged out at boundaries between steps inside a parallel block, map, loop
-or conditional, not only between top-level steps."""
-PATCH_NESTED_CONTINUE_AS_NEW = "continue-as-new-inside-steps"
-"""A run also continues as new at a boundary between steps inside a loop or conditional (when
-nothing runs beside it), carrying where each enclosing step stands (`CarriedState.progress`)."""
-PATCH_PAGE_ITERATIONS = "page-iterations-out"
-"""Before continuing as new, the finished iterations of loops are paged out to the artifact store
-(`CarriedState.stepSegments`) and the iterations not begun are left to be registered again, so
-the carried state does not grow with a loop's length."""
 CARRY_RETRY_EVENTS = 1000
 """After the state proved too large to carry, the events to wait before measuring it again (a
 loop's boundaries come every few events; measuring at each would cost more than the steps)."""
@@ -252,9 +238,10 @@ class PackRun:
         book = self.book
         entries = [e.model_dump(mode="json") for e in book.logs]
         try:
-            segment = await workflow.execute_local_activity(
+            segment = await run_local_activity(
                 STORE_LOG_SEGMENT,
                 LogSegmentWrite(runId=book.meta.runId, tenant=book.meta.tenant, entries=entries),
+                budget=self.interp.starts,
                 result_type=LogSegment,
                 start_to_close_timeout=LOG_PAGE_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=3),
@@ -276,7 +263,7 @@ class PackRun:
             return
         for page in pages:
             try:
-                segment = await workflow.execute_local_activity(
+                segment = await run_local_activity(
                     STORE_STEP_SEGMENT,
                     StepSegmentWrite(
                         runId=book.meta.runId,
@@ -287,6 +274,7 @@ class PackRun:
                         steps=page.entries,
                     ),
                     result_type=StepSegment,
+                    budget=self.interp.starts,
                     start_to_close_timeout=LOG_PAGE_TIMEOUT,
                     retry_policy=RetryPolicy(maximum_attempts=3),
                     summary=f"page out {page.loop_id}[{page.first}..{page.last}]",
@@ -640,7 +628,7 @@ class PackRunMapChunk:
             items = range(*chunk.itemsRange)[begin : begin + chunk.rangeChunkSize]
         elif chunk.itemsFolder is not None:
             # By reference: the parent stored the items; this chunk's history records its slice.
-            loaded = await workflow.execute_local_activity(
+            loaded = await run_local_activity(
                 LOAD_MAP_ITEMS,
                 MapItemsRead(
                     runId=chunk.meta.runId,

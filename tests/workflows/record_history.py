@@ -17,7 +17,12 @@ run's history, a group that starts groups, a group that starts chunks) or `map-l
 same since the run holds the items as a status each) or `paged-iterations` (a long loop whose
 finished iterations were paged out to the artifact store before it continued as new: that
 history and the next, handed the segments) or `map-range` (a map of a `range`, whose chunks
-compute their own items: the run and its last chunk, started by the run and through groups). A committed history is never re-recorded to make a change pass: a change that makes one
+compute their own items: the run and its last chunk, started by the run and through groups) or
+`patches-first` (every patch decided before the first local activity: a run that pages its log
+out and fans a map out in levels, and one of its chunks) or `map-levels-cancelled-split` (a map
+in levels cancelled mid-way on a worker that caches no workflow, whose history core split around
+the items' local activity) or `map-beside-steps-split` (the same split, the map beside 45 steps
+in a parallel block, whose starts after the activity depend on the start budget). A committed history is never re-recorded to make a change pass: a change that makes one
 fail to replay would break running workflows, so it goes behind `workflow.patched()`. Record a
 new one for a new shape of run.
 """
@@ -26,19 +31,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowHistory,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from compiler.history import MAP_INLINE_LIMIT
-from tests.helpers import result_of, start_pack, unique, wait_for, worker_for
+from tests.helpers import keep_asking, result_of, start_pack, unique, wait_for, worker_for
 from workflows.contract.names import (
     MEMO_FINAL_STATE,
     SEARCH_ATTRIBUTES,
@@ -391,12 +405,7 @@ async def map_levels_held(client: Client, tq: str) -> None:
 async def map_levels(client: Client, tq: str, *, held: bool = False) -> None:
     # A map of more chunks than a workflow may start (the map-fan-out-in-levels patch): the run
     # starts groups, the first group starts smaller groups, those start the chunks.
-    from compiler import history
-
-    saved = {name: getattr(history, name) for name in LEVELS_CONSTANTS}
-    for name, value in LEVELS_CONSTANTS.items():
-        setattr(history, name, value)
-    try:
+    with shrunk(LEVELS_CONSTANTS):
         items = {"items": list(range(100))}
         if held:
             handle = await start_pack(client, tq, LEVELS_HELD, items, run_id="map-levels-held")
@@ -413,14 +422,33 @@ async def map_levels(client: Client, tq: str, *, held: bool = False) -> None:
                 "map-levels-subgroup": client.get_workflow_handle(f"{group}/chunks-0-2"),
             }
             assert result.status == "succeeded", result
-    finally:
-        for name, value in saved.items():
-            setattr(history, name, value)
+    await _save_with_sizes({name: (handle, LEVELS_CONSTANTS) for name, handle in records.items()})
+
+
+async def _save_with_sizes(
+    records: dict[str, tuple[WorkflowHandle[Any, Any], dict[str, int]]],
+) -> None:
+    """Save histories recorded under shrunk sizes, and the sizes beside them for the replay."""
     constants = json.loads(CONSTANTS.read_text()) if CONSTANTS.exists() else {}
-    for name, recorded in records.items():
+    for name, (recorded, sizes) in records.items():
         await _save(name, recorded)
-        constants[name] = LEVELS_CONSTANTS
+        constants[name] = sizes
     CONSTANTS.write_text(json.dumps(constants, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def shrunk(sizes: dict[str, int]) -> Iterator[None]:
+    """compiler.history's sizes set to `sizes` while recording (the workflow code reads them)."""
+    from compiler import history
+
+    saved = {key: getattr(history, key) for key in sizes}
+    for key, value in sizes.items():
+        setattr(history, key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(history, key, value)
 
 
 RANGE = """
@@ -443,29 +471,59 @@ RANGE_CONSTANTS = {"MAP_INLINE_LIMIT": 4, "MAP_CHUNK_SIZE": 5}
 async def map_range(client: Client, tq: str) -> None:
     # A map of a range (the map-items-range patch): nothing stored, each chunk computes its
     # slice; started by the run itself and, with 3 children per workflow, through groups.
-    from compiler import history
 
     records: dict[str, tuple[WorkflowHandle[Any, Any], dict[str, int]]] = {}
     for width, name in ((100, "map-range"), (3, "map-range-levels")):
         sizes = {**RANGE_CONSTANTS, "MAP_CHILDREN_PER_WORKFLOW": width}
-        saved = {key: getattr(history, key) for key in sizes}
-        for key, value in sizes.items():
-            setattr(history, key, value)
-        try:
+        with shrunk(sizes):
             handle = await start_pack(client, tq, RANGE, run_id=name)
             result = await handle.result()
             assert result.status == "succeeded", result
-        finally:
-            for key, value in saved.items():
-                setattr(history, key, value)
         records[name] = (handle, sizes)
         chunk = "fan/chunk-6" if width == 100 else "fan/chunks-6-6/chunk-6"
         records[f"{name}-chunk"] = (client.get_workflow_handle(f"{handle.id}/{chunk}"), sizes)
-    constants = json.loads(CONSTANTS.read_text()) if CONSTANTS.exists() else {}
-    for name, (recorded, sizes) in records.items():
-        await _save(name, recorded)
-        constants[name] = sizes
-    CONSTANTS.write_text(json.dumps(constants, indent=2, sort_keys=True) + "\n")
+    await _save_with_sizes(records)
+
+
+PATCHES_FIRST = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: patches-first, version: 1.0.0}
+spec:
+  inputs: [{name: items, type: array}]
+  steps:
+    - {id: first, run: {uses: "builtin:echo", with: {n: 1}}}
+    - {id: second, run: {uses: "builtin:echo", with: {n: 2}}}
+    - id: fan
+      map: {items: "inputs.items", step: {id: one, run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}}
+    - {id: after, run: {uses: "builtin:echo", with: {n: "{{ length(steps.fan.outputs.results) }}"}}}
+"""
+"""Two log pages (logsKeptInRun 2) between steps, then 20 items in 4 chunks through groups (under
+LEVELS_CONSTANTS): three kinds of local activity, each after every patch is decided."""
+
+
+async def patches_first(client: Client, tq: str) -> None:
+    # Every patch decided before a local activity (the patches-decided-before-local-activities
+    # patch): no code after one asks for a patch a full replay would not know of yet.
+    with shrunk(LEVELS_CONSTANTS):
+        handle = await start_pack(
+            client,
+            tq,
+            PATCHES_FIRST,
+            {"items": list(range(20))},
+            run_id="patches-first",
+            logsKeptInRun=2,
+        )
+        result = await handle.result()
+        assert result.status == "succeeded", result
+    query = f"WorkflowId STARTS_WITH '{handle.id}/' AND WorkflowType = 'PackRunMapChunk'"
+    (chunk,) = [w.id async for w in client.list_workflows(query) if w.id.endswith("/chunk-0")]
+    await _save_with_sizes(
+        {
+            "patches-first": (handle, LEVELS_CONSTANTS),
+            "patches-first-chunk": (client.get_workflow_handle(chunk), LEVELS_CONSTANTS),
+        }
+    )
 
 
 async def paged_iterations(client: Client, tq: str) -> None:
@@ -497,6 +555,103 @@ async def paged_iterations(client: Client, tq: str) -> None:
     await _save("paged-iterations-next", following[run])
 
 
+LEVELS_SLEEPY = LEVELS.replace(
+    '{id: one, run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}',
+    '{id: nap, run: {uses: "builtin:sleep", with: {seconds: 120}}}',
+)
+
+
+def split_around_local_activity(history: WorkflowHistory) -> bool:
+    """Whether a local activity's marker ends its workflow task and the commands after it came
+    in the next one (core does so when the workflow left the worker's cache meanwhile)."""
+    events = history.events
+    for event, after in itertools.pairwise(events):
+        attributes = event.marker_recorded_event_attributes
+        if (
+            event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+            and attributes.marker_name == "core_local_activity"
+            and after.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED
+        ):
+            return True
+    return False
+
+
+async def _split_run(
+    client: Client,
+    manifest: str,
+    name: str,
+    finish: Callable[[WorkflowHandle[Any, Any]], Awaitable[None]],
+) -> None:
+    """Run `manifest` on 100 items, under LEVELS_CONSTANTS' sizes, on a worker that caches no workflow, asking for its state as it starts, until core splits its
+    history around the map's local activity (the activity in one task, the code after it in the
+    next); `finish` takes the run to its end. Save that history as `name`."""
+    own = unique("tq")
+    with shrunk(LEVELS_CONSTANTS):
+        async with worker_for(client, Path(tempfile.mkdtemp()), own, max_cached_workflows=0):
+            for attempt in range(10):
+                handle = await start_pack(
+                    client, own, manifest, {"items": list(range(100))}, run_id=f"{name}-{attempt}"
+                )
+                # Asked for its state as it starts (each query replays the whole history here).
+                await keep_asking(handle, 0.5)
+                await finish(handle)
+                if split_around_local_activity(await handle.fetch_history()):
+                    await _save_with_sizes({name: (handle, LEVELS_CONSTANTS)})
+                    return
+    raise SystemExit(f"{name}: core did not split a history around its local activity")
+
+
+async def map_levels_cancelled_split(client: Client, tq: str) -> None:
+    # A map in levels cancelled mid-way, on a worker that caches no workflow: every task replays
+    # the whole history, and core wrote the items' local activity in one task and the code after
+    # it in the next (the patches-decided-before-local-activities patch keeps that replayable;
+    # before it, the run failed every task after the cancel with TMPRL1100 and stayed Running).
+    async def cancel(handle: WorkflowHandle[Any, Any]) -> None:
+        query = f"WorkflowId STARTS_WITH '{handle.id}/' AND WorkflowType = 'PackRunMapChunk'"
+        while (await client.count_workflows(query)).count < 4:
+            await asyncio.sleep(0.5)
+        signal = CancelSignal(actorId="ops", reason="enough", temporalCancelFollows=True)
+        await handle.signal(SIGNAL_CANCEL, signal)
+        await handle.cancel(reason="enough")
+        with contextlib.suppress(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), timeout=120)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+
+    await _split_run(client, LEVELS_SLEEPY, "map-levels-cancelled-split", cancel)
+
+
+BESIDE = 45
+MAP_BESIDE_STEPS = """
+apiVersion: stellaops.io/pack.v1
+kind: TaskPack
+metadata: {name: map-beside-steps, version: 1.0.0}
+spec:
+  inputs: [{name: items, type: array}]
+  steps:
+    - id: block
+      parallel:
+        maxParallel: 60
+        steps:
+          - id: fan
+            map: {items: "inputs.items", step: {id: one, run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}}
+""" + "".join(
+    f'          - {{id: s{n}, run: {{uses: "builtin:echo", with: {{n: {n}}}}}}}\n'
+    for n in range(BESIDE)
+)
+"""A map whose items are stored (a local activity) in the task that starts 45 steps beside it."""
+
+
+async def map_beside_steps_split(client: Client, tq: str) -> None:
+    # The same split, where the code after the local activity starts the map's groups: replayed
+    # in the first task, whose start budget the 45 steps beside the map nearly spent, they start
+    # as they first did only because the budget counts afresh after a local activity.
+    async def succeed(handle: WorkflowHandle[Any, Any]) -> None:
+        result = await asyncio.wait_for(result_of(handle), timeout=120)
+        assert result.status == "succeeded", result
+
+    await _split_run(client, MAP_BESIDE_STEPS, "map-beside-steps-split", succeed)
+
+
 RECORDERS = {
     "representative": representative,
     "chunked-map": chunked_map,
@@ -512,6 +667,9 @@ RECORDERS = {
     "map-levels-held": map_levels_held,
     "paged-iterations": paged_iterations,
     "map-range": map_range,
+    "patches-first": patches_first,
+    "map-levels-cancelled-split": map_levels_cancelled_split,
+    "map-beside-steps-split": map_beside_steps_split,
 }
 
 

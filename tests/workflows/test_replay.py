@@ -12,6 +12,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from tests.workflows.record_history import shrunk, split_around_local_activity
 from workflows.contract.state import CarriedState, PackRunInput
 from workflows.worker import WORKFLOWS
 
@@ -31,17 +32,8 @@ def workflow_id(name: str) -> str:
 def recorded_sizes(name: str) -> Iterator[None]:
     """compiler.history's sizes as they were when `name` was recorded (small ones, so a map
     fans out in levels with 100 items); the workflow code reads them when it runs."""
-    from compiler import history
-
-    wanted = CONSTANTS.get(name, {})
-    saved = {key: getattr(history, key) for key in wanted}
-    for key, value in wanted.items():
-        setattr(history, key, value)
-    try:
+    with shrunk(CONSTANTS.get(name, {})):
         yield
-    finally:
-        for key, value in saved.items():
-            setattr(history, key, value)
 
 
 async def test_recorded_histories_replay() -> None:
@@ -221,7 +213,7 @@ async def test_the_state_left_in_the_memo_needs_its_patch(monkeypatch) -> None: 
     state in its memo does not replay: the memo's upsert is a command of the patch's."""
     from temporalio import workflow
 
-    from workflows.pack_run import PATCH_CANCELLED_STATE_IN_MEMO
+    from workflows.patches import PATCH_CANCELLED_STATE_IN_MEMO
 
     patched = workflow.patched
     monkeypatch.setattr(
@@ -239,7 +231,7 @@ async def test_the_failed_and_canceled_endings_need_their_patch(monkeypatch) -> 
     closed Failed and Canceled do not replay: the endings are the patch's, not the old code's."""
     from temporalio import workflow
 
-    from workflows.pack_run import PATCH_CLOSE_AS_ENDED
+    from workflows.patches import PATCH_CLOSE_AS_ENDED
 
     patched = workflow.patched
     # The workflow module itself is re-imported in the sandbox; temporalio is passed through.
@@ -257,7 +249,7 @@ async def test_continuing_as_new_inside_a_loop_needs_its_patch(monkeypatch) -> N
     continued as new inside its loop does not replay: it would have gone on in that history."""
     from temporalio import workflow
 
-    from workflows.pack_run import PATCH_NESTED_CONTINUE_AS_NEW
+    from workflows.patches import PATCH_NESTED_CONTINUE_AS_NEW
 
     patched = workflow.patched
     monkeypatch.setattr(
@@ -276,7 +268,7 @@ async def test_a_map_in_levels_needs_its_patch(monkeypatch) -> None:  # type: ig
     under which its map would not fan out in levels: the sizes are part of what was recorded."""
     from temporalio import workflow
 
-    from workflows.map_levels import PATCH_MAP_LEVELS
+    from workflows.patches import PATCH_MAP_LEVELS
 
     replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
     name = "map-levels"
@@ -296,7 +288,7 @@ async def test_held_map_items_need_their_patch(monkeypatch) -> None:  # type: ig
     as a status each does not replay (its patch marker is a command that code never sends)."""
     from temporalio import workflow
 
-    from workflows.interpreter import PATCH_HELD_ITEMS
+    from workflows.patches import PATCH_HELD_ITEMS
 
     patched = workflow.patched
     monkeypatch.setattr(workflow, "patched", lambda id: id != PATCH_HELD_ITEMS and patched(id))
@@ -313,7 +305,7 @@ async def test_paging_iterations_out_needs_its_patch(monkeypatch) -> None:  # ty
     loop's finished iterations out does not replay: the page's local activity is the patch's."""
     from temporalio import workflow
 
-    from workflows.pack_run import PATCH_PAGE_ITERATIONS
+    from workflows.patches import PATCH_PAGE_ITERATIONS
 
     patched = workflow.patched
     monkeypatch.setattr(workflow, "patched", lambda id: id != PATCH_PAGE_ITERATIONS and patched(id))
@@ -321,4 +313,44 @@ async def test_paging_iterations_out_needs_its_patch(monkeypatch) -> None:  # ty
     name = "paged-iterations"
     history = WorkflowHistory.from_json(workflow_id(name), (HISTORIES / f"{name}.json").read_text())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+
+
+async def test_deciding_patches_before_local_activities_needs_its_patch(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Replayed as code before the patches-decided-before-local-activities patch runs it, the run
+    and the chunk that decided every patch before their first local activity do not replay: that
+    code asked for each patch where it was needed, after the activity."""
+    from temporalio import workflow
+
+    from workflows.patches import PATCH_DECIDED_FIRST
+
+    patched = workflow.patched
+    monkeypatch.setattr(workflow, "patched", lambda id: id != PATCH_DECIDED_FIRST and patched(id))
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
+    for name in ("patches-first", "patches-first-chunk"):
+        history = WorkflowHistory.from_json(
+            workflow_id(name), (HISTORIES / f"{name}.json").read_text()
+        )
+        with recorded_sizes(name):
+            result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is not None, name
+
+
+async def test_a_split_history_replays_only_with_the_start_budget_afresh(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The map beside 45 steps whose history core split around its local activity: replayed, the
+    groups' starts run in the activity's own task, whose start budget the 45 steps nearly spent.
+    Counted afresh after the activity they start as they first did; counted on, the run would
+    wait for the next task instead (a timer where the history has a child's start)."""
+    from workflows.pacing import StartBudget
+
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
+    name = "map-beside-steps-split"
+    history = WorkflowHistory.from_json(workflow_id(name), (HISTORIES / f"{name}.json").read_text())
+    assert split_around_local_activity(history)
+    with recorded_sizes(name):
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None
+    monkeypatch.setattr(StartBudget, "after_local_activity", lambda self: None)
+    with recorded_sizes(name):
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None
