@@ -56,6 +56,8 @@ RATIO_TARGET = 1.5
 class Phase:
     seconds: float = 0.0
     statuses: Counter[int] = field(default_factory=Counter)
+    no_answer: Counter[str] = field(default_factory=Counter)
+    """Requests that got no answer (counted as 599), by what httpx raised."""
     run_ids: dict[str, str] = field(default_factory=dict)
     """Key (or sequence number) -> the run id its 201 named."""
     replays: int = 0
@@ -81,8 +83,9 @@ async def send(
                 headers["Idempotency-Key"] = keys[number]
             try:
                 response = await http.post(RUNS, json={"manifest": PACK}, headers=headers)
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
                 phase.statuses[599] += 1  # no answer at all: as bad as a 5xx for the caller
+                phase.no_answer[type(exc).__name__] += 1
                 continue
             phase.statuses[response.status_code] += 1
             if response.status_code == 201:
@@ -142,6 +145,8 @@ async def measure_one(
     statuses = ", ".join(
         f"{s}: {n}" for s, n in sorted((keyed.statuses + retried.statuses).items())
     )
+    if unanswered := keyed.no_answer + retried.no_answer:
+        statuses += " (no answer: " + ", ".join(f"{n} {e}" for e, n in unanswered.items()) + ")"
     return [
         Figure(
             f"{name}: 5xx",

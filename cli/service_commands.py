@@ -178,7 +178,7 @@ async def worker_polls(settings: SharedSettings) -> bool:
 def api_command(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import SHUTDOWN_GRACE_SECONDS, stop_streams
+    from api.app import KEEP_ALIVE_SECONDS, SHUTDOWN_GRACE_SECONDS, stop_streams
     from api.settings import get_api_settings
 
     settings = _logging(get_api_settings())
@@ -197,6 +197,7 @@ def api_command(args: argparse.Namespace) -> int:
             log_config=None,  # records go to the one pipeline configure_logging set up
             access_log=False,  # the API logs each request itself, with its trace id
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
     ).run()
     return EXIT_OK
@@ -545,7 +546,7 @@ def _die_with_parent() -> None:
 def _api_server(app: FastAPI, settings: DevSettings) -> uvicorn.Server:
     import uvicorn
 
-    from api.app import SHUTDOWN_GRACE_SECONDS
+    from api.app import KEEP_ALIVE_SECONDS, SHUTDOWN_GRACE_SECONDS
 
     class Server(uvicorn.Server):
         # Without uvicorn's own signal handling: `dev` stops all three parts on one signal,
@@ -561,6 +562,7 @@ def _api_server(app: FastAPI, settings: DevSettings) -> uvicorn.Server:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     return Server(config)
 
