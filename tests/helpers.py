@@ -191,9 +191,9 @@ async def wait_for(
 
 async def keep_asking(handle: WorkflowHandle[Any, Any], seconds: float, at_once: int = 10) -> None:
     """Query the run's state, `at_once` queries at a time, for `seconds`. On a worker that caches
-    no workflow, a query answered as a local activity of the run completes can make core write
-    the activity in one workflow task and the code after it in the next: every later task then
-    replays the whole history, running that code in the first task."""
+    no workflow, queries that come while a local activity of the run finishes can make core
+    write the activity in one workflow task and the code after it in the next; every later task
+    then replays the whole history, running that code in the first task."""
     deadline = asyncio.get_running_loop().time() + seconds
     while asyncio.get_running_loop().time() < deadline:
         await asyncio.gather(*(state_of(handle) for _ in range(at_once)), return_exceptions=True)

@@ -36,7 +36,7 @@ import json
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -559,6 +559,25 @@ LEVELS_SLEEPY = LEVELS.replace(
     '{id: one, run: {uses: "builtin:echo", with: {i: "{{ item }}"}}}',
     '{id: nap, run: {uses: "builtin:sleep", with: {seconds: 120}}}',
 )
+
+
+LOCAL_ACTIVITY = "local-activity"
+"""How `markers` names a local activity's marker."""
+
+
+def markers(events: Sequence[Any]) -> list[str]:
+    """The history's markers in order: a patch's id, or LOCAL_ACTIVITY."""
+    found = []
+    for event in events:
+        if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
+            continue
+        attributes = event.marker_recorded_event_attributes
+        if attributes.marker_name == "core_patch":
+            data = attributes.details["patch-data"].payloads[0].data
+            found.append(json.loads(data)["id"])
+        elif attributes.marker_name == "core_local_activity":
+            found.append(LOCAL_ACTIVITY)
+    return found
 
 
 def split_around_local_activity(history: WorkflowHistory) -> bool:

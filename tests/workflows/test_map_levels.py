@@ -216,7 +216,7 @@ async def test_cancelling_the_run_stops_every_group_and_chunk(
     dev_env: WorkflowEnvironment, tmp_path: Path, cache: str
 ) -> None:
     """Also on a worker that caches no workflow, so every task replays the whole history: the
-    state query as the run starts makes core write the items' local activity in one task and the
+    state query as the run starts can make core write the items' local activity in one task and the
     group's start in the next. Before every patch was decided ahead of local activities
     (workflows/patches.py), a full replay then failed each task after the cancel with TMPRL1100
     and the run stayed Running (seen in CI with the cache on, too)."""

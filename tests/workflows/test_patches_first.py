@@ -10,12 +10,8 @@ Running. What keeps every history safe from that: no patch marker after a local 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import (
@@ -27,27 +23,12 @@ from tests.helpers import (
 )
 from tests.workflows.record_history import (
     LEVELS_CONSTANTS,
+    LOCAL_ACTIVITY,
     PATCHES_FIRST,
+    markers,
     shrunk,
 )
 from workflows.patches import PATCH_DECIDED_FIRST, PATCH_MAP_LEVELS, PATCHES
-
-MARKER = EventType.EVENT_TYPE_MARKER_RECORDED
-
-
-def markers(events: Sequence[Any]) -> list[str]:
-    """The history's markers in order: a patch's id, or "local-activity"."""
-    found = []
-    for event in events:
-        if event.event_type != MARKER:
-            continue
-        attributes = event.marker_recorded_event_attributes
-        if attributes.marker_name == "core_patch":
-            data = attributes.details["patch-data"].payloads[0].data
-            found.append(json.loads(data)["id"])
-        elif attributes.marker_name == "core_local_activity":
-            found.append("local-activity")
-    return found
 
 
 async def test_no_patch_is_first_asked_for_after_a_local_activity(
@@ -68,14 +49,14 @@ async def test_no_patch_is_first_asked_for_after_a_local_activity(
     found = await run_histories(client, handle.id)
     run = markers(found[handle.id])
     # The log was paged out before the map, which then stored its items and fanned out in levels.
-    assert run.count("local-activity") >= 2, run
+    assert run.count(LOCAL_ACTIVITY) >= 2, run
     assert any("/chunks-" in w for w in found), sorted(found)
     chunks = [w for w in found if w.rsplit("/", 1)[-1].startswith("chunk-")]
     assert len(chunks) == 4
     for workflow_id in [handle.id, *chunks]:
         seen = markers(found[workflow_id])
-        first = seen.index("local-activity")
-        after = [m for m in seen[first:] if m != "local-activity"]
+        first = seen.index(LOCAL_ACTIVITY)
+        after = [m for m in seen[first:] if m != LOCAL_ACTIVITY]
         assert after == [], (workflow_id, seen)
         patches = seen[:first]
         assert sorted(patches) == sorted({PATCH_DECIDED_FIRST, *PATCHES}), (workflow_id, seen)

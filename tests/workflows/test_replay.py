@@ -12,7 +12,12 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.workflows.record_history import shrunk, split_around_local_activity
+from tests.workflows.record_history import (
+    LOCAL_ACTIVITY,
+    markers,
+    shrunk,
+    split_around_local_activity,
+)
 from workflows.contract.state import CarriedState, PackRunInput
 from workflows.worker import WORKFLOWS
 
@@ -196,12 +201,7 @@ def carried_on(name: str) -> CarriedState:
 def patches_in(name: str) -> set[str]:
     """The patches a recorded history's markers name."""
     events = WorkflowHistory.from_json(name, (HISTORIES / f"{name}.json").read_text()).events
-    return {
-        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
-        for e in events
-        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-        and e.marker_recorded_event_attributes.marker_name == "core_patch"
-    }
+    return set(markers(events)) - {LOCAL_ACTIVITY}
 
 
 def events_before_close(history: WorkflowHistory) -> list[EventType.ValueType]:
