@@ -212,6 +212,9 @@ async def test_items_skipped_by_their_condition_cost_a_bit_each(
 
 
 @pytest.mark.parametrize("cache", ["cached", "uncached"])
+# A worker that caches nothing drops the run while its local activity runs; the SDK then warns
+# that the activity core asks it to cancel has already finished (harmless: core keeps its result).
+@pytest.mark.filterwarnings("ignore:Cannot find activity to cancel:UserWarning")
 async def test_cancelling_the_run_stops_every_group_and_chunk(
     dev_env: WorkflowEnvironment, tmp_path: Path, cache: str
 ) -> None:
